@@ -1,0 +1,1 @@
+"""Adapters at the edges: source parsers (pure), desk clients, desk simulators."""

@@ -1,0 +1,1 @@
+"""Faithful local service-desk servers for tests, the demo and the benchmarks."""
