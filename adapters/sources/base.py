@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from pydantic import BaseModel
+
 from bridge.models import Alert
 
 
@@ -46,3 +48,5 @@ class SourceAdapter:
     content_types: frozenset[str] = frozenset({"application/json"})
     # None: the default check, `Authorization: Bearer <secret>` compared in constant time.
     verify: VerifyFn | None = None
+    # The pydantic model (extra="forbid") that the config loader validates this kind's `options` with.
+    options: type[BaseModel] | None = None
