@@ -1,0 +1,1 @@
+"""The alert -> ticket bridge: ingress, engine, delivery and timers over Redis."""

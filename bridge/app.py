@@ -1,0 +1,165 @@
+"""Ingress: POST /webhook/{source} -> auth -> size -> content type -> parse -> XADD -> 202.
+
+The request path does only that: no template rendering, no desk call, no lock. An alert is
+acknowledged only once it is durable in Redis; Redis unreachable is a 503 so the sender retries.
+"""
+
+from __future__ import annotations
+
+import hmac
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import redis.exceptions
+import structlog
+from aiohttp import web
+
+from adapters.sources import SOURCES, ParseContext, Parsed
+from bridge import keys
+from bridge.errors import AuthError, PayloadError, RequestError, TooLarge, UnsupportedMedia
+from bridge.runtime import RUNTIME, Runtime
+
+log = structlog.get_logger("bridge.app")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def json_response(body: Any, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")
+
+
+@web.middleware
+async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every error leaves as `{"error", "detail"}`; nothing leaves as a traceback."""
+    request_id = request.headers.get("X-Request-Id") or uuid.uuid4().hex[:16]
+    with structlog.contextvars.bound_contextvars(request_id=request_id):
+        try:
+            return await handler(request)
+        except RequestError as exc:
+            log.info(
+                "request_refused", status=exc.status, error=exc.code, detail=exc.detail, path=request.path
+            )
+            return json_response(exc.body(), exc.status)
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            return json_response(
+                {"error": exc.reason.lower().replace(" ", "_"), "detail": exc.text or ""}, exc.status
+            )
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+            log.warning("redis_unavailable", error=str(exc), path=request.path)
+            return json_response(
+                {"error": "unavailable", "detail": "state store unreachable, retry later"}, 503
+            )
+        except Exception:
+            log.exception("request_failed", path=request.path)
+            return json_response({"error": "internal", "detail": "internal error, see the bridge's log"}, 500)
+
+
+async def webhook(request: web.Request) -> web.Response:
+    runtime = request.app[RUNTIME]
+    name = request.match_info["source"]
+    source = runtime.config.sources.get(name)
+    if source is None:
+        return json_response(
+            {"error": "unknown_source", "detail": f"no source named {name!r} is configured"}, 404
+        )
+    adapter = SOURCES[source.kind]
+    secret = source.secret_value()
+    structlog.contextvars.bind_contextvars(source=name)
+
+    if secret and adapter.verify is None:
+        check_bearer(request.headers.get("Authorization", ""), secret)
+    length = request.content_length
+    if length is not None and length > source.max_body:
+        raise TooLarge(f"body of {length} bytes exceeds this source's limit of {source.max_body}")
+    if request.content_type not in adapter.content_types:
+        accepted = " or ".join(sorted(adapter.content_types))
+        raise UnsupportedMedia(f"Content-Type {request.content_type!r} not accepted; use {accepted}")
+    body = await read_bounded(request, source.max_body)
+    now = datetime.now(UTC)
+    if secret and adapter.verify is not None:
+        adapter.verify(body, request.headers, request.query, secret, now)
+
+    ctx = ParseContext(source=name, received_at=now, options=source.options)
+    parsed = adapter.parse(body, request.content_type, request.headers, ctx)
+    await enqueue(runtime, name, parsed)
+    runtime.metrics.received(name, parsed)
+    log.info("alerts_accepted", accepted=len(parsed.alerts), rejected=len(parsed.rejected))
+    answer: dict[str, Any] = {"accepted": len(parsed.alerts), "rejected": len(parsed.rejected)}
+    if parsed.rejected:
+        answer["errors"] = [r.reason for r in parsed.rejected]
+    return json_response(answer, 202)
+
+
+def check_bearer(header: str, secret: str) -> None:
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        raise AuthError("missing 'Authorization: Bearer <token>' header")
+    if not hmac.compare_digest(token.strip().encode(), secret.encode()):
+        raise AuthError("bearer token does not match this source's secret")
+
+
+async def read_bounded(request: web.Request, limit: int) -> bytes:
+    """Read the body, refusing (413) as soon as it passes `limit`, chunked bodies included."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.content.iter_chunked(1 << 16):
+        size += len(chunk)
+        if size > limit:
+            raise TooLarge(f"body exceeds this source's limit of {limit} bytes")
+        chunks.append(chunk)
+    if not size:
+        raise PayloadError("empty body")
+    return b"".join(chunks)
+
+
+async def enqueue(runtime: Runtime, source: str, parsed: Parsed) -> None:
+    """One round trip: every alert to the intake stream, every unreadable one to the dead letters."""
+    if not parsed.alerts and not parsed.rejected:
+        return
+    async with runtime.redis.pipeline(transaction=False) as pipe:
+        for alert in parsed.alerts:
+            pipe.xadd(keys.INTAKE, {"a": alert.model_dump_json()})
+        for rejected in parsed.rejected:
+            pipe.xadd(
+                keys.DLQ,
+                {
+                    "kind": "bad_alert",
+                    "source": source,
+                    "reason": rejected.reason,
+                    "raw": orjson.dumps(rejected.raw, default=str),
+                },
+            )
+        await pipe.execute()
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    runtime = request.app[RUNTIME]
+    try:
+        await runtime.redis.ping()
+        loaded = await runtime.scripts.loaded()
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+        return json_response({"status": "unready", "detail": f"redis unreachable: {exc}"}, 503)
+    if not loaded:
+        return json_response({"status": "unready", "detail": "scripts not loaded"}, 503)
+    return json_response({"status": "ready"})
+
+
+def make_app(runtime: Runtime) -> web.Application:
+    app = web.Application(middlewares=[errors_as_json], client_max_size=max_body(runtime))
+    app[RUNTIME] = runtime
+    app.router.add_post("/webhook/{source}", webhook)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    return app
+
+
+def max_body(runtime: Runtime) -> int:
+    return max((s.max_body for s in runtime.config.sources.values()), default=1 << 20)

@@ -1,0 +1,326 @@
+"""Delivery: applies each incident's outbox to its service desk, in order, from any replica.
+
+One replica at a time holds an incident's lease (`SET NX PX`, renewed per action), reads its outbox,
+coalesces consecutive notes into one, and calls the desk. Retries live here and nowhere else:
+transient failures (connect, timeout, 429, 5xx) are retried with backoff honouring `Retry-After`,
+then the incident is put back in the ready queue for later, its actions still durable in Redis;
+rejected calls go to the dead-letter stream with the request and the desk's answer.
+Open is idempotent: the epoch is marked `opening` first, and an open whose outcome is unknown is
+first looked up in the desk by correlation id (the incident id) and adopted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import orjson
+import redis.exceptions
+import structlog
+from tenacity import AsyncRetrying, RetryCallState, stop_after_attempt, wait_random_exponential
+
+from adapters.desks.base import Desk, TicketRef
+from bridge import keys
+from bridge.config import Route
+from bridge.errors import DeskAuthExpired, DeskError, DeskRejected, DeskTransient
+from bridge.notes import note_text
+from bridge.runtime import Runtime, wait_for_event
+from bridge.templates import alert_context, render
+
+log = structlog.get_logger("bridge.delivery")
+T = TypeVar("T")
+IN_PASS_RETRY_AFTER_S = 5.0  # a longer Retry-After ends the pass; the incident waits in the ready queue
+
+
+@dataclass
+class Action:
+    """One desk call, made from one or more consecutive outbox entries."""
+
+    kind: str  # OPEN, NOTE, REOPEN, RESOLVE
+    incident: str
+    epoch: str
+    route: str
+    alert: dict[str, Any] | None
+    entries: list[bytes] = field(default_factory=list)
+    changes: list[dict[str, Any]] = field(default_factory=list)  # coalesced NOTE entries
+
+
+def coalesce(raw: list[bytes]) -> list[Action]:
+    """Fold notes into the action before them when it is of the same epoch and can carry them."""
+    actions: list[Action] = []
+    for item in raw:
+        entry = orjson.loads(item)
+        kind, epoch = entry["kind"], entry["epoch"]
+        last = actions[-1] if actions else None
+        if kind == "NOTE" and last is not None and last.epoch == epoch and last.kind != "RESOLVE":
+            last.changes.append(entry)
+            last.entries.append(item)
+            continue
+        action = Action(kind, entry["incident"], epoch, entry["route"], entry.get("alert"), [item])
+        if kind == "NOTE":
+            action.changes.append(entry)
+        actions.append(action)
+    return actions
+
+
+class Delivery:
+    def __init__(self, runtime: Runtime, ready: asyncio.Event | None = None) -> None:
+        self.rt = runtime
+        self.ready = ready or asyncio.Event()
+        self.token = uuid.uuid4().hex
+        self._inflight: set[str] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Pick up incidents with due work until `stop`, then let in-flight ones finish."""
+        tuning = self.rt.tuning
+        try:
+            while not stop.is_set():
+                try:
+                    started = await self.pass_once()
+                except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+                    log.warning("delivery_redis_unavailable", error=str(exc))
+                    started = 0
+                    await asyncio.sleep(1.0)
+                if not started:
+                    self.ready.clear()
+                    await wait_for_event(self.ready, tuning.delivery_poll_s)
+        finally:
+            if self._tasks:
+                await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def pass_once(self) -> int:
+        """Start delivery for due incidents not already in flight here; returns how many started."""
+        room = self.rt.tuning.delivery_concurrency - len(self._inflight)
+        if room <= 0:
+            return 0
+        due = await self.rt.redis.zrangebyscore(keys.READY, "-inf", self.rt.clock(), start=0, num=room * 2)
+        started = 0
+        for raw in due:
+            base = raw.decode() if isinstance(raw, bytes) else str(raw)
+            if base in self._inflight or started >= room:
+                continue
+            self._inflight.add(base)
+            task = asyncio.create_task(self._deliver_guarded(base))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            started += 1
+        return started
+
+    async def _deliver_guarded(self, base: str) -> None:
+        try:
+            await self.deliver(base)
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+            log.warning("delivery_interrupted", base=base, error=str(exc))
+        except Exception:
+            log.exception("delivery_failed", base=base)
+        finally:
+            self._inflight.discard(base)
+
+    async def deliver(self, base: str) -> None:
+        """Drain one incident's outbox under its lease."""
+        ik = keys.IncidentKeys(base)
+        redis = self.rt.redis
+        if not await redis.set(ik.lease, self.token, nx=True, px=self.rt.tuning.lease_ms):
+            return  # another replica is on it; it re-queues the incident if work remains
+        retry_at: int | None = None
+        try:
+            await redis.zrem(keys.READY, base)
+            retry_at = await self._drain(ik)
+        finally:
+            await self.rt.scripts.lease(ik.lease, self.token, "release")
+            if retry_at is not None:
+                await redis.zadd(keys.READY, {base: retry_at})
+            elif await redis.llen(ik.outbox):
+                await redis.zadd(keys.READY, {base: self.rt.clock()}, nx=True)
+                self.ready.set()
+
+    async def _drain(self, ik: keys.IncidentKeys) -> int | None:
+        """Apply actions until the outbox is empty; returns when to try again after a transient failure."""
+        redis = self.rt.redis
+        while True:
+            raw: list[Any] = await redis.lrange(ik.outbox, 0, 99)
+            if not raw:
+                return None
+            for action in coalesce(raw):
+                if not await self.rt.scripts.lease(ik.lease, self.token, "renew", self.rt.tuning.lease_ms):
+                    log.warning("lease_lost", incident=action.incident)
+                    return None
+                with structlog.contextvars.bound_contextvars(incident=action.incident):
+                    try:
+                        outcome = await self._with_retries(lambda a=action: self._apply(ik, a))  # type: ignore[misc]
+                    except DeskTransient as exc:
+                        return await self._back_off(ik, action, exc)
+                    except DeskError as exc:
+                        await self._dead_letter(ik, action, exc)
+                        continue
+                    async with redis.pipeline(transaction=False) as pipe:
+                        pipe.lpop(ik.outbox, len(action.entries))
+                        pipe.hdel(ik.state, "failures")
+                        _audit(pipe, ik, self.rt, action, "delivered", outcome)
+                        await pipe.execute()
+
+    async def _with_retries(self, call: Callable[[], Awaitable[T]]) -> T:
+        tuning = self.rt.tuning
+        backoff = wait_random_exponential(multiplier=0.1, max=2.0)
+
+        def retryable(state: RetryCallState) -> bool:
+            exc = state.outcome.exception() if state.outcome else None
+            if isinstance(exc, DeskTransient):
+                return (exc.retry_after or 0) <= IN_PASS_RETRY_AFTER_S
+            return isinstance(exc, DeskAuthExpired) and state.attempt_number == 1  # re-authenticate once
+
+        def wait(state: RetryCallState) -> float:
+            exc = state.outcome.exception() if state.outcome else None
+            if isinstance(exc, DeskTransient) and exc.retry_after is not None:
+                return float(exc.retry_after)
+            return backoff(state)
+
+        async for attempt in AsyncRetrying(
+            stop=stop_after_attempt(tuning.attempts), wait=wait, retry=retryable, reraise=True
+        ):
+            with attempt:
+                return await call()
+        raise AssertionError("unreachable: tenacity reraises")
+
+    async def _apply(self, ik: keys.IncidentKeys, action: Action) -> str:
+        route = self._route(action)
+        desk = self.rt.desks[route.desk]
+        ref = await self._ticket(ik, action.epoch)
+        match action.kind:
+            case "OPEN":
+                if ref is None:
+                    ref = await self._open(ik, desk, route, action)
+                if action.changes:
+                    await self._call(desk, "note", desk.note(ref, note_text(action.changes)))
+                return ref.display or ref.id
+            case "NOTE" | "REOPEN" | "RESOLVE" if ref is None:
+                raise DeskRejected(
+                    f"no ticket for incident {action.incident}: its open was dead-lettered",
+                    desk=desk.name,
+                    action=action.kind.lower(),
+                )
+            case "NOTE":
+                assert ref is not None
+                await self._call(desk, "note", desk.note(ref, note_text(action.changes)))
+            case "REOPEN":
+                assert ref is not None
+                text = note_text(
+                    [{"reason": "reopened: fired again within the reopen window", "alert": action.alert}]
+                )
+                if action.changes:
+                    text += "\n" + note_text(action.changes)
+                await self._call(desk, "reopen", desk.reopen(ref, text))
+            case "RESOLVE":
+                assert ref is not None
+                context = self._context(action, route)
+                note = _render_or_reject(route.ticket.resolve_note, context, desk.name)
+                await self._call(desk, "resolve", desk.resolve(ref, note, {}))
+            case _:
+                raise DeskRejected(f"unknown action {action.kind}", desk=desk.name, action=action.kind)
+        return ref.display or ref.id
+
+    async def _open(self, ik: keys.IncidentKeys, desk: Desk, route: Route, action: Action) -> TicketRef:
+        redis = self.rt.redis
+        marker = f"opening:{action.epoch}"
+        ref: TicketRef | None = None
+        if await redis.hexists(ik.state, marker):
+            # An earlier open's outcome is unknown (timeout, crash): the desk may hold the record.
+            ref = await self._call(desk, "find", desk.find(action.incident))
+            if ref is not None:
+                log.info("ticket_adopted", ticket=ref.display or ref.id)
+        if ref is None:
+            context = self._context(action, route)
+            fields = {
+                name: _render_or_reject(t, context, desk.name) for name, t in route.ticket.fields.items()
+            }
+            await redis.hset(ik.state, marker, action.incident)
+            ref = await self._call(desk, "open", desk.open(action.incident, fields))
+            log.info("ticket_opened", desk=desk.name, ticket=ref.display or ref.id)
+        async with redis.pipeline(transaction=False) as pipe:
+            pipe.hset(ik.state, f"ticket:{action.epoch}", orjson.dumps([ref.id, ref.display, ref.url]))
+            pipe.hdel(ik.state, marker)
+            await pipe.execute()
+        return ref
+
+    async def _ticket(self, ik: keys.IncidentKeys, epoch: str) -> TicketRef | None:
+        raw = await self.rt.redis.hget(ik.state, f"ticket:{epoch}")
+        if raw is None:
+            return None
+        ticket_id, display, url = orjson.loads(raw)
+        return TicketRef(ticket_id, display, url)
+
+    async def _call(self, desk: Desk, action: str, call: Awaitable[T]) -> T:
+        started = time.perf_counter()
+        outcome = "ok"
+        try:
+            return await call
+        except DeskTransient:
+            outcome = "transient"
+            raise
+        except DeskError:
+            outcome = "rejected"
+            raise
+        finally:
+            self.rt.metrics.desk_calls.labels(desk.name, action, outcome).inc()
+            self.rt.metrics.desk_latency.labels(desk.name, action).observe(time.perf_counter() - started)
+
+    def _route(self, action: Action) -> Route:
+        for route in self.rt.config.routes:
+            if route.name == action.route:
+                return route
+        raise DeskRejected(f"route {action.route!r} is no longer in the mapping", action=action.kind.lower())
+
+    def _context(self, action: Action, route: Route) -> dict[str, Any]:
+        incident = {"id": action.incident, "epoch": action.epoch, "route": route.name}
+        return alert_context(action.alert or {}, incident=incident, changes=action.changes)
+
+    async def _back_off(self, ik: keys.IncidentKeys, action: Action, exc: DeskTransient) -> int:
+        failures = await self.rt.redis.hincrby(ik.state, "failures", 1)
+        delay = exc.retry_after or min(self.rt.tuning.backoff_max_s, 2.0**failures)
+        log.warning("desk_unavailable", desk=exc.desk, action=exc.action, status=exc.status, retry_in_s=delay)
+        async with self.rt.redis.pipeline(transaction=False) as pipe:
+            _audit(pipe, ik, self.rt, action, "retrying", f"{exc} (retry in {delay:.1f}s)")
+            await pipe.execute()
+        return self.rt.clock() + int(delay * 1000)
+
+    async def _dead_letter(self, ik: keys.IncidentKeys, action: Action, exc: DeskError) -> None:
+        log.error("desk_rejected", desk=exc.desk, action=exc.action, status=exc.status, error=str(exc))
+        async with self.rt.redis.pipeline(transaction=False) as pipe:
+            pipe.xadd(
+                keys.DLQ,
+                {
+                    "kind": "desk_rejected",
+                    "incident": action.incident,
+                    "entries": orjson.dumps([orjson.loads(e) for e in action.entries]),
+                    "error": orjson.dumps(exc.record(), default=str),
+                    "at": self.rt.clock(),
+                },
+            )
+            pipe.lpop(ik.outbox, len(action.entries))
+            _audit(pipe, ik, self.rt, action, "dead-lettered", str(exc))
+            await pipe.execute()
+
+
+def _render_or_reject(template: str, context: dict[str, Any], desk: str) -> str:
+    try:
+        return render(template, context)
+    except ValueError as exc:
+        raise DeskRejected(str(exc), desk=desk, action="render") from exc
+
+
+def _audit(pipe: Any, ik: keys.IncidentKeys, rt: Runtime, action: Action, outcome: str, answer: str) -> None:
+    entry = {
+        "at": rt.clock(),
+        "decision": "DESK",
+        "action": action.kind,
+        "outcome": outcome,
+        "answer": answer,
+        "incident": action.incident,
+    }
+    pipe.lpush(ik.audit, orjson.dumps(entry))
+    pipe.ltrim(ik.audit, 0, rt.scripts.audit_cap - 1)

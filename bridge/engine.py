@@ -1,0 +1,195 @@
+"""The engine: reads the intake stream as a consumer group, routes each alert and runs the Lua step.
+
+An intake entry is XACKed only after its decision is recorded (outbox, timers, index), all in the
+round trip after the scripts. Entries a crashed replica read but never acknowledged are taken over
+with XAUTOCLAIM once idle; replaying them is safe because the Lua step is idempotent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import redis.exceptions
+import structlog
+from pydantic import ValidationError
+
+from bridge import keys
+from bridge.models import Alert, DecisionKind, Status
+from bridge.routing import Routed
+from bridge.runtime import Runtime, wait_for_event
+from bridge.silences import Silences
+from bridge.store import AlertStep, Applied
+
+log = structlog.get_logger("bridge.engine")
+Entry = tuple[bytes, dict[bytes, bytes]]
+
+
+@dataclass(frozen=True, slots=True)
+class _Work:
+    entry_id: bytes
+    alert: Alert
+    routed: Routed
+
+
+class Engine:
+    def __init__(self, runtime: Runtime, silences: Silences | None = None) -> None:
+        self.rt = runtime
+        self.silences = silences or Silences(runtime.redis)
+        self.ready = asyncio.Event()  # set when an outbox gains work, so local delivery wakes at once
+
+    async def ensure_group(self) -> None:
+        try:
+            await self.rt.redis.xgroup_create(keys.INTAKE, keys.ENGINE_GROUP, id="0", mkstream=True)
+        except redis.exceptions.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Read, decide, acknowledge, until `stop`; take over idle entries now and then."""
+        await self.ensure_group()
+        loop = asyncio.get_running_loop()
+        next_claim = 0.0
+        while not stop.is_set():
+            try:
+                if loop.time() >= next_claim:
+                    await self.claim_idle()
+                    await self.trim()
+                    next_claim = loop.time() + self.rt.tuning.claim_every_s
+                await self.step(block_ms=self.rt.tuning.block_ms)
+            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+                log.warning("engine_redis_unavailable", error=str(exc))
+                await wait_for_event(stop, 1.0)
+            except Exception:
+                # The entries stay pending, so XAUTOCLAIM retries them; the loop must not die.
+                log.exception("engine_step_failed")
+                await wait_for_event(stop, 1.0)
+
+    async def step(self, block_ms: int | None = None) -> int:
+        """Process one batch of new entries; returns how many were read."""
+        reply: Any = await self.rt.redis.xreadgroup(
+            keys.ENGINE_GROUP,
+            self.rt.consumer,
+            {keys.INTAKE: ">"},
+            count=self.rt.tuning.batch,
+            block=block_ms,
+        )
+        entries: list[Entry] = reply[0][1] if reply else []
+        if entries:
+            await self.process(entries)
+        return len(entries)
+
+    async def claim_idle(self) -> int:
+        """Take over entries another consumer read but did not acknowledge in time."""
+        total, start = 0, "0-0"
+        while True:
+            reply: Any = await self.rt.redis.xautoclaim(
+                keys.INTAKE,
+                keys.ENGINE_GROUP,
+                self.rt.consumer,
+                min_idle_time=self.rt.tuning.claim_idle_ms,
+                start_id=start,
+                count=self.rt.tuning.batch,
+            )
+            next_id, entries = reply[0], reply[1]
+            deleted = reply[2] if len(reply) > 2 else []  # Redis 7 also names entries trimmed meanwhile
+            if deleted:
+                await self.rt.redis.xack(keys.INTAKE, keys.ENGINE_GROUP, *deleted)
+            live = [e for e in entries if e[1]]
+            if live:
+                log.info("intake_claimed", entries=len(live))
+                await self.process(live)
+            total += len(live)
+            if next_id in (b"0-0", "0-0") or not entries:
+                return total
+            start = next_id
+
+    async def trim(self) -> None:
+        """Drop acknowledged entries: everything older than the oldest pending or undelivered one."""
+        pending = await self.rt.redis.xpending(keys.INTAKE, keys.ENGINE_GROUP)
+        groups = await self.rt.redis.xinfo_groups(keys.INTAKE)
+        last = next((g["last-delivered-id"] for g in groups if _s(g["name"]) == keys.ENGINE_GROUP), None)
+        if last is None:
+            return
+        floor = _s(pending["min"]) if pending and pending.get("pending") else _next_id(_s(last))
+        await self.rt.redis.xtrim(keys.INTAKE, minid=floor, approximate=True)
+
+    async def process(self, entries: list[Entry]) -> None:
+        now = self.rt.clock()
+        work: list[_Work] = []
+        dead: list[dict[str, Any]] = []
+        for entry_id, fields in entries:
+            try:
+                alert = Alert.model_validate_json(fields[b"a"])
+                routed = self.rt.router.route(alert)
+            except (KeyError, ValidationError, ValueError) as exc:
+                dead.append({"kind": "bad_entry", "reason": str(exc), "raw": fields.get(b"a", b"")})
+                continue
+            if not routed:
+                dead.append({"kind": "unrouted", "reason": "no route matched", "raw": fields[b"a"]})
+            work.extend(_Work(entry_id, alert, r) for r in routed)
+
+        silenced = await self.silences.matching([w.alert for w in work], now) if work else set()
+        async with self.rt.redis.pipeline(transaction=False) as pipe:
+            for index, w in enumerate(work):
+                await self.rt.scripts.apply_alert(self._step(w, index in silenced), now, pipe)
+            replies = await pipe.execute(raise_on_error=False) if work else []
+
+        async with self.rt.redis.pipeline(transaction=False) as pipe:
+            woke = False
+            for w, reply in zip(work, replies, strict=True):
+                if isinstance(reply, Exception):
+                    log.error("decision_failed", identity=w.alert.identity, error=str(reply))
+                    dead.append(
+                        {"kind": "decision_failed", "reason": str(reply), "raw": w.alert.model_dump_json()}
+                    )
+                    continue
+                applied = Applied.from_reply(reply)
+                self._record(pipe, w, applied, now)
+                woke = woke or applied.outbox_len > 0
+            for letter in dead:
+                pipe.xadd(keys.DLQ, {**letter, "at": now})  # type: ignore[dict-item]
+            pipe.xack(keys.INTAKE, keys.ENGINE_GROUP, *[e[0] for e in entries])
+            await pipe.execute()
+        if woke:
+            self.ready.set()
+
+    def _step(self, w: _Work, suppressed: bool) -> AlertStep:
+        life = w.routed.route.lifecycle
+        return AlertStep(
+            base=w.routed.base,
+            identity=w.routed.identity,
+            status=w.alert.status.value,
+            severity=w.alert.severity.value,
+            occurrence=w.alert.occurrence(),
+            resolve_after_ms=int(life.resolve_after * 1000),
+            reopen_within_ms=int(life.reopen_within * 1000),
+            alert_json=orjson.dumps({**w.alert.model_dump(mode="json"), "correlation_key": w.routed.key}),
+            route=w.routed.route.name,
+            suppressed=suppressed and w.alert.status is not Status.RESOLVED,
+        )
+
+    def _record(self, pipe: Any, w: _Work, applied: Applied, now: int) -> None:
+        decision = applied.decision
+        self.rt.metrics.decisions.labels(w.routed.route.name, decision.value).inc()
+        log.debug("alert_decided", decision=decision, incident=applied.incident_id, identity=w.alert.identity)
+        if applied.outbox_len > 0:
+            pipe.zadd(keys.READY, {w.routed.base: now}, nx=True)
+        if applied.resolve_due:
+            pipe.zadd(
+                keys.TIMERS,
+                {keys.timer_member(w.routed.base, "resolve", applied.resolve_due): applied.resolve_due},
+            )
+        if decision is not DecisionKind.DUPLICATE:
+            pipe.zadd(keys.INCIDENTS, {w.routed.base: now})
+
+
+def _next_id(stream_id: str) -> str:
+    ms, _, seq = stream_id.partition("-")
+    return f"{ms}-{int(seq or 0) + 1}"
+
+
+def _s(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

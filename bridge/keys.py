@@ -1,0 +1,69 @@
+"""The whole Redis key schema, in one place, behind a version prefix.
+
+Keys of one incident share the hash tag `{<route>:<key hash>}` so that the scripts which touch them
+run unchanged on Redis Cluster. Global keys (intake, timers, ready queue) are each one key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+PREFIX = "bridge:v1:"
+
+INTAKE = PREFIX + "intake"  # stream of accepted alerts; consumer group ENGINE_GROUP
+ENGINE_GROUP = "engine"
+DLQ = PREFIX + "dlq"  # stream of dead letters: bad alerts, unrouted alerts, rejected desk calls
+TIMERS = PREFIX + "timers"  # zset "<base>|<kind>|<due ms>" scored by due time
+READY = PREFIX + "ready"  # zset of incident bases whose outbox has work, scored by when to try
+INCIDENTS = PREFIX + "incidents"  # zset of incident bases by last change, for listing
+SILENCES = PREFIX + "silences"  # hash silence id -> JSON
+SCRIPTS_LOADED = PREFIX + "scripts"  # marker that readiness checks
+
+
+@dataclass(frozen=True, slots=True)
+class IncidentKeys:
+    """The keys of one incident, addressed by its base `<route>:<key hash>` (no epoch)."""
+
+    base: str
+
+    @property
+    def tag(self) -> str:
+        return PREFIX + "inc:{" + self.base + "}"
+
+    @property
+    def state(self) -> str:  # hash: state, epoch, counters, ticket:<epoch>, opening:<epoch>
+        return self.tag
+
+    @property
+    def members(self) -> str:  # hash: alert identity -> "occurrence|status|severity"
+        return self.tag + ":members"
+
+    @property
+    def outbox(self) -> str:  # list of pending desk actions (JSON), oldest first
+        return self.tag + ":outbox"
+
+    @property
+    def audit(self) -> str:  # capped list of what happened, newest first
+        return self.tag + ":audit"
+
+    @property
+    def lease(self) -> str:  # delivery lease: one replica applies this incident's actions
+        return self.tag + ":lease"
+
+    def script_keys(self) -> list[str]:
+        """KEYS[1..4] of apply_alert.lua and fire_timer.lua."""
+        return [self.state, self.members, self.outbox, self.audit]
+
+
+def timer_member(base: str, kind: str, due_ms: int) -> str:
+    return f"{base}|{kind}|{due_ms}"
+
+
+def parse_timer_member(member: str) -> tuple[str, str, int]:
+    base, kind, due = member.rsplit("|", 2)
+    return base, kind, int(due)
+
+
+def base_of(incident_id: str) -> str:
+    """`route:hash:epoch` -> `route:hash`."""
+    return incident_id.rsplit(":", 1)[0]

@@ -1,0 +1,15 @@
+--[[ claim_timers.lua: claim due timers for this replica, so each fires once in the common case.
+
+KEYS[1] timers sorted set (member "<base>|<kind>|<due ms>", score = when to fire)
+ARGV[1] now (ms)   ARGV[2] claim lease (ms)   ARGV[3] max entries
+
+Claimed entries are re-scored to now + lease rather than removed: a replica that dies after
+claiming leaves them to fire again later. The caller removes each one after applying it.
+Returns the claimed members.
+]]
+local due = redis.call("ZRANGEBYSCORE", KEYS[1], "-inf", ARGV[1], "LIMIT", 0, tonumber(ARGV[3]))
+local until_ms = tonumber(ARGV[1]) + tonumber(ARGV[2])
+for _, member in ipairs(due) do
+  redis.call("ZADD", KEYS[1], until_ms, member)
+end
+return due

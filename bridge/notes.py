@@ -1,0 +1,27 @@
+"""The text of work notes: what changed in an incident, one line per change."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+
+def change_line(change: dict[str, Any]) -> str:
+    alert = change.get("alert") or {}
+    head = f"[{alert.get('status', '?')}] {alert.get('name') or alert.get('identity', '?')}"
+    if alert.get("resource"):
+        head += f" on {alert['resource']}"
+    if alert.get("severity"):
+        head += f" ({alert['severity']})"
+    line = f"{head}: {change.get('reason', 'changed')}"
+    if alert.get("summary"):
+        line += f" - {alert['summary']}"
+    return line
+
+
+def note_text(changes: Sequence[dict[str, Any]]) -> str:
+    """One change is one line; several become a list under a count, so a storm is one note."""
+    lines = [change_line(c) for c in changes]
+    if len(lines) == 1:
+        return lines[0]
+    return f"{len(lines)} changes:\n" + "\n".join(f"- {line}" for line in lines)

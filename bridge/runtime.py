@@ -1,0 +1,90 @@
+"""What one bridge process holds while it runs: Redis, scripts, the current mapping, desks, metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import aiohttp
+from aiohttp import web
+
+from adapters.desks.base import Desk
+from bridge.config import MappingConfig
+from bridge.metrics import Metrics
+from bridge.routing import Router
+from bridge.store import Redis, Scripts
+
+
+async def wait_for_event(event: asyncio.Event, seconds: float) -> None:
+    """Sleep until `event` is set or `seconds` pass, whichever is first."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(event.wait(), seconds)
+
+
+def wall_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass(frozen=True, slots=True)
+class Tuning:
+    """Engine and delivery knobs that are not mapping policy (tests shrink them)."""
+
+    batch: int = 256  # intake entries per XREADGROUP
+    block_ms: int = 1000  # XREADGROUP block
+    claim_idle_ms: int = 30_000  # an intake entry unacked this long belongs to a dead consumer
+    claim_every_s: float = 5.0
+    timer_tick_s: float = 0.5
+    timer_lease_ms: int = 30_000
+    lease_ms: int = 30_000  # delivery lease per incident
+    delivery_poll_s: float = 0.05
+    delivery_concurrency: int = 32
+    attempts: int = 4  # desk call attempts within one delivery pass (tenacity)
+    backoff_max_s: float = 60.0  # a desk that keeps failing is tried again at most this far apart
+    retention_ms: int = 7 * 86_400_000  # keys of a resolved incident live this long (plus reopen window)
+    desk_timeout_s: float = 10.0
+
+
+@dataclass
+class Runtime:
+    redis: Redis
+    scripts: Scripts
+    config: MappingConfig
+    tuning: Tuning = field(default_factory=Tuning)
+    metrics: Metrics = field(default_factory=Metrics)
+    clock: Callable[[], int] = wall_ms
+    consumer: str = "bridge"
+    router: Router = field(init=False)
+    desks: dict[str, Desk] = field(default_factory=dict)
+    session: aiohttp.ClientSession | None = None
+
+    def __post_init__(self) -> None:
+        self.router = Router(self.config)
+
+    def use_config(self, config: MappingConfig) -> None:
+        """Swap in a new mapping (hot reload); desks are rebuilt by `open_desks`."""
+        self.config = config
+        self.router = Router(config)
+
+    async def open_desks(self) -> None:
+        if self.session is None:
+            self.session = aiohttp.ClientSession(raise_for_status=False)
+        old, self.desks = (
+            self.desks,
+            {name: desk.build(name, self.session) for name, desk in self.config.desks.items()},
+        )
+        for desk in old.values():
+            await desk.aclose()
+
+    async def aclose(self) -> None:
+        for desk in self.desks.values():
+            await desk.aclose()
+        self.desks = {}
+        if self.session is not None:
+            await self.session.close()
+            self.session = None
+
+
+RUNTIME = web.AppKey("runtime", Runtime)

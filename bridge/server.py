@@ -1,0 +1,133 @@
+"""One bridge process: ingress, engine, delivery and timers over one Redis, started and stopped whole."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+from collections.abc import Sequence
+from pathlib import Path
+
+import redis.asyncio as aioredis
+import structlog
+from aiohttp import web
+
+from bridge import config as config_mod
+from bridge.app import make_app
+from bridge.config import MappingConfig
+from bridge.delivery import Delivery
+from bridge.embedded import EmbeddedRedis
+from bridge.engine import Engine
+from bridge.runtime import Runtime, Tuning
+from bridge.store import Scripts
+from bridge.timers import Ticker
+
+log = structlog.get_logger("bridge.server")
+
+
+class Bridge:
+    """`await Bridge(...).start()` ... `await bridge.stop()`; the stop is idempotent and graceful."""
+
+    def __init__(
+        self,
+        config: MappingConfig,
+        redis_url: str,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 8080,
+        tuning: Tuning | None = None,
+        consumer: str | None = None,
+        grace_s: float = 10.0,
+        reuse_port: bool = False,
+    ) -> None:
+        self.config, self.redis_url = config, redis_url
+        self.host, self.port = host, port
+        self.tuning = tuning or Tuning()
+        self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}"
+        self.grace_s = grace_s
+        self.reuse_port = reuse_port
+        self.stopping = asyncio.Event()
+        self.runtime: Runtime | None = None
+        self._runner: web.AppRunner | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> Bridge:
+        redis = aioredis.Redis.from_url(self.redis_url, socket_timeout=5, health_check_interval=30)
+        scripts = Scripts(redis, retention_ms=self.tuning.retention_ms)
+        await scripts.load()
+        rt = Runtime(redis, scripts, self.config, tuning=self.tuning, consumer=self.consumer)
+        self.runtime = rt
+        await rt.open_desks()
+        for name, source in self.config.sources.items():
+            if source.secret is None or not source.secret_value():
+                log.warning("source_unauthenticated", source=name, hint="set its secret to require a token")
+        engine = Engine(rt)
+        await engine.ensure_group()
+        delivery = Delivery(rt, engine.ready)
+        ticker = Ticker(rt, engine.ready)
+        self._tasks = [
+            asyncio.create_task(engine.run(self.stopping), name="engine"),
+            asyncio.create_task(delivery.run(self.stopping), name="delivery"),
+            asyncio.create_task(ticker.run(self.stopping), name="timers"),
+        ]
+        self._runner = web.AppRunner(make_app(rt), access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port, reuse_port=self.reuse_port or None)
+        await site.start()
+        if self.port == 0:
+            self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        log.info("bridge_started", host=self.host, port=self.port, consumer=self.consumer)
+        return self
+
+    async def stop(self) -> None:
+        """Stop accepting, let in-flight work finish within the grace period, then cancel and await."""
+        if self.stopping.is_set():
+            return
+        self.stopping.set()
+        if self._runner is not None:
+            await self._runner.cleanup()
+        _, pending = await asyncio.wait(self._tasks, timeout=self.grace_s) if self._tasks else (set(), set())
+        for task in pending:
+            task.cancel()
+        for task in pending:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self.runtime is not None:
+            await self.runtime.aclose()
+            await self.runtime.redis.aclose()
+        log.info("bridge_stopped", unfinished=len(pending))
+
+
+async def serve(
+    config_paths: Sequence[str],
+    *,
+    host: str,
+    port: int,
+    redis_url: str | None,
+    data_dir: Path,
+    grace_s: float = 10.0,
+    reuse_port: bool = False,
+) -> None:
+    """Run until SIGTERM or SIGINT. Without a Redis URL, run an embedded redis-server meanwhile."""
+    config = config_mod.load(config_paths)
+    with contextlib.ExitStack() as stack:
+        if redis_url is None:
+            embedded = stack.enter_context(EmbeddedRedis(data_dir / "redis"))
+            redis_url = embedded.url
+            log.warning(
+                "embedded_redis_started",
+                url=redis_url,
+                data_dir=str(embedded.data_dir),
+                hint="set BRIDGE_REDIS_URL=redis://host:6379/0 to use a real Redis",
+            )
+        bridge = Bridge(config, redis_url, host=host, port=port, grace_s=grace_s, reuse_port=reuse_port)
+        await bridge.start()
+        signalled = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, signalled.set)
+        await signalled.wait()
+        log.info("bridge_stopping", grace_s=grace_s)
+        await bridge.stop()

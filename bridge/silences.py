@@ -1,0 +1,77 @@
+"""Silences and maintenance windows: Alertmanager matchers, a start, an end and a comment.
+
+Stored in one Redis hash so every replica sees the same set. A silenced firing alert is recorded
+(SUPPRESSED) but opens nothing; resolutions always flow, so incidents opened before can close.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from bridge import keys
+from bridge.matchers import matches_all, parse_matchers
+from bridge.models import Alert
+from bridge.routing import match_labels
+from bridge.store import Redis
+
+
+class Silence(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(default_factory=lambda: uuid.uuid4().hex[:12])
+    matchers: list[str] = Field(min_length=1)
+    starts_at: int  # ms
+    ends_at: int  # ms
+    comment: str = ""
+    created_by: str = ""
+
+    @field_validator("matchers")
+    @classmethod
+    def _valid(cls, value: list[str]) -> list[str]:
+        for text in value:
+            parse_matchers(text)
+        return value
+
+    def active(self, now_ms: int) -> bool:
+        return self.starts_at <= now_ms < self.ends_at
+
+    def matches(self, alert: Alert) -> bool:
+        labels = match_labels(alert)
+        return all(matches_all(parse_matchers(text), labels) for text in self.matchers)
+
+
+class Silences:
+    def __init__(self, redis: Redis) -> None:
+        self.redis = redis
+
+    async def add(self, silence: Silence) -> Silence:
+        if silence.ends_at <= silence.starts_at:
+            raise ValueError("a silence must end after it starts")
+        await self.redis.hset(keys.SILENCES, silence.id, silence.model_dump_json())
+        return silence
+
+    async def list(self) -> list[Silence]:
+        raw = await self.redis.hgetall(keys.SILENCES)
+        return sorted(
+            (Silence.model_validate(orjson.loads(v)) for v in raw.values()), key=lambda s: s.starts_at
+        )
+
+    async def expire(self, silence_id: str, now_ms: int) -> bool:
+        raw = await self.redis.hget(keys.SILENCES, silence_id)
+        if raw is None:
+            return False
+        silence = Silence.model_validate(orjson.loads(raw))
+        ended = silence.model_copy(update={"ends_at": min(silence.ends_at, now_ms)})
+        await self.redis.hset(keys.SILENCES, silence_id, ended.model_dump_json())
+        return True
+
+    async def matching(self, alerts: Sequence[Alert], now_ms: int) -> set[int]:
+        """Indices of the alerts that an active silence covers."""
+        active = [s for s in await self.list() if s.active(now_ms)]
+        if not active:
+            return set()
+        return {i for i, alert in enumerate(alerts) if any(s.matches(alert) for s in active)}

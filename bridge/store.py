@@ -1,0 +1,117 @@
+"""Typed wrappers over the Lua scripts in `bridge/lua/`, registered once at start-up."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.commands.core import AsyncScript
+
+from bridge import keys
+from bridge.models import DecisionKind
+
+Redis = aioredis.Redis
+Pipeline = aioredis.client.Pipeline
+
+
+def _source(name: str) -> str:
+    return resources.files("bridge").joinpath("lua", name).read_text()
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """What apply_alert.lua answered."""
+
+    decision: DecisionKind
+    incident_id: str
+    outbox_len: int
+    resolve_due: int  # ms; 0 when no hold-down timer is to be set
+    reason: str
+
+    @classmethod
+    def from_reply(cls, reply: list[Any]) -> Applied:
+        decision, incident_id, outbox_len, due, reason = reply
+        return cls(DecisionKind(_s(decision)), _s(incident_id), int(outbox_len), int(due), _s(reason))
+
+
+@dataclass(frozen=True, slots=True)
+class AlertStep:
+    """The arguments of one apply_alert.lua call."""
+
+    base: str
+    identity: str
+    status: str
+    severity: str
+    occurrence: int
+    resolve_after_ms: int
+    reopen_within_ms: int
+    alert_json: bytes
+    route: str
+    suppressed: bool = False
+
+
+class Scripts:
+    """The registered scripts. Calls take a client or a pipeline, so a batch is one round trip."""
+
+    def __init__(self, redis: Redis, *, retention_ms: int, audit_cap: int = 200) -> None:
+        self.redis = redis
+        self.retention_ms = retention_ms
+        self.audit_cap = audit_cap
+        self._apply: AsyncScript = redis.register_script(_source("apply_alert.lua"))
+        self._fire: AsyncScript = redis.register_script(_source("fire_timer.lua"))
+        self._claim: AsyncScript = redis.register_script(_source("claim_timers.lua"))
+        self._lease: AsyncScript = redis.register_script(_source("lease.lua"))
+        self._all = (self._apply, self._fire, self._claim, self._lease)
+
+    async def load(self) -> None:
+        for script in self._all:
+            script.sha = await self.redis.script_load(script.script)
+
+    async def loaded(self) -> bool:
+        found = await self.redis.script_exists(*[s.sha for s in self._all])
+        return all(found)
+
+    async def apply_alert(self, step: AlertStep, now_ms: int, pipe: Pipeline | None = None) -> Any:
+        """Queue on `pipe` (decode the reply with `Applied.from_reply`), or call and decode now."""
+        args: list[str | int | bytes] = [
+            now_ms,
+            step.base,
+            step.identity,
+            step.status,
+            step.severity,
+            step.occurrence,
+            step.resolve_after_ms,
+            step.reopen_within_ms,
+            step.alert_json,
+            max(self.retention_ms, step.reopen_within_ms),
+            self.audit_cap,
+            step.route,
+            "suppressed" if step.suppressed else "",
+        ]
+        ik = keys.IncidentKeys(step.base)
+        if pipe is not None:
+            return await self._apply(keys=ik.script_keys(), args=args, client=pipe)
+        return Applied.from_reply(await self._apply(keys=ik.script_keys(), args=args))
+
+    async def fire_timer(
+        self, base: str, kind: str, due_ms: int, now_ms: int, retention_ms: int
+    ) -> tuple[str, int]:
+        """Apply a due timer; returns (decision or '', outbox length)."""
+        reply = await self._fire(
+            keys=keys.IncidentKeys(base).script_keys(),
+            args=[now_ms, kind, due_ms, retention_ms, self.audit_cap],
+        )
+        return _s(reply[0]), int(reply[2])
+
+    async def claim_timers(self, now_ms: int, lease_ms: int, limit: int) -> list[str]:
+        reply = await self._claim(keys=[keys.TIMERS], args=[now_ms, lease_ms, limit])
+        return [_s(m) for m in reply]
+
+    async def lease(self, lease_key: str, token: str, op: str, lease_ms: int = 0) -> bool:
+        return bool(await self._lease(keys=[lease_key], args=[token, op, lease_ms]))
+
+
+def _s(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
