@@ -1,0 +1,341 @@
+"""A faithful local ServiceNow Table API: the wire format, auth, errors and rate limits of a real instance.
+
+Follows the fake-server checklist of itsm-apis.md §1.10 (items 1-9, without OAuth and Event
+Management yet): Basic auth, string values, `{"result": ...}` and `{"error": ..., "status":
+"failure"}` envelopes, 201 + Location, encoded queries, paging headers, journal fields, the
+resolve data policy, and the shared fault switches (`adapters.simulators.faults`).
+
+Test and CLI hooks, outside the vendor API:
+
+    GET  /_sim/records    {"incidents": [{"record": {...}, "journal": [{...}, ...]}, ...]} creation order
+    GET  /_sim/requests   {"requests": [{"method", "path", "query", "body", "status"}, ...]}
+    GET|POST /_sim/faults, POST /_sim/reset   see adapters.simulators.faults
+
+In-process: `app[STORE]` is the `ServiceNowStore`, `app[FAULTS]` the `Faults`.
+
+Room to grow: an OAuth `/oauth_token.do` route (outside `/api/`, so not Basic-guarded) issues tokens
+into `app[STORE].tokens`, which `_authenticate` already accepts as `Bearer`; Event Management
+(`/api/global/em/jsonv2`) is one more route under `/api/`, authenticated and logged like the rest.
+Register new routes in `make_app`; unrouted `/api/` paths answer in the vendor envelope anyway.
+As a process: `bridge simulate servicenow --port P`, or `python -m adapters.simulators.servicenow`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import orjson
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from adapters.simulators.faults import FAULTS, FaultAnswers, Faults, install
+from adapters.simulators.servicenow_query import parse
+from adapters.simulators.servicenow_store import (
+    CLOSE_CODES,
+    INCIDENT_FIELDS,
+    REFERENCES,
+    ServiceNowError,
+    ServiceNowStore,
+    not_found,
+)
+
+STORE = web.AppKey("servicenow_store", ServiceNowStore)
+_CREDENTIALS = web.AppKey("servicenow_credentials", tuple[str, str])
+
+_TABLE_PATHS = ("/api/now/table/{table}", "/api/now/{version:v1|v2}/table/{table}")
+_DEFAULT_LIMIT = 10000
+
+
+def make_app(
+    *,
+    user: str = "admin",
+    password: str = "admin",
+    close_codes: Sequence[str] = CLOSE_CODES,
+    priority_3_3: str = "4",
+    faults: Faults | None = None,
+) -> web.Application:
+    """One simulated instance with an empty incident table and the given admin credentials."""
+    store = ServiceNowStore(user=user, close_codes=tuple(close_codes), priority_3_3=priority_3_3)
+    # Outermost first: log what the client sent and got, then faults, then auth, then the API.
+    app = web.Application(middlewares=[_log_requests, _vendor_errors])
+    app[STORE] = store
+    app[_CREDENTIALS] = (user, password)
+    install(app, faults if faults is not None else Faults(), FAULT_ANSWERS, on_reset=store.reset)
+    app.middlewares.append(_authenticate)
+    for path in _TABLE_PATHS:
+        app.router.add_get(path, _list)
+        app.router.add_post(path, _create)
+        app.router.add_get(path + "/{sys_id}", _read)
+        app.router.add_patch(path + "/{sys_id}", _update)
+        app.router.add_put(path + "/{sys_id}", _update)
+        app.router.add_delete(path + "/{sys_id}", _delete)
+    app.router.add_get("/_sim/records", _records)
+    app.router.add_get("/_sim/requests", _requests)
+    return app
+
+
+# -- vendor wording of the injected faults -------------------------------------------------------
+
+
+def _error(error: ServiceNowError, headers: Mapping[str, str] | None = None) -> web.Response:
+    return web.json_response(error.body(), status=error.status, headers=headers, dumps=_dumps)
+
+
+def _unauthorized() -> web.Response:
+    return _error(
+        ServiceNowError(401, "User Not Authenticated", "Required to provide Auth information"),
+        {"WWW-Authenticate": 'BASIC realm="Service-now"'},
+    )
+
+
+def _rate_limited(retry_after: int) -> web.Response:
+    # Inbound REST rate limiting (itsm-apis.md §1.8): Retry-After plus the X-RateLimit-* headers.
+    headers = {
+        "Retry-After": str(retry_after),
+        "X-RateLimit-Limit": "10",
+        "X-RateLimit-Reset": str(int(time.time()) + retry_after),
+        "X-RateLimit-Rule": "b6a0e2a1c3a3201000f5dfc4e1d2b0a5",
+    }
+    detail = "Rate limit of 10 requests per hour for Table API exceeded"
+    return _error(ServiceNowError(429, "Rate limit exceeded", detail), headers)
+
+
+def _unavailable() -> web.Response:
+    # [INFERRED] wording: node or semaphore exhaustion answers 503 in the platform's envelope.
+    return _error(ServiceNowError(503, "Service Unavailable", "The instance is temporarily unavailable"))
+
+
+FAULT_ANSWERS = FaultAnswers(unavailable=_unavailable, rate_limited=_rate_limited, auth_expired=_unauthorized)
+
+
+# -- middlewares ---------------------------------------------------------------------------------
+
+
+@web.middleware
+async def _log_requests(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Record every API request (method, path, query, body) and, once answered, its status."""
+    if not _is_api(request):
+        return await handler(request)
+    raw = await request.read()
+    body: Any = None
+    if raw:
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            body = raw.decode("utf-8", "replace")
+    entry: dict[str, Any] = {
+        "method": request.method,
+        "path": request.path,
+        "query": dict(request.query),
+        "body": body,
+        "status": None,  # None while the answer is withheld
+    }
+    request.app[STORE].requests.append(entry)
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        entry["status"] = exc.status
+        raise
+    entry["status"] = response.status
+    return response
+
+
+@web.middleware
+async def _vendor_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Turn a ServiceNowError raised anywhere below, or an unrouted API path, into the vendor envelope."""
+    try:
+        return await handler(request)
+    except ServiceNowError as exc:
+        return _error(exc)
+    except (web.HTTPNotFound, web.HTTPMethodNotAllowed):
+        if not _is_api(request):
+            raise
+        return _error(ServiceNowError(400, "Requested URI does not represent any resource", None))
+
+
+@web.middleware
+async def _authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Basic auth with the instance's credentials, or a Bearer token the store has issued."""
+    if not _is_api(request):
+        return await handler(request)
+    header = request.headers.get("Authorization", "")
+    if header.startswith("Bearer ") and header[7:] in request.app[STORE].tokens:
+        return await handler(request)
+    if _basic_credentials(header) != request.app[_CREDENTIALS]:
+        return _unauthorized()
+    return await handler(request)
+
+
+def _is_api(request: web.Request) -> bool:
+    return request.path.startswith("/api/")
+
+
+def _basic_credentials(header: str) -> tuple[str, str] | None:
+    """(user, password) from an `Authorization: Basic ...` header (RFC 7617), or None."""
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        user, colon, password = base64.b64decode(token, validate=True).decode("utf-8").partition(":")
+    except ValueError:  # binascii.Error and UnicodeDecodeError are ValueErrors
+        return None
+    return (user, password) if colon else None
+
+
+# -- Table API -----------------------------------------------------------------------------------
+
+
+async def _list(request: web.Request) -> web.Response:
+    store, table = request.app[STORE], request.match_info["table"]
+    rows, known = store.rows(table)
+    query = parse(request.query.get("sysparm_query", ""), known)
+    plain = {k: v for k, v in request.query.items() if not k.startswith("sysparm_") and k in known}
+    matched = [row for row in query.select(rows) if all(row.get(k) == v for k, v in plain.items())]
+    offset = _number(request.query.get("sysparm_offset"), 0)
+    limit = _number(request.query.get("sysparm_limit"), _DEFAULT_LIMIT) or _DEFAULT_LIMIT
+    page = matched[offset : offset + limit]
+    if not page and request.match_info.get("version") == "v1":
+        raise not_found()  # v1 answers an empty result with 404; v2 (the default) with []
+    headers = {"X-Total-Count": str(len(matched))}
+    if request.query.get("sysparm_suppress_pagination_header") != "true":
+        headers["Link"] = _links(request, offset, limit, len(matched))
+    result = [_render(request, row, table) for row in page]
+    return web.json_response({"result": result}, headers=headers, dumps=_dumps)
+
+
+async def _read(request: web.Request) -> web.Response:
+    store, table = request.app[STORE], request.match_info["table"]
+    rows, _ = store.rows(table)
+    sys_id = request.match_info["sys_id"]
+    row = next((r for r in rows if r.get("sys_id") == sys_id), None)
+    if row is None:
+        raise not_found()
+    return web.json_response({"result": _render(request, row, table)}, dumps=_dumps)
+
+
+async def _create(request: web.Request) -> web.Response:
+    store = request.app[STORE]
+    _writable(store, request.match_info["table"], "Insert")
+    record = store.create(await _body(request))
+    location = f"{request.url.origin()}/api/now/table/incident/{record['sys_id']}"
+    return web.json_response(
+        {"result": _render(request, record, "incident")},
+        status=201,
+        headers={"Location": location},
+        dumps=_dumps,
+    )
+
+
+async def _update(request: web.Request) -> web.Response:
+    store = request.app[STORE]
+    _writable(store, request.match_info["table"], "Update")
+    body = await _body(request)
+    record = store.update(request.match_info["sys_id"], body)
+    return web.json_response({"result": _render(request, record, "incident")}, dumps=_dumps)
+
+
+async def _delete(request: web.Request) -> web.Response:
+    store = request.app[STORE]
+    _writable(store, request.match_info["table"], "Delete")
+    store.delete(request.match_info["sys_id"])
+    return web.Response(status=204)
+
+
+def _writable(store: ServiceNowStore, table: str, verb: str) -> None:
+    store.rows(table)  # 400 for an unknown table
+    if table != "incident":
+        detail = f"ACL Exception {verb} Failed due to security constraints"
+        raise ServiceNowError(403, "Operation Failed", detail)
+
+
+async def _body(request: web.Request) -> dict[str, Any]:
+    raw = await request.read()
+    try:
+        body = orjson.loads(raw) if raw.strip() else {}
+    except orjson.JSONDecodeError as exc:
+        raise ServiceNowError(400, "Exception while reading request", f"Cannot decode: {exc}") from None
+    if not isinstance(body, dict):
+        raise ServiceNowError(400, "Exception while reading request", "The payload is not a JSON object")
+    return body
+
+
+def _render(request: web.Request, row: Mapping[str, str], table: str) -> dict[str, Any]:
+    """A row as the API shows it: `sysparm_fields` applied, references as {"link", "value"}."""
+    wanted = request.query.get("sysparm_fields")
+    names = [n for n in wanted.split(",") if n in row] if wanted else list(row)
+    links = table == "incident" and request.query.get("sysparm_exclude_reference_link") != "true"
+    origin = request.url.origin()
+    out: dict[str, Any] = {}
+    for name in names:
+        value = row[name]
+        if links and value and name in REFERENCES:
+            out[name] = {"link": f"{origin}/api/now/table/{REFERENCES[name]}/{value}", "value": value}
+        else:
+            out[name] = value
+    return out
+
+
+def _links(request: web.Request, offset: int, limit: int, total: int) -> str:
+    def at(start: int) -> str:
+        url = request.url.update_query(sysparm_offset=str(start), sysparm_limit=str(limit))
+        return f"<{url}>"
+
+    last = ((total - 1) // limit) * limit if total else 0
+    parts = [f'{at(0)};rel="first"']
+    if offset > 0:
+        parts.append(f'{at(max(0, offset - limit))};rel="prev"')
+    if offset + limit < total:
+        parts.append(f'{at(offset + limit)};rel="next"')
+    parts.append(f'{at(last)};rel="last"')
+    return ",".join(parts)
+
+
+def _number(text: str | None, default: int) -> int:
+    try:
+        return max(0, int(text)) if text is not None else default
+    except ValueError:
+        return default  # the platform ignores an unreadable paging parameter
+
+
+def _dumps(obj: Any) -> str:
+    return orjson.dumps(obj).decode()
+
+
+# -- test hooks ----------------------------------------------------------------------------------
+
+
+async def _records(request: web.Request) -> web.Response:
+    return web.json_response({"incidents": request.app[STORE].snapshot()}, dumps=_dumps)
+
+
+async def _requests(request: web.Request) -> web.Response:
+    return web.json_response({"requests": request.app[STORE].requests}, dumps=_dumps)
+
+
+# -- running it ----------------------------------------------------------------------------------
+
+
+def run(host: str = "127.0.0.1", port: int = 8081, user: str = "admin", password: str = "admin") -> None:
+    """Serve one simulated instance until interrupted."""
+    web.run_app(make_app(user=user, password=password), host=host, port=port)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="servicenow-simulator", description="A local ServiceNow Table API.")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8081)
+    parser.add_argument("--user", default="admin")
+    parser.add_argument("--password", default="admin")
+    args = parser.parse_args(argv)
+    run(args.host, args.port, args.user, args.password)
+    return 0
+
+
+__all__ = ["FAULTS", "INCIDENT_FIELDS", "STORE", "ServiceNowStore", "main", "make_app", "run"]
+
+if __name__ == "__main__":
+    raise SystemExit(main())
