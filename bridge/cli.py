@@ -53,6 +53,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             redis_url=config_mod.redis_url(),
             data_dir=_data_dir(args),
             grace_s=args.grace,
+            tuning=config_mod.tuning(),
         )
     )
     return 0
@@ -155,7 +156,9 @@ def _use_uvloop() -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bridge", description=__doc__)
-    parser.add_argument("--log-level", default=os.environ.get("BRIDGE_LOG_LEVEL"), help="default info (demo: warning)")
+    parser.add_argument(
+        "--log-level", default=os.environ.get("BRIDGE_LOG_LEVEL"), help="default info (demo: warning)"
+    )
     parser.add_argument("--data-dir", help="embedded Redis data (default $BRIDGE_DATA_DIR or .bridge-data)")
     sub = parser.add_subparsers(dest="command", required=True)
 

@@ -7,6 +7,7 @@ This module and the CLI entry are the only places that read the environment.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -30,6 +31,7 @@ from adapters.sources import SOURCES
 from bridge.errors import ConfigError
 from bridge.matchers import Matcher, parse_matchers
 from bridge.templates import compile_template
+from bridge.tuning import Tuning
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -291,6 +293,22 @@ def _located(
 
 def _dotted(path: Path_) -> str:
     return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path).lstrip(".")
+
+
+def tuning(env: Mapping[str, str] | None = None) -> Tuning:
+    """Engine knobs from `BRIDGE_<FIELD>` variables (e.g. BRIDGE_CLAIM_IDLE_MS=60000); defaults otherwise."""
+    env = os.environ if env is None else env
+    defaults = Tuning()
+    changes: dict[str, Any] = {}
+    for spec in dataclasses.fields(Tuning):
+        raw = env.get(f"BRIDGE_{spec.name.upper()}")
+        if raw is not None:
+            kind = type(getattr(defaults, spec.name))
+            try:
+                changes[spec.name] = kind(raw)
+            except ValueError as exc:
+                raise ConfigError(f"BRIDGE_{spec.name.upper()}={raw!r} is not a {kind.__name__}") from exc
+    return dataclasses.replace(defaults, **changes)
 
 
 def redis_url(env: Mapping[str, str] | None = None) -> str | None:

@@ -16,8 +16,8 @@ from adapters.simulators import servicenow
 from adapters.simulators.servicenow_store import ServiceNowStore
 from bridge import config as config_mod
 from bridge.embedded import EmbeddedRedis, free_port
-from bridge.runtime import Tuning
 from bridge.server import Bridge
+from bridge.tuning import Tuning
 
 HOLD_DOWN = "1s"  # the example's 5m hold-down, shortened so the demo ends in seconds
 

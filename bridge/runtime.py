@@ -16,6 +16,7 @@ from bridge.config import MappingConfig
 from bridge.metrics import Metrics
 from bridge.routing import Router
 from bridge.store import Redis, Scripts
+from bridge.tuning import Tuning
 
 
 async def wait_for_event(event: asyncio.Event, seconds: float) -> None:
@@ -26,25 +27,6 @@ async def wait_for_event(event: asyncio.Event, seconds: float) -> None:
 
 def wall_ms() -> int:
     return int(time.time() * 1000)
-
-
-@dataclass(frozen=True, slots=True)
-class Tuning:
-    """Engine and delivery knobs that are not mapping policy (tests shrink them)."""
-
-    batch: int = 256  # intake entries per XREADGROUP
-    block_ms: int = 1000  # XREADGROUP block
-    claim_idle_ms: int = 30_000  # an intake entry unacked this long belongs to a dead consumer
-    claim_every_s: float = 5.0
-    timer_tick_s: float = 0.5
-    timer_lease_ms: int = 30_000
-    lease_ms: int = 30_000  # delivery lease per incident
-    delivery_poll_s: float = 0.05
-    delivery_concurrency: int = 32
-    attempts: int = 4  # desk call attempts within one delivery pass (tenacity)
-    backoff_max_s: float = 60.0  # a desk that keeps failing is tried again at most this far apart
-    retention_ms: int = 7 * 86_400_000  # keys of a resolved incident live this long (plus reopen window)
-    desk_timeout_s: float = 10.0
 
 
 @dataclass

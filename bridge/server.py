@@ -20,9 +20,10 @@ from bridge.config import MappingConfig
 from bridge.delivery import Delivery
 from bridge.embedded import EmbeddedRedis
 from bridge.engine import Engine
-from bridge.runtime import Runtime, Tuning
+from bridge.runtime import Runtime
 from bridge.store import Scripts
 from bridge.timers import Ticker
+from bridge.tuning import Tuning
 
 log = structlog.get_logger("bridge.server")
 
@@ -109,6 +110,7 @@ async def serve(
     data_dir: Path,
     grace_s: float = 10.0,
     reuse_port: bool = False,
+    tuning: Tuning | None = None,
 ) -> None:
     """Run until SIGTERM or SIGINT. Without a Redis URL, run an embedded redis-server meanwhile."""
     config = config_mod.load(config_paths)
@@ -122,7 +124,9 @@ async def serve(
                 data_dir=str(embedded.data_dir),
                 hint="set BRIDGE_REDIS_URL=redis://host:6379/0 to use a real Redis",
             )
-        bridge = Bridge(config, redis_url, host=host, port=port, grace_s=grace_s, reuse_port=reuse_port)
+        bridge = Bridge(
+            config, redis_url, host=host, port=port, grace_s=grace_s, reuse_port=reuse_port, tuning=tuning
+        )
         await bridge.start()
         signalled = asyncio.Event()
         loop = asyncio.get_running_loop()

@@ -1,0 +1,191 @@
+"""Failures on both sides: a replica killed mid-work, a desk that times out, throttles, errs or rejects."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+
+from bridge import keys
+from bridge.embedded import EmbeddedRedis, free_port
+from tests.amp import alert, group
+from tests.conftest import Snow, eventually, mapping, post
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def url(bridge: Any) -> str:
+    return f"http://127.0.0.1:{bridge.port}/webhook/alertmanager"
+
+
+def creates(snow: Snow) -> list[dict[str, Any]]:
+    return [r for r in snow.store.requests if r["method"] == "POST"]
+
+
+def write_mapping(tmp_path: Path, snow: Snow, **kw: Any) -> Path:
+    """The test mapping as a YAML file, for a bridge run as a separate process."""
+    config = mapping(snow.url, **kw)
+    data = config.model_dump(mode="json", by_alias=True, exclude_none=True)
+    data["desks"]["snow"]["password"] = "s3cret"  # SecretStr dumps masked
+    path = tmp_path / "mapping.yaml"
+    path.write_bytes(orjson.dumps(data))  # JSON is YAML
+    return path
+
+
+def spawn_replica(config: Path, redis_url: str, port: int) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "BRIDGE_REDIS_URL": redis_url,
+        "BRIDGE_CLAIM_IDLE_MS": "500",
+        "BRIDGE_CLAIM_EVERY_S": "0.2",
+        "BRIDGE_LEASE_MS": "1000",
+        "BRIDGE_TIMER_TICK_S": "0.05",
+        "BRIDGE_BLOCK_MS": "50",
+    }
+    args = [sys.executable, "-m", "bridge.cli", "serve", "--config", str(config), "--port", str(port)]
+    return subprocess.Popen(args, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+async def wait_ready(port: int) -> None:
+    import aiohttp  # noqa: PLC0415
+
+    async def ready() -> bool:
+        try:
+            async with aiohttp.ClientSession() as s, s.get(f"http://127.0.0.1:{port}/readyz") as r:
+                return r.status == 200
+        except aiohttp.ClientError:
+            return False
+
+    await eventually(ready, within=15)
+
+
+async def test_sigkilled_replica_loses_nothing_and_duplicates_nothing(
+    snow: Snow, redis_server: EmbeddedRedis, make_bridge: Any, tmp_path: Path
+) -> None:
+    """SIGKILL a replica mid-burst: a second replica takes over its unacked intake and its leases;
+    every group gets exactly one ticket."""
+    snow.faults.set(latency_ms=150)  # desk calls are in flight when the replica dies
+    port = free_port()
+    victim = spawn_replica(write_mapping(tmp_path, snow), redis_server.url, port)
+    try:
+        await wait_ready(port)
+        instances = [f"host-{i:02d}:9100" for i in range(40)]
+        answers = await asyncio.gather(
+            *[post(f"http://127.0.0.1:{port}/webhook/alertmanager", group(alert(instance=i))) for i in instances]
+        )
+        assert all(status == 202 for status, _ in answers)
+        await eventually(lambda: len(snow.store.requests) >= 3, within=10)
+        victim.send_signal(signal.SIGKILL)
+        victim.wait(5)
+        assert len(snow.incidents()) < len(instances), "the victim finished everything; the test proves nothing"
+    finally:
+        if victim.poll() is None:
+            victim.kill()
+        if victim.stderr:
+            victim.stderr.close()
+
+    tuning = {"tuning": _fast(claim_idle_ms=500, lease_ms=1000)}
+    await make_bridge(mapping(snow.url), consumer="survivor", **tuning)
+    await eventually(lambda: len(snow.incidents()) == len(instances), within=30)
+    await asyncio.sleep(1.5)
+    descriptions = sorted(r["short_description"].rsplit(" ", 1)[1] for r in snow.incidents())
+    assert descriptions == sorted(instances), "a group was lost or got two tickets"
+
+
+async def test_desk_timeout_after_create_is_adopted_not_duplicated(snow: Snow, make_bridge: Any) -> None:
+    """The desk stores the record but the answer is lost: the retry finds it by correlation id."""
+    snow.faults.set(timeout_after_commit=1, hang_s=3)
+    bridge = await make_bridge(mapping(snow.url))
+    await post(url(bridge), group(alert()))
+    await eventually(lambda: snow.incidents())
+    await asyncio.sleep(2.5)
+    assert len(snow.incidents()) == 1
+    finds = [r for r in snow.store.requests if r["method"] == "GET" and "correlation_id" in str(r["query"])]
+    assert finds, "the retry did not look the incident up before creating"
+    assert len(creates(snow)) == 1
+
+
+async def test_rate_limited_desk_is_retried_after_retry_after(snow: Snow, make_bridge: Any) -> None:
+    """429 with Retry-After: the create is retried after the announced delay and succeeds."""
+    snow.faults.set(rate_limit=1, retry_after=1)
+    bridge = await make_bridge(mapping(snow.url))
+    await post(url(bridge), group(alert()))
+    await eventually(lambda: snow.incidents(), within=10)
+    statuses = [r["status"] for r in creates(snow)]
+    assert statuses == [429, 201]
+
+
+async def test_unavailable_desk_is_retried_until_delivered(snow: Snow, make_bridge: Any) -> None:
+    """Several 503s in a row: the action stays durable and is delivered once the desk recovers."""
+    snow.faults.set(fail_5xx=6)
+    bridge = await make_bridge(mapping(snow.url))
+    await post(url(bridge), group(alert()))
+    await eventually(lambda: snow.incidents(), within=15)
+    assert [r["status"] for r in creates(snow)][-1] == 201
+    assert 503 in [r["status"] for r in snow.store.requests]
+    assert len(snow.incidents()) == 1
+
+
+async def test_rejected_resolve_is_dead_lettered_with_the_answer(
+    snow: Snow, make_bridge: Any, redis: aioredis.Redis, redis_server: EmbeddedRedis
+) -> None:
+    """A 403 data-policy answer is not retried: the action lands in the DLQ with request and answer,
+    and `bridge dlq list` shows it."""
+    config = mapping(snow.url, resolve_after="100ms")
+    desk = config.desks["snow"].model_copy(update={"close_code": "Not a real close code"})
+    bridge = await make_bridge(config.model_copy(update={"desks": {"snow": desk}}))
+    await post(url(bridge), group(alert()))
+    await eventually(lambda: snow.incidents())
+    await post(url(bridge), group(alert("resolved")))
+    letters = await eventually(lambda: redis.xrange(keys.DLQ), within=10)
+    fields = {k.decode(): v for k, v in letters[0][1].items()}
+    error = orjson.loads(fields["error"])
+    assert (error["status"], error["action"]) == (403, "resolve")
+    assert "close_code" in error["request"]["json"]
+    assert "Operation Failed" in error["answer"] or "mandatory" in error["answer"] or "close" in error["answer"]
+    assert [r["status"] for r in snow.store.requests if r["method"] == "PATCH"].count(403) == 1
+
+    out = subprocess.run(
+        [sys.executable, "-m", "bridge.cli", "dlq", "list", "--redis-url", redis_server.url],
+        capture_output=True, cwd=ROOT, check=True,
+    )  # fmt: skip
+    listed = orjson.loads(out.stdout)
+    assert listed[0]["kind"] == "desk_rejected" and listed[0]["error"]["status"] == 403
+
+
+async def test_rejected_open_is_dead_lettered_and_retried_from_the_cli(
+    snow: Snow, make_bridge: Any, redis: aioredis.Redis, redis_server: EmbeddedRedis
+) -> None:
+    """A 400 (invalid table) dead-letters the open; `bridge dlq retry` after the fix delivers it."""
+    config = mapping(snow.url)
+    desk = config.desks["snow"].model_copy(update={"table": "no_such_table"})
+    bridge = await make_bridge(config.model_copy(update={"desks": {"snow": desk}}))
+    await post(url(bridge), group(alert()))
+    letters = await eventually(lambda: redis.xrange(keys.DLQ), within=10)
+    error = orjson.loads(letters[0][1][b"error"])
+    assert error["status"] == 400 and "Invalid table" in error["answer"]
+    assert snow.incidents() == []
+
+    bridge.runtime.use_config(config)  # the ops team fixes the mapping
+    await bridge.runtime.open_desks()
+    subprocess.run(
+        [sys.executable, "-m", "bridge.cli", "dlq", "retry", letters[0][0].decode(), "--redis-url", redis_server.url],
+        cwd=ROOT, check=True, capture_output=True,
+    )  # fmt: skip
+    await eventually(lambda: snow.incidents(), within=10)
+    assert await redis.xlen(keys.DLQ) == 0
+
+
+def _fast(**changes: Any) -> Any:
+    import dataclasses  # noqa: PLC0415
+
+    from tests.conftest import FAST  # noqa: PLC0415
+
+    return dataclasses.replace(FAST, **changes)
