@@ -33,7 +33,10 @@ async def test_one_group_opens_one_incident(snow: Snow, make_bridge: Any) -> Non
     await eventually(lambda: snow.incidents())
     await settle(snow)
     ticket = one_incident(snow)
-    assert ticket["short_description"] == "[CRITICAL] NodeFilesystemAlmostOutOfSpace on db-prod-01.example.com:9100"
+    assert (
+        ticket["short_description"]
+        == "[CRITICAL] NodeFilesystemAlmostOutOfSpace on db-prod-01.example.com:9100"
+    )
     assert (ticket["impact"], ticket["urgency"], ticket["priority"]) == ("1", "1", "1")
     assert ticket["correlation_id"].startswith("prometheus:")
     assert ticket["correlation_id"].count(":") == 2
@@ -143,4 +146,3 @@ async def test_unrelated_groups_get_their_own_incidents(snow: Snow, make_bridge:
     await eventually(lambda: len(snow.incidents()) == 2)
     await settle(snow)
     assert sorted(r["short_description"].rsplit(" ", 1)[1] for r in snow.incidents()) == ["a:9100", "b:9100"]
-

@@ -1,0 +1,105 @@
+"""The real Prometheus Alertmanager (Debian's prometheus-alertmanager) posting to the bridge."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import yaml
+
+from bridge.embedded import free_port
+from tests.conftest import ROOT, Snow, eventually, mapping, require
+
+pytestmark = pytest.mark.e2e
+TOKEN = "am-bridge-token"
+
+
+@pytest.fixture
+def alertmanager_binary() -> str:
+    return require("prometheus-alertmanager")
+
+
+def am_config(bridge_port: int, token_file: Path) -> dict[str, Any]:
+    """The shipped receiver snippet, pointed at the test bridge, with test-sized intervals."""
+    config = yaml.safe_load((ROOT / "deploy" / "alertmanager" / "alertmanager.yml").read_text())
+    config["route"].update(group_wait="1s", group_interval="1s", repeat_interval="1h")
+    webhook = config["receivers"][0]["webhook_configs"][0]
+    webhook["url"] = f"http://127.0.0.1:{bridge_port}/webhook/alertmanager"
+    webhook["http_config"]["authorization"]["credentials_file"] = str(token_file)
+    return dict(config)
+
+
+@pytest.fixture
+def start_alertmanager(alertmanager_binary: str, tmp_path: Path) -> Iterator[Any]:
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start(bridge_port: int) -> str:
+        token_file = tmp_path / "bridge.token"
+        token_file.write_text(TOKEN)
+        config_file = tmp_path / "alertmanager.yml"
+        config_file.write_text(yaml.safe_dump(am_config(bridge_port, token_file)))
+        port = free_port()
+        args = [
+            alertmanager_binary, f"--config.file={config_file}", f"--storage.path={tmp_path / 'am-data'}",
+            f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address=",
+        ]  # fmt: skip
+        procs.append(subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        return f"http://127.0.0.1:{port}"
+
+    yield start
+    for proc in procs:
+        proc.terminate()
+        proc.wait(10)
+
+
+async def am_post(session: aiohttp.ClientSession, am: str, alerts: list[dict[str, Any]]) -> None:
+    async with session.post(f"{am}/api/v2/alerts", json=alerts) as resp:
+        assert resp.status == 200, await resp.text()
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as s:
+        yield s
+
+
+async def test_real_alertmanager_opens_and_resolves_an_incident(
+    snow: Snow, make_bridge: Any, start_alertmanager: Any, session: aiohttp.ClientSession
+) -> None:
+    """Alerts posted to Alertmanager's API reach the simulator as one incident, and their resolution closes it."""
+    bridge = await make_bridge(mapping(snow.url, secret=TOKEN, resolve_after="500ms"))
+    am = start_alertmanager(bridge.port)
+
+    async def am_ready() -> bool:
+        try:
+            async with session.get(f"{am}/-/ready") as resp:
+                return resp.status == 200
+        except aiohttp.ClientError:
+            return False
+
+    await eventually(am_ready, within=20)
+    now = datetime.now(UTC)
+    labels = [
+        {"alertname": "HostDown", "instance": "web-01:9100", "severity": "critical", "device": d}
+        for d in ("sda", "sdb")
+    ]
+    firing = [
+        {"labels": lab, "annotations": {"summary": "web-01 is down"}, "startsAt": now.isoformat()}
+        for lab in labels
+    ]
+    await am_post(session, am, firing)
+    await eventually(lambda: snow.incidents(), within=20)
+    ticket = snow.incidents()[0]
+    assert ticket["short_description"] == "[CRITICAL] HostDown on web-01:9100"
+    assert len(snow.incidents()) == 1
+
+    ended = (now + timedelta(seconds=1)).isoformat()
+    await am_post(session, am, [{**a, "endsAt": ended} for a in firing])
+    await eventually(lambda: snow.incidents()[0]["state"] == "6", within=30)
+    assert len(snow.incidents()) == 1
+    assert snow.incidents()[0]["close_code"] == "Solution provided"
