@@ -71,7 +71,7 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
 async def test_real_alertmanager_opens_and_resolves_an_incident(
     snow: Snow, make_bridge: Any, start_alertmanager: Any, session: aiohttp.ClientSession
 ) -> None:
-    """Alerts posted to Alertmanager's API reach the simulator as one incident, and their resolution closes it."""
+    """Alerts posted to Alertmanager's API become one simulator incident, and their resolution closes it."""
     bridge = await make_bridge(mapping(snow.url, secret=TOKEN, resolve_after="500ms"))
     am = start_alertmanager(bridge.port)
 

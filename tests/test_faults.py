@@ -54,7 +54,7 @@ def spawn_replica(config: Path, redis_url: str, port: int) -> subprocess.Popen[b
 
 
 async def wait_ready(port: int) -> None:
-    import aiohttp  # noqa: PLC0415
+    import aiohttp
 
     async def ready() -> bool:
         try:
@@ -159,10 +159,7 @@ async def test_rejected_resolve_is_dead_lettered_with_the_answer(
     )
     assert [r["status"] for r in snow.store.requests if r["method"] == "PATCH"].count(403) == 1
 
-    out = subprocess.run(
-        [sys.executable, "-m", "bridge.cli", "dlq", "list", "--redis-url", redis_server.url],
-        capture_output=True, cwd=ROOT, check=True,
-    )  # fmt: skip
+    out = await cli("dlq", "list", "--redis-url", redis_server.url)
     listed = orjson.loads(out.stdout)
     assert listed[0]["kind"] == "desk_rejected" and listed[0]["error"]["status"] == 403
 
@@ -182,17 +179,20 @@ async def test_rejected_open_is_dead_lettered_and_retried_from_the_cli(
 
     bridge.runtime.use_config(config)  # the ops team fixes the mapping
     await bridge.runtime.open_desks()
-    subprocess.run(
-        [sys.executable, "-m", "bridge.cli", "dlq", "retry", letters[0][0].decode(), "--redis-url", redis_server.url],
-        cwd=ROOT, check=True, capture_output=True,
-    )  # fmt: skip
+    await cli("dlq", "retry", letters[0][0].decode(), "--redis-url", redis_server.url)
     await eventually(lambda: snow.incidents(), within=10)
     assert await redis.xlen(keys.DLQ) == 0
 
 
-def _fast(**changes: Any) -> Any:
-    import dataclasses  # noqa: PLC0415
+async def cli(*args: str) -> subprocess.CompletedProcess[bytes]:
+    """Run `bridge ARGS` as a user would, off the event loop."""
+    command = [sys.executable, "-m", "bridge.cli", *args]
+    return await asyncio.to_thread(subprocess.run, command, capture_output=True, cwd=ROOT, check=True)
 
-    from tests.conftest import FAST  # noqa: PLC0415
+
+def _fast(**changes: Any) -> Any:
+    import dataclasses
+
+    from tests.conftest import FAST
 
     return dataclasses.replace(FAST, **changes)

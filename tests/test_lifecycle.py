@@ -44,7 +44,7 @@ async def test_one_group_opens_one_incident(snow: Snow, make_bridge: Any) -> Non
 
 
 async def test_repeats_and_ha_double_sends_stay_one_incident(snow: Snow, make_bridge: Any) -> None:
-    """The same group re-sent, and posted concurrently to two replicas (an HA pair), still makes one ticket."""
+    """The same group re-sent, and posted concurrently to two replicas (an HA pair), makes one ticket."""
     first = await make_bridge(mapping(snow.url), consumer="replica-a")
     second = await make_bridge(mapping(snow.url), consumer="replica-b")
     payload = group(alert(), alert(device="/dev/sda1"))
