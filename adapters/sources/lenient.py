@@ -121,7 +121,7 @@ def _json_object(text: str) -> dict[str, Any]:
             return repair_object(text)
         except PayloadError as unrepaired:
             raise PayloadError(
-                f"body is not valid JSON ({exc}) and could not be repaired: {unrepaired}"
+                f"body is not valid JSON ({exc}) and cannot be repaired: {unrepaired}"
             ) from exc
     if not isinstance(doc, dict):
         raise PayloadError(f"body is JSON {type(doc).__name__}; expected an object")
