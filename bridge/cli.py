@@ -44,6 +44,20 @@ def _print(value: Any) -> None:
 def cmd_serve(args: argparse.Namespace) -> int:
     from bridge.server import serve
 
+    if args.workers != 1:
+        from bridge.workers import serve_workers
+
+        return serve_workers(
+            args.config or [DEFAULT_CONFIG],
+            workers=args.workers,
+            host=args.host,
+            port=args.port,
+            redis_url=config_mod.redis_url(),
+            data_dir=_data_dir(args),
+            grace_s=args.grace,
+            tuning=config_mod.tuning(),
+            log_level=args.log_level or "info",
+        )
     _use_uvloop()
     asyncio.run(
         serve(
@@ -167,6 +181,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--grace", type=float, default=10.0, help="seconds to finish in-flight work on SIGTERM")
+    p.add_argument(
+        "--workers", type=int, default=1, help="bridge processes sharing the port (SO_REUSEPORT) and Redis"
+    )
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("check-config", help="validate mapping files")
