@@ -120,9 +120,7 @@ def _json_object(text: str) -> dict[str, Any]:
         try:
             return repair_object(text)
         except PayloadError as unrepaired:
-            raise PayloadError(
-                f"body is not valid JSON ({exc}) and cannot be repaired: {unrepaired}"
-            ) from exc
+            raise PayloadError(f"body is not valid JSON ({exc}) and cannot be repaired: {unrepaired}") from exc
     if not isinstance(doc, dict):
         raise PayloadError(f"body is JSON {type(doc).__name__}; expected an object")
     return doc
@@ -140,8 +138,9 @@ def repair_object(text: str) -> dict[str, Any]:
     """Read a flat JSON object whose string values were pasted in unescaped.
 
     A quote ends a value only where the next key (`, "key":`) or the closing brace follows it, so
-    `"output":"say "hi""` keeps its inner quotes. A backslash that does not start a JSON escape is
-    kept (`C:\\Temp`); control characters are kept as they are. Nested objects are not repaired.
+    `"output":"say "hi""` keeps its inner quotes. Such a sender escapes no quotes, so `\\"` is a
+    backslash then a quote; `\\n`, `\\\\` and `\\uXXXX` are decoded (Nagios escapes long output so), and
+    any other backslash is kept (`C:\\Temp`). Control characters are kept. Nested objects are not repaired.
     """
     s = text.strip()
     if not (s.startswith("{") and s.endswith("}")):
@@ -196,7 +195,7 @@ def _loose_string(s: str, i: int, end: int) -> tuple[str, int]:
             return "".join(buf), i + 1
         if c == "\\" and i + 1 < end:
             n = s[i + 1]
-            if n == '"' and _closes(s, i + 1):  # `"C:\"`: the backslash is text, the quote closes
+            if n == '"':  # a sender that does not escape quotes wrote a backslash before one: `"C:\"`
                 buf.append("\\")
                 i += 1
                 continue
