@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from bridge import keys
 from bridge.models import Alert, DecisionKind, Status
+from bridge.placement import place
 from bridge.routing import Routed
 from bridge.runtime import Runtime, wait_for_event
 from bridge.silences import Silences
@@ -32,6 +33,7 @@ class _Work:
     entry_id: bytes
     alert: Alert
     routed: Routed
+    base: str  # the incident it joins: its own, or a topology parent's or the storm's
 
 
 class Engine:
@@ -118,57 +120,78 @@ class Engine:
 
     async def process(self, entries: list[Entry]) -> None:
         now = self.rt.clock()
-        work: list[_Work] = []
+        routed: list[tuple[bytes, Alert, Routed]] = []
         dead: list[dict[str, Any]] = []
         for entry_id, fields in entries:
             try:
                 alert = Alert.model_validate_json(fields[b"a"])
-                routed = self.rt.router.route(alert)
+                matches = self.rt.router.route(alert)
             except (KeyError, ValidationError, ValueError) as exc:
                 dead.append({"kind": "bad_entry", "reason": str(exc), "raw": fields.get(b"a", b"")})
                 continue
-            if not routed:
+            if not matches:
                 dead.append({"kind": "unrouted", "reason": "no route matched", "raw": fields[b"a"]})
-            work.extend(_Work(entry_id, alert, r) for r in routed)
+            routed.extend((entry_id, alert, r) for r in matches)
 
+        bases = await place(self.rt.redis, [(r, alert.status) for _, alert, r in routed])
+        work = [_Work(e, alert, r, base) for (e, alert, r), base in zip(routed, bases, strict=True)]
         silenced = await self.silences.matching([w.alert for w in work], now) if work else set()
         async with self.rt.redis.pipeline(transaction=False) as pipe:
             for index, w in enumerate(work):
                 await self.rt.scripts.apply_alert(self._step(w, index in silenced), now, pipe)
             replies = await pipe.execute(raise_on_error=False) if work else []
 
+        opened: dict[str, int] = {}
         async with self.rt.redis.pipeline(transaction=False) as pipe:
             woke = False
             for w, reply in zip(work, replies, strict=True):
                 if isinstance(reply, Exception):
                     log.error("decision_failed", identity=w.alert.identity, error=str(reply))
-                    dead.append(
-                        {"kind": "decision_failed", "reason": str(reply), "raw": w.alert.model_dump_json()}
-                    )
+                    dead.append({"kind": "decision_failed", "reason": str(reply), "raw": w.alert.model_dump_json()})
                     continue
                 applied = Applied.from_reply(reply)
                 self._record(pipe, w, applied, now)
                 woke = woke or applied.outbox_len > 0
+                if applied.decision is DecisionKind.OPEN and w.routed.storm and w.base != w.routed.storm:
+                    opened[w.routed.route.name] = opened.get(w.routed.route.name, 0) + 1
             for letter in dead:
                 pipe.xadd(keys.DLQ, {**letter, "at": now})  # type: ignore[dict-item]
             pipe.xack(keys.INTAKE, keys.ENGINE_GROUP, *[e[0] for e in entries])
             await pipe.execute()
+        if opened:
+            await self._count_opens(opened, now)
         if woke:
             self.ready.set()
 
+    async def _count_opens(self, opened: dict[str, int], now: int) -> None:
+        """Storm guard: more new incidents in this minute than the route allows starts a storm."""
+        minute = now // 60_000
+        async with self.rt.redis.pipeline(transaction=False) as pipe:
+            for route, count in opened.items():
+                pipe.incrby(keys.storm_count(route, minute), count)
+                pipe.expire(keys.storm_count(route, minute), 120)
+            counts = (await pipe.execute())[::2]
+        for (route, _), total in zip(opened.items(), counts, strict=True):
+            limit = next(r.storm.max_new_per_minute for r in self.rt.config.routes if r.name == route and r.storm)
+            if total > limit:
+                # The flag lives a minute past the last over-limit minute: "until the storm passes".
+                await self.rt.redis.set(keys.storm_flag(route), now, px=60_000)
+                log.warning("storm_started", route=route, new_incidents_this_minute=total, limit=limit)
+
     def _step(self, w: _Work, suppressed: bool) -> AlertStep:
-        life = w.routed.route.lifecycle
+        alert = w.alert
         return AlertStep(
-            base=w.routed.base,
+            base=w.base,
             identity=w.routed.identity,
-            status=w.alert.status.value,
-            severity=w.alert.severity.value,
-            occurrence=w.alert.occurrence(),
-            resolve_after_ms=int(life.resolve_after * 1000),
-            reopen_within_ms=int(life.reopen_within * 1000),
-            alert_json=orjson.dumps({**w.alert.model_dump(mode="json"), "correlation_key": w.routed.key}),
+            status=alert.status.value,
+            severity=alert.severity.value,
+            occurrence=alert.occurrence(),
+            loose=alert.starts_at is None,
+            alert_json=orjson.dumps({**alert.model_dump(mode="json"), "correlation_key": w.routed.key}),
             route=w.routed.route.name,
-            suppressed=suppressed and w.alert.status is not Status.RESOLVED,
+            resource=alert.resource,
+            policy=self.rt.router.policies[w.routed.route.name],
+            suppressed=suppressed and alert.status is not Status.RESOLVED,
         )
 
     def _record(self, pipe: Any, w: _Work, applied: Applied, now: int) -> None:
@@ -176,14 +199,11 @@ class Engine:
         self.rt.metrics.decisions.labels(w.routed.route.name, decision.value).inc()
         log.debug("alert_decided", decision=decision, incident=applied.incident_id, identity=w.alert.identity)
         if applied.outbox_len > 0:
-            pipe.zadd(keys.READY, {w.routed.base: now}, nx=True)
-        if applied.resolve_due:
-            pipe.zadd(
-                keys.TIMERS,
-                {keys.timer_member(w.routed.base, "resolve", applied.resolve_due): applied.resolve_due},
-            )
+            pipe.zadd(keys.READY, {w.base: now}, nx=True)
+        if applied.timers:
+            pipe.zadd(keys.TIMERS, {keys.timer_member(w.base, kind, due): due for kind, due in applied.timers})
         if decision is not DecisionKind.DUPLICATE:
-            pipe.zadd(keys.INCIDENTS, {w.routed.base: now})
+            pipe.zadd(keys.INCIDENTS, {w.base: now})
 
 
 def _next_id(stream_id: str) -> str:

@@ -20,6 +20,16 @@ SILENCES = PREFIX + "silences"  # hash silence id -> JSON
 SCRIPTS_LOADED = PREFIX + "scripts"  # marker that readiness checks
 
 
+def storm_count(route: str, minute: int) -> str:
+    """New incidents opened on a route in one wall-clock minute."""
+    return f"{PREFIX}storm:{route}:{minute}"
+
+
+def storm_flag(route: str) -> str:
+    """Set while the route is in a storm: new alerts join the route's major incident."""
+    return f"{PREFIX}storm:{route}"
+
+
 @dataclass(frozen=True, slots=True)
 class IncidentKeys:
     """The keys of one incident, addressed by its base `<route>:<key hash>` (no epoch)."""
@@ -60,7 +70,8 @@ def timer_member(base: str, kind: str, due_ms: int) -> str:
 
 
 def parse_timer_member(member: str) -> tuple[str, str, int]:
-    base, kind, due = member.rsplit("|", 2)
+    base, rest = member.split("|", 1)  # a base never holds "|"; a kind may (auto:<identity>)
+    kind, due = rest.rsplit("|", 1)
     return base, kind, int(due)
 
 

@@ -41,14 +41,18 @@ class Runtime:
     router: Router = field(init=False)
     desks: dict[str, Desk] = field(default_factory=dict)
     session: aiohttp.ClientSession | None = None
+    admin_token: str = ""  # bearer token of the admin API (/api/v1); empty: the API is off
 
     def __post_init__(self) -> None:
-        self.router = Router(self.config)
+        self.router = self._router(self.config)
+
+    def _router(self, config: MappingConfig) -> Router:
+        return Router(config, retention_ms=self.tuning.retention_ms, audit_cap=self.scripts.audit_cap)
 
     def use_config(self, config: MappingConfig) -> None:
         """Swap in a new mapping (hot reload); desks are rebuilt by `open_desks`."""
         self.config = config
-        self.router = Router(config)
+        self.router = self._router(config)
 
     async def open_desks(self) -> None:
         if self.session is None:

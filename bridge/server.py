@@ -56,7 +56,7 @@ class Bridge:
 
     async def start(self) -> Bridge:
         redis = aioredis.Redis.from_url(self.redis_url, socket_timeout=5, health_check_interval=30)
-        scripts = Scripts(redis, retention_ms=self.tuning.retention_ms)
+        scripts = Scripts(redis)
         await scripts.load()
         rt = Runtime(redis, scripts, self.config, tuning=self.tuning, consumer=self.consumer)
         self.runtime = rt
@@ -124,9 +124,7 @@ async def serve(
                 data_dir=str(embedded.data_dir),
                 hint="set BRIDGE_REDIS_URL=redis://host:6379/0 to use a real Redis",
             )
-        bridge = Bridge(
-            config, redis_url, host=host, port=port, grace_s=grace_s, reuse_port=reuse_port, tuning=tuning
-        )
+        bridge = Bridge(config, redis_url, host=host, port=port, grace_s=grace_s, reuse_port=reuse_port, tuning=tuning)
         await bridge.start()
         signalled = asyncio.Event()
         loop = asyncio.get_running_loop()

@@ -27,13 +27,13 @@ class Applied:
     decision: DecisionKind
     incident_id: str
     outbox_len: int
-    resolve_due: int  # ms; 0 when no hold-down timer is to be set
     reason: str
+    timers: list[tuple[str, int]]  # (kind, due ms) to add to the timers set
 
     @classmethod
     def from_reply(cls, reply: list[Any]) -> Applied:
-        decision, incident_id, outbox_len, due, reason = reply
-        return cls(DecisionKind(_s(decision)), _s(incident_id), int(outbox_len), int(due), _s(reason))
+        decision, incident_id, outbox_len, reason, timers = reply
+        return cls(DecisionKind(_s(decision)), _s(incident_id), int(outbox_len), _s(reason), _pairs(timers))
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,25 +45,26 @@ class AlertStep:
     status: str
     severity: str
     occurrence: int
-    resolve_after_ms: int
-    reopen_within_ms: int
+    loose: bool  # the source gave no start time: `occurrence` is the arrival time
     alert_json: bytes
     route: str
+    resource: str
+    policy: bytes  # the route's policy JSON (bridge.routing.policy_json)
     suppressed: bool = False
 
 
 class Scripts:
     """The registered scripts. Calls take a client or a pipeline, so a batch is one round trip."""
 
-    def __init__(self, redis: Redis, *, retention_ms: int, audit_cap: int = 200) -> None:
+    def __init__(self, redis: Redis, *, audit_cap: int = 200) -> None:
         self.redis = redis
-        self.retention_ms = retention_ms
         self.audit_cap = audit_cap
         self._apply: AsyncScript = redis.register_script(_source("apply_alert.lua"))
         self._fire: AsyncScript = redis.register_script(_source("fire_timer.lua"))
         self._claim: AsyncScript = redis.register_script(_source("claim_timers.lua"))
         self._lease: AsyncScript = redis.register_script(_source("lease.lua"))
-        self._all = (self._apply, self._fire, self._claim, self._lease)
+        self._resolve: AsyncScript = redis.register_script(_source("resolve_incident.lua"))
+        self._all = (self._apply, self._fire, self._claim, self._lease, self._resolve)
 
     async def load(self) -> None:
         for script in self._all:
@@ -82,13 +83,12 @@ class Scripts:
             step.status,
             step.severity,
             step.occurrence,
-            step.resolve_after_ms,
-            step.reopen_within_ms,
+            "1" if step.loose else "",
             step.alert_json,
-            max(self.retention_ms, step.reopen_within_ms),
-            self.audit_cap,
             step.route,
             "suppressed" if step.suppressed else "",
+            step.resource,
+            step.policy,
         ]
         ik = keys.IncidentKeys(step.base)
         if pipe is not None:
@@ -96,14 +96,11 @@ class Scripts:
         return Applied.from_reply(await self._apply(keys=ik.script_keys(), args=args))
 
     async def fire_timer(
-        self, base: str, kind: str, due_ms: int, now_ms: int, retention_ms: int
-    ) -> tuple[str, int]:
-        """Apply a due timer; returns (decision or '', outbox length)."""
-        reply = await self._fire(
-            keys=keys.IncidentKeys(base).script_keys(),
-            args=[now_ms, kind, due_ms, retention_ms, self.audit_cap],
-        )
-        return _s(reply[0]), int(reply[2])
+        self, base: str, kind: str, due_ms: int, now_ms: int, policy: bytes
+    ) -> tuple[str, int, list[tuple[str, int]]]:
+        """Apply a due timer; returns (decision or '', outbox length, timers to add)."""
+        reply = await self._fire(keys=keys.IncidentKeys(base).script_keys(), args=[now_ms, kind, due_ms, policy])
+        return _s(reply[0]), int(reply[2]), _pairs(reply[3])
 
     async def claim_timers(self, now_ms: int, lease_ms: int, limit: int) -> list[str]:
         reply = await self._claim(keys=[keys.TIMERS], args=[now_ms, lease_ms, limit])
@@ -111,6 +108,20 @@ class Scripts:
 
     async def lease(self, lease_key: str, token: str, op: str, lease_ms: int = 0) -> bool:
         return bool(await self._lease(keys=[lease_key], args=[token, op, lease_ms]))
+
+    async def resolve_incident(
+        self, base: str, epoch: str, now_ms: int, *, note: str, who: str, retention_ms: int
+    ) -> tuple[str, str, int]:
+        """Resolve by hand; returns (outcome, incident id, outbox length). See resolve_incident.lua."""
+        reply = await self._resolve(
+            keys=keys.IncidentKeys(base).script_keys(),
+            args=[now_ms, epoch, note, who, retention_ms, self.audit_cap],
+        )
+        return _s(reply[0]), _s(reply[1]), int(reply[2])
+
+
+def _pairs(flat: list[Any]) -> list[tuple[str, int]]:
+    return [(_s(flat[i]), int(flat[i + 1])) for i in range(0, len(flat), 2)]
 
 
 def _s(value: Any) -> str:

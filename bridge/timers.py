@@ -35,24 +35,22 @@ class Ticker:
         fired = 0
         for member in claimed:
             base, kind, due = keys.parse_timer_member(member)
-            retention = self.rt.tuning.retention_ms + self._reopen_ms(base)
-            decision, outbox_len = await self.rt.scripts.fire_timer(base, kind, due, now, retention)
+            policy = self.rt.router.policies.get(base.split(":", 1)[0])
+            if policy is None:  # the route left the mapping: its timers go with it
+                await self.rt.redis.zrem(keys.TIMERS, member)
+                continue
+            decision, outbox_len, timers = await self.rt.scripts.fire_timer(base, kind, due, now, policy)
             async with self.rt.redis.pipeline(transaction=False) as pipe:
                 if outbox_len:
                     pipe.zadd(keys.READY, {base: now}, nx=True)
                 if decision:
                     pipe.zadd(keys.INCIDENTS, {base: now})
+                if timers:
+                    pipe.zadd(keys.TIMERS, {keys.timer_member(base, k, d): d for k, d in timers})
                 pipe.zrem(keys.TIMERS, member)
                 await pipe.execute()
             if decision:
                 fired += 1
-                log.info("timer_fired", kind=kind, base=base, decision=decision)
+                log.info("timer_fired", kind=kind.split(":", 1)[0], base=base, decision=decision)
                 self.ready.set()
         return fired
-
-    def _reopen_ms(self, base: str) -> int:
-        route_name = base.split(":", 1)[0]
-        for route in self.rt.config.routes:
-            if route.name == route_name:
-                return int(route.lifecycle.reopen_within * 1000)
-        return 0

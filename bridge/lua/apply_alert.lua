@@ -1,20 +1,23 @@
---[[ apply_alert.lua: dedupe + lifecycle for one alert of one incident, in one atomic step.
+--[[ apply_alert.lua: dedupe + threshold + lifecycle + flap detection for one alert, atomically.
 
-KEYS[1] incident state hash   (state, epoch, firing, opened_at, resolved_at, resolve_due, ...)
-KEYS[2] incident members hash (identity -> "occurrence|status|severity")
+KEYS[1] incident state hash   (state, epoch, firing, opened_at, resolved_at, resolve_due, desk_open,
+                               flapping, flips, last_change, ...)
+KEYS[2] incident members hash (identity -> "occurrence|status|severity|seen ms|resource")
 KEYS[3] incident outbox list  (desk actions, JSON, oldest first)
 KEYS[4] incident audit list   (JSON, newest first, capped)
 
-ARGV[1]  now (ms)                 ARGV[2]  incident base "<route>:<key hash>"
-ARGV[3]  alert identity           ARGV[4]  status: firing | acknowledged | resolved
-ARGV[5]  severity                 ARGV[6]  occurrence (ms of starts_at): tells a re-fire from a repeat
-ARGV[7]  resolve_after (ms)       ARGV[8]  reopen_within (ms; 0 = never reopen)
-ARGV[9]  alert JSON (copied into the outbox entry for rendering)
-ARGV[10] retention (ms) for keys that hold no open incident
-ARGV[11] audit cap                ARGV[12] route name
-ARGV[13] flags: "" or "suppressed" (a silence matched: firing is recorded, not acted on)
+ARGV[1]  now (ms)                  ARGV[2]  incident base "<route>:<key hash>"
+ARGV[3]  alert identity            ARGV[4]  status: firing | acknowledged | resolved
+ARGV[5]  severity                  ARGV[6]  occurrence (ms of starts_at, else of arrival)
+ARGV[7]  "1" when the source gave no start time (then a repeat while firing is not a re-fire)
+ARGV[8]  alert JSON (copied into outbox entries for rendering)
+ARGV[9]  route name                ARGV[10] flags: "" or "suppressed" (a silence matched)
+ARGV[11] resource (for distinct-resource thresholds)
+ARGV[12] policy JSON: {resolve_after, reopen_within, retention, audit_cap, auto_resolve_after,
+         threshold = {count, distinct, window} | nil, flap = {changes, window, quiet} | nil}  (ms)
 
-Returns {decision, incident_id, outbox length, resolve due (ms, 0 = none), reason}.
+Returns {decision, incident_id, outbox length, reason, timers} where timers is a flat list
+{kind, due, kind, due, ...} for the caller to add to the timers set (idempotently).
 
 A member's versions are ordered by (occurrence, rank) with firing < acknowledged < resolved, so an
 older occurrence or a late repeat can never undo a newer state: replays, HA double-sends and two
@@ -23,11 +26,25 @@ consumers racing on the same incident all converge.
 local K_STATE, K_MEMBERS, K_OUTBOX, K_AUDIT = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local now = tonumber(ARGV[1])
 local base, identity, status, sev = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
-local occ = tonumber(ARGV[6])
-local resolve_after, reopen_within = tonumber(ARGV[7]), tonumber(ARGV[8])
-local alert_json, retention, audit_cap, route = ARGV[9], tonumber(ARGV[10]), tonumber(ARGV[11]), ARGV[12]
-local suppressed = ARGV[13] == "suppressed"
+local occ, loose = tonumber(ARGV[6]), ARGV[7] == "1"
+local alert_json, route, suppressed, resource = ARGV[8], ARGV[9], ARGV[10] == "suppressed", ARGV[11]
+local policy = cjson.decode(ARGV[12])
 local RANK = {firing = 0, acknowledged = 1, resolved = 2}
+local timers = {}
+
+local inc = redis.call("HMGET", K_STATE, "state", "epoch", "firing", "resolved_at", "resolve_due",
+  "desk_open", "flapping", "flips")
+local state, epoch = inc[1], inc[2]
+local firing = tonumber(inc[3] or "0")
+local resolved_at = tonumber(inc[4] or "0")
+local flapping = inc[7] == "1"
+
+local function parse_member(value)
+  if not value then return nil end
+  local o, s, v, seen, res = string.match(value, "^(%-?%d+)|(%a+)|(%a*)|(%d+)|(.*)$")
+  return {occ = tonumber(o), status = s, sev = v, seen = tonumber(seen), resource = res}
+end
+local prev = parse_member(redis.call("HGET", K_MEMBERS, identity))
 
 local function base36(n)
   local digits, out = "0123456789abcdefghijklmnopqrstuvwxyz", ""
@@ -39,125 +56,216 @@ local function base36(n)
   return out
 end
 
-local inc = redis.call("HMGET", K_STATE, "state", "epoch", "firing", "resolved_at", "resolve_due")
-local state, epoch = inc[1], inc[2]
-local firing = tonumber(inc[3] or "0")
-local resolved_at = tonumber(inc[4] or "0")
--- A replayed entry must re-arm the hold-down timer its first run set (the timer ZADD is the caller's).
-local armed_due = state == "resolving" and tonumber(inc[5] or "0") or 0
-local prev = redis.call("HGET", K_MEMBERS, identity)
-local p_occ, p_status, p_sev
-if prev then
-  local a, b, c = string.match(prev, "^(%-?%d+)|(%a+)|(%a*)$")
-  p_occ, p_status, p_sev = tonumber(a), b, c
-end
-local member_value = occ .. "|" .. status .. "|" .. sev
-
-local function incident_id()
-  return base .. ":" .. (epoch or "")
-end
+local function incident_id() return base .. ":" .. (epoch or "") end
 
 local function audit(decision, reason)
-  local entry = cjson.encode({at = now, decision = decision, reason = reason, identity = identity,
-    status = status, severity = sev, route = route, incident = incident_id()})
-  redis.call("LPUSH", K_AUDIT, entry)
-  redis.call("LTRIM", K_AUDIT, 0, audit_cap - 1)
+  redis.call("LPUSH", K_AUDIT, cjson.encode({at = now, decision = decision, reason = reason,
+    identity = identity, status = status, severity = sev, route = route, incident = incident_id()}))
+  redis.call("LTRIM", K_AUDIT, 0, policy.audit_cap - 1)
 end
 
-local function emit(decision, reason)
-  local entry = '{"kind":' .. cjson.encode(decision) .. ',"incident":' .. cjson.encode(incident_id())
-    .. ',"epoch":' .. cjson.encode(epoch) .. ',"route":' .. cjson.encode(route) .. ',"at":' .. now
-    .. ',"reason":' .. cjson.encode(reason) .. ',"alert":' .. alert_json .. '}'
-  redis.call("RPUSH", K_OUTBOX, entry)
-  audit(decision, reason)
+local function emit(kind, reason)
+  redis.call("RPUSH", K_OUTBOX, '{"kind":' .. cjson.encode(kind) .. ',"incident":'
+    .. cjson.encode(incident_id()) .. ',"epoch":' .. cjson.encode(epoch) .. ',"route":'
+    .. cjson.encode(route) .. ',"at":' .. now .. ',"reason":' .. cjson.encode(reason)
+    .. ',"alert":' .. alert_json .. '}')
+  audit(kind, reason)
 end
 
-local function done(decision, reason, due)
-  return {decision, incident_id(), redis.call("LLEN", K_OUTBOX), due or 0, reason}
+local function done(decision, reason)
+  return {decision, incident_id(), redis.call("LLEN", K_OUTBOX), reason, timers}
 end
 
-local function keep_alive()
-  for _, key in ipairs(KEYS) do redis.call("PERSIST", key) end
+local function arm(kind, due)
+  timers[#timers + 1] = kind
+  timers[#timers + 1] = due
+end
+
+local function set_member(st)
+  redis.call("HSET", K_MEMBERS, identity, occ .. "|" .. st .. "|" .. sev .. "|" .. now .. "|" .. resource)
+  if st ~= "resolved" and policy.auto_resolve_after then
+    arm("auto:" .. identity, now + policy.auto_resolve_after)
+  end
+end
+
+-- A replayed entry must re-arm the timers its first run set (the timer ZADDs are the caller's).
+local function rearm()
+  if state == "resolving" then arm("resolve", tonumber(inc[5] or "0")) end
+end
+
+-- Flap detection: remember member state changes within the window; more than `changes` of them
+-- and the incident goes quiet until it has been stable for `quiet`.
+local function note_flip()
+  if not policy.flap then return false end
+  local kept = {}
+  for t in string.gmatch(inc[8] or "", "%d+") do
+    if tonumber(t) >= now - policy.flap.window then kept[#kept + 1] = t end
+  end
+  kept[#kept + 1] = tostring(now)
+  while #kept > policy.flap.changes + 1 do table.remove(kept, 1) end
+  redis.call("HSET", K_STATE, "flips", table.concat(kept, ","), "last_change", now)
+  if flapping then
+    arm("flap", now + policy.flap.quiet)
+    return true
+  end
+  if #kept > policy.flap.changes then
+    flapping = true
+    redis.call("HSET", K_STATE, "flapping", 1)
+    arm("flap", now + policy.flap.quiet)
+    emit("NOTE", "flapping: " .. #kept .. " changes within the flap window; quiet until stable")
+    return true
+  end
+  return false
 end
 
 -- 1. Dedupe: an identical repeat, or an older version of this member, changes nothing.
 if prev then
-  if occ < p_occ or (occ == p_occ and RANK[status] < RANK[p_status]) then
-    return done("DUPLICATE", "stale", armed_due)
+  if occ < prev.occ or (occ == prev.occ and RANK[status] < RANK[prev.status]) then
+    rearm()
+    return done("DUPLICATE", "stale")
   end
-  if occ == p_occ and status == p_status and sev == p_sev then
-    return done("DUPLICATE", "repeat", armed_due)
+  local same_occurrence = occ == prev.occ or (loose and status ~= "resolved" and prev.status ~= "resolved")
+  if same_occurrence and status == prev.status and sev == prev.sev then
+    if policy.auto_resolve_after and status ~= "resolved" then
+      set_member(status)  -- the source repeats the alert: it is not stale yet
+    end
+    rearm()
+    return done("DUPLICATE", "repeat")
   end
 end
-local was_active = prev and p_status ~= "resolved" and (state == "open" or state == "resolving")
+local live = state == "open" or state == "resolving"
+local was_active = prev and prev.status ~= "resolved" and (live or state == "pending")
 
 -- 2. A clear.
 if status == "resolved" then
-  redis.call("HSET", K_MEMBERS, identity, member_value)
+  set_member("resolved")
   if not was_active then
     -- Nothing open for it: keep the tombstone so a late copy of its firing stays stale.
-    if not state then redis.call("PEXPIRE", K_MEMBERS, retention) end
+    if not state or state == "resolved" then redis.call("PEXPIRE", K_MEMBERS, policy.retention) end
     audit("DUPLICATE", "clear without open member")
-    return done("DUPLICATE", "clear without open member", armed_due)
+    rearm()
+    return done("DUPLICATE", "clear without open member")
   end
   firing = redis.call("HINCRBY", K_STATE, "firing", -1)
-  if firing <= 0 and state == "open" then
-    local due = now + resolve_after
+  if state == "pending" then
+    if firing <= 0 then redis.call("DEL", K_STATE, K_MEMBERS) end
+    audit("PENDING", "member cleared before the threshold")
+    return done("PENDING", "member cleared before the threshold")
+  end
+  local quiet = note_flip()
+  if firing <= 0 and state == "open" and not flapping then
+    local due = now + policy.resolve_after
     redis.call("HSET", K_STATE, "state", "resolving", "resolve_due", due, "changed_at", now)
+    arm("resolve", due)
     audit("RESOLVE_PENDING", "all members clear")
-    return done("RESOLVE_PENDING", "all members clear", due)
+    return done("RESOLVE_PENDING", "all members clear")
+  end
+  redis.call("HSET", K_STATE, "changed_at", now)
+  if quiet then
+    audit("FLAPPING", "member resolved while flapping")
+    return done("FLAPPING", "member resolved while flapping")
   end
   emit("NOTE", "member resolved")
-  return done("NOTE", "member resolved", 0)
+  return done("NOTE", "member resolved")
 end
 
 -- 3. Firing (or acknowledged) under a silence: recorded, not acted on, unless it is already open.
 if suppressed and not was_active then
-  redis.call("HSET", K_MEMBERS, identity, member_value)
-  if not state then redis.call("PEXPIRE", K_MEMBERS, retention) end
+  set_member(status)
+  if not state or state == "resolved" then redis.call("PEXPIRE", K_MEMBERS, policy.retention) end
   audit("SUPPRESSED", "silenced")
-  return done("SUPPRESSED", "silenced", 0)
+  return done("SUPPRESSED", "silenced")
 end
 
--- 4. Firing: open, reopen, start a new epoch, or note a change.
-local reopenable = state == "resolved" and reopen_within > 0 and now - resolved_at <= reopen_within
-if state == "open" or state == "resolving" then
-  redis.call("HSET", K_MEMBERS, identity, member_value)
+-- 4. Firing into a live incident: a note (or silence while flapping).
+if live then
+  set_member(status)
   local reason
   if not was_active then
     firing = redis.call("HINCRBY", K_STATE, "firing", 1)
     reason = prev and "re-fired" or "new member"
-  elseif occ > p_occ then
+  elseif occ > prev.occ and not loose then
     reason = "re-fired"
-  elseif status ~= p_status then
+  elseif status ~= prev.status then
     reason = status
   else
-    reason = "severity " .. p_sev .. " -> " .. sev
+    reason = "severity " .. prev.sev .. " -> " .. sev
   end
+  local flipped = not was_active or (occ > prev.occ and not loose)
+  local quiet = flipped and note_flip() or flapping
   if state == "resolving" then
     redis.call("HSET", K_STATE, "state", "open", "resolve_due", 0)
     reason = reason .. " during hold-down"
   end
   redis.call("HSET", K_STATE, "changed_at", now)
+  if quiet then
+    audit("FLAPPING", reason .. " while flapping")
+    return done("FLAPPING", reason .. " while flapping")
+  end
   emit("NOTE", reason)
-  return done("NOTE", reason, 0)
+  return done("NOTE", reason)
 end
 
-keep_alive()
-if reopenable then
-  redis.call("HSET", K_MEMBERS, identity, member_value)
+for _, key in ipairs(KEYS) do redis.call("PERSIST", key) end
+
+-- 5. Fires again within the reopen window: reopen (unless flapping keeps it quiet).
+if state == "resolved" and policy.reopen_within > 0 and now - resolved_at <= policy.reopen_within then
+  set_member(status)
   redis.call("HSET", K_STATE, "state", "open", "firing", 1, "resolve_due", 0, "changed_at", now)
+  if note_flip() then
+    audit("FLAPPING", "fired again while flapping")
+    return done("FLAPPING", "fired again while flapping")
+  end
   redis.call("HINCRBY", K_STATE, "reopened", 1)
+  redis.call("HSET", K_STATE, "desk_open", 1)
   emit("REOPEN", "fired again within the reopen window")
-  return done("REOPEN", "fired again within the reopen window", 0)
+  return done("REOPEN", "fired again within the reopen window")
 end
 
--- No incident, or the last one is past its reopen window: a new epoch (its own correlation id).
+-- 6. Nothing live: hold until the threshold is met, if the route has one.
+if policy.threshold and state ~= "pending" then
+  redis.call("DEL", K_MEMBERS)  -- an earlier epoch's members; its ticket fields stay in the state hash
+  redis.call("HSET", K_STATE, "state", "pending", "firing", 0, "route", route, "pending_since", now)
+  state, firing, prev, was_active = "pending", 0, nil, false
+end
+set_member(status)
+if not was_active then firing = redis.call("HINCRBY", K_STATE, "firing", 1) end
+if policy.threshold then
+  local cutoff, count, seen_resources = now - policy.threshold.window, 0, {}
+  local all = redis.call("HGETALL", K_MEMBERS)
+  for i = 2, #all, 2 do
+    local m = parse_member(all[i])
+    if m and m.status ~= "resolved" and m.seen >= cutoff then
+      local unit = policy.threshold.distinct and m.resource or all[i - 1]
+      if not seen_resources[unit] then
+        seen_resources[unit] = true
+        count = count + 1
+      end
+    end
+  end
+  redis.call("HSET", K_STATE, "pending_count", count)
+  if count < policy.threshold.count then
+    -- Held alerts that never reach the threshold fade away with the window.
+    redis.call("PEXPIRE", K_STATE, policy.threshold.window * 2 + 60000)
+    redis.call("PEXPIRE", K_MEMBERS, policy.threshold.window * 2 + 60000)
+    audit("PENDING", count .. " of " .. policy.threshold.count .. " within the threshold window")
+    return done("PENDING", count .. " of " .. policy.threshold.count)
+  end
+end
+
+-- 7. A new epoch: its own ticket, its own correlation id.
+local reason = (state == "resolved" and "fired after the reopen window")
+  or (state == "pending" and ("threshold reached: " .. firing .. " alerts")) or "first firing member"
 epoch = base36(now)
 if epoch == inc[2] then epoch = base36(now + 1) end
-redis.call("DEL", K_MEMBERS)
-redis.call("HSET", K_MEMBERS, identity, member_value)
-redis.call("HSET", K_STATE, "state", "open", "epoch", epoch, "firing", 1, "opened_at", now,
-  "resolve_due", 0, "resolved_at", 0, "changed_at", now, "route", route, "reopened", 0)
-emit("OPEN", state and "fired after the reopen window" or "first firing member")
-return done("OPEN", state and "new epoch" or "first firing member", 0)
+if state == "resolved" then
+  redis.call("DEL", K_MEMBERS)
+  set_member(status)
+  firing = 1
+end
+redis.call("HSET", K_STATE, "state", "open", "epoch", epoch, "firing", firing, "opened_at", now,
+  "resolve_due", 0, "resolved_at", 0, "changed_at", now, "route", route, "reopened", 0,
+  "desk_open", 1, "flapping", 0, "flips", "")
+redis.call("HDEL", K_STATE, "pending_since", "pending_count")
+emit("OPEN", reason)
+return done("OPEN", reason)
