@@ -11,11 +11,13 @@ import dataclasses
 import os
 import re
 from collections.abc import Mapping, Sequence
+from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -25,8 +27,10 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 from adapters.desks.servicenow import ServiceNowConfig
+from adapters.desks.servicenow_em import ServiceNowEventsConfig
 from adapters.sources import SOURCES
 from bridge.errors import ConfigError
 from bridge.matchers import Matcher, parse_matchers
@@ -44,6 +48,8 @@ def parse_duration(value: Any) -> float:
             raise ValueError("duration must not be negative")
         return float(value)
     text = str(value).strip()
+    if re.fullmatch(r"\d+(?:\.\d+)?", text):  # a bare number is seconds, also as text (`${VAR:-90}`)
+        return float(text)
     parts = _DURATION.findall(text)
     if not parts or "".join(n + u for n, u in parts) != text:
         raise ValueError(f"bad duration {value!r}: use e.g. 30s, 5m, 1h30m, 250ms")
@@ -51,7 +57,10 @@ def parse_duration(value: Any) -> float:
 
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
-DeskConfig = Annotated[ServiceNowConfig, Field(discriminator="kind")]  # adding a desk: one line here
+DeskConfig = Annotated[  # adding a desk: one line here
+    ServiceNowConfig | ServiceNowEventsConfig,
+    Field(discriminator="kind"),
+]
 
 
 class _Strict(BaseModel):
@@ -63,7 +72,14 @@ def _check_template(value: str) -> str:
     return value
 
 
+def _check_matcher(value: str) -> str:
+    parse_matchers(value)
+    return value
+
+
 Template = Annotated[str, BeforeValidator(lambda v: _check_template(str(v)))]
+# Checked one list item at a time, so that an error points at the bad matcher's own line.
+MatcherText = Annotated[str, AfterValidator(_check_matcher)]
 
 
 class SourceConfig(_Strict):
@@ -100,35 +116,86 @@ class Correlate(_Strict):
     by: list[Template] = Field(default_factory=list)
 
 
+class Threshold(_Strict):
+    """Open only when this many alerts (or distinct resources) fire within the window; hold them till then."""
+
+    count: int = Field(ge=1)
+    distinct_resources: bool = False
+    window: Duration = 300.0
+
+
+class Flap(_Strict):
+    """More than `changes` state changes within `window`: one note, then quiet until stable for `quiet`."""
+
+    changes: int = Field(6, ge=1)
+    window: Duration = 3600.0
+    quiet: Duration = 900.0
+
+
 class Lifecycle(_Strict):
     resolve_after: Duration = 300.0  # hold-down: all members clear this long before the ticket resolves
     reopen_within: Duration = 3600.0  # fires again within this after resolving: reopen; later: new ticket
-    auto_resolve_after: Duration | None = None  # for sources that never send a clear
+    auto_resolve_after: Duration | None = None  # for sources that never send a clear (Splunk)
+    threshold: Threshold | None = None
+    flap: Flap | None = None
+    # Raw desk states meaning "closed by a human" / "won't fix": a ticket in one of them is never
+    # reopened; the next firing opens a new ticket (new epoch). Closed/cancelled always count.
+    no_reopen_states: list[str] = Field(default_factory=list)
+
+
+class Storm(_Strict):
+    """More than `max_new_per_minute` new incidents on the route: one major incident takes the rest."""
+
+    max_new_per_minute: int = Field(ge=1)
+    # Ticket fields of the major incident, over the route's own (e.g. a short_description saying
+    # "Major incident: alert storm on {{ incident.route }}"); its notes list the alerts it absorbs.
+    fields: dict[str, Template] = Field(default_factory=dict)
+
+
+class Topology(_Strict):
+    """Alerts matching `parent` own the incident of their `key`; other alerts with the same key join it."""
+
+    parent: list[MatcherText] = Field(min_length=1)
+    key: Template
+
+
+class Ownership(StrEnum):
+    """Who owns a ticket field after the bridge created the ticket."""
+
+    CREATE_ONLY = "create_only"  # written on open, then the desk's humans own it
+    SYNC_UNTIL_EDITED = "sync_until_edited"  # kept in step with the alerts until a human changes it
+    APPEND_NOTE = "append_note"  # changes become work-note lines, the field itself is not rewritten
+    NEVER = "never"  # never written (disables a field another mapping layer sets)
 
 
 class Ticket(_Strict):
     # Desk field name -> template. Rendered on open; the desk adapter adds the correlation fields.
     fields: dict[str, Template] = Field(default_factory=dict)
+    ownership: dict[str, Ownership] = Field(default_factory=dict)  # field -> owner; default create_only
     resolve_note: Template = "Resolved automatically: all alerts cleared for the hold-down period."
+    flush_interval: Duration = 0.0  # changes within this become one work note (0: as they come)
+
+    @model_validator(mode="after")
+    def _owned_fields_exist(self) -> Ticket:
+        unknown = set(self.ownership) - set(self.fields)
+        if unknown:
+            raise ValueError(f"ownership for fields without a template: {sorted(unknown)}")
+        return self
 
 
 class Route(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
-    match: list[str] = Field(default_factory=list)  # Alertmanager matchers, all must match
+    match: list[MatcherText] = Field(default_factory=list)  # Alertmanager matchers, all must match
     sources: list[str] = Field(default_factory=list)  # source names; empty = any
     desk: str
     continue_: bool = Field(False, alias="continue")
     identity: list[str] | None = None  # alert fields (`name`, `labels.host`) replacing the source's identity
     correlate: Correlate = Correlate()
+    tickets: Literal["per_group", "per_alert"] = "per_group"  # per_alert ignores correlate.by
+    topology: Topology | None = None
+    storm: Storm | None = None
     lifecycle: Lifecycle = Lifecycle()
     ticket: Ticket = Ticket()
-
-    @field_validator("match")
-    @classmethod
-    def _valid_matchers(cls, value: list[str]) -> list[str]:
-        for text in value:
-            parse_matchers(text)
-        return value
 
     def matchers(self) -> list[Matcher]:
         return [m for text in self.match for m in parse_matchers(text)]
@@ -142,15 +209,27 @@ class MappingConfig(_Strict):
     @model_validator(mode="after")
     def _references(self) -> MappingConfig:
         names = [r.name for r in self.routes]
-        if len(set(names)) != len(names):
-            raise ValueError(f"route names must be unique: {names}")
-        for route in self.routes:
+        for index, name in enumerate(names):
+            if name in names[:index]:
+                raise _misreference(f"route name {name!r} is used twice", ("routes", index, "name"))
+        for index, route in enumerate(self.routes):
             if route.desk not in self.desks:
-                raise ValueError(f"route {route.name!r}: unknown desk {route.desk!r}")
-            for source in route.sources:
+                raise _misreference(f"route {route.name!r}: unknown desk {route.desk!r}", ("routes", index, "desk"))
+            for item, source in enumerate(route.sources):
                 if source not in self.sources:
-                    raise ValueError(f"route {route.name!r}: unknown source {source!r}")
+                    raise _misreference(
+                        f"route {route.name!r}: unknown source {source!r}", ("routes", index, "sources", item)
+                    )
         return self
+
+
+def _misreference(message: str, at: tuple[str | int, ...]) -> PydanticCustomError:
+    """A cross-reference error of the whole mapping that still knows which key it is about.
+
+    pydantic locates a model validator's errors at the model itself; `at` carries the key path in
+    the error's context so that `_located` can name the key and its line, not line 1.
+    """
+    return PydanticCustomError("unknown_reference", "{message}", {"message": message, "at": at})
 
 
 # --- loading -------------------------------------------------------------------------------------
@@ -175,22 +254,18 @@ def load(paths: Sequence[str | Path], env: Mapping[str, str] | None = None) -> M
         for section in ("sources", "desks"):
             for name, value in (data.pop(section, None) or {}).items():
                 if name in merged[section]:
-                    raise ConfigError(
-                        f"{section[:-1]} {name!r} defined twice", file=path, path=f"{section}.{name}"
-                    )
+                    raise ConfigError(f"{section[:-1]} {name!r} defined twice", file=path, path=f"{section}.{name}")
                 merged[section][name] = value
                 origin[(section, name)] = (path, (section, name))
         for index, route in enumerate(data.pop("routes", None) or []):
             origin[("routes", len(merged["routes"]))] = (path, ("routes", index))
             merged["routes"].append(route)
         for key in data:
-            raise ConfigError(
-                f"unknown top-level key {key!r}", file=path, path=str(key), line=lines[path].get((key,))
-            )
+            raise ConfigError(f"unknown top-level key {key!r}", file=path, path=str(key), line=lines[path].get((key,)))
     try:
         return MappingConfig.model_validate(merged)
     except ValidationError as exc:
-        raise _located(exc, origin, lines, [str(p) for p in paths]) from None
+        raise _located(exc, merged, origin, lines, [str(p) for p in paths]) from None
 
 
 def _read_yaml(path: str) -> tuple[Any, dict[Path_, int]]:
@@ -267,19 +342,20 @@ def _resolve(value: Any, path: Path_, file: str, lines: dict[Path_, int], env: M
 
 def _located(
     exc: ValidationError,
+    data: Any,
     origin: dict[Path_, tuple[str, Path_]],
     lines: dict[str, dict[Path_, int]],
     files: list[str],
 ) -> ConfigError:
     error = exc.errors()[0]
-    loc: Path_ = tuple(error["loc"])
+    loc = _without_tags(tuple(error["loc"]) + tuple((error.get("ctx") or {}).get("at", ())), data)
     file, local = files[0], loc
     for size in (2, 1):
         if loc[:size] in origin:
             file, prefix = origin[loc[:size]]
             local = prefix + loc[size:]
             break
-    # Walk the location through the file's keys; pydantic adds union tags that are not in the file.
+    # Walk the location through the file's keys as far as they go (a missing key is not in the file).
     known: Path_ = ()
     for part in local:
         if (*known, part) in lines[file]:
@@ -289,6 +365,26 @@ def _located(
     if extra:
         message += f" (and {extra} more error{'s' if extra > 1 else ''})"
     return ConfigError(message, file=file, path=_dotted(local), line=lines[file].get(known))
+
+
+def _without_tags(loc: Path_, data: Any) -> Path_:
+    """`loc` without the tags pydantic puts in for a discriminated union (`desks.x.servicenow.url`).
+
+    A tag is the value of `kind` where the mapping has no key by that name; it is not in the file.
+    """
+    out: list[str | int] = []
+    node = data
+    for part in loc:
+        if isinstance(node, dict) and part not in node and node.get("kind") == part:
+            continue
+        out.append(part)
+        if isinstance(node, dict):
+            node = node.get(part)
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            node = node[part]
+        else:
+            node = None
+    return tuple(out)
 
 
 def _dotted(path: Path_) -> str:
