@@ -23,16 +23,19 @@ import redis.exceptions
 import structlog
 from tenacity import AsyncRetrying, RetryCallState, stop_after_attempt, wait_random_exponential
 
-from adapters.desks.base import Desk, TicketRef
-from bridge import keys
+from adapters.desks.base import Desk, TicketPhase, TicketRef
+from bridge import keys, ownership
 from bridge.config import Route
 from bridge.errors import DeskAuthExpired, DeskError, DeskRejected, DeskTransient
+from bridge.models import base36
 from bridge.notes import note_text
+from bridge.routing import storm_base
 from bridge.runtime import Runtime, wait_for_event
 from bridge.templates import alert_context, render
 
 log = structlog.get_logger("bridge.delivery")
 T = TypeVar("T")
+ROTATED = "rotated"  # _apply's answer when a closed ticket made the incident start a new epoch
 IN_PASS_RETRY_AFTER_S = 5.0  # a longer Retry-After ends the pass; the incident waits in the ready queue
 
 
@@ -150,6 +153,9 @@ class Delivery:
                 if not await self.rt.scripts.lease(ik.lease, self.token, "renew", self.rt.tuning.lease_ms):
                     log.warning("lease_lost", incident=action.incident)
                     return None
+                flush_at = self._flush_at(action)
+                if flush_at is not None:
+                    return flush_at  # let more changes gather into this note
                 with structlog.contextvars.bound_contextvars(incident=action.incident):
                     try:
                         outcome = await self._with_retries(lambda a=action: self._apply(ik, a))  # type: ignore[misc]
@@ -158,11 +164,21 @@ class Delivery:
                     except DeskError as exc:
                         await self._dead_letter(ik, action, exc)
                         continue
+                    if outcome is ROTATED:
+                        break  # the outbox was rewritten for a new epoch: read it again
                     async with redis.pipeline(transaction=False) as pipe:
                         pipe.lpop(ik.outbox, len(action.entries))
                         pipe.hdel(ik.state, "failures")
                         _audit(pipe, ik, self.rt, action, "delivered", outcome)
                         await pipe.execute()
+
+    def _flush_at(self, action: Action) -> int | None:
+        """When a note-only action should wait for its flush interval to pass, the time to try again."""
+        if action.kind != "NOTE":
+            return None
+        interval = next((r.ticket.flush_interval for r in self.rt.config.routes if r.name == action.route), 0.0)
+        due = int(action.changes[0]["at"]) + int(interval * 1000)
+        return due if due > self.rt.clock() else None
 
     async def _with_retries(self, call: Callable[[], Awaitable[T]]) -> T:
         tuning = self.rt.tuning
@@ -196,7 +212,7 @@ class Delivery:
                 if ref is None:
                     ref = await self._open(ik, desk, route, action)
                 if action.changes:
-                    await self._call(desk, "note", desk.note(ref, note_text(action.changes)))
+                    await self._note(ik, desk, ref, route, action, [])
                 return ref.display or ref.id
             case "NOTE" | "REOPEN" | "RESOLVE" if ref is None:
                 raise DeskRejected(
@@ -206,15 +222,11 @@ class Delivery:
                 )
             case "NOTE":
                 assert ref is not None
-                await self._call(desk, "note", desk.note(ref, note_text(action.changes)))
+                await self._note(ik, desk, ref, route, action, [])
             case "REOPEN":
                 assert ref is not None
-                text = note_text(
-                    [{"reason": "reopened: fired again within the reopen window", "alert": action.alert}]
-                )
-                if action.changes:
-                    text += "\n" + note_text(action.changes)
-                await self._call(desk, "reopen", desk.reopen(ref, text))
+                if await self._reopen(ik, desk, ref, route, action) is ROTATED:
+                    return ROTATED
             case "RESOLVE":
                 assert ref is not None
                 context = self._context(action, route)
@@ -223,6 +235,42 @@ class Delivery:
             case _:
                 raise DeskRejected(f"unknown action {action.kind}", desk=desk.name, action=action.kind)
         return ref.display or ref.id
+
+    async def _reopen(self, ik: keys.IncidentKeys, desk: Desk, ref: TicketRef, route: Route, action: Action) -> str:
+        """Reopen the ticket, unless a human closed it (or set a won't-fix state): then a new epoch."""
+        current = await self._call(desk, "state", desk.state(ref))
+        if current.phase is TicketPhase.CLOSED or current.raw_state in route.lifecycle.no_reopen_states:
+            state = current.raw_state or current.phase.value
+            reason = f"ticket {ref.display or ref.id} is {state} in the desk: new ticket"
+            new_epoch = base36(self.rt.clock())
+            await self.rt.scripts.rotate_epoch(ik.base, action.epoch, new_epoch, self.rt.clock(), reason)
+            log.info("epoch_rotated", reason=reason, epoch=new_epoch)
+            return ROTATED
+        text = note_text([{"reason": "reopened: fired again within the reopen window", "alert": action.alert}])
+        if action.changes:
+            text += "\n" + note_text(action.changes)
+        await self._call(desk, "reopen", desk.reopen(ref, text))
+        lines = await self._sync(ik, desk, ref, route, action)
+        if lines:
+            await self._call(desk, "note", desk.note(ref, "\n".join(lines)))
+        return "reopened"
+
+    async def _note(
+        self, ik: keys.IncidentKeys, desk: Desk, ref: TicketRef, route: Route, action: Action, lines: list[str]
+    ) -> None:
+        """One work note for the coalesced changes, with what field ownership has to say."""
+        lines = [note_text(action.changes), *lines, *await self._sync(ik, desk, ref, route, action)]
+        await self._call(desk, "note", desk.note(ref, "\n".join(line for line in lines if line)))
+
+    async def _sync(self, ik: keys.IncidentKeys, desk: Desk, ref: TicketRef, route: Route, action: Action) -> list[str]:
+        latest = action.changes[-1]["alert"] if action.changes and action.changes[-1].get("alert") else action.alert
+        if not latest:
+            return []
+        context = self._context(action, route, latest)
+        try:
+            return await ownership.sync(self.rt.redis, ik, desk, ref, route, action.epoch, context)
+        except ValueError as exc:
+            raise DeskRejected(str(exc), desk=desk.name, action="render") from exc
 
     async def _open(self, ik: keys.IncidentKeys, desk: Desk, route: Route, action: Action) -> TicketRef:
         redis = self.rt.redis
@@ -235,11 +283,14 @@ class Delivery:
                 log.info("ticket_adopted", ticket=ref.display or ref.id)
         if ref is None:
             context = self._context(action, route)
-            fields = {
-                name: _render_or_reject(t, context, desk.name) for name, t in route.ticket.fields.items()
-            }
+            overlay = route.storm.fields if route.storm and ik.base == storm_base(route.name) else None
+            try:
+                fields = ownership.open_fields(route, context, overlay)
+            except ValueError as exc:
+                raise DeskRejected(str(exc), desk=desk.name, action="render") from exc
             await redis.hset(ik.state, marker, action.incident)
             ref = await self._call(desk, "open", desk.open(action.incident, fields))
+            await ownership.remember(redis, ik, action.epoch, fields)
             log.info("ticket_opened", desk=desk.name, ticket=ref.display or ref.id)
         async with redis.pipeline(transaction=False) as pipe:
             pipe.hset(ik.state, f"ticket:{action.epoch}", orjson.dumps([ref.id, ref.display, ref.url]))
@@ -259,8 +310,8 @@ class Delivery:
         outcome = "ok"
         try:
             return await call
-        except DeskTransient:
-            outcome = "transient"
+        except DeskTransient as exc:
+            outcome = self.rt.metrics.transient(desk.name, exc)  # "rate_limited" for a 429
             raise
         except DeskError:
             outcome = "rejected"
@@ -275,9 +326,9 @@ class Delivery:
                 return route
         raise DeskRejected(f"route {action.route!r} is no longer in the mapping", action=action.kind.lower())
 
-    def _context(self, action: Action, route: Route) -> dict[str, Any]:
+    def _context(self, action: Action, route: Route, alert: dict[str, Any] | None = None) -> dict[str, Any]:
         incident = {"id": action.incident, "epoch": action.epoch, "route": route.name}
-        return alert_context(action.alert or {}, incident=incident, changes=action.changes)
+        return alert_context(alert or action.alert or {}, incident=incident, changes=action.changes)
 
     async def _back_off(self, ik: keys.IncidentKeys, action: Action, exc: DeskTransient) -> int:
         failures = await self.rt.redis.hincrby(ik.state, "failures", 1)

@@ -40,6 +40,7 @@ class DecisionKind(StrEnum):
     """What the Lua step decided for one alert (DESIGN §4)."""
 
     OPEN = "OPEN"
+    PENDING = "PENDING"  # held until the route's threshold is met
     NOTE = "NOTE"
     RESOLVE_PENDING = "RESOLVE_PENDING"
     RESOLVE = "RESOLVE"
@@ -83,6 +84,17 @@ class Alert(BaseModel):
             return str(getattr(self, head).get(rest, ""))
         value = getattr(self, name, None)
         return "" if value is None else str(value)
+
+
+def base36(number: int) -> str:
+    """The epoch spelling apply_alert.lua uses: milliseconds in base 36."""
+    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
+    out = ""
+    while True:
+        number, digit = divmod(number, 36)
+        out = digits[digit] + out
+        if not number:
+            return out
 
 
 def stable_hash(value: Any, *, version: str = "v1", length: int = 16) -> str:

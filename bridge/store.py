@@ -64,7 +64,8 @@ class Scripts:
         self._claim: AsyncScript = redis.register_script(_source("claim_timers.lua"))
         self._lease: AsyncScript = redis.register_script(_source("lease.lua"))
         self._resolve: AsyncScript = redis.register_script(_source("resolve_incident.lua"))
-        self._all = (self._apply, self._fire, self._claim, self._lease, self._resolve)
+        self._rotate: AsyncScript = redis.register_script(_source("rotate_epoch.lua"))
+        self._all = (self._apply, self._fire, self._claim, self._lease, self._resolve, self._rotate)
 
     async def load(self) -> None:
         for script in self._all:
@@ -105,6 +106,13 @@ class Scripts:
     async def claim_timers(self, now_ms: int, lease_ms: int, limit: int) -> list[str]:
         reply = await self._claim(keys=[keys.TIMERS], args=[now_ms, lease_ms, limit])
         return [_s(m) for m in reply]
+
+    async def rotate_epoch(self, base: str, old: str, new: str, now_ms: int, reason: str) -> bool:
+        ik = keys.IncidentKeys(base)
+        reply = await self._rotate(
+            keys=[ik.state, ik.outbox, ik.audit], args=[old, new, now_ms, self.audit_cap, reason]
+        )
+        return bool(reply)
 
     async def lease(self, lease_key: str, token: str, op: str, lease_ms: int = 0) -> bool:
         return bool(await self._lease(keys=[lease_key], args=[token, op, lease_ms]))
