@@ -98,7 +98,9 @@ def check_bearer(header: str, secret: str) -> None:
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token:
         raise AuthError("missing 'Authorization: Bearer <token>' header")
-    if not hmac.compare_digest(token.strip().encode(), secret.encode()):
+    # aiohttp hands over header bytes that are not UTF-8 as surrogate escapes; encode them back
+    # to those bytes so a garbled token is a 401 and not a UnicodeEncodeError (a 500).
+    if not hmac.compare_digest(token.strip().encode("utf-8", "surrogateescape"), secret.encode()):
         raise AuthError("bearer token does not match this source's secret")
 
 
@@ -144,11 +146,14 @@ async def readyz(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME]
     try:
         await runtime.redis.ping()
-        loaded = await runtime.scripts.loaded()
-    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
-        return json_response({"status": "unready", "detail": f"redis unreachable: {exc}"}, 503)
-    if not loaded:
-        return json_response({"status": "unready", "detail": "scripts not loaded"}, 503)
+        if not await runtime.scripts.loaded():
+            # Redis 7 keeps no script cache across a restart or failover (SCRIPT LOAD is not written
+            # to the AOF nor replicated). The bridge itself recovers (redis-py reloads on NOSCRIPT),
+            # so readiness loads them again instead of reporting unready until traffic arrives,
+            # which it never would while the probe keeps this replica out of the load balancer.
+            await runtime.scripts.load()
+    except redis.exceptions.RedisError as exc:
+        return json_response({"status": "unready", "detail": f"redis unavailable: {exc}"}, 503)
     return json_response({"status": "ready"})
 
 

@@ -109,7 +109,7 @@ def parse(body: bytes, content_type: str, headers: Mapping[str, str], ctx: Parse
         try:
             am = _AmAlert.model_validate(raw)
         except ValidationError as exc:
-            out.rejected.append(Rejected(f"alerts[{index}]: {describe(exc)}", raw))
+            out.rejected.append(Rejected(describe(exc, at=f"alerts[{index}]"), raw))
             continue
         out.alerts.append(_to_alert(am, env, ctx))
     return out
@@ -138,11 +138,15 @@ def _to_alert(am: _AmAlert, env: _AmEnvelope, ctx: ParseContext) -> Alert:
     )
 
 
-def describe(exc: ValidationError) -> str:
-    """The first validation problem as `field.path: message`, for a 400 the sender can act on."""
+def describe(exc: ValidationError, *, at: str = "") -> str:
+    """The first validation problem as `field.path: message`, for a 400 the sender can act on.
+
+    `at` is where the validated value sits in the payload (`alerts[3]`), so the path reads
+    `alerts[3].labels` rather than a bare `labels` that the sender cannot place.
+    """
     first = exc.errors()[0]
-    where = ".".join(str(part) for part in first["loc"]) or "body"
-    return f"{where}: {first['msg']}"
+    where = at + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in first["loc"])
+    return f"{where.lstrip('.') or 'body'}: {first['msg']}"
 
 
 ADAPTER = SourceAdapter(kind="alertmanager", parse=parse)
