@@ -1,4 +1,4 @@
-"""The `bridge` command: serve, check-config, simulate, demo, incidents, silences, dlq."""
+"""The `bridge` command: serve, check-config, simulate, demo, incidents, silences, dlq, schema, replay."""
 
 from __future__ import annotations
 
@@ -32,9 +32,7 @@ def _redis_url(args: argparse.Namespace) -> str:
     marker = _data_dir(args) / "redis" / "url"
     if marker.exists():
         return marker.read_text().strip()
-    raise ConfigError(
-        "no Redis to talk to: set BRIDGE_REDIS_URL (or --redis-url), or run `bridge serve` first"
-    )
+    raise ConfigError("no Redis to talk to: set BRIDGE_REDIS_URL (or --redis-url), or run `bridge serve` first")
 
 
 def _print(value: Any) -> None:
@@ -68,8 +66,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
             data_dir=_data_dir(args),
             grace_s=args.grace,
             tuning=config_mod.tuning(),
+            admin_token=os.environ.get("BRIDGE_ADMIN_TOKEN", ""),
+            reload_poll_s=args.reload_interval,
         )
     )
+    return 0
+
+
+def cmd_test_mapping(args: argparse.Namespace) -> int:
+    from bridge.explain import explain
+
+    config = config_mod.load(args.config or [DEFAULT_CONFIG])
+    _print(explain(config, args.source, Path(args.payload), args.content_type))
     return 0
 
 
@@ -116,7 +124,9 @@ def _with_redis(action: Callable[[Any], Awaitable[Any]]) -> Callable[[argparse.N
 
 
 async def _incidents(ctx: Any) -> Any:
-    from bridge.incidents import list_incidents, show_incident
+    from bridge.incidents import list_incidents, resolve_incident, show_incident
+    from bridge.store import Scripts
+    from bridge.tuning import Tuning
 
     client, args = ctx
     if args.action == "show":
@@ -124,7 +134,17 @@ async def _incidents(ctx: Any) -> Any:
         if found is None:
             raise BridgeError(f"no incident {args.id}")
         return found
-    return await list_incidents(client, state=args.state, limit=args.limit)
+    if args.action == "resolve":
+        # Without the mapping at hand the keys are kept for the default retention (7 days), which
+        # covers any reopen window shorter than that.
+        done = await resolve_incident(
+            client, Scripts(client), args.id, now_ms=int(time.time() * 1000),
+            retention_ms=Tuning().retention_ms, note=args.note, who=args.by,
+        )  # fmt: skip
+        if not done.ok:
+            raise BridgeError(f"{args.id} was not resolved: {done.outcome.replace('_', ' ')}")
+        return {"incident": done.incident, "outcome": done.outcome, "outbox": done.outbox_len}
+    return await list_incidents(client, state=args.state, route=args.route, limit=args.limit)
 
 
 async def _dlq(ctx: Any) -> Any:
@@ -132,32 +152,59 @@ async def _dlq(ctx: Any) -> Any:
 
     client, args = ctx
     if args.action == "retry":
-        return await dlq.retry(client, args.id, int(time.time() * 1000))
+        outcome = await dlq.retry(client, args.id, int(time.time() * 1000))
+        if outcome is not dlq.Retried.RETRIED:
+            raise BridgeError(f"{args.id} was not retried: {outcome.value.replace('_', ' ')}")
+        return {"id": args.id, "outcome": outcome.value}
     if args.action == "drop":
-        return await dlq.drop(client, args.id)
-    return await dlq.list_letters(client, limit=args.limit)
+        if not await dlq.drop(client, args.id):
+            raise BridgeError(f"no dead letter {args.id}")
+        return {"id": args.id, "dropped": True}
+    return await dlq.list_letters(client, limit=args.limit, kind=args.kind)
 
 
 async def _silences(ctx: Any) -> Any:
     from bridge.config import parse_duration
-    from bridge.silences import Silence, Silences
+    from bridge.silences import Silences, new_silence
 
     client, args = ctx
     store = Silences(client)
     now = int(time.time() * 1000)
     if args.action == "add":
-        start = now + int(parse_duration(args.starts_in) * 1000)
-        silence = Silence(
-            matchers=args.matchers,
-            starts_at=start,
-            ends_at=start + int(parse_duration(args.duration) * 1000),
-            comment=args.comment,
-            created_by=args.author,
-        )
-        return (await store.add(silence)).model_dump()
+        silence = new_silence(
+            args.matchers, now_ms=now, starts_at=now + int(parse_duration(args.starts_in) * 1000),
+            duration_s=parse_duration(args.duration), comment=args.comment, created_by=args.author,
+        )  # fmt: skip
+        return (await store.add(silence)).view(now)
     if args.action == "expire":
-        return await store.expire(args.id, now)
-    return [s.model_dump() for s in await store.list()]
+        if not await store.expire(args.id, now):
+            raise BridgeError(f"no silence {args.id}")
+        return {"id": args.id, "expired": True}
+    return [s.view(now) for s in await store.list()]
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from bridge.schema import mapping_schema
+
+    text = orjson.dumps(mapping_schema(), option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode() + "\n"
+    if args.output:
+        Path(args.output).write_text(text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from bridge.replay import replay_file
+
+    report = asyncio.run(
+        replay_file(
+            args.file, args.config or [DEFAULT_CONFIG], redis_url=args.redis_url, settle_s=args.settle,
+            data_dir=_data_dir(args) / "replay",
+        )
+    )  # fmt: skip
+    _print(report)
+    return 0
 
 
 def _use_uvloop() -> None:
@@ -170,9 +217,7 @@ def _use_uvloop() -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bridge", description=__doc__)
-    parser.add_argument(
-        "--log-level", default=os.environ.get("BRIDGE_LOG_LEVEL"), help="default info (demo: warning)"
-    )
+    parser.add_argument("--log-level", default=os.environ.get("BRIDGE_LOG_LEVEL"), help="default info (demo: warning)")
     parser.add_argument("--data-dir", help="embedded Redis data (default $BRIDGE_DATA_DIR or .bridge-data)")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -180,15 +225,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", action="append", help=f"mapping file, repeatable (default {DEFAULT_CONFIG})")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8080)
-    p.add_argument("--grace", type=float, default=10.0, help="seconds to finish in-flight work on SIGTERM")
     p.add_argument(
-        "--workers", type=int, default=1, help="bridge processes sharing the port (SO_REUSEPORT) and Redis"
+        "--grace",
+        type=float,
+        default=float(os.environ.get("BRIDGE_SHUTDOWN_GRACE_S", "10")),
+        help="seconds to finish in-flight work on SIGTERM (default $BRIDGE_SHUTDOWN_GRACE_S or 10)",
     )
+    p.add_argument(
+        "--reload-interval", type=float, default=2.0, help="seconds between checks of the mapping files for changes"
+    )
+    p.add_argument("--workers", type=int, default=1, help="bridge processes sharing the port (SO_REUSEPORT) and Redis")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("check-config", help="validate mapping files")
     p.add_argument("files", nargs="+")
     p.set_defaults(func=cmd_check_config)
+
+    p = sub.add_parser("test-mapping", help="show the route, incident key and ticket a payload would produce")
+    p.add_argument("payload", help="a recorded webhook body")
+    p.add_argument("--source", required=True, help="the configured source name it arrives on")
+    p.add_argument("--config", action="append", help=f"mapping file, repeatable (default {DEFAULT_CONFIG})")
+    p.add_argument("--content-type", default="application/json")
+    p.set_defaults(func=cmd_test_mapping)
 
     p = sub.add_parser("simulate", help="run a service-desk simulator")
     p.add_argument("desk", choices=["servicenow"])
@@ -198,16 +256,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--password", default="admin")
     p.set_defaults(func=cmd_simulate)
 
-    p = sub.add_parser(
-        "demo", help="embedded Redis + ServiceNow simulator + bridge, replaying recorded alerts"
-    )
+    p = sub.add_parser("demo", help="embedded Redis + ServiceNow simulator + bridge, replaying recorded alerts")
     p.add_argument("--config", help=f"mapping file (default {DEFAULT_CONFIG})")
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("incidents", help="list incidents, or show one with its audit trail")
-    p.add_argument("action", choices=["list", "show"], nargs="?", default="list")
+    p = sub.add_parser("incidents", help="list incidents, show one with its audit trail, resolve one by hand")
+    p.add_argument("action", choices=["list", "show", "resolve"], nargs="?", default="list")
     p.add_argument("id", nargs="?")
-    p.add_argument("--state", choices=["open", "resolving", "resolved"])
+    p.add_argument("--state", choices=["pending", "open", "resolving", "resolved"])
+    p.add_argument("--route", help="list: only incidents of this route")
+    p.add_argument("--note", default="", help="resolve: why (written as a work note)")
+    p.add_argument("--by", default=os.environ.get("USER", "cli"), help="resolve: who")
     p.add_argument("--limit", type=int, default=50)
     p.add_argument("--redis-url")
     p.set_defaults(func=_with_redis(_incidents))
@@ -216,28 +275,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=["list", "retry", "drop"], nargs="?", default="list")
     p.add_argument("id", nargs="?")
     p.add_argument("--limit", type=int, default=100)
+    p.add_argument("--kind", help="list: only letters of this kind (bad_alert, unrouted, desk_rejected, ...)")
     p.add_argument("--redis-url")
     p.set_defaults(func=_with_redis(_dlq))
 
     p = sub.add_parser("silences", help="silences and maintenance windows: list, add, expire")
     p.add_argument("action", choices=["list", "add", "expire"], nargs="?", default="list")
     p.add_argument("id", nargs="?", help="silence id (expire)")
-    p.add_argument(
-        "--matcher", dest="matchers", action="append", default=[], help='e.g. team="db" (repeatable)'
-    )
+    p.add_argument("--matcher", dest="matchers", action="append", default=[], help='e.g. team="db" (repeatable)')
     p.add_argument("--starts-in", default="0s")
     p.add_argument("--duration", default="2h")
     p.add_argument("--comment", default="")
     p.add_argument("--author", default=os.environ.get("USER", ""))
     p.add_argument("--redis-url")
     p.set_defaults(func=_with_redis(_silences))
+
+    p = sub.add_parser("schema", help="JSON Schema of the mapping format (committed as mappings/schema.json)")
+    p.add_argument("--output", "-o", help="write to this file instead of stdout")
+    p.set_defaults(func=cmd_schema)
+
+    p = sub.add_parser(
+        "replay", help="replay recorded webhooks against a mapping in a private Redis; report tickets and noise"
+    )
+    p.add_argument("file", help="JSON Lines: {source, at, body[, content_type, headers]} or bare payloads")
+    p.add_argument("--config", action="append", help=f"mapping file, repeatable (default {DEFAULT_CONFIG})")
+    p.add_argument("--settle", default="0s", help="after the last webhook, let timers run this long (e.g. 10m)")
+    p.add_argument("--redis-url", help="an empty scratch Redis instead of a private redis-server")
+    p.set_defaults(func=cmd_replay)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logs.configure(level=args.log_level or ("warning" if args.command == "demo" else "info"))
-    needs_id = getattr(args, "action", None) in ("show", "retry", "drop", "expire")
+    needs_id = getattr(args, "action", None) in ("show", "retry", "drop", "expire", "resolve")
     if needs_id and not args.id:
         print(f"bridge {args.command} {args.action}: an id is required", file=sys.stderr)
         return 2
