@@ -88,17 +88,13 @@ def parse(body: bytes, content_type: str, headers: Mapping[str, str], ctx: Parse
     if problem:
         raise PayloadError(problem)
     if "alerts" not in doc and "ruleId" in doc:
-        raise PayloadError(
-            "this is Grafana's legacy alerting webhook (ruleId, evalMatches); use unified alerting"
-        )
+        raise PayloadError("this is Grafana's legacy alerting webhook (ruleId, evalMatches); use unified alerting")
     try:
         env = _GrafanaEnvelope.model_validate(doc)
     except ValidationError as exc:
         raise PayloadError(describe(exc)) from exc
     if env.version != "1":
-        raise PayloadError(
-            f"version: expected '1' (Grafana unified alerting webhook), got {env.version[:20]!r}"
-        )
+        raise PayloadError(f"version: expected '1' (Grafana unified alerting webhook), got {env.version[:20]!r}")
     out = Parsed()
     for index, raw in enumerate(env.alerts):
         where = f"alerts[{index}]"
@@ -135,11 +131,7 @@ def _to_alert(ga: _GrafanaAlert, env: _GrafanaEnvelope, ctx: ParseContext) -> Al
         # recomputed here; the visible labels are only a fallback for custom payload templates.
         identity=ga.fingerprint or fingerprint(labels),
         name=labels.get("alertname", ""),
-        resource=labels.get("instance")
-        or labels.get("host")
-        or labels.get("pod")
-        or labels.get("service")
-        or "",
+        resource=labels.get("instance") or labels.get("host") or labels.get("pod") or labels.get("service") or "",
         severity=SEVERITY_LABELS.get(labels.get("severity", "").lower(), Severity.WARNING),
         status=Status(ga.status),
         summary=notes.get("summary", "") or labels.get("alertname", ""),

@@ -140,9 +140,7 @@ def _to_alert(kind: str, read: lenient.Record, opts: NagiosOptions, ctx: ParseCo
         raise PayloadError("notification_type missing: send $NOTIFICATIONTYPE$ (Icinga: $notification.type$)")
     event = EVENTS.get(ntype)
     if event is None:
-        raise PayloadError(
-            f"notification_type: unknown value {ntype[:40]!r}; expected one of {', '.join(EVENTS)}"
-        )
+        raise PayloadError(f"notification_type: unknown value {ntype[:40]!r}; expected one of {', '.join(EVENTS)}")
     host = read("host_name")
     if not host:
         raise PayloadError("host_name missing: send $HOSTNAME$ (Icinga: $host.name$)")
@@ -230,9 +228,7 @@ def _status(event: str, state: str) -> Status:
     return Status.RESOLVED if cleared else Status.FIRING
 
 
-def _texts(
-    event: str, what: str, state: str, output: str, long_output: str, read: lenient.Record
-) -> tuple[str, str]:
+def _texts(event: str, what: str, state: str, output: str, long_output: str, read: lenient.Record) -> tuple[str, str]:
     """Summary and description: for notes (ack, downtime, flapping, custom) what the note should say."""
     author, comment = read("notification_author"), read("notification_comment")
     by = f" by {author}" if author else ""

@@ -113,9 +113,7 @@ def parse(body: bytes, content_type: str, headers: Mapping[str, str], ctx: Parse
     said = (sfx.statusExtended or sfx.status).strip().lower()
     status = STATUSES.get(said)
     if status is None:
-        raise PayloadError(
-            f"statusExtended: unknown value {said[:40]!r}; expected one of {', '.join(STATUSES)}"
-        )
+        raise PayloadError(f"statusExtended: unknown value {said[:40]!r}; expected one of {', '.join(STATUSES)}")
     dimensions: dict[str, str] = {}
     for one in sfx.inputs.values():
         for name, value in {**one.dimensions, **one.key}.items():

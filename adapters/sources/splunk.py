@@ -92,9 +92,7 @@ def parse(body: bytes, content_type: str, headers: Mapping[str, str], ctx: Parse
     severity = opts.severities.get(raw_severity) or SEVERITIES.get(raw_severity, Severity.WARNING)
     summary = result.get(opts.summary_field, "") if opts.summary_field else ""
     labels = {
-        key: value
-        for key, value in sorted(result.items())
-        if not key.startswith("_") and value and len(value) <= 256
+        key: value for key, value in sorted(result.items()) if not key.startswith("_") and value and len(value) <= 256
     }
     labels = dict(list(labels.items())[:_MAX_LABELS])
     labels.update(search_name=name, app=hook.app, owner=hook.owner)
@@ -124,9 +122,7 @@ def _field(value: Any) -> str:
     return lenient.text(value)
 
 
-def verify(
-    body: bytes, headers: Mapping[str, str], query: Mapping[str, str], secret: str, now: datetime
-) -> None:
+def verify(body: bytes, headers: Mapping[str, str], query: Mapping[str, str], secret: str, now: datetime) -> None:
     """The `?token=` in the webhook URL must equal the source's secret (constant-time compare)."""
     if not secret:
         raise AuthError("no secret is configured for this source")

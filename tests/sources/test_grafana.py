@@ -45,9 +45,7 @@ COMMON = {
     "resource": "web-01.example.com:9100",
     "severity": Severity.CRITICAL,
     "summary": "High CPU usage on web-01.example.com:9100",
-    "description": (
-        "CPU usage on web-01.example.com:9100 has been above 90% for 5 minutes (current value: 97.31%)."
-    ),
+    "description": ("CPU usage on web-01.example.com:9100 has been above 90% for 5 minutes (current value: 97.31%)."),
     "starts_at": datetime(2024, 5, 14, 9, 20, 10, tzinfo=UTC),
     "links": [
         f"{GRAFANA}/alerting/grafana/ddlv3kq0s1tdsa/view?orgId=1",
@@ -175,9 +173,7 @@ def test_signature_with_timestamp_inside_window_is_accepted() -> None:
         ),
     ],
 )
-def test_bad_or_missing_signature_is_an_auth_error(
-    headers: dict[str, str], body: bytes | None, message: str
-) -> None:
+def test_bad_or_missing_signature_is_an_auth_error(headers: dict[str, str], body: bytes | None, message: str) -> None:
     """A wrong signature, a tampered body, a bad timestamp or no credentials at all: AuthError."""
     payload = body if body is not None else (FIXTURES / "grafana_firing.json").read_bytes()
     with pytest.raises(AuthError, match=message):

@@ -123,9 +123,7 @@ EXPECTED: dict[str, dict[str, Any]] = {
         "status": Status.FIRING,
         "summary": "HTTP CRITICAL - Socket timeout after 10 seconds",
         "starts_at": datetime(2024, 5, 14, 9, 14, 51, 451000, tzinfo=UTC),
-        "links": [
-            "https://icinga.example.com/icingaweb2/icingadb/service?name=http&host.name=web-01.example.com"
-        ],
+        "links": ["https://icinga.example.com/icingaweb2/icingadb/service?name=http&host.name=web-01.example.com"],
     },
     "icinga2_recovery.json": {
         "identity": "web-01.example.com!http",
@@ -211,10 +209,7 @@ def test_notification_types(ntype: str, state: str, status: Status, event: str, 
 def test_downtime_start_never_resolves() -> None:
     """DOWNTIMESTART is a note (acknowledged) even for an object that is OK: never a resolve, never a fire."""
     for state in ("OK", "WARNING", "CRITICAL", "UNKNOWN", ""):
-        assert (
-            parse(service(notification_type="DOWNTIMESTART", service_state=state)).status
-            is Status.ACKNOWLEDGED
-        )
+        assert parse(service(notification_type="DOWNTIMESTART", service_state=state)).status is Status.ACKNOWLEDGED
 
 
 def test_firing_note_about_healthy_object_is_at_least_warning() -> None:

@@ -173,9 +173,7 @@ def test_signature_authenticates() -> None:
         ({"Authorization": "Bearer nope"}, None, "does not match"),
     ],
 )
-def test_bad_or_missing_signature_is_an_auth_error(
-    headers: dict[str, str], body: bytes | None, message: str
-) -> None:
+def test_bad_or_missing_signature_is_an_auth_error(headers: dict[str, str], body: bytes | None, message: str) -> None:
     """A tampered body, a wrong or missing signature: AuthError."""
     payload = body if body is not None else (FIXTURES / "signalfx_webhook.json").read_bytes()
     with pytest.raises(AuthError, match=message):

@@ -159,9 +159,7 @@ def test_url_token_authenticates() -> None:
         ({}, {"Authorization": "Bearer s3cret"}, "missing \\?token="),
     ],
 )
-def test_missing_or_wrong_token_is_an_auth_error(
-    query: dict[str, str], headers: dict[str, str], message: str
-) -> None:
+def test_missing_or_wrong_token_is_an_auth_error(query: dict[str, str], headers: dict[str, str], message: str) -> None:
     """No token, an empty or a wrong token is refused; a header is not a substitute for the URL token."""
     with pytest.raises(AuthError, match=message):
         splunk.verify(b"{}", headers, query, "s3cret", RECEIVED)
