@@ -18,8 +18,9 @@ import structlog
 from aiohttp import web
 
 from adapters.sources import SOURCES, ParseContext, Parsed
-from bridge import keys
+from bridge import api, keys
 from bridge.errors import AuthError, PayloadError, RequestError, TooLarge, UnsupportedMedia
+from bridge.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from bridge.runtime import RUNTIME, Runtime
 
 log = structlog.get_logger("bridge.app")
@@ -38,21 +39,15 @@ async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamRe
         try:
             return await handler(request)
         except RequestError as exc:
-            log.info(
-                "request_refused", status=exc.status, error=exc.code, detail=exc.detail, path=request.path
-            )
+            log.info("request_refused", status=exc.status, error=exc.code, detail=exc.detail, path=request.path)
             return json_response(exc.body(), exc.status)
         except web.HTTPException as exc:
             if exc.status < 400:
                 raise
-            return json_response(
-                {"error": exc.reason.lower().replace(" ", "_"), "detail": exc.text or ""}, exc.status
-            )
+            return json_response({"error": exc.reason.lower().replace(" ", "_"), "detail": exc.text or ""}, exc.status)
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
             log.warning("redis_unavailable", error=str(exc), path=request.path)
-            return json_response(
-                {"error": "unavailable", "detail": "state store unreachable, retry later"}, 503
-            )
+            return json_response({"error": "unavailable", "detail": "state store unreachable, retry later"}, 503)
         except Exception:
             log.exception("request_failed", path=request.path)
             return json_response({"error": "internal", "detail": "internal error, see the bridge's log"}, 500)
@@ -63,9 +58,7 @@ async def webhook(request: web.Request) -> web.Response:
     name = request.match_info["source"]
     source = runtime.config.sources.get(name)
     if source is None:
-        return json_response(
-            {"error": "unknown_source", "detail": f"no source named {name!r} is configured"}, 404
-        )
+        return json_response({"error": "unknown_source", "detail": f"no source named {name!r} is configured"}, 404)
     adapter = SOURCES[source.kind]
     secret = source.secret_value()
     structlog.contextvars.bind_contextvars(source=name)
@@ -157,12 +150,21 @@ async def readyz(request: web.Request) -> web.Response:
     return json_response({"status": "ready"})
 
 
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus exposition; the shared-state gauges are read from Redis now, on scrape."""
+    runtime = request.app[RUNTIME]
+    body = await runtime.metrics.collect(runtime.redis)
+    return web.Response(body=body, headers={"Content-Type": METRICS_CONTENT_TYPE})
+
+
 def make_app(runtime: Runtime) -> web.Application:
     app = web.Application(middlewares=[errors_as_json], client_max_size=max_body(runtime))
     app[RUNTIME] = runtime
     app.router.add_post("/webhook/{source}", webhook)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
+    api.mount(app)  # /api/v1: the admin API (bridge/api.py)
     return app
 
 

@@ -39,9 +39,43 @@ class Silence(BaseModel):
     def active(self, now_ms: int) -> bool:
         return self.starts_at <= now_ms < self.ends_at
 
+    def status(self, now_ms: int) -> str:
+        """pending, active or expired, as Alertmanager says."""
+        if now_ms < self.starts_at:
+            return "pending"
+        return "active" if now_ms < self.ends_at else "expired"
+
+    def view(self, now_ms: int) -> dict[str, object]:
+        """What the CLI prints and the API answers."""
+        return {**self.model_dump(), "status": self.status(now_ms)}
+
     def matches(self, alert: Alert) -> bool:
         labels = match_labels(alert)
         return all(matches_all(parse_matchers(text), labels) for text in self.matchers)
+
+
+def new_silence(
+    matchers: Sequence[str],
+    *,
+    now_ms: int,
+    duration_s: float | None = None,
+    starts_at: int | None = None,
+    ends_at: int | None = None,
+    comment: str = "",
+    created_by: str = "",
+) -> Silence:
+    """A silence from `now` (or `starts_at`) for `duration_s` (or until `ends_at`), both in ms.
+
+    Raises ValueError (pydantic's ValidationError is one) naming what is wrong.
+    """
+    start = now_ms if starts_at is None else starts_at
+    if ends_at is None:
+        if duration_s is None:
+            raise ValueError("a silence needs a duration or an end")
+        ends_at = start + int(duration_s * 1000)
+    if ends_at <= start:
+        raise ValueError("a silence must end after it starts")
+    return Silence(matchers=list(matchers), starts_at=start, ends_at=ends_at, comment=comment, created_by=created_by)
 
 
 class Silences:
@@ -56,9 +90,11 @@ class Silences:
 
     async def list(self) -> list[Silence]:
         raw = await self.redis.hgetall(keys.SILENCES)
-        return sorted(
-            (Silence.model_validate(orjson.loads(v)) for v in raw.values()), key=lambda s: s.starts_at
-        )
+        return sorted((Silence.model_validate(orjson.loads(v)) for v in raw.values()), key=lambda s: s.starts_at)
+
+    async def get(self, silence_id: str) -> Silence | None:
+        raw = await self.redis.hget(keys.SILENCES, silence_id)
+        return None if raw is None else Silence.model_validate(orjson.loads(raw))
 
     async def expire(self, silence_id: str, now_ms: int) -> bool:
         raw = await self.redis.hget(keys.SILENCES, silence_id)
