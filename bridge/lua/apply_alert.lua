@@ -122,6 +122,7 @@ end
 if prev then
   if occ < prev.occ or (occ == prev.occ and RANK[status] < RANK[prev.status]) then
     rearm()
+    audit("DUPLICATE", "stale: an older state of this alert")
     return done("DUPLICATE", "stale")
   end
   local same_occurrence = occ == prev.occ or (loose and status ~= "resolved" and prev.status ~= "resolved")
@@ -130,6 +131,7 @@ if prev then
       set_member(status)  -- the source repeats the alert: it is not stale yet
     end
     rearm()
+    audit("DUPLICATE", "repeat")
     return done("DUPLICATE", "repeat")
   end
 end
@@ -170,9 +172,13 @@ if status == "resolved" then
 end
 
 -- 3. Firing (or acknowledged) under a silence: recorded, not acted on, unless it is already open.
+-- The member is not stored: once the silence ends, the next repeat opens as a first firing would.
 if suppressed and not was_active then
-  set_member(status)
-  if not state or state == "resolved" then redis.call("PEXPIRE", K_MEMBERS, policy.retention) end
+  if not state or state == "suppressed" then
+    redis.call("HSET", K_STATE, "state", "suppressed", "route", route, "changed_at", now)
+    redis.call("PEXPIRE", K_STATE, policy.retention)
+    redis.call("PEXPIRE", K_AUDIT, policy.retention)
+  end
   audit("SUPPRESSED", "silenced")
   return done("SUPPRESSED", "silenced")
 end
