@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Awaitable, Callable
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import orjson
 import structlog
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, WithJsonSchema
 
 from bridge import dlq, incidents, openapi
 from bridge.config import parse_duration
@@ -55,10 +55,16 @@ class ResolveRequest(BaseModel):
     by: str = Field("", max_length=200, description="who resolved it (audit trail and work note)")
 
 
+# Documents the shape (`name op value`); the matcher parser itself decides, naming what is wrong.
+MatcherText = Annotated[
+    str, WithJsonSchema({"type": "string", "pattern": r"^\s*\{?\s*[A-Za-z_][A-Za-z0-9_.]*\s*(=~|!~|!=|=)"})
+]
+
+
 class SilenceRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    matchers: list[str] = Field(min_length=1, description='Alertmanager matchers, e.g. team="db"')
+    matchers: list[MatcherText] = Field(min_length=1, description='Alertmanager matchers, e.g. team="db"')
     starts_at: int | None = Field(None, ge=0, description="ms since the epoch; default now")
     ends_at: int | None = Field(None, ge=0, description="ms since the epoch; or give duration")
     duration: str | None = Field(None, description="e.g. 2h, 30m; used when ends_at is not given")
@@ -220,14 +226,14 @@ async def list_letters(request: web.Request) -> web.Response:
     rt = _runtime(request)
     kind = request.query.get("kind") or None
     after = request.query.get("after") or None
-    if after is not None and not openapi.STREAM_ID.fullmatch(after):
+    if after is not None and not openapi.is_stream_id(after):
         raise PayloadError("after must be a dead-letter id such as 1700000000000-0")
     return _json(await dlq.list_letters(rt.redis, limit=_limit(request), kind=kind, after=after))
 
 
 def _letter_id(request: web.Request) -> str:
     letter_id = request.match_info["id"]
-    if not openapi.STREAM_ID.fullmatch(letter_id):
+    if not openapi.is_stream_id(letter_id):
         raise NotFound(f"no dead letter {letter_id}")
     return letter_id
 

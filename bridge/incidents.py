@@ -46,8 +46,8 @@ async def list_incidents(
 
 def base_and_epoch(incident: str) -> tuple[str, str]:
     """An incident id `route:hash:epoch` or a base `route:hash` (epoch ""): the base and the epoch."""
-    if incident.count(":") == 1:
-        return incident, ""
+    if incident.count(":") < 2:
+        return incident, ""  # a base, or no incident at all (then nothing is found under it)
     return keys.base_of(incident), incident.rsplit(":", 1)[1]
 
 

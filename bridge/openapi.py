@@ -17,6 +17,14 @@ from pydantic.json_schema import models_json_schema
 INCIDENT_STATES = ("pending", "open", "resolving", "resolved")
 SILENCE_STATES = ("pending", "active", "expired")
 STREAM_ID = re.compile(r"\d{1,20}-\d{1,20}")
+U64 = 2**64
+
+
+def is_stream_id(text: str) -> bool:
+    """A Redis stream id `<ms>-<seq>`, both parts unsigned 64-bit (Redis refuses larger ones)."""
+    return bool(STREAM_ID.fullmatch(text)) and all(int(part) < U64 for part in text.split("-"))
+
+
 REF = "#/components/schemas/{model}"
 
 
