@@ -10,6 +10,7 @@ map any field to its own key with the `fields` option.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Literal
@@ -100,6 +101,7 @@ STATE_SEVERITY: Mapping[str, Severity] = {
 _SERVICE_STATE_IDS = ("OK", "WARNING", "CRITICAL", "UNKNOWN")
 _HOST_STATE_IDS = ("UP", "DOWN", "UNREACHABLE")
 _CLEAR_STATES = frozenset({"OK", "UP"})
+_NAGIOS_ESCAPE = re.compile(r"\\(\\|n)")
 
 
 class NagiosOptions(BaseModel):
@@ -153,7 +155,7 @@ def _to_alert(kind: str, read: lenient.Record, opts: NagiosOptions, ctx: ParseCo
     if status is Status.FIRING and severity is Severity.OK:
         severity = Severity.WARNING  # flapping or a custom note about an object that is up right now
     what = f"{service} on {host}" if is_service else host
-    output, long_output = read(f"{obj}_output"), read(f"long_{obj}_output")
+    output, long_output = read(f"{obj}_output"), _unescape(read(f"long_{obj}_output"))
     summary, description = _texts(event, what, state, output, long_output, read)
     starts_at, ends_at = _times(read, obj, status)
     problem_id = read(f"{obj}_problem_id")
@@ -248,6 +250,15 @@ def _texts(event: str, what: str, state: str, output: str, long_output: str, rea
         return output or is_state, long_output
     detail = f"{is_state}: {output}" if output else is_state
     return headline, "\n".join(part for part in (detail, long_output) if part)
+
+
+def _unescape(long_output: str) -> str:
+    """Nagios escapes newlines and backslashes in $LONG*OUTPUT$ (escape_newlines() in base/utils.c).
+
+    Pasted into a JSON string that escaping happens to decode; sent through an environment macro
+    (jq, env-dump forms) it arrives literally as `\\n`, so it is undone here.
+    """
+    return _NAGIOS_ESCAPE.sub(lambda m: "\n" if m.group(1) == "n" else "\\", long_output)
 
 
 def _times(read: lenient.Record, obj: str, status: Status) -> tuple[datetime | None, datetime | None]:

@@ -10,6 +10,7 @@ deploy/snippets/solarwinds/) and iLert-style forms are both read; `fields` maps 
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Literal
@@ -18,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from adapters.sources import lenient
 from adapters.sources.base import ParseContext, Parsed, SourceAdapter
-from bridge.errors import PayloadError
+from bridge.errors import AuthError, PayloadError
 from bridge.models import Alert, Severity, Status
 
 SolarWindsField = Literal[
@@ -186,4 +187,20 @@ def _time(value: str) -> datetime | None:
     return at.replace(tzinfo=UTC) if at.tzinfo is None else at
 
 
-ADAPTER = SourceAdapter(kind="solarwinds", parse=parse, content_types=lenient.TEMPLATE_TYPES, options=SolarWindsOptions)
+def verify(body: bytes, headers: Mapping[str, str], query: Mapping[str, str], secret: str, now: datetime) -> None:
+    """`Authorization: Bearer <secret>`, or `?token=<secret>` for SolarWinds versions whose HTTP
+    action cannot set headers (integrators put the key in the URL: reference/sources.md §5.1)."""
+    if not secret:
+        raise AuthError("no secret is configured for this source")
+    scheme, _, token = lenient.header(headers, "Authorization").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        token = query.get("token") or ""
+    if not token.strip():
+        raise AuthError("missing 'Authorization: Bearer <token>' header or ?token= in the URL")
+    if not hmac.compare_digest(token.strip().encode("utf-8", errors="replace"), secret.encode()):
+        raise AuthError("token does not match this source's secret")
+
+
+ADAPTER = SourceAdapter(
+    kind="solarwinds", parse=parse, content_types=lenient.TEMPLATE_TYPES, verify=verify, options=SolarWindsOptions
+)

@@ -264,6 +264,12 @@ def test_unescaped_json_is_repaired() -> None:
     assert alert.description == "line one\nline\ttwo"
 
 
+def test_long_output_escapes_from_env_macros_are_undone() -> None:
+    """$LONGSERVICEOUTPUT$ sent through an env macro keeps Nagios' `\\n`/`\\\\` escapes: they are decoded."""
+    alert = parse(service(long_service_output="line one\\nC:\\\\Temp"))
+    assert alert.description == "line one\nC:\\Temp"
+
+
 def test_json_sent_as_form_content_type_is_read_as_json() -> None:
     """curl --data without -H labels JSON as a form; the body decides."""
     assert parse(service(), FORM) == parse(service())

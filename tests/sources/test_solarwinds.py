@@ -13,7 +13,7 @@ from pydantic import ValidationError
 
 from adapters.sources import solarwinds
 from adapters.sources.base import ParseContext
-from bridge.errors import PayloadError
+from bridge.errors import AuthError, PayloadError
 from bridge.models import Alert, Severity, Status
 
 FIXTURES = Path(__file__).parents[3] / "shared" / "fixtures" / "sources"
@@ -205,6 +205,33 @@ def test_malformed_payload_is_a_payload_error(body: bytes, message: str) -> None
     """Missing identity, unknown event type, bad time or unreadable body: PayloadError naming it."""
     with pytest.raises(PayloadError, match=message):
         solarwinds.parse(body, "application/json", {}, ParseContext("orion", RECEIVED))
+
+
+@pytest.mark.parametrize(
+    ("headers", "query"),
+    [
+        ({"Authorization": "Bearer s3cret"}, {}),
+        ({}, {"token": "s3cret"}),
+        ({"authorization": "Basic x"}, {"token": "s3cret"}),
+    ],
+)
+def test_bearer_or_url_token_authenticates(headers: dict[str, str], query: dict[str, str]) -> None:
+    """A bearer header, or a ?token= for versions whose action cannot set headers, authenticates."""
+    solarwinds.verify(b"{}", headers, query, "s3cret", RECEIVED)
+
+
+@pytest.mark.parametrize(
+    ("headers", "query", "message"),
+    [
+        ({}, {}, "missing"),
+        ({"Authorization": "Bearer nope"}, {"token": "s3cret"}, "does not match"),
+        ({}, {"token": "nope"}, "does not match"),
+    ],
+)
+def test_missing_or_wrong_token_is_an_auth_error(headers: dict[str, str], query: dict[str, str], message: str) -> None:
+    """No credentials or a wrong one is refused; a wrong bearer header is not rescued by the URL token."""
+    with pytest.raises(AuthError, match=message):
+        solarwinds.verify(b"{}", headers, query, "s3cret", RECEIVED)
 
 
 def test_options_model_forbids_unknown_keys() -> None:
