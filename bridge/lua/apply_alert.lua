@@ -229,10 +229,10 @@ if state == "resolved" and policy.reopen_within > 0 and now - resolved_at <= pol
 end
 
 -- 6. Nothing live: hold until the threshold is met, if the route has one.
+-- Members of an earlier epoch are all clear; they stay as tombstones so late copies stay stale.
 if policy.threshold and state ~= "pending" then
-  redis.call("DEL", K_MEMBERS)  -- an earlier epoch's members; its ticket fields stay in the state hash
   redis.call("HSET", K_STATE, "state", "pending", "firing", 0, "route", route, "pending_since", now)
-  state, firing, prev, was_active = "pending", 0, nil, false
+  state, firing, was_active = "pending", 0, false
 end
 set_member(status)
 if not was_active then firing = redis.call("HINCRBY", K_STATE, "firing", 1) end
@@ -264,11 +264,7 @@ local reason = (state == "resolved" and "fired after the reopen window")
   or (state == "pending" and ("threshold reached: " .. firing .. " alerts")) or "first firing member"
 epoch = base36(now)
 if epoch == inc[2] then epoch = base36(now + 1) end
-if state == "resolved" then
-  redis.call("DEL", K_MEMBERS)
-  set_member(status)
-  firing = 1
-end
+if state == "resolved" then firing = 1 end
 redis.call("HSET", K_STATE, "state", "open", "epoch", epoch, "firing", firing, "opened_at", now,
   "resolve_due", 0, "resolved_at", 0, "changed_at", now, "route", route, "reopened", 0,
   "desk_open", 1, "flapping", 0, "flips", "")

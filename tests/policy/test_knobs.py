@@ -21,7 +21,7 @@ FIELDS = {
 }
 
 
-def config(snow: Snow, **route: Any) -> MappingConfig:
+def config(desk_url: str, **route: Any) -> MappingConfig:
     """Alertmanager and Nagios into one route to the simulator; `route` overrides its policy."""
     base: dict[str, Any] = {
         "name": "ops",
@@ -35,7 +35,7 @@ def config(snow: Snow, **route: Any) -> MappingConfig:
     return MappingConfig.model_validate(
         {
             "sources": {"alertmanager": {"kind": "alertmanager"}, "nagios": {"kind": "nagios"}},
-            "desks": {"snow": {"kind": "servicenow", "url": snow.url, "user": "bridge", "password": "s3cret"}},
+            "desks": {"snow": {"kind": "servicenow", "url": desk_url, "user": "bridge", "password": "s3cret"}},
             "routes": [base],
         }
     )
@@ -67,7 +67,7 @@ def calls(snow: Snow) -> list[tuple[str, str]]:
 
 async def test_cross_source_correlation_one_incident(snow: Snow, make_bridge: Any) -> None:
     """A Nagios service alert and a Prometheus alert for the same host land in one incident."""
-    cfg = config(snow, correlate={"by": ["{{ labels.host or resource.split(':')[0] }}"]})
+    cfg = config(snow.url, correlate={"by": ["{{ labels.host or resource.split(':')[0] }}"]})
     bridge = await make_bridge(cfg)
     await post(webhook(bridge), group(alert(instance="web-01:9100", alertname="NodeDown")))
     await eventually(lambda: snow.incidents())
@@ -82,7 +82,7 @@ async def test_cross_source_correlation_one_incident(snow: Snow, make_bridge: An
 
 async def test_topology_parent_absorbs_children(snow: Snow, make_bridge: Any) -> None:
     """While a host-down incident is open, that host's other alerts become notes on its ticket."""
-    cfg = config(snow, topology={"parent": ['alertname="HostDown"'], "key": "{{ resource }}"})
+    cfg = config(snow.url, topology={"parent": ['alertname="HostDown"'], "key": "{{ resource }}"})
     bridge = await make_bridge(cfg)
     await post(webhook(bridge), group(alert(alertname="HostDown", instance="db-9:9100")))
     await eventually(lambda: snow.incidents())
@@ -101,7 +101,7 @@ async def test_topology_parent_absorbs_children(snow: Snow, make_bridge: Any) ->
 async def test_threshold_holds_alerts_until_n_distinct_resources(snow: Snow, make_bridge: Any, redis: Any) -> None:
     """Open only when 3 distinct resources fire within the window; until then the incident is pending."""
     cfg = config(
-        snow,
+        snow.url,
         correlate={"by": ["{{ labels.alertname }}"]},
         lifecycle={"threshold": {"count": 3, "distinct_resources": True, "window": "30s"}},
     )
@@ -121,7 +121,7 @@ async def test_threshold_holds_alerts_until_n_distinct_resources(snow: Snow, mak
 async def test_flapping_goes_quiet_then_settles(snow: Snow, make_bridge: Any, redis: Any) -> None:
     """More than 3 changes within the window: one flapping note, no resolve/reopen churn, then quiet resolve."""
     cfg = config(
-        snow,
+        snow.url,
         lifecycle={"resolve_after": "100ms", "flap": {"changes": 3, "window": "30s", "quiet": "1s"}},
     )
     bridge = await make_bridge(cfg)
@@ -148,7 +148,7 @@ async def test_flapping_goes_quiet_then_settles(snow: Snow, make_bridge: Any, re
 async def test_storm_guard_folds_new_incidents_into_one_major_incident(snow: Snow, make_bridge: Any) -> None:
     """More than 5 new incidents in a minute: the rest join one major incident as notes."""
     cfg = config(
-        snow,
+        snow.url,
         storm={
             "max_new_per_minute": 5,
             "fields": {"short_description": "Major incident: alert storm on {{ incident.route }}"},
@@ -170,7 +170,7 @@ async def test_storm_guard_folds_new_incidents_into_one_major_incident(snow: Sno
 
 async def test_silence_suppresses_new_but_lets_resolutions_flow(snow: Snow, make_bridge: Any, redis: Any) -> None:
     """A silence records matching firings as suppressed (no ticket) while an already-open incident still resolves."""
-    bridge = await make_bridge(config(snow))
+    bridge = await make_bridge(config(snow.url))
     await post(webhook(bridge), group(alert(instance="db:1")))
     await eventually(lambda: snow.incidents())
     now = int(time.time() * 1000)
@@ -189,7 +189,7 @@ async def test_silence_suppresses_new_but_lets_resolutions_flow(snow: Snow, make
 
 async def test_auto_resolve_for_sources_without_clears(snow: Snow, make_bridge: Any) -> None:
     """An alert that stops repeating resolves after auto_resolve_after plus the hold-down."""
-    cfg = config(snow, lifecycle={"auto_resolve_after": "600ms", "resolve_after": "100ms"})
+    cfg = config(snow.url, lifecycle={"auto_resolve_after": "600ms", "resolve_after": "100ms"})
     bridge = await make_bridge(cfg)
     await post(webhook(bridge), group(alert()))
     await asyncio.sleep(0.4)
@@ -202,7 +202,7 @@ async def test_auto_resolve_for_sources_without_clears(snow: Snow, make_bridge: 
 
 async def test_coalescing_turns_a_burst_into_one_note(snow: Snow, make_bridge: Any) -> None:
     """Ten new members within the flush interval cost one work note listing all of them."""
-    bridge = await make_bridge(config(snow, ticket={"flush_interval": "1s"}))
+    bridge = await make_bridge(config(snow.url, ticket={"flush_interval": "1s"}))
     await post(webhook(bridge), group(alert()))
     await eventually(lambda: snow.incidents())
     for i in range(10):
@@ -220,7 +220,7 @@ async def test_field_ownership_respects_human_edits(snow: Snow, make_bridge: Any
     fields = {**FIELDS, "urgency": "{{ {'critical': '1'}.get(severity, '3') }}", "category": "software"}
     ownership = {"short_description": "sync_until_edited", "urgency": "append_note", "category": "never"}
     # identity by name and resource: a severity change is the same alert changing, not a new one
-    cfg = config(snow, identity=["name", "resource"], ticket={"fields": fields, "ownership": ownership})
+    cfg = config(snow.url, identity=["name", "resource"], ticket={"fields": fields, "ownership": ownership})
     bridge = await make_bridge(cfg)
     await post(webhook(bridge), group(alert(severity="warning")))
     ticket = (await eventually(lambda: snow.incidents()))[0]
@@ -238,7 +238,7 @@ async def test_field_ownership_respects_human_edits(snow: Snow, make_bridge: Any
 
 async def test_ticket_closed_by_a_human_is_not_reopened(snow: Snow, make_bridge: Any) -> None:
     """Fires again within the window after a human closed the ticket: a new ticket, not a reopen."""
-    bridge = await make_bridge(config(snow))
+    bridge = await make_bridge(config(snow.url))
     await post(webhook(bridge), group(alert()))
     await eventually(lambda: snow.incidents())
     await post(webhook(bridge), group(alert("resolved")))
@@ -254,7 +254,7 @@ async def test_ticket_closed_by_a_human_is_not_reopened(snow: Snow, make_bridge:
 
 async def test_per_alert_tickets_switch(snow: Snow, make_bridge: Any) -> None:
     """tickets: per_alert gives each alert of a group its own ticket."""
-    bridge = await make_bridge(config(snow, tickets="per_alert"))
+    bridge = await make_bridge(config(snow.url, tickets="per_alert"))
     await post(webhook(bridge), group(alert(), alert(device="/dev/sdq")))
     await eventually(lambda: len(snow.incidents()) == 2)
     await asyncio.sleep(0.3)
@@ -263,7 +263,7 @@ async def test_per_alert_tickets_switch(snow: Snow, make_bridge: Any) -> None:
 
 async def test_audit_trail_explains_every_decision(snow: Snow, make_bridge: Any, redis: aioredis.Redis) -> None:
     """The incident's audit trail names what arrived, the route, the decision and the desk's answer."""
-    bridge = await make_bridge(config(snow))
+    bridge = await make_bridge(config(snow.url))
     await post(webhook(bridge), group(alert()))
     await post(webhook(bridge), group(alert()))
     ticket = (await eventually(lambda: snow.incidents()))[0]
