@@ -178,7 +178,7 @@ def parse(body: bytes, content_type: str, headers: Mapping[str, str], ctx: Parse
     if plan.alerts is not None:
         try:
             found = plan.alerts(doc, doc)
-        except JMESPathError as exc:
+        except Exception as exc:  # the operator's expression on the sender's data, as in _run
             raise PayloadError(f"alerts: {plan.options.alerts!r} failed on this body: {exc}") from exc
         if not isinstance(found, list):
             what = "nothing" if found is None else f"a {type(found).__name__}"
