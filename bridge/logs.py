@@ -1,15 +1,56 @@
-"""structlog, configured once at the entry point: JSON off a terminal, console on one."""
+"""structlog, configured once at the entry point: JSON off a terminal, console on one.
+
+Every event passes `redact` last before rendering: values of keys that name a credential, bearer
+and basic credentials inside any text, and passwords in URLs are replaced by "***". Code does not
+log secrets in the first place (SecretStr, header maps kept out of events); this is the net under
+that rule, and tests/ops/test_logs.py scans a real bridge's log for every secret it was given.
+"""
 
 from __future__ import annotations
 
 import logging
+import re
 import sys
+from collections.abc import MutableMapping
+from typing import Any, TextIO
 
 import structlog
 
+MASK = "***"
+_SECRET_KEY = re.compile(r"(pass(word)?|secret|token|authori[sz]ation|credential|api[_-]?key|cookie)", re.I)
+_IN_TEXT = [
+    (re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{4,}"), r"\1 " + MASK),  # Authorization values
+    (re.compile(r"(?i)([a-z][a-z0-9+.-]*://[^:/@\s]*:)[^@\s]+@"), r"\1" + MASK + "@"),  # scheme://user:pw@host
+    (re.compile(r"(?i)\b(password|passwd|token|secret|api_key)=([^&\s]+)"), r"\1=" + MASK),  # query strings
+]
 
-def configure(*, level: str = "info", json: bool | None = None) -> None:
-    json = not sys.stderr.isatty() if json is None else json
+
+def _scrub(value: Any) -> Any:
+    if isinstance(value, str):
+        for pattern, replacement in _IN_TEXT:
+            value = pattern.sub(replacement, value)
+        return value
+    if isinstance(value, dict):
+        return {k: MASK if _secret_key(k, v) else _scrub(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_scrub(v) for v in value]
+    return value
+
+
+def _secret_key(key: Any, value: Any) -> bool:
+    # A count or a flag under such a name (`tokens=3`, `secret_set=True`) tells nothing away.
+    return isinstance(key, str) and bool(_SECRET_KEY.search(key)) and not isinstance(value, bool | int | float)
+
+
+def redact(logger: Any, method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    for key, value in list(event.items()):
+        event[key] = MASK if _secret_key(key, value) else _scrub(value)
+    return event
+
+
+def configure(*, level: str = "info", json: bool | None = None, file: TextIO | None = None) -> None:
+    stream = file or sys.stderr
+    json = not stream.isatty() if json is None else json
     renderer: structlog.typing.Processor = (
         structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
     )
@@ -19,9 +60,10 @@ def configure(*, level: str = "info", json: bool | None = None) -> None:
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
+            redact,
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=stream),
         cache_logger_on_first_use=True,
     )

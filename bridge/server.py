@@ -20,6 +20,7 @@ from bridge.config import MappingConfig
 from bridge.delivery import Delivery
 from bridge.embedded import EmbeddedRedis
 from bridge.engine import Engine
+from bridge.reload import Reloader
 from bridge.runtime import Runtime
 from bridge.store import Scripts
 from bridge.timers import Ticker
@@ -42,8 +43,14 @@ class Bridge:
         consumer: str | None = None,
         grace_s: float = 10.0,
         reuse_port: bool = False,
+        config_paths: Sequence[str] = (),
+        reload_poll_s: float = 2.0,
+        admin_token: str = "",
     ) -> None:
         self.config, self.redis_url = config, redis_url
+        self.config_paths, self.reload_poll_s = list(config_paths), reload_poll_s
+        self.admin_token = admin_token
+        self.reloader: Reloader | None = None
         self.host, self.port = host, port
         self.tuning = tuning or Tuning()
         self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}"
@@ -58,7 +65,9 @@ class Bridge:
         redis = aioredis.Redis.from_url(self.redis_url, socket_timeout=5, health_check_interval=30)
         scripts = Scripts(redis)
         await scripts.load()
-        rt = Runtime(redis, scripts, self.config, tuning=self.tuning, consumer=self.consumer)
+        rt = Runtime(
+            redis, scripts, self.config, tuning=self.tuning, consumer=self.consumer, admin_token=self.admin_token
+        )
         self.runtime = rt
         await rt.open_desks()
         for name, source in self.config.sources.items():
@@ -73,7 +82,11 @@ class Bridge:
             asyncio.create_task(delivery.run(self.stopping), name="delivery"),
             asyncio.create_task(ticker.run(self.stopping), name="timers"),
         ]
-        self._runner = web.AppRunner(make_app(rt), access_log=None, handle_signals=False)
+        if self.config_paths:
+            self.reloader = Reloader(rt, self.config_paths, poll_s=self.reload_poll_s)
+            self._tasks.append(asyncio.create_task(self.reloader.run(self.stopping), name="reload"))
+        # In-flight requests get the grace period too: an alert being written to Redis is answered.
+        self._runner = web.AppRunner(make_app(rt), access_log=None, handle_signals=False, shutdown_timeout=self.grace_s)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port, reuse_port=self.reuse_port or None)
         await site.start()
@@ -83,13 +96,22 @@ class Bridge:
         return self
 
     async def stop(self) -> None:
-        """Stop accepting, let in-flight work finish within the grace period, then cancel and await."""
+        """Stop accepting, let in-flight work finish within the grace period, then cancel and await.
+
+        The grace period bounds the whole stop (Kubernetes kills at terminationGracePeriodSeconds):
+        open requests are answered, the engine finishes its batch (entries it did not acknowledge
+        stay pending for another replica's XAUTOCLAIM) and delivery its current desk calls (the
+        rest of each outbox stays in Redis, and leases are released so others resume at once).
+        """
         if self.stopping.is_set():
             return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.grace_s
         self.stopping.set()
         if self._runner is not None:
             await self._runner.cleanup()
-        _, pending = await asyncio.wait(self._tasks, timeout=self.grace_s) if self._tasks else (set(), set())
+        remaining = max(0.0, deadline - loop.time())
+        _, pending = await asyncio.wait(self._tasks, timeout=remaining) if self._tasks else (set(), set())
         for task in pending:
             task.cancel()
         for task in pending:
@@ -111,8 +133,13 @@ async def serve(
     grace_s: float = 10.0,
     reuse_port: bool = False,
     tuning: Tuning | None = None,
+    admin_token: str = "",
+    reload_poll_s: float = 2.0,
 ) -> None:
-    """Run until SIGTERM or SIGINT. Without a Redis URL, run an embedded redis-server meanwhile."""
+    """Run until SIGTERM or SIGINT; SIGHUP reloads the mapping files (so does saving one).
+
+    Without a Redis URL, run an embedded redis-server meanwhile.
+    """
     config = config_mod.load(config_paths)
     with contextlib.ExitStack() as stack:
         if redis_url is None:
@@ -124,12 +151,17 @@ async def serve(
                 data_dir=str(embedded.data_dir),
                 hint="set BRIDGE_REDIS_URL=redis://host:6379/0 to use a real Redis",
             )
-        bridge = Bridge(config, redis_url, host=host, port=port, grace_s=grace_s, reuse_port=reuse_port, tuning=tuning)
+        bridge = Bridge(
+            config, redis_url, host=host, port=port, grace_s=grace_s, reuse_port=reuse_port, tuning=tuning,
+            config_paths=config_paths, reload_poll_s=reload_poll_s, admin_token=admin_token,
+        )  # fmt: skip
         await bridge.start()
         signalled = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, signalled.set)
+        if bridge.reloader is not None:
+            loop.add_signal_handler(signal.SIGHUP, bridge.reloader.request)
         await signalled.wait()
         log.info("bridge_stopping", grace_s=grace_s)
         await bridge.stop()
