@@ -1,0 +1,89 @@
+"""Logs: JSON lines off a terminal, with request, source and incident bound, and never a secret."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import signal
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from bridge import api
+from bridge.embedded import EmbeddedRedis, free_port
+from bridge.logs import MASK, redact
+from tests.amp import alert, group
+from tests.conftest import Snow, eventually, post
+from tests.ops import call, spawn, wait_ready, write_mapping
+
+SOURCE_TOKEN = "am-s3cret-token-7f2b"
+ADMIN_TOKEN = "adm-s3cret-token-91c4"
+DESK_PASSWORD = "s3cret"  # the simulator's
+
+
+async def test_logs_are_json_with_context_and_never_hold_a_secret(
+    snow: Snow, redis_server: EmbeddedRedis, tmp_path: Path
+) -> None:
+    """A real `bridge serve` fed good and bad credentials logs JSON events with request id, source and
+    incident, and none of the source token, admin token or desk password appears anywhere in its log."""
+    path = write_mapping(tmp_path / "mapping.yaml", snow)
+    data = orjson.loads(path.read_bytes())
+    data["sources"]["alertmanager"]["secret"] = "${AM_TOKEN}"  # secrets come from the environment
+    path.write_bytes(orjson.dumps(data))
+    port = free_port()
+    env = {"BRIDGE_ADMIN_TOKEN": ADMIN_TOKEN, "AM_TOKEN": SOURCE_TOKEN, "BRIDGE_LOG_LEVEL": "debug"}
+    proc = spawn(path, redis_server.url, port, **env)
+    try:
+        await wait_ready(port)
+        url = f"http://127.0.0.1:{port}"
+        assert (await post(url + "/webhook/alertmanager", group(alert()), Authorization="Bearer nope"))[0] == 401
+        status, _ = await post(url + "/webhook/alertmanager", group(alert()), Authorization=f"Bearer {SOURCE_TOKEN}")
+        assert status == 202
+        await eventually(lambda: snow.incidents(), within=10)
+        assert (await call("GET", url + api.PREFIX + "/incidents", token=SOURCE_TOKEN))[0] == 401
+        listed = (await call("GET", url + api.PREFIX + "/incidents", token=ADMIN_TOKEN))[1]
+        resolve = url + api.PREFIX + f"/incidents/{listed[0]['id']}/resolve"
+        assert (await call("POST", resolve, token=ADMIN_TOKEN, body={"note": "disk replaced"}))[0] == 202
+        await eventually(lambda: snow.incidents()[0]["state"] == "6", within=10)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        await asyncio.to_thread(proc.wait, 20)
+        log = proc.stderr.read().decode() if proc.stderr else ""
+        if proc.stderr:
+            proc.stderr.close()
+
+    events = [orjson.loads(line) for line in log.splitlines() if line.strip()]  # every line is JSON
+    names = {e["event"] for e in events}
+    assert {"bridge_started", "alerts_accepted", "ticket_opened", "bridge_stopped"} <= names, names
+    accepted = next(e for e in events if e["event"] == "alerts_accepted")
+    assert accepted["source"] == "alertmanager" and accepted["request_id"]
+    refused = next(e for e in events if e["event"] == "request_refused")
+    assert refused["request_id"] and refused["status"] == 401
+    assert next(e for e in events if e["event"] == "ticket_opened")["incident"] == listed[0]["id"]
+
+    basic = base64.b64encode(f"bridge:{DESK_PASSWORD}".encode()).decode()
+    for secret in (SOURCE_TOKEN, ADMIN_TOKEN, basic, f"bridge:{DESK_PASSWORD}", f'"{DESK_PASSWORD}"'):
+        assert secret not in log, f"a secret is in the log: {secret[:4]}..."
+
+
+def test_redact_masks_credentials_in_any_field() -> None:
+    """Credential-named keys, Authorization values, URL passwords and ?token= are masked, counts are not."""
+    event: dict[str, Any] = {
+        "event": "x",
+        "password": "hunter2",
+        "headers": {"Authorization": "Basic YWRtaW46aHVudGVyMg==", "Accept": "application/json"},
+        "error": "POST failed: Bearer abcdef123456 rejected",
+        "url": "redis://:hunter2@redis:6379/0",
+        "query": "https://splunk/hook?token=hunter2&x=1",
+        "tokens": 3,
+        "items": [{"api_key": "k-123"}],
+    }
+    out = redact(None, "info", dict(event))
+    assert out["password"] == MASK and out["headers"]["Authorization"] == MASK
+    assert out["headers"]["Accept"] == "application/json"
+    assert out["error"] == f"POST failed: Bearer {MASK} rejected"
+    assert out["url"] == f"redis://:{MASK}@redis:6379/0"
+    assert out["query"] == f"https://splunk/hook?token={MASK}&x=1"
+    assert out["tokens"] == 3 and out["items"] == [{"api_key": MASK}]
+    assert "hunter2" not in orjson.dumps(out).decode()
