@@ -81,6 +81,8 @@ class Metrics:
             "bridge_config_last_reload_success_timestamp_seconds",
             "When the running mapping was loaded (Unix time).", registry=r,
         )  # fmt: skip
+        for outcome in ("success", "failure"):  # known label values start at 0 (absent is not 0 in PromQL)
+            self.reloads.labels(outcome)
         self.reload_ok.set(1)
         self.reload_time.set_to_current_time()
         # Shared state, read from Redis on scrape.
