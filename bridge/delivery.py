@@ -156,7 +156,8 @@ class Delivery:
                 flush_at = self._flush_at(action)
                 if flush_at is not None:
                     return flush_at  # let more changes gather into this note
-                with structlog.contextvars.bound_contextvars(incident=action.incident):
+                identity = (action.alert or {}).get("identity", "")  # for the log: which alert this is about
+                with structlog.contextvars.bound_contextvars(incident=action.incident, identity=identity):
                     try:
                         outcome = await self._with_retries(lambda a=action: self._apply(ik, a))  # type: ignore[misc]
                     except DeskTransient as exc:

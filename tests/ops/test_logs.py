@@ -25,8 +25,8 @@ DESK_PASSWORD = "s3cret"  # the simulator's
 async def test_logs_are_json_with_context_and_never_hold_a_secret(
     snow: Snow, redis_server: EmbeddedRedis, tmp_path: Path
 ) -> None:
-    """A real `bridge serve` fed good and bad credentials logs JSON events with request id, source and
-    incident, and none of the source token, admin token or desk password appears anywhere in its log."""
+    """A real `bridge serve` fed good and bad credentials logs JSON events with request id, source,
+    incident and alert identity, and none of the source token, admin token or desk password appears anywhere in its log."""
     path = write_mapping(tmp_path / "mapping.yaml", snow)
     data = orjson.loads(path.read_bytes())
     data["sources"]["alertmanager"]["secret"] = "${AM_TOKEN}"  # secrets come from the environment
@@ -60,7 +60,8 @@ async def test_logs_are_json_with_context_and_never_hold_a_secret(
     assert accepted["source"] == "alertmanager" and accepted["request_id"]
     refused = next(e for e in events if e["event"] == "request_refused")
     assert refused["request_id"] and refused["status"] == 401
-    assert next(e for e in events if e["event"] == "ticket_opened")["incident"] == listed[0]["id"]
+    opened = next(e for e in events if e["event"] == "ticket_opened")
+    assert opened["incident"] == listed[0]["id"] and opened["identity"], opened
 
     basic = base64.b64encode(f"bridge:{DESK_PASSWORD}".encode()).decode()
     for secret in (SOURCE_TOKEN, ADMIN_TOKEN, basic, f"bridge:{DESK_PASSWORD}", f'"{DESK_PASSWORD}"'):
