@@ -189,8 +189,7 @@ async def test_openapi_document_is_valid_and_matches_the_routes(snow: Snow, make
 async def test_schemathesis_finds_no_mismatch_in_the_running_app(
     snow: Snow, make_bridge: Any, redis: aioredis.Redis
 ) -> None:
-    """Schemathesis drives every operation with generated requests: no 5xx, and every answer
-    (status, content type, body, auth) is one the document declares."""
+    """Schemathesis-generated requests to every operation get no 5xx and only answers the document declares."""
     st = shutil.which("st")
     if st is None:
         if os.environ.get("CI"):

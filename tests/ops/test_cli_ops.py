@@ -40,8 +40,7 @@ async def test_committed_schema_is_current_and_validates_the_example() -> None:
 async def test_replay_reports_tickets_calls_and_noise_without_touching_real_state(
     snow: Snow, redis: aioredis.Redis, tmp_path: Path
 ) -> None:
-    """Ten webhooks of one problem (repeats, a new member, the clear) replay to one ticket opened and
-    resolved, with the noise reduction, in a private Redis: the real one and the desk see nothing."""
+    """A recorded problem replays to one ticket opened and resolved on the stream's clock, in a private Redis."""
     mapping_file = write_mapping(tmp_path / "mapping.yaml", snow, resolve_after="5m")
     start = 1_715_677_965_000
     lines = [{"source": "alertmanager", "at": start + i * 60_000, "body": group(alert())} for i in range(8)]

@@ -92,8 +92,8 @@ def test_kubernetes_mapping_configmap_is_a_valid_mapping(tmp_path: Path) -> None
 
 
 def test_helm_chart_is_complete_and_every_value_it_uses_exists() -> None:
-    """Chart.yaml is a v2 chart, and every `.Values.x.y` the templates read is defined in values.yaml
-    (`helm lint` is not installable here; this is the part of it that needs no Go templating)."""
+    """Chart.yaml is a v2 chart and every `.Values.x.y` its templates read is defined in values.yaml."""
+    # `helm lint` is not installable here; this is the part of it that needs no Go templating.
     chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
     assert chart["apiVersion"] == "v2" and chart["name"] == "alert-ticket-bridge" and chart["version"]
     values = yaml.safe_load((CHART / "values.yaml").read_text())

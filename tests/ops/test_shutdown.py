@@ -30,8 +30,7 @@ async def _post(url: str, payload: dict[str, Any]) -> int:
 async def test_sigterm_during_a_burst_delivers_or_leaves_durable_everything_accepted(
     snow: Snow, redis_server: EmbeddedRedis, redis: aioredis.Redis, make_bridge: Any, tmp_path: Path
 ) -> None:
-    """SIGTERM mid-burst: the process exits cleanly within its grace period; every alert it answered 202
-    ends up as exactly one ticket, delivered by it or, from Redis, by the next replica."""
+    """SIGTERM mid-burst: clean exit in the grace period; every 202 becomes one ticket, now or by the next replica."""
     snow.faults.set(latency_ms=150)  # desk calls are in flight when the signal comes
     port = free_port()
     victim = spawn(write_mapping(tmp_path / "mapping.yaml", snow), redis_server.url, port, "--grace", "2")
