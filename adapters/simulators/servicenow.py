@@ -1,23 +1,23 @@
 """A faithful local ServiceNow Table API: the wire format, auth, errors and rate limits of a real instance.
 
-Follows the fake-server checklist of itsm-apis.md §1.10 (items 1-9, without OAuth and Event
-Management yet): Basic auth, string values, `{"result": ...}` and `{"error": ..., "status":
-"failure"}` envelopes, 201 + Location, encoded queries, paging headers, journal fields, the
-resolve data policy, and the shared fault switches (`adapters.simulators.faults`).
+Follows the fake-server checklist of itsm-apis.md §1.10: Basic auth and OAuth bearer tokens from
+`/oauth_token.do` (servicenow_oauth), string values, `{"result": ...}` and `{"error": ...,
+"status": "failure"}` envelopes, 201 + Location, encoded queries, paging headers, journal fields,
+the resolve data policy, Event Management's `/api/global/em/jsonv2` (servicenow_em), the
+platform's request size limit (400 above `max_payload` bytes), and the shared fault switches
+(`adapters.simulators.faults`).
 
 Test and CLI hooks, outside the vendor API:
 
     GET  /_sim/records    {"incidents": [{"record": {...}, "journal": [{...}, ...]}, ...]} creation order
+    GET  /_sim/events     {"events": [...em_event rows], "alerts": [...em_alert rows]}
     GET  /_sim/requests   {"requests": [{"method", "path", "query", "body", "status"}, ...]}
     GET|POST /_sim/faults, POST /_sim/reset   see adapters.simulators.faults
 
-In-process: `app[STORE]` is the `ServiceNowStore`, `app[FAULTS]` the `Faults`.
-
-Room to grow: an OAuth `/oauth_token.do` route (outside `/api/`, so not Basic-guarded) issues tokens
-into `app[STORE].tokens`, which `_authenticate` already accepts as `Bearer`; Event Management
-(`/api/global/em/jsonv2`) is one more route under `/api/`, authenticated and logged like the rest.
-Register new routes in `make_app`; unrouted `/api/` paths answer in the vendor envelope anyway.
-As a process: `bridge simulate servicenow --port P`, or `python -m adapters.simulators.servicenow`.
+In-process: `app[STORE]` is the `ServiceNowStore`, `app[EVENTS]` the `EventManagement`,
+`app[OAUTH]` the `OAuthServer`, `app[FAULTS]` the `Faults`.
+As a process: `bridge simulate servicenow --port P`, or `python -m adapters.simulators.servicenow`;
+the OAuth client is `bridge-client` / `client-s3cret`.
 """
 
 from __future__ import annotations
@@ -33,6 +33,8 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from adapters.simulators.faults import FAULTS, FaultAnswers, Faults, install
+from adapters.simulators.servicenow_em import EVENTS, TABLES, EventManagement, jsonv2
+from adapters.simulators.servicenow_oauth import DEFAULT_CLIENT, OAUTH, OAuthServer, token_endpoint
 from adapters.simulators.servicenow_query import parse
 from adapters.simulators.servicenow_store import (
     CLOSE_CODES,
@@ -45,6 +47,7 @@ from adapters.simulators.servicenow_store import (
 
 STORE = web.AppKey("servicenow_store", ServiceNowStore)
 _CREDENTIALS = web.AppKey("servicenow_credentials", tuple[str, str])
+_MAX_PAYLOAD = web.AppKey("servicenow_max_payload", int)
 
 _TABLE_PATHS = ("/api/now/table/{table}", "/api/now/{version:v1|v2}/table/{table}")
 _DEFAULT_LIMIT = 10000
@@ -57,15 +60,33 @@ def make_app(
     close_codes: Sequence[str] = CLOSE_CODES,
     priority_3_3: str = "4",
     faults: Faults | None = None,
+    oauth_clients: Mapping[str, str] | None = None,
+    client_credentials: bool = True,
+    token_ttl_s: float = 1799.0,
+    max_payload: int = 10485760,
 ) -> web.Application:
-    """One simulated instance with an empty incident table and the given admin credentials."""
+    """One simulated instance with empty tables, the given admin credentials and OAuth clients."""
     store = ServiceNowStore(user=user, close_codes=tuple(close_codes), priority_3_3=priority_3_3)
+    events = EventManagement()
+    clients = dict(oauth_clients) if oauth_clients is not None else dict([DEFAULT_CLIENT])
+    oauth = OAuthServer(clients, user, password, client_credentials=client_credentials, token_ttl_s=token_ttl_s)
+
+    def reset() -> None:
+        store.reset()
+        events.reset()
+        oauth.reset()
+
     # Outermost first: log what the client sent and got, then faults, then auth, then the API.
-    app = web.Application(middlewares=[_log_requests, _vendor_errors])
+    app = web.Application(middlewares=[_log_requests, _vendor_errors], client_max_size=max_payload + (1 << 20))
     app[STORE] = store
+    app[EVENTS] = events
+    app[OAUTH] = oauth
     app[_CREDENTIALS] = (user, password)
-    install(app, faults if faults is not None else Faults(), FAULT_ANSWERS, on_reset=store.reset)
+    app[_MAX_PAYLOAD] = max_payload
+    install(app, faults if faults is not None else Faults(), FAULT_ANSWERS, on_reset=reset)
     app.middlewares.append(_authenticate)
+    app.router.add_post("/oauth_token.do", token_endpoint)
+    app.router.add_post("/api/global/em/jsonv2", jsonv2)
     for path in _TABLE_PATHS:
         app.router.add_get(path, _list)
         app.router.add_post(path, _create)
@@ -74,6 +95,7 @@ def make_app(
         app.router.add_put(path + "/{sys_id}", _update)
         app.router.add_delete(path + "/{sys_id}", _delete)
     app.router.add_get("/_sim/records", _records)
+    app.router.add_get("/_sim/events", _events)
     app.router.add_get("/_sim/requests", _requests)
     return app
 
@@ -159,14 +181,21 @@ async def _vendor_errors(request: web.Request, handler: Handler) -> web.StreamRe
 
 @web.middleware
 async def _authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Basic auth with the instance's credentials, or a Bearer token the store has issued."""
+    """Basic auth with the instance's credentials, or a live Bearer token from `/oauth_token.do`."""
     if not _is_api(request):
         return await handler(request)
     header = request.headers.get("Authorization", "")
-    if header.startswith("Bearer ") and header[7:] in request.app[STORE].tokens:
-        return await handler(request)
-    if _basic_credentials(header) != request.app[_CREDENTIALS]:
+    if header.startswith("Bearer "):
+        if not request.app[OAUTH].valid(header[7:]):
+            return _unauthorized()
+    elif _basic_credentials(header) != request.app[_CREDENTIALS]:
         return _unauthorized()
+    if request.content_length is not None and request.content_length > request.app[_MAX_PAYLOAD]:
+        detail = (
+            f"Rejected large REST payload with content-length = {request.content_length} bytes."
+            f" Max allowed: {request.app[_MAX_PAYLOAD]} bytes."
+        )
+        return _error(ServiceNowError(400, "Exception while reading request", detail))
     return await handler(request)
 
 
@@ -189,9 +218,15 @@ def _basic_credentials(header: str) -> tuple[str, str] | None:
 # -- Table API -----------------------------------------------------------------------------------
 
 
+def _rows(request: web.Request, table: str) -> tuple[list[dict[str, str]], frozenset[str]]:
+    if table in TABLES:
+        return request.app[EVENTS].rows(table)
+    return request.app[STORE].rows(table)
+
+
 async def _list(request: web.Request) -> web.Response:
-    store, table = request.app[STORE], request.match_info["table"]
-    rows, known = store.rows(table)
+    table = request.match_info["table"]
+    rows, known = _rows(request, table)
     query = parse(request.query.get("sysparm_query", ""), known)
     plain = {k: v for k, v in request.query.items() if not k.startswith("sysparm_") and k in known}
     matched = [row for row in query.select(rows) if all(row.get(k) == v for k, v in plain.items())]
@@ -208,8 +243,8 @@ async def _list(request: web.Request) -> web.Response:
 
 
 async def _read(request: web.Request) -> web.Response:
-    store, table = request.app[STORE], request.match_info["table"]
-    rows, _ = store.rows(table)
+    table = request.match_info["table"]
+    rows, _ = _rows(request, table)
     sys_id = request.match_info["sys_id"]
     row = next((r for r in rows if r.get("sys_id") == sys_id), None)
     if row is None:
@@ -246,8 +281,9 @@ async def _delete(request: web.Request) -> web.Response:
 
 
 def _writable(store: ServiceNowStore, table: str, verb: str) -> None:
-    store.rows(table)  # 400 for an unknown table
-    if table != "incident":
+    if table not in TABLES:
+        store.rows(table)  # 400 for an unknown table
+    if table != "incident" or store.acl_denied:
         detail = f"ACL Exception {verb} Failed due to security constraints"
         raise ServiceNowError(403, "Operation Failed", detail)
 
@@ -312,6 +348,11 @@ async def _records(request: web.Request) -> web.Response:
     return web.json_response({"incidents": request.app[STORE].snapshot()}, dumps=_dumps)
 
 
+async def _events(request: web.Request) -> web.Response:
+    events = request.app[EVENTS]
+    return web.json_response({"events": events.events, "alerts": events.alerts}, dumps=_dumps)
+
+
 async def _requests(request: web.Request) -> web.Response:
     return web.json_response({"requests": request.app[STORE].requests}, dumps=_dumps)
 
@@ -335,7 +376,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-__all__ = ["FAULTS", "INCIDENT_FIELDS", "STORE", "ServiceNowStore", "main", "make_app", "run"]
+__all__ = [
+    "EVENTS",
+    "FAULTS",
+    "INCIDENT_FIELDS",
+    "OAUTH",
+    "STORE",
+    "EventManagement",
+    "OAuthServer",
+    "ServiceNowStore",
+    "main",
+    "make_app",
+    "run",
+]
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -91,9 +91,7 @@ _INCIDENT_DEFAULTS: Mapping[str, str] = {
     "work_notes": "",
 }
 INCIDENT_FIELDS = frozenset(_INCIDENT_DEFAULTS)
-JOURNAL_FIELDS = frozenset(
-    {"sys_id", "name", "element", "element_id", "value", "sys_created_on", "sys_created_by"}
-)
+JOURNAL_FIELDS = frozenset({"sys_id", "name", "element", "element_id", "value", "sys_created_on", "sys_created_by"})
 CHOICE_FIELDS = frozenset({"sys_id", "name", "element", "value", "label", "sequence", "inactive", "language"})
 _JOURNALED = ("work_notes", "comments")
 _READ_ONLY = frozenset(
@@ -118,9 +116,7 @@ class ServiceNowError(Exception):
 
 
 def not_found() -> ServiceNowError:
-    return ServiceNowError(
-        404, "No Record found", "Record doesn't exist or ACL restricts the record retrieval"
-    )
+    return ServiceNowError(404, "No Record found", "Record doesn't exist or ACL restricts the record retrieval")
 
 
 def now_utc() -> str:
@@ -138,7 +134,7 @@ class ServiceNowStore:
     incidents: dict[str, dict[str, str]] = field(default_factory=dict)
     journal: list[dict[str, str]] = field(default_factory=list)
     requests: list[dict[str, Any]] = field(default_factory=list)  # the Table API request log
-    tokens: set[str] = field(default_factory=set)  # accepted Bearer tokens (for an OAuth endpoint)
+    acl_denied: bool = False  # an ACL refuses the integration user every write (403)
     _numbers: int = 10000
 
     def reset(self) -> None:
@@ -146,7 +142,7 @@ class ServiceNowStore:
         self.incidents.clear()
         self.journal.clear()
         self.requests.clear()
-        self.tokens.clear()
+        self.acl_denied = False
         self._numbers = 10000
 
     # -- reading ---------------------------------------------------------------------------------

@@ -1,0 +1,221 @@
+"""The one boundary between desk clients and aiohttp: requests with timeout and TLS, failures as DeskErrors.
+
+Every desk client sends through a `Transport`. It never retries and never raises on an HTTP status.
+Connect errors and timeouts become `DeskTransient` in `send`; a status becomes an error in
+`Transport.error` by one rule for every desk (429 and 5xx transient, honouring Retry-After; 401
+auth expired; any other non-2xx rejected), which a desk may refine before calling it (Remedy reads
+its AR error numbers, token desks drop their token on a 401). The request kept with an error is
+method, URL with query and body; never a header, and form fields named secret are masked.
+
+Also here, for every desk config: `https_url` (the base URL check) and `tls_context` (a custom CA;
+verification is never turned off).
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+import orjson
+from yarl import URL
+
+from bridge.errors import ConfigError, DeskAuthExpired, DeskError, DeskRejected, DeskTransient
+
+Json = Mapping[str, Any] | list[Any]
+_MASK = "********"
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """A desk's answer to one request, with that request as it is kept in an error record."""
+
+    status: int
+    text: str
+    request: dict[str, Any]
+    retry_after: float | None = None
+    location: str = ""
+    content_type: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status < 300
+
+
+class Transport:
+    """Sends one desk's requests on the caller's session, each with its own timeout and TLS context."""
+
+    def __init__(
+        self,
+        desk: str,
+        session: aiohttp.ClientSession,
+        *,
+        timeout: float,
+        tls: ssl.SSLContext | bool = True,
+    ) -> None:
+        self.desk = desk
+        self._session = session
+        self._seconds = timeout
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._tls = tls
+
+    async def send(
+        self,
+        action: str,
+        method: str,
+        url: str,
+        *,
+        headers: Mapping[str, str],
+        params: Mapping[str, str] | None = None,
+        json: Json | None = None,
+        form: Mapping[str, str] | None = None,
+        secret_form_keys: Collection[str] = (),
+    ) -> Answer:
+        """One request; its answer whatever the status, or DeskTransient when none came."""
+        request = describe(method, url, params, json)
+        if form is not None:
+            request["form"] = {k: (_MASK if k in secret_form_keys else v) for k, v in form.items()}
+        context: dict[str, Any] = {"desk": self.desk, "action": action, "request": request}
+        send_headers = dict(headers)
+        data: bytes | aiohttp.FormData | None = None
+        if json is not None:
+            data = orjson.dumps(json)
+            send_headers.setdefault("Content-Type", "application/json")
+        elif form is not None:
+            data = aiohttp.FormData(dict(form))
+        try:
+            async with self._session.request(
+                method,
+                url,
+                params=params,
+                data=data,
+                headers=send_headers,
+                timeout=self._timeout,
+                ssl=self._tls,
+                allow_redirects=False,  # a redirect means a login page or a wrong URL, never a record
+                raise_for_status=False,
+            ) as response:
+                text = await response.text(errors="replace")
+                return Answer(
+                    status=response.status,
+                    text=text,
+                    request=request,
+                    retry_after=retry_after_seconds(response.headers.get("Retry-After")),
+                    location=response.headers.get("Location", ""),
+                    content_type=response.content_type,
+                )
+        except TimeoutError as exc:
+            message = f"{self.desk} {action}: no answer within {self._seconds}s"
+            raise DeskTransient(message, **context) from exc
+        except aiohttp.ClientError as exc:
+            raise DeskTransient(f"{self.desk} {action}: {type(exc).__name__}: {exc}", **context) from exc
+
+    def error(self, action: str, answer: Answer, reason: str = "") -> DeskError:
+        """The desk error a non-2xx answer amounts to, by status."""
+        message = f"{self.desk} {action}: HTTP {answer.status}" + (f": {reason}" if reason else "")
+        context = self.context(action, answer)
+        if answer.status == 429 or answer.status >= 500:
+            return DeskTransient(message, retry_after=answer.retry_after, **context)
+        if answer.status == 401:
+            return DeskAuthExpired(message, **context)
+        return DeskRejected(message, **context)
+
+    def json(self, action: str, answer: Answer) -> Any:
+        """The decoded JSON of a 2xx answer; an answer that is not JSON means the desk is not there."""
+        try:
+            return orjson.loads(answer.text) if answer.text.strip() else None
+        except orjson.JSONDecodeError as exc:
+            # A hibernating or proxied desk answers 200 with an HTML page: transient.
+            message = f"{self.desk} {action}: answer is not JSON"
+            raise DeskTransient(message, **self.context(action, answer)) from exc
+
+    def unexpected(self, action: str, answer: Answer, what: str) -> DeskTransient:
+        """A 2xx answer without what the client needs: transient, so that an open is searched for first."""
+        return DeskTransient(f"{self.desk} {action}: {what}", **self.context(action, answer))
+
+    def context(self, action: str, answer: Answer) -> dict[str, Any]:
+        return {
+            "desk": self.desk,
+            "action": action,
+            "status": answer.status,
+            "request": answer.request,
+            "answer": answer.text,
+        }
+
+
+def describe(method: str, url: str, params: Mapping[str, str] | None, body: Json | None) -> dict[str, Any]:
+    """The request as kept with an error: method, URL with query, JSON body; never the auth header."""
+    full = str(URL(url).update_query(dict(params))) if params else url
+    kept: Any = None
+    if body is not None:
+        kept = dict(body) if isinstance(body, Mapping) else list(body)
+    return {"method": method, "url": full, "json": kept}
+
+
+def retry_after_seconds(retry_after: str | None) -> float | None:
+    """Retry-After as seconds: a number, or an HTTP date (RFC 9110 §10.2.3)."""
+    if not retry_after:
+        return None
+    try:
+        return max(0.0, float(retry_after))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(retry_after)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+def https_url(value: str, example: str) -> str:
+    """A desk's base URL: http(s), a host, no credentials, query or fragment; without a trailing /."""
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"must be an http(s) URL such as {example}")
+    if parts.username or parts.password:
+        raise ValueError("must not carry credentials: give them in their own keys")
+    if parts.query or parts.fragment:
+        raise ValueError("must be the desk's address only, without query or fragment")
+    return value.rstrip("/")
+
+
+def positive(value: float) -> float:
+    if value <= 0:
+        raise ValueError("must be more than 0 seconds")
+    return value
+
+
+def tls_context(ca_file: str | None, desk: str) -> ssl.SSLContext | bool:
+    """True (the system's CAs), or a context that trusts `ca_file`; verification stays on either way."""
+    if ca_file is None:
+        return True
+    try:
+        return ssl.create_default_context(cafile=ca_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"cannot read CA bundle: {exc}", path=f"desks.{desk}.ca_file") from exc
+
+
+def json_reason(text: str, *paths: tuple[str, ...]) -> str:
+    """The first non-empty value at one of `paths` in a JSON answer, joined if a list; '' otherwise."""
+    try:
+        data: Any = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return ""
+    for path in paths:
+        value = data
+        for key in path:
+            value = value.get(key) if isinstance(value, dict) else None
+        if isinstance(value, list):
+            value = "; ".join(str(v) for v in value if v)
+        if isinstance(value, dict):
+            value = "; ".join(f"{k}: {v}" for k, v in value.items())
+        if value:
+            return str(value)
+    return ""
