@@ -1,0 +1,292 @@
+"""The BMC Remedy / Helix ITSM desk: incidents through the AR System REST API, signed in with a JWT.
+
+Wire format: itsm-apis.md §3. Sign-in is `POST /api/jwt/login` (form-encoded; the answer is the raw
+token), then `Authorization: AR-JWT <token>` on every call. A 401 on a token that worked drops
+it and is DeskAuthExpired, so the delivery's one retry logs in again; a refused login is
+DeskRejected. `aclose` logs out (`POST /api/jwt/logout`), releasing the server-side session.
+
+- open: `POST /entry/HPD:IncidentInterface_Create` with `z1D_Action: CREATE`, the route's fields
+  (create-form names: First_Name, Last_Name, Description, Detailed_Decription, Impact, Urgency,
+  Status, Reported Source, Service_Type, ...; `defaults` fill what a route leaves out) and the
+  correlation id in `correlation_field`. The answer's `Incident_Entry_ID` is the ticket id for
+  later calls, `Incident Number` its display.
+- find: `GET /entry/HPD:IncidentInterface?q='<correlation_field>'="<id>"`, newest first (by Submit
+  Date, then Incident Number, as Submit Date counts whole seconds).
+- note: a `HPD:WorkLog` entry (`Work Log Type`, `View Access` from the config).
+- update: `PUT /entry/HPD:IncidentInterface/{id}` with the fields (204).
+- resolve: the same PUT with Status Resolved, `Status_Reason` and `Resolution` (the note).
+- reopen: Status `reopen_status` (Status_Reason cleared), then the note as a work log entry.
+
+Errors are AR error lists (`[{"messageType", "messageText", "messageAppendedText", "messageNumber"}]`).
+429 and 5xx are transient, except a 500 whose AR error is a workflow or validation error (a
+numbered ERROR outside the server-side failures 90-94 and 552): that one is DeskRejected, because
+sending it again cannot succeed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from typing import Any, Literal
+
+import aiohttp
+import orjson
+import structlog
+from pydantic import BaseModel, ConfigDict, SecretStr, field_validator
+
+from adapters.desks.base import TicketPhase, TicketRef, TicketState
+from adapters.desks.transport import Answer, Transport, https_url, positive, tls_context
+from bridge.errors import DeskError, DeskRejected
+
+log = structlog.get_logger("adapters.desks.remedy")
+
+INTERFACE = "HPD:IncidentInterface"
+CREATE = "HPD:IncidentInterface_Create"
+WORKLOG = "HPD:WorkLog"
+REQUIRED = ("First_Name", "Last_Name", "Description", "Impact", "Urgency", "Status", "Reported Source", "Service_Type")
+# AR System server-side failures: the call may succeed later (ARERR 90-94 network, RPC and
+# timeouts, 93 even "accepted, will usually complete"; 552 a database failure).
+_SERVER_SIDE = frozenset({90, 91, 92, 93, 94, 552})
+_PHASES = {"Resolved": TicketPhase.RESOLVED, "Closed": TicketPhase.CLOSED, "Cancelled": TicketPhase.CLOSED}
+# Display names (as GET shows them) of fields whose create-form names differ (as routes write them).
+_CREATE_NAMES = {
+    "First Name": "First_Name",
+    "Last Name": "Last_Name",
+    "Service Type": "Service_Type",
+    "Detailed Decription": "Detailed_Decription",
+}
+
+
+class RemedyConfig(BaseModel):
+    """One AR System server (on premises or Helix), as an ops team writes it in the mappings."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["remedy"]
+    url: str  # https://remedy.example.com:8443 or https://tenant-restapi.onbmc.com
+    user: str
+    password: SecretStr
+    auth_string: str | None = None  # the login's authString, for sites that use an authenticator
+    correlation_field: str = "Vendor Ticket Number"  # a field on the incident that holds the id
+    defaults: dict[str, str] = {
+        "Status": "Assigned",
+        "Reported Source": "Systems Management",
+        "Service_Type": "Infrastructure Event",
+    }
+    status_reason: str = "Automated Resolution Reported"
+    reopen_status: str = "In Progress"
+    work_log_type: str = "General Information"
+    view_access: Literal["Internal", "Public"] = "Internal"
+    timeout: float = 10.0
+    ca_file: str | None = None  # custom CA bundle; TLS verification is never disabled
+
+    @field_validator("url")
+    @classmethod
+    def _server_url(cls, value: str) -> str:
+        return https_url(value, "https://remedy.example.com:8443")
+
+    @field_validator("timeout")
+    @classmethod
+    def _positive(cls, value: float) -> float:
+        return positive(value)
+
+    def build(self, name: str, session: aiohttp.ClientSession) -> RemedyDesk:
+        transport = Transport(name, session, timeout=self.timeout, tls=tls_context(self.ca_file, name))
+        return RemedyDesk(name, self, transport)
+
+
+class RemedyDesk:
+    """Incidents on one AR System server, found again by `correlation_field`."""
+
+    def __init__(self, name: str, config: RemedyConfig, transport: Transport) -> None:
+        self.name = name
+        self._config = config
+        self._http = transport
+        self._token = ""
+        self._lock = asyncio.Lock()
+        self._entry = f"{config.url}/api/arsys/v1/entry"
+
+    async def find(self, correlation_id: str) -> TicketRef | None:
+        field = self._config.correlation_field.replace("'", "''")
+        value = correlation_id.replace('"', '""')
+        params = {
+            "q": f"'{field}'=\"{value}\"",
+            "sort": "Submit Date.desc,Incident Number.desc",  # Submit Date counts seconds only
+            "limit": "1",
+            "fields": "values(Request ID,Incident Number,Status)",
+        }
+        body = await self._json("find", "GET", f"{self._entry}/{INTERFACE}", params=params)
+        entries = body.get("entries") if isinstance(body, dict) else None
+        if not isinstance(entries, list):
+            raise DeskRejected(f"{self.name} find: answer has no entries", desk=self.name, action="find")
+        if not entries:
+            return None
+        values = entries[0].get("values") or {}
+        return self._ref(str(values.get("Request ID", "")), str(values.get("Incident Number", "")))
+
+    async def open(self, correlation_id: str, fields: Mapping[str, str]) -> TicketRef:
+        values: dict[str, Any] = {**self._config.defaults, **fields}
+        missing = [name for name in REQUIRED if not values.get(name)]
+        if missing:
+            raise DeskRejected(
+                f"{self.name} open: the route gives no {', '.join(missing)} (required by {CREATE})",
+                desk=self.name,
+                action="open",
+            )
+        values |= {self._config.correlation_field: correlation_id, "z1D_Action": "CREATE"}
+        params = {"fields": "values(Incident_Entry_ID,Incident Number)"}
+        answer = await self._send("open", "POST", f"{self._entry}/{CREATE}", params=params, json={"values": values})
+        created = self._http.json("open", answer)
+        shown = created.get("values") if isinstance(created, dict) else None
+        number = shown.get("Incident Number") if isinstance(shown, dict) else None
+        if not isinstance(number, str) or not number:
+            raise self._http.unexpected("open", answer, "answer has no Incident Number")
+        entry = shown.get("Incident_Entry_ID") if isinstance(shown, dict) else None
+        if isinstance(entry, str) and entry:
+            return self._ref(entry, number)
+        found = await self.find(correlation_id)  # a site whose create form lacks Incident_Entry_ID
+        if found is None:
+            raise self._http.unexpected("open", answer, f"{number} is not found by its correlation id")
+        return found
+
+    async def note(self, ref: TicketRef, text: str) -> None:
+        await self._work_log("note", ref, text)
+
+    async def update(self, ref: TicketRef, fields: Mapping[str, str]) -> None:
+        if fields:
+            await self._put("update", ref, dict(fields))
+
+    async def resolve(self, ref: TicketRef, note: str, fields: Mapping[str, str]) -> None:
+        values: dict[str, Any] = {"Status_Reason": self._config.status_reason, **fields}
+        values |= {"Status": "Resolved", "Resolution": note or "Resolved automatically"}
+        await self._put("resolve", ref, values)
+
+    async def reopen(self, ref: TicketRef, note: str) -> None:
+        await self._put("reopen", ref, {"Status": self._config.reopen_status, "Status_Reason": None})
+        await self._work_log("reopen", ref, note)
+
+    async def state(self, ref: TicketRef) -> TicketState:
+        """Status decides the phase; fields under their display names and their create-form names."""
+        body = await self._json("state", "GET", f"{self._entry}/{INTERFACE}/{ref.id}")
+        values = body.get("values") if isinstance(body, dict) else None
+        if not isinstance(values, dict):
+            raise DeskRejected(f"{self.name} state: answer has no values", desk=self.name, action="state")
+        shown = {k: str(v) for k, v in values.items() if v is not None}
+        shown |= {create: shown[display] for display, create in _CREATE_NAMES.items() if display in shown}
+        raw = shown.get("Status", "")
+        return TicketState(phase=_PHASES.get(raw, TicketPhase.OPEN), raw_state=raw, fields=shown)
+
+    async def aclose(self) -> None:
+        """Log out, so that the server releases the session; a failure is logged, not raised."""
+        token, self._token = self._token, ""
+        if not token:
+            return
+        try:
+            answer = await self._http.send(
+                "logout", "POST", f"{self._config.url}/api/jwt/logout", headers={"Authorization": f"AR-JWT {token}"}
+            )
+        except DeskError as exc:
+            log.warning("desk_logout_failed", desk=self.name, error=str(exc))
+            return
+        if not answer.ok:
+            log.warning("desk_logout_failed", desk=self.name, status=answer.status)
+
+    # -- requests ------------------------------------------------------------------------------
+
+    def _ref(self, entry: str, number: str) -> TicketRef:
+        entry = entry.split("|", 1)[0]  # the interface form shows "id|id"
+        return TicketRef(id=entry, display=number, url=f"{self._entry}/{INTERFACE}/{entry}")
+
+    async def _work_log(self, action: str, ref: TicketRef, text: str) -> None:
+        if not text:
+            return
+        values = {
+            "Incident Number": ref.display,
+            "Work Log Type": self._config.work_log_type,
+            "Description": text.splitlines()[0][:100] if text.strip() else "Note",
+            "Detailed Description": text,
+            "View Access": self._config.view_access,
+            "Secure Work Log": "No",
+        }
+        await self._send(action, "POST", f"{self._entry}/{WORKLOG}", json={"values": values})
+
+    async def _put(self, action: str, ref: TicketRef, values: dict[str, Any]) -> None:
+        await self._send(action, "PUT", f"{self._entry}/{INTERFACE}/{ref.id}", json={"values": values})
+
+    async def _login(self) -> str:
+        form = {"username": self._config.user, "password": self._config.password.get_secret_value()}
+        if self._config.auth_string is not None:
+            form["authString"] = self._config.auth_string
+        url = f"{self._config.url}/api/jwt/login"
+        answer = await self._http.send("login", "POST", url, headers={}, form=form, secret_form_keys=("password",))
+        if answer.status in (400, 401, 403):
+            raise DeskRejected(
+                f"{self.name}: login refused: {_reason(answer.text)}", **self._http.context("login", answer)
+            )
+        if not answer.ok:
+            raise self._http.error("login", answer, _reason(answer.text))
+        token = answer.text.strip().strip('"')  # some proxies quote the raw token
+        if not token:
+            raise self._http.unexpected("login", answer, "login answered no token")
+        return token
+
+    async def _header(self) -> str:
+        async with self._lock:
+            if not self._token:
+                self._token = await self._login()
+            return f"AR-JWT {self._token}"
+
+    async def _json(self, action: str, method: str, url: str, *, params: Mapping[str, str] | None = None) -> Any:
+        return self._http.json(action, await self._send(action, method, url, params=params))
+
+    async def _send(
+        self,
+        action: str,
+        method: str,
+        url: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        json: Mapping[str, Any] | None = None,
+    ) -> Answer:
+        header = await self._header()
+        answer = await self._http.send(
+            action,
+            method,
+            url,
+            headers={"Accept": "application/json", "Authorization": header},
+            params=params,
+            json=json,
+        )
+        if answer.ok:
+            return answer
+        if answer.status == 401 and header == f"AR-JWT {self._token}":
+            self._token = ""  # expired or revoked: the delivery's one retry logs in again
+        reason = _reason(answer.text)
+        if answer.status == 500 and _workflow_error(answer.text):
+            raise DeskRejected(f"{self.name} {action}: HTTP 500: {reason}", **self._http.context(action, answer))
+        raise self._http.error(action, answer, reason)
+
+
+def _errors(text: str) -> list[dict[str, Any]]:
+    """The AR error list of an answer (a list, or a single object on some versions), else []."""
+    try:
+        data = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return []
+    items = data if isinstance(data, list) else [data]
+    return [item for item in items if isinstance(item, dict) and "messageText" in item]
+
+
+def _reason(text: str) -> str:
+    parts = []
+    for error in _errors(text):
+        appended = error.get("messageAppendedText") or error.get("appendedText")
+        part = f"ARERR {error.get('messageNumber')} {error.get('messageText')}"
+        parts.append(part + (f": {appended}" if appended else ""))
+    return "; ".join(parts)
+
+
+def _workflow_error(text: str) -> bool:
+    """A 500 that carries a numbered AR ERROR other than a server-side failure: sending again will not help."""
+    numbers = [e.get("messageNumber") for e in _errors(text) if e.get("messageType", "ERROR") == "ERROR"]
+    return bool(numbers) and all(isinstance(n, int) and n not in _SERVER_SIDE for n in numbers)
