@@ -90,10 +90,20 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_simulate(args: argparse.Namespace) -> int:
-    from adapters.simulators import servicenow
+SIMULATORS = ("servicenow", "jira", "jira-datacenter", "remedy", "webhook")
 
-    servicenow.run(args.host, args.port, args.user, args.password)
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from adapters.simulators import jira, remedy, servicenow, webhook
+
+    runners: dict[str, Callable[[str, int, str, str], None]] = {
+        "servicenow": servicenow.run,  # also serves OAuth and Event Management
+        "jira": jira.run,  # Jira Cloud with JSM; the password is the API token
+        "jira-datacenter": lambda host, port, user, password: jira.run(host, port, user, password, "datacenter"),
+        "remedy": remedy.run,
+        "webhook": webhook.run,  # the password is the Bearer token
+    }
+    runners[args.desk](args.host, args.port, args.user, args.password)
     return 0
 
 
@@ -249,7 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_test_mapping)
 
     p = sub.add_parser("simulate", help="run a service-desk simulator")
-    p.add_argument("desk", choices=["servicenow"])
+    p.add_argument("desk", choices=SIMULATORS)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8081)
     p.add_argument("--user", default="admin")

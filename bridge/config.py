@@ -29,8 +29,11 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from adapters.desks.jira import JiraConfig
+from adapters.desks.remedy import RemedyConfig
 from adapters.desks.servicenow import ServiceNowConfig
 from adapters.desks.servicenow_em import ServiceNowEventsConfig
+from adapters.desks.webhook import WebhookConfig
 from adapters.sources import SOURCES
 from bridge.errors import ConfigError
 from bridge.matchers import Matcher, parse_matchers
@@ -58,7 +61,7 @@ def parse_duration(value: Any) -> float:
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 DeskConfig = Annotated[  # adding a desk: one line here
-    ServiceNowConfig | ServiceNowEventsConfig,
+    ServiceNowConfig | ServiceNowEventsConfig | JiraConfig | RemedyConfig | WebhookConfig,
     Field(discriminator="kind"),
 ]
 
