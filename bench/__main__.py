@@ -1,0 +1,135 @@
+"""`python -m bench`: run the benchmark sections and write bench/results/<UTC time>.{json,md}.
+
+python -m bench                              # everything, default sizes (about 6 minutes)
+python -m bench --only ingest --seconds 5    # one section
+python -m bench --quick                      # a tiny configuration (for the smoke test)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench import procs, report
+
+SECTIONS = ("ingest", "engine", "e2e", "storm")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p.add_argument("--only", action="append", choices=SECTIONS, help="run only these sections (repeatable)")
+    p.add_argument("--quick", action="store_true", help="tiny sizes: checks the harness, measures nothing")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="bridge/aiohttp processes")
+    p.add_argument("--connections", type=int, default=32, help="wrk connections")
+    p.add_argument("--seconds", type=float, default=10.0, help="wrk measurement per target")
+    p.add_argument("--warmup", type=float, default=2.0, help="wrk warm-up per target")
+    p.add_argument("--sizes", default="1,50", help="alerts per request, comma-separated")
+    p.add_argument("--engine-alerts", type=int, default=50_000)
+    p.add_argument("--e2e-rate", type=int, default=500)
+    p.add_argument("--e2e-seconds", type=float, default=20.0)
+    p.add_argument("--desk-latency-ms", type=int, default=50)
+    p.add_argument("--storm-hosts", type=int, default=1000)
+    p.add_argument("--storm-names", type=int, default=100)
+    p.add_argument("--storm-correlate", choices=["host", "alertname", "alert"], default="host")
+    p.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
+    p.add_argument("--tag", default="", help="appended to the result file names")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.seconds, args.warmup, args.sizes, args.connections = 1.0, 0.0, "1,50", 4
+        args.engine_alerts, args.e2e_rate, args.e2e_seconds = 500, 50, 1.0
+        args.storm_hosts, args.storm_names, args.desk_latency_ms = 10, 5, 5
+    return args
+
+
+def meta(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
+    def out(*cmd: str) -> str:
+        try:
+            return subprocess.run(cmd, capture_output=True, text=True, check=False).stdout.strip()
+        except OSError:
+            return ""
+
+    dirty = out("git", "-C", str(procs.ROOT), "status", "--porcelain", "--", "bridge", "adapters", "bench")
+    commit = out("git", "-C", str(procs.ROOT), "rev-parse", "--short", "HEAD") + ("+dirty" if dirty else "")
+    return {
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "command": shlex.join(["python", "-m", "bench", *argv]),
+        "commit": commit,
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "redis": out(procs.redis_binary(), "--version").split(" ")[2].removeprefix("v="),
+        "workers": args.workers,
+        "quick": args.quick,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    import uvloop
+
+    uvloop.install()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(argv)
+    sections = args.only or list(SECTIONS)
+    results: dict[str, Any] = {"meta": meta(args, argv)}
+    with tempfile.TemporaryDirectory(prefix="bridge-bench-") as tmp:
+        work = Path(tmp)
+        for section in sections:
+            (work / section).mkdir()
+        if "ingest" in sections:
+            from bench import ingest
+
+            sizes = tuple(int(s) for s in args.sizes.split(","))
+            print(f"ingest: sizes {sizes}, {args.seconds}s per target ...", flush=True)
+            results["ingest"] = ingest.run(work / "ingest", workers=args.workers, connections=args.connections,
+                                           seconds=args.seconds, warmup_s=args.warmup, sizes=sizes)  # fmt: skip
+        if "engine" in sections:
+            from bench import drain
+
+            print(f"engine: backlog of {args.engine_alerts} alerts ...", flush=True)
+            results["engine"] = asyncio.run(drain.run(work / "engine", alerts=args.engine_alerts))
+        if "e2e" in sections:
+            from bench import e2e
+
+            print(f"e2e: {args.e2e_rate} alerts/s for {args.e2e_seconds}s ...", flush=True)
+            results["e2e"] = asyncio.run(
+                e2e.run(
+                    work / "e2e",
+                    rate=args.e2e_rate,
+                    seconds=args.e2e_seconds,
+                    latency_ms=args.desk_latency_ms,
+                    workers=args.workers,
+                )
+            )
+        if "storm" in sections:
+            from bench import storm
+
+            print(f"storm: {args.storm_hosts} hosts x {args.storm_names} names ...", flush=True)
+            results["storm"] = asyncio.run(
+                storm.run(
+                    work / "storm",
+                    hosts=args.storm_hosts,
+                    names=args.storm_names,
+                    correlate=args.storm_correlate,
+                    latency_ms=args.desk_latency_ms,
+                    workers=args.workers,
+                )
+            )
+    results["targets"] = report.targets(results)
+    stem = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + (f"-{args.tag}" if args.tag else "")
+    json_path, md_path = report.write(results, args.out, stem)
+    print(report.markdown(results))
+    print(f"written: {json_path} {md_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,128 @@
+"""Engine: drain a backlog of N alerts through routing and the Lua step, against the state-store ceiling.
+
+One engine (as in one bridge process) reads the intake stream in its batches, routes each alert
+(matchers, Jinja correlation key), runs apply_alert.lua for each in one pipeline, records the
+decisions and XACKs. The ceiling replays the very EVALSHA calls the engine made (same arguments,
+same order, same batches) as bare redis-py pipelines on an emptied Redis: what Redis and the client
+library cost for the decisions alone, with no routing, no stream and no bookkeeping.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from bench import procs
+from bench.common import ratio, write_mapping
+from bridge import config as config_mod
+from bridge import keys
+from bridge.engine import Engine
+from bridge.models import Alert, Severity
+from bridge.runtime import Runtime
+from bridge.store import AlertStep, Scripts
+from bridge.tuning import Tuning
+
+CORRELATE = ["{{ labels.alertname }}", "{{ labels.instance | default('') }}"]  # as mappings/example.yaml
+
+
+def backlog(n: int, *, hosts: int = 1000) -> list[bytes]:
+    """N distinct firing alerts (intake entries as the ingress writes them), over `hosts` hosts."""
+    now = datetime.now(UTC)
+    out = []
+    for i in range(n):
+        host, name = i % hosts, i // hosts
+        labels = {"alertname": f"Alert{name}", "instance": f"host-{host}:9100", "job": "node", "severity": "critical"}
+        alert = Alert(
+            source="alertmanager",
+            kind="alertmanager",
+            identity=f"{i:016x}",
+            name=labels["alertname"],
+            resource=labels["instance"],
+            severity=Severity.CRITICAL,
+            summary=f"{labels['alertname']} on {labels['instance']}",
+            labels=labels,
+            annotations={"summary": "synthetic"},
+            starts_at=now - timedelta(seconds=60),
+            received_at=now,
+            links=["http://prometheus:9090/graph"],
+        )
+        out.append(alert.model_dump_json().encode())
+    return out
+
+
+async def run(work: Path, *, alerts: int) -> dict[str, Any]:
+    config = config_mod.load(
+        [str(write_mapping(work / "mapping.yaml", desk_url="http://127.0.0.1:9", correlate=CORRELATE))]
+    )
+    entries = backlog(alerts)
+    tuning = Tuning()
+    with procs.redis_server(work / "redis") as server:
+        redis = aioredis.Redis.from_url(server.url, socket_timeout=30)
+        try:
+            scripts = Scripts(redis)
+            await scripts.load()
+            rt = Runtime(redis, scripts, config, tuning=tuning, consumer="bench")
+            engine = Engine(rt)
+            await engine.ensure_group()
+            for start in range(0, len(entries), 1000):
+                async with redis.pipeline(transaction=False) as pipe:
+                    for entry in entries[start : start + 1000]:
+                        pipe.xadd(keys.INTAKE, {"a": entry})
+                    await pipe.execute()
+
+            calls: list[tuple[Any, list[tuple[AlertStep, int]]]] = []  # per engine pipeline: its calls
+            real_apply = scripts.apply_alert
+
+            async def recording(step: AlertStep, now_ms: int, pipe: Any = None) -> Any:
+                if pipe is not None:
+                    if not calls or calls[-1][0] is not pipe:
+                        calls.append((pipe, []))
+                    calls[-1][1].append((step, now_ms))
+                return await real_apply(step, now_ms, pipe)
+
+            scripts.apply_alert = recording  # type: ignore[method-assign]
+            done, started = 0, time.perf_counter()
+            while done < alerts:
+                got = await engine.step(block_ms=None)
+                if not got:
+                    break
+                done += got
+            engine_s = time.perf_counter() - started
+            scripts.apply_alert = real_apply  # type: ignore[method-assign]
+            pending = await redis.xpending(keys.INTAKE, keys.ENGINE_GROUP)
+            outboxes = await redis.zcard(keys.READY)
+
+            await redis.flushall()
+            await scripts.load()
+            pipelines = []
+            for _, batch in calls:
+                pipe = redis.pipeline(transaction=False)
+                for step, now_ms in batch:
+                    await scripts.apply_alert(step, now_ms, pipe)
+                pipelines.append(pipe)
+            calls_made = sum(len(b) for _, b in calls)
+            started = time.perf_counter()
+            for pipe in pipelines:
+                await pipe.execute()
+            pipeline_s = time.perf_counter() - started
+        finally:
+            await redis.aclose()
+    engine_rate = done / engine_s if engine_s else 0.0
+    pipeline_rate = calls_made / pipeline_s if pipeline_s else 0.0
+    return {
+        "alerts": alerts,
+        "drained": done,
+        "left_pending": int(pending.get("pending", 0)) if pending else 0,
+        "incidents_with_work": outboxes,
+        "batch": tuning.batch,
+        "engine_s": round(engine_s, 4),
+        "engine_alerts_per_s": round(engine_rate, 1),
+        "evalsha_calls": calls_made,
+        "pipeline_s": round(pipeline_s, 4),
+        "pipeline_alerts_per_s": round(pipeline_rate, 1),
+        "vs_pipeline": ratio(engine_rate, pipeline_rate),
+    }

@@ -1,0 +1,123 @@
+"""Ingest: the same wrk load against the bridge, the aiohttp ceiling and Alertmanager's own API.
+
+Targets, each fresh (its own Redis where it has one), one after another for each payload size:
+  bridge        `bridge serve --workers N`: ingress, engine, delivery and timers, as deployed; the
+                engine drains the intake stream meanwhile, on the same cores
+  ingress-only  the bridge's request path alone (`bench.ingress_only`): same app, no engine
+  aiohttp       (b) a handler that reads the body and answers 202: the framework ceiling
+  alertmanager  (c) Prometheus Alertmanager's POST /api/v2/alerts: the Go peer's same first step
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from bench import procs
+from bench.common import WrkResult, ratio, write_mapping, wrk
+from bridge import keys
+
+
+def run(
+    work: Path,
+    *,
+    workers: int,
+    connections: int,
+    seconds: float,
+    warmup_s: float,
+    sizes: tuple[int, ...] = (1, 50),
+    targets: tuple[str, ...] = ("bridge", "ingress-only", "aiohttp", "alertmanager"),
+) -> dict[str, Any]:
+    rows: list[dict[str, Any]] = []
+    log = work / "wrk.log"
+    if "alertmanager" in targets and procs.alertmanager_binary() is None:
+        targets = tuple(t for t in targets if t != "alertmanager")
+    for per in sizes:
+        for target in targets:
+            with ExitStack() as stack:
+                url, check, cpu = _start(stack, target, work / f"{target}-{per}", workers)
+                fmt = "amapi" if target == "alertmanager" else "webhook"
+                path = "/api/v2/alerts" if target == "alertmanager" else "/webhook/alertmanager"
+                if warmup_s > 0:
+                    wrk(url + path, fmt=fmt, per_request=per, connections=connections, seconds=warmup_s,
+                        tag="warm", log=log)  # fmt: skip
+                cpu_before = cpu()
+                result = wrk(url + path, fmt=fmt, per_request=per, connections=connections, seconds=seconds, log=log)
+                cpu_used = cpu() - cpu_before
+                rows.append(_row(target, per, result, check(), cpu_used))
+    return {"rows": rows, "ratios": _ratios(rows), "workers": workers, "connections": connections,
+            "seconds": seconds}  # fmt: skip
+
+
+def _start(
+    stack: ExitStack, target: str, work: Path, workers: int
+) -> tuple[str, Callable[[], int | None], Callable[[], float]]:
+    """Start one target; returns its URL, how many alerts it holds (None: n/a), its CPU seconds so far.
+
+    The CPU counts the target's own processes and, where it has one, its Redis.
+    """
+    work.mkdir(parents=True, exist_ok=True)
+    if target == "aiohttp":
+        proc = procs.trivial(work=work, workers=workers)
+        stack.callback(proc.stop)
+        return proc.url, lambda: None, proc.cpu_seconds
+    if target == "alertmanager":
+        proc = procs.alertmanager(work=work)
+        stack.callback(proc.stop)
+        return proc.url, lambda: None, proc.cpu_seconds
+    server = stack.enter_context(procs.redis_server(work / "redis"))
+    client = redis.Redis.from_url(server.url)
+    stack.callback(client.close)
+    redis_pid = server.process.pid if server.process else 0
+
+    def redis_cpu() -> float:
+        return procs.cpu_seconds(redis_pid)
+
+    if target == "ingress-only":
+        config = write_mapping(work / "mapping.yaml", desk_url="http://127.0.0.1:9", correlate=["x"])
+        proc = procs.ingress_only(config, server.url, work=work, workers=workers)
+        stack.callback(proc.stop)
+        return proc.url, lambda: int(client.xlen(keys.INTAKE)), lambda: proc.cpu_seconds() + redis_cpu()
+    desk = procs.desk(work=work, latency_ms=0)
+    stack.callback(desk.stop)
+    config = write_mapping(work / "mapping.yaml", desk_url=desk.url, correlate=["{{ labels.alertname }}"])
+    proc = procs.bridge(config, server.url, work=work, workers=workers)
+    stack.callback(proc.stop)
+    return proc.url, lambda: None, lambda: proc.cpu_seconds() + redis_cpu()
+
+
+def _row(target: str, per: int, result: WrkResult, held: int | None, cpu_s: float) -> dict[str, Any]:
+    alerts = result.requests * per
+    return {
+        "target": target,
+        "alerts_per_request": per,
+        "alerts_per_s": round(result.per_second(per), 1),
+        "requests_per_s": round(result.per_second(), 1),
+        "p50_ms": round(result.p50_ms, 2),
+        "p99_ms": round(result.p99_ms, 2),
+        "requests": result.requests,
+        "cpu_us_per_alert": round(cpu_s / alerts * 1e6, 1) if alerts else None,  # server (and its Redis)
+        "errors": result.errors,
+        "held_in_redis": held,  # ingress-only: intake stream length, warm-up included
+    }
+
+
+def _ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for per in sorted({r["alerts_per_request"] for r in rows}):
+        by = {r["target"]: r["alerts_per_s"] for r in rows if r["alerts_per_request"] == per}
+        for mine in ("bridge", "ingress-only"):
+            if mine in by:
+                out.append(
+                    {
+                        "target": mine,
+                        "alerts_per_request": per,
+                        "vs_aiohttp": ratio(by[mine], by.get("aiohttp", 0.0)),
+                        "vs_alertmanager": ratio(by[mine], by.get("alertmanager", 0.0)),
+                    }
+                )
+    return out

@@ -1,0 +1,54 @@
+"""The bridge's request path alone: `bridge.app` exactly as `Bridge.start` serves it, no engine.
+
+For the ingest benchmark's "ingress only" row, which isolates the request path (auth, size,
+content type, parse, pipelined XADD, 202) from the engine draining the stream in the same
+processes. Run one copy per worker: `python -m bench.ingress_only --config FILE --port P`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+
+import redis.asyncio as aioredis
+import uvloop
+from aiohttp import web
+
+from bridge import config as config_mod
+from bridge import logs
+from bridge.app import make_app
+from bridge.runtime import Runtime
+from bridge.store import Scripts
+
+
+async def serve(config_path: str, port: int) -> None:
+    config = config_mod.load([config_path])
+    url = config_mod.redis_url()
+    assert url, "BRIDGE_REDIS_URL must be set"
+    redis = aioredis.Redis.from_url(url, socket_timeout=5, health_check_interval=30)
+    tuning = config_mod.tuning()
+    scripts = Scripts(redis)
+    await scripts.load()
+    runtime = Runtime(redis, scripts, config, tuning=tuning)
+    runner = web.AppRunner(make_app(runtime), access_log=None, handle_signals=True)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port, reuse_port=True).start()
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await runner.cleanup()
+        await redis.aclose()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--config", required=True)
+    parser.add_argument("--port", type=int, required=True)
+    args = parser.parse_args()
+    logs.configure(level="info")  # as `bridge serve` by default
+    uvloop.install()
+    asyncio.run(serve(args.config, args.port))
+
+
+if __name__ == "__main__":
+    main()

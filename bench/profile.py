@@ -1,0 +1,115 @@
+"""Profile the bridge under the ingest load with py-spy; print where its time goes.
+
+    python -m bench.profile [--target ingress-only|bridge] [--per 1] [--seconds 8]
+
+Runs one worker under wrk's load, samples it with `py-spy record` (collapsed stacks, kept in
+bench/results/profiles/), and prints the functions with the largest inclusive and self share.
+`python -m bench.profile --engine` profiles the engine benchmark in-process instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from contextlib import ExitStack
+from pathlib import Path
+
+from bench import procs
+from bench.common import write_mapping, wrk
+
+OUT = Path(__file__).resolve().parent / "results" / "profiles"
+_FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>[^:]*)(?::\d+)?\)$")
+
+
+def summarize(collapsed: Path, top: int = 25) -> str:
+    """Top functions by inclusive and by self samples, from py-spy's raw (collapsed) output."""
+    inclusive: collections.Counter[str] = collections.Counter()
+    own: collections.Counter[str] = collections.Counter()
+    total = 0
+    for line in collapsed.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack:
+            continue
+        count = int(count_text)
+        total += count
+        frames = [_name(f) for f in stack.split(";")]
+        for name in set(frames):
+            inclusive[name] += count
+        own[frames[-1]] += count
+    out = [f"{total} samples", "", "inclusive %  function"]
+    out += [f"{100 * n / total:10.1f}  {name}" for name, n in inclusive.most_common(top)]
+    out += ["", "self %      function"]
+    out += [f"{100 * n / total:10.1f}  {name}" for name, n in own.most_common(top)]
+    return "\n".join(out)
+
+
+def _name(frame: str) -> str:
+    match = _FRAME.match(frame.strip())
+    if not match:
+        return frame
+    file = match["file"]
+    for marker in ("site-packages/", "lib/python3.11/", "/work/main/"):
+        if marker in file:
+            file = file.split(marker, 1)[1]
+    return f"{match['func']} ({file})"
+
+
+def record(pid: int, seconds: float, out: Path) -> None:
+    spy = shutil.which("py-spy")
+    if spy is None:
+        raise SystemExit("py-spy is not installed: pip install py-spy")
+    subprocess.run(
+        [spy, "record", "-p", str(pid), "-d", str(int(seconds)), "-r", "200", "-f", "raw", "-o", str(out),
+         "--nonblocking"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+
+
+def profile_ingest(target: str, per: int, seconds: float, connections: int) -> Path:
+    OUT.mkdir(parents=True, exist_ok=True)
+    out = OUT / f"ingest-{target}-{per}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.txt"
+    with tempfile.TemporaryDirectory(prefix="bridge-profile-") as tmp, ExitStack() as stack:
+        work = Path(tmp)
+        server = stack.enter_context(procs.redis_server(work / "redis"))
+        desk = procs.desk(work=work, latency_ms=0)
+        stack.callback(desk.stop)
+        config = write_mapping(work / "mapping.yaml", desk_url=desk.url, correlate=["{{ labels.alertname }}"])
+        if target == "bridge":
+            proc = procs.bridge(config, server.url, work=work, workers=1)
+        else:
+            proc = procs.ingress_only(config, server.url, work=work, workers=1)
+        stack.callback(proc.stop)
+        load = threading.Thread(
+            target=wrk,
+            args=(proc.url + "/webhook/alertmanager",),
+            kwargs={"fmt": "webhook", "per_request": per, "connections": connections, "seconds": seconds + 2},
+        )
+        load.start()
+        time.sleep(1)
+        record(proc.pids()[0], seconds, out)
+        load.join()
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.profile")
+    parser.add_argument("--target", choices=["ingress-only", "bridge"], default="ingress-only")
+    parser.add_argument("--per", type=int, default=1)
+    parser.add_argument("--seconds", type=float, default=8)
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--summarize", type=Path, help="only summarize an existing collapsed-stack file")
+    args = parser.parse_args()
+    out = args.summarize or profile_ingest(args.target, args.per, args.seconds, args.connections)
+    print(f"{out}\n")
+    print(summarize(out))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

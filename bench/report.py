@@ -1,0 +1,147 @@
+"""Results: one JSON document per run and the same as a Markdown table, side by side in bench/results/."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+TARGETS = {
+    "ingest_vs_alertmanager": ">= 1.0",
+    "ingest_vs_aiohttp": ">= 0.6",
+    "engine_alerts_per_s": ">= 10000",
+    "engine_vs_pipeline": ">= 0.3",
+    "e2e_overhead_p99_ms": "< 25",
+    "storm_bytes_per_open_alert": "< 1024",
+}
+
+
+def write(results: dict[str, Any], out_dir: Path, stem: str) -> tuple[Path, Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    json_path, md_path = out_dir / f"{stem}.json", out_dir / f"{stem}.md"
+    json_path.write_text(json.dumps(results, indent=2) + "\n")
+    md_path.write_text(markdown(results))
+    return json_path, md_path
+
+
+def _fmt(value: Any, digits: int = 1) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:,.{digits}f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def markdown(r: dict[str, Any]) -> str:
+    meta = r["meta"]
+    lines = [
+        f"# Bench run {meta['started']}",
+        "",
+        f"`{meta['command']}` — commit `{meta['commit']}`, {meta['cpus']} CPUs, Python {meta['python']}, "
+        f"Redis {meta['redis']}, {meta['workers']} worker(s). Every ratio is against a baseline measured "
+        "in this same run.",
+        "",
+    ]
+    if "ingest" in r:
+        ing = r["ingest"]
+        lines += [
+            f"## Ingest (wrk, {ing['connections']} connections, {ing['seconds']} s, every alert unique)",
+            "",
+            "| target | alerts/request | alerts/s | requests/s | p50 ms | p99 ms | server CPU µs/alert | errors |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for row in ing["rows"]:
+            lines.append(
+                f"| {row['target']} | {row['alerts_per_request']} | {_fmt(row['alerts_per_s'])} | "
+                f"{_fmt(row['requests_per_s'])} | {_fmt(row['p50_ms'], 2)} | {_fmt(row['p99_ms'], 2)} | "
+                f"{_fmt(row.get('cpu_us_per_alert'))} | {row['errors']} |"
+            )
+        lines += ["", "| bridge row | alerts/request | ÷ aiohttp (b) | ÷ Alertmanager (c) |", "|---|---:|---:|---:|"]
+        for q in ing["ratios"]:
+            lines.append(
+                f"| {q['target']} | {q['alerts_per_request']} | {_fmt(q['vs_aiohttp'], 3)} | "
+                f"{_fmt(q['vs_alertmanager'], 3)} |"
+            )
+        lines.append("")
+    if "engine" in r:
+        e = r["engine"]
+        lines += [
+            f"## Engine (backlog of {e['alerts']:,} alerts, one engine process, batch {e['batch']})",
+            "",
+            "| what | alerts/s | seconds | ratio |",
+            "|---|---:|---:|---:|",
+            f"| engine: route + Lua + record + XACK | {_fmt(e['engine_alerts_per_s'])} | "
+            f"{_fmt(e['engine_s'], 3)} | {_fmt(e['vs_pipeline'], 3)} |",
+            f"| bare pipeline of the same EVALSHA calls (ceiling) | {_fmt(e['pipeline_alerts_per_s'])} | "
+            f"{_fmt(e['pipeline_s'], 3)} | 1.000 |",
+            "",
+        ]
+    if "e2e" in r:
+        e = r["e2e"]
+        lines += [
+            f"## End to end ({e['rate']} alerts/s for {e['seconds']} s, desk latency {e['latency_ms']} ms)",
+            "",
+            "| what | p50 ms | p99 ms | max ms | n |",
+            "|---|---:|---:|---:|---:|",
+            f"| accepted → desk call answered, minus desk latency | {_fmt(e['overhead_p50_ms'], 2)} | "
+            f"{_fmt(e['overhead_p99_ms'], 2)} | {_fmt(e['overhead_max_ms'], 2)} | {e['matched']} |",
+            f"| webhook round trip (client) | {_fmt(e['webhook_p50_ms'], 2)} | {_fmt(e['webhook_p99_ms'], 2)} |"
+            f" - | {e['sent']} |",
+            "",
+            f"Achieved rate {_fmt(e['achieved_rate'])} alerts/s; {e['desk_calls']} desk calls for {e['sent']} alerts.",
+            "",
+        ]
+    if "storm" in r:
+        s = r["storm"]
+        lines += [
+            f"## Storm ({s['alerts']:,} alerts, {s['hosts']} hosts x {s['names']} names, correlated by "
+            f"{s['correlate']}, desk latency {s['latency_ms']} ms)",
+            "",
+            "| what | value |",
+            "|---|---:|",
+            f"| incidents | {_fmt(s['incidents'])} |",
+            f"| desk calls (open / note / resolve / other) | {_fmt(s['desk_calls'])} "
+            f"({s['opens']} / {s['notes']} / {s['resolves']} / {s['other_calls']}) |",
+            f"| bound: incidents x 2 + coalesced note batches | {_fmt(s['desk_call_bound'])} |",
+            f"| firing: sent in | {_fmt(s['fire_send_s'], 2)} s ({_fmt(s['fire_send_rate'])} alerts/s) |",
+            f"| firing: every ticket open and noted after | {_fmt(s['fire_settled_s'], 2)} s |",
+            f"| resolve: every ticket resolved after | {_fmt(s['resolve_settled_s'], 2)} s "
+            f"(hold-down {s['resolve_after']}) |",
+            f"| Redis memory per open alert | {_fmt(s['bytes_per_open_alert'])} bytes |",
+            f"| bridge RSS (all workers) at peak / end | {_fmt(s['bridge_peak_rss_mb'])} / "
+            f"{_fmt(s['bridge_rss_mb'])} MB |",
+            "",
+        ]
+    if "targets" in r:
+        lines += ["## Targets", "", "| target | wanted | measured | met |", "|---|---|---:|---|"]
+        for t in r["targets"]:
+            lines.append(f"| {t['name']} | {t['wanted']} | {_fmt(t['value'], 3)} | {'yes' if t['met'] else 'no'} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def targets(r: dict[str, Any]) -> list[dict[str, Any]]:
+    """The issue's targets against this run's figures (the single-alert payload for ingest)."""
+    out: list[dict[str, Any]] = []
+
+    def add(name: str, value: float | None, ok: bool) -> None:
+        out.append({"name": name, "wanted": TARGETS[name], "value": value, "met": ok})
+
+    for q in r.get("ingest", {}).get("ratios", []):
+        if q["target"] == "bridge" and q["alerts_per_request"] == 1:
+            if q["vs_alertmanager"] is not None:
+                add("ingest_vs_alertmanager", q["vs_alertmanager"], q["vs_alertmanager"] >= 1.0)
+            if q["vs_aiohttp"] is not None:
+                add("ingest_vs_aiohttp", q["vs_aiohttp"], q["vs_aiohttp"] >= 0.6)
+    if "engine" in r:
+        e = r["engine"]
+        add("engine_alerts_per_s", e["engine_alerts_per_s"], e["engine_alerts_per_s"] >= 10_000)
+        add("engine_vs_pipeline", e["vs_pipeline"], (e["vs_pipeline"] or 0) >= 0.3)
+    if "e2e" in r:
+        add("e2e_overhead_p99_ms", r["e2e"]["overhead_p99_ms"], r["e2e"]["overhead_p99_ms"] < 25)
+    if "storm" in r:
+        per = r["storm"]["bytes_per_open_alert"]
+        add("storm_bytes_per_open_alert", per, per < 1024)
+    return out
