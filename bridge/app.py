@@ -20,11 +20,13 @@ from aiohttp import web
 from adapters.sources import SOURCES, ParseContext, Parsed
 from bridge import api, keys
 from bridge.errors import AuthError, PayloadError, RequestError, TooLarge, UnsupportedMedia
+from bridge.intake import IntakeWriter
 from bridge.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from bridge.runtime import RUNTIME, Runtime
 
 log = structlog.get_logger("bridge.app")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+INTAKE = web.AppKey("intake", IntakeWriter)
 
 
 def json_response(body: Any, status: int = 200) -> web.Response:
@@ -78,7 +80,7 @@ async def webhook(request: web.Request) -> web.Response:
 
     ctx = ParseContext(source=name, received_at=now, options=source.options)
     parsed = adapter.parse(body, request.content_type, request.headers, ctx)
-    await enqueue(runtime, name, parsed)
+    await enqueue(request.app[INTAKE], name, parsed)
     runtime.metrics.received(name, parsed)
     log.info("alerts_accepted", accepted=len(parsed.alerts), rejected=len(parsed.rejected))
     answer: dict[str, Any] = {"accepted": len(parsed.alerts), "rejected": len(parsed.rejected)}
@@ -111,15 +113,15 @@ async def read_bounded(request: web.Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-async def enqueue(runtime: Runtime, source: str, parsed: Parsed) -> None:
-    """One round trip: every alert to the intake stream, every unreadable one to the dead letters."""
-    if not parsed.alerts and not parsed.rejected:
-        return
-    async with runtime.redis.pipeline(transaction=False) as pipe:
-        for alert in parsed.alerts:
-            pipe.xadd(keys.INTAKE, {"a": alert.model_dump_json()})
-        for rejected in parsed.rejected:
-            pipe.xadd(
+async def enqueue(writer: IntakeWriter, source: str, parsed: Parsed) -> None:
+    """One round trip: every alert to the intake stream, every unreadable one to the dead letters.
+
+    The round trip is shared with the requests that arrive in the same event-loop turn (bridge/intake.py).
+    """
+    entries: list[tuple[str, dict[str, Any]]] = [(keys.INTAKE, {"a": a.model_dump_json()}) for a in parsed.alerts]
+    for rejected in parsed.rejected:
+        entries.append(
+            (
                 keys.DLQ,
                 {
                     "kind": "bad_alert",
@@ -128,7 +130,8 @@ async def enqueue(runtime: Runtime, source: str, parsed: Parsed) -> None:
                     "raw": orjson.dumps(rejected.raw, default=str),
                 },
             )
-        await pipe.execute()
+        )
+    await writer.add(entries)
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -160,6 +163,7 @@ async def metrics(request: web.Request) -> web.Response:
 def make_app(runtime: Runtime) -> web.Application:
     app = web.Application(middlewares=[errors_as_json], client_max_size=max_body(runtime))
     app[RUNTIME] = runtime
+    app[INTAKE] = IntakeWriter(runtime.redis)
     app.router.add_post("/webhook/{source}", webhook)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
