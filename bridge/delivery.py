@@ -130,17 +130,22 @@ class Delivery:
         redis = self.rt.redis
         if not await redis.set(ik.lease, self.token, nx=True, px=self.rt.tuning.lease_ms):
             return  # another replica is on it; it re-queues the incident if work remains
-        retry_at: int | None = None
+        # The ready marker stays, pushed past the lease: should this replica die mid-drain, another
+        # finds the incident due again once the lease has expired.
+        await redis.zadd(keys.READY, {base: self.rt.clock() + self.rt.tuning.lease_ms})
+        retry_at: int | None = self.rt.clock() + int(self.rt.tuning.backoff_max_s * 1000)
         try:
-            await redis.zrem(keys.READY, base)
             retry_at = await self._drain(ik)
         finally:
             await self.rt.scripts.lease(ik.lease, self.token, "release")
             if retry_at is not None:
                 await redis.zadd(keys.READY, {base: retry_at})
-            elif await redis.llen(ik.outbox):
-                await redis.zadd(keys.READY, {base: self.rt.clock()}, nx=True)
-                self.ready.set()
+            else:
+                # Remove, then look again: an action the engine appended meanwhile re-adds the marker.
+                await redis.zrem(keys.READY, base)
+                if await redis.llen(ik.outbox):
+                    await redis.zadd(keys.READY, {base: self.rt.clock()}, nx=True)
+                    self.ready.set()
 
     async def _drain(self, ik: keys.IncidentKeys) -> int | None:
         """Apply actions until the outbox is empty; returns when to try again after a transient failure."""

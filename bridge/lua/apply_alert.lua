@@ -171,7 +171,13 @@ if status == "resolved" then
   return done("NOTE", "member resolved")
 end
 
--- 3. Firing (or acknowledged) under a silence: recorded, not acted on, unless it is already open.
+-- 3. An acknowledgement (or a downtime starting) with nothing open opens nothing.
+if status == "acknowledged" and not was_active and not live then
+  audit("DUPLICATE", "acknowledged with nothing open")
+  return done("DUPLICATE", "acknowledged with nothing open")
+end
+
+-- 3b. Firing (or acknowledged) under a silence: recorded, not acted on, unless it is already open.
 -- The member is not stored: once the silence ends, the next repeat opens as a first firing would.
 if suppressed and not was_active then
   if not state or state == "suppressed" then
