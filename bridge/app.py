@@ -17,7 +17,7 @@ import redis.exceptions
 import structlog
 from aiohttp import web
 
-from adapters.sources import SOURCES, ParseContext, Parsed
+from adapters.sources import ParseContext, Parsed
 from bridge import api, keys
 from bridge.errors import AuthError, PayloadError, RequestError, TooLarge, UnsupportedMedia
 from bridge.intake import IntakeWriter
@@ -61,7 +61,7 @@ async def webhook(request: web.Request) -> web.Response:
     source = runtime.config.sources.get(name)
     if source is None:
         return json_response({"error": "unknown_source", "detail": f"no source named {name!r} is configured"}, 404)
-    adapter = SOURCES[source.kind]
+    adapter = runtime.sources[name]
     secret = source.secret_value()
     structlog.contextvars.bind_contextvars(source=name)
 

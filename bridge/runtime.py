@@ -12,6 +12,7 @@ import aiohttp
 from aiohttp import web
 
 from adapters.desks.base import Desk
+from adapters.sources import SourceAdapter, configured
 from bridge.config import MappingConfig
 from bridge.metrics import Metrics
 from bridge.routing import Router
@@ -39,12 +40,14 @@ class Runtime:
     clock: Callable[[], int] = wall_ms
     consumer: str = "bridge"
     router: Router = field(init=False)
+    sources: dict[str, SourceAdapter] = field(init=False)  # per configured source, options bound
     desks: dict[str, Desk] = field(default_factory=dict)
     session: aiohttp.ClientSession | None = None
     admin_token: str = ""  # bearer token of the admin API (/api/v1); empty: the API is off
 
     def __post_init__(self) -> None:
         self.router = self._router(self.config)
+        self.sources = _sources(self.config)
 
     def _router(self, config: MappingConfig) -> Router:
         return Router(config, retention_ms=self.tuning.retention_ms, audit_cap=self.scripts.audit_cap)
@@ -53,6 +56,7 @@ class Runtime:
         """Swap in a new mapping (hot reload); desks are rebuilt by `open_desks`."""
         self.config = config
         self.router = self._router(config)
+        self.sources = _sources(config)
 
     async def open_desks(self) -> None:
         if self.session is None:
@@ -74,3 +78,7 @@ class Runtime:
 
 
 RUNTIME = web.AppKey("runtime", Runtime)
+
+
+def _sources(config: MappingConfig) -> dict[str, SourceAdapter]:
+    return {name: configured(source.kind, source.options) for name, source in config.sources.items()}
