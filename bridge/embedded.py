@@ -74,9 +74,7 @@ class EmbeddedRedis:
                 except redis.exceptions.RedisError:
                     if time.monotonic() > deadline:
                         self.stop()
-                        raise ConfigError(
-                            f"embedded redis-server did not answer on port {self.port}"
-                        ) from None
+                        raise ConfigError(f"embedded redis-server did not answer on port {self.port}") from None
                     time.sleep(0.02)
         finally:
             client.close()

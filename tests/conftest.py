@@ -20,8 +20,8 @@ from adapters.simulators.servicenow import STORE, make_app
 from adapters.simulators.servicenow_store import ServiceNowStore
 from bridge.config import MappingConfig
 from bridge.embedded import EmbeddedRedis
-from bridge.runtime import Tuning
 from bridge.server import Bridge
+from bridge.tuning import Tuning
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"

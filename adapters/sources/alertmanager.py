@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from adapters.sources.base import Parsed, ParseContext, Rejected, SourceAdapter
+from adapters.sources.base import ParseContext, Parsed, Rejected, SourceAdapter
 from bridge.errors import PayloadError
 from bridge.models import Alert, Severity, Status
 
