@@ -89,8 +89,7 @@ async def test_real_alertmanager_opens_and_resolves_an_incident(
         for d in ("sda", "sdb")
     ]
     firing = [
-        {"labels": lab, "annotations": {"summary": "web-01 is down"}, "startsAt": now.isoformat()}
-        for lab in labels
+        {"labels": lab, "annotations": {"summary": "web-01 is down"}, "startsAt": now.isoformat()} for lab in labels
     ]
     await am_post(session, am, firing)
     await eventually(lambda: snow.incidents(), within=20)

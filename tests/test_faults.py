@@ -78,18 +78,13 @@ async def test_sigkilled_replica_loses_nothing_and_duplicates_nothing(
         await wait_ready(port)
         instances = [f"host-{i:02d}:9100" for i in range(40)]
         answers = await asyncio.gather(
-            *[
-                post(f"http://127.0.0.1:{port}/webhook/alertmanager", group(alert(instance=i)))
-                for i in instances
-            ]
+            *[post(f"http://127.0.0.1:{port}/webhook/alertmanager", group(alert(instance=i))) for i in instances]
         )
         assert all(status == 202 for status, _ in answers)
         await eventually(lambda: len(snow.store.requests) >= 3, within=10)
         victim.send_signal(signal.SIGKILL)
         victim.wait(5)
-        assert len(snow.incidents()) < len(instances), (
-            "the victim finished everything; the test proves nothing"
-        )
+        assert len(snow.incidents()) < len(instances), "the victim finished everything; the test proves nothing"
     finally:
         if victim.poll() is None:
             victim.kill()
@@ -154,9 +149,7 @@ async def test_rejected_resolve_is_dead_lettered_with_the_answer(
     error = orjson.loads(fields["error"])
     assert (error["status"], error["action"]) == (403, "resolve")
     assert "close_code" in error["request"]["json"]
-    assert (
-        "Operation Failed" in error["answer"] or "mandatory" in error["answer"] or "close" in error["answer"]
-    )
+    assert "Operation Failed" in error["answer"] or "mandatory" in error["answer"] or "close" in error["answer"]
     assert [r["status"] for r in snow.store.requests if r["method"] == "PATCH"].count(403) == 1
 
     out = await cli("dlq", "list", "--redis-url", redis_server.url)

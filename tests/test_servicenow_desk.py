@@ -95,9 +95,7 @@ async def test_round_trip_makes_exactly_the_documented_calls(sim: Sim, desk: Ser
     fields = {"short_description": "HighCPU on web-01", "impact": "2", "urgency": "2"}
     ref = await desk.open("route:abc:1", fields)
     sys_id = ref.id
-    assert ref == TicketRef(
-        id=sys_id, display="INC0010001", url=f"{sim.url}/nav_to.do?uri=incident.do?sys_id={sys_id}"
-    )
+    assert ref == TicketRef(id=sys_id, display="INC0010001", url=f"{sim.url}/nav_to.do?uri=incident.do?sys_id={sys_id}")
     assert await desk.find("route:abc:1") == ref
     await desk.note(ref, "first note")
     await desk.update(ref, {"urgency": "1"})
@@ -347,9 +345,7 @@ async def test_unreadable_ca_file_is_a_config_error(session: aiohttp.ClientSessi
         config.build("snow", session)
 
 
-async def test_custom_ca_is_trusted_and_verification_stays_on(
-    session: aiohttp.ClientSession, tmp_path: Path
-) -> None:
+async def test_custom_ca_is_trusted_and_verification_stays_on(session: aiohttp.ClientSession, tmp_path: Path) -> None:
     """With ca_file the desk trusts a private CA; without it the same server's certificate is refused."""
     ca_file, server_ssl = _private_ca(tmp_path)
     app = make_app(user="u", password=PASSWORD)

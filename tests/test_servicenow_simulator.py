@@ -99,9 +99,7 @@ async def test_create_answers_201_location_and_string_values(client: Client) -> 
         ("3", "3", "5", "5"),
     ],
 )
-async def test_priority_follows_the_lookup_rules(
-    impact: str, urgency: str, cell_3_3: str, priority: str
-) -> None:
+async def test_priority_follows_the_lookup_rules(impact: str, urgency: str, cell_3_3: str, priority: str) -> None:
     """Priority is computed from impact x urgency; the 3/3 cell is configurable."""
     async with TestClient(TestServer(make_app(priority_3_3=cell_3_3))) as client:
         record = await create(client, impact=impact, urgency=urgency)
@@ -137,9 +135,7 @@ async def test_bad_credentials_answer_401_with_the_platform_body(client: Client)
         assert await response.json() == UNAUTHENTICATED
 
 
-async def test_resolve_without_close_fields_is_refused_by_the_data_policy(
-    client: Client, app: web.Application
-) -> None:
+async def test_resolve_without_close_fields_is_refused_by_the_data_policy(client: Client, app: web.Application) -> None:
     """State 6 without close_code and close_notes is a 403 data policy error and changes nothing."""
     sys_id = (await create(client, short_description="x"))["sys_id"]
     status, body = await patch(client, sys_id, state="6")
@@ -147,8 +143,7 @@ async def test_resolve_without_close_fields_is_refused_by_the_data_policy(
     assert body == {
         "error": {
             "message": "Operation Failed",
-            "detail": "Data Policy Exception: \n\tThe following fields are mandatory: "
-            "Resolution code, Close notes",
+            "detail": "Data Policy Exception: \n\tThe following fields are mandatory: Resolution code, Close notes",
         },
         "status": "failure",
     }
@@ -249,9 +244,7 @@ async def test_unknown_record_and_empty_results(client: Client) -> None:
     async with client.get(TABLE, params={"sysparm_query": "number=nope"}, headers=AUTH) as response:
         assert (response.status, await response.json()) == (200, {"result": []})
         assert response.headers["X-Total-Count"] == "0"
-    async with client.get(
-        "/api/now/v1/table/incident", params={"sysparm_query": "number=x"}, headers=AUTH
-    ) as r:
+    async with client.get("/api/now/v1/table/incident", params={"sysparm_query": "number=x"}, headers=AUTH) as r:
         assert (r.status, await r.json()) == (404, NOT_FOUND)
 
 
@@ -271,9 +264,7 @@ async def test_bad_requests_use_the_error_envelope(client: Client) -> None:
 # -- faults --------------------------------------------------------------------------------------
 
 
-async def test_rate_limit_answers_429_with_retry_after_then_recovers(
-    client: Client, app: web.Application
-) -> None:
+async def test_rate_limit_answers_429_with_retry_after_then_recovers(client: Client, app: web.Application) -> None:
     """rate_limit=N: the next N requests get 429, Retry-After and the documented body; then it recovers."""
     app[FAULTS].set(rate_limit=2, retry_after=7)
     for _ in range(2):
@@ -295,9 +286,7 @@ async def test_fail_5xx_answers_503_in_the_envelope(client: Client, app: web.App
     assert app[STORE].incidents == {}
 
 
-async def test_expire_auth_answers_401_even_with_good_credentials(
-    client: Client, app: web.Application
-) -> None:
+async def test_expire_auth_answers_401_even_with_good_credentials(client: Client, app: web.Application) -> None:
     """expire_auth=1: one 401 as if the session expired, then the same credentials work again."""
     app[FAULTS].set(expire_auth=1)
     async with client.get(TABLE, headers=AUTH) as response:
@@ -324,9 +313,7 @@ async def test_timeout_after_commit_stores_the_record_but_loses_the_answer(
     app[FAULTS].set(timeout_after_commit=1)
     assert (await query(client)) == [], "a read does not consume a write fault"
     with pytest.raises(asyncio.TimeoutError):
-        await client.post(
-            TABLE, json={"correlation_id": "c-1"}, headers=AUTH, timeout=aiohttp.ClientTimeout(total=0.2)
-        )
+        await client.post(TABLE, json={"correlation_id": "c-1"}, headers=AUTH, timeout=aiohttp.ClientTimeout(total=0.2))
     assert [r["correlation_id"] for r in app[STORE].incidents.values()] == ["c-1"]
     assert app[STORE].requests[-1]["status"] is None, "the log shows the answer was withheld"
 
