@@ -9,7 +9,8 @@ with a personal access token (Data Center).
   label, or, with `correlation: property`, an issue property written in the same call. When the
   route (field `requestTypeId`) or the desk (`request_type`) names a JSM request type, open is
   `POST /rest/servicedeskapi/request` instead; the correlation label is then added by a second
-  call, unless `request_labels` puts it in the request itself (the request type must show Labels).
+  call, unless the request type is listed in `request_labels` (its form shows Labels), which puts
+  it in the request itself.
   If that second call fails, open is DeskRejected naming the new request: label it (or delete it)
   and replay the dead letter, whose open finds and adopts it.
 - find: JQL `labels = "<id>"` (or `issue.property[key].correlation_id = "<id>"`, which needs a site
@@ -17,8 +18,9 @@ with a personal access token (Data Center).
 - note: a comment; on a desk with `service_desk`, an internal JSM comment (`public: false`).
 - update: edit; labels are added (never replaced, so the correlation label stays).
 - resolve / reopen: the transition named in the config, else the first one into (out of) the
-  "done" status category, with the fields its screen requires (resolution), then the note as a
-  comment. An issue already in the wanted category just gets the comment, so a retry is harmless.
+  "done" status category but not into a closed status, with the fields its screen requires
+  (resolution), then the note as a comment. An issue already in the wanted category just gets the
+  comment, so a retry is harmless.
 - state: the status category; statuses in `closed_statuses` count as CLOSED.
 """
 
@@ -64,7 +66,7 @@ class JiraConfig(BaseModel):
     rich_text_fields: list[str] = list(RICH_TEXT)
     service_desk: str | None = None  # JSM service desk id: notes become internal JSM comments
     request_type: str | None = None  # JSM request type id for every open (a route may set requestTypeId)
-    request_labels: bool = False  # put the correlation label in the JSM request itself
+    request_labels: list[str] = []  # JSM request types whose form shows Labels: label set in the request
     timeout: float = 10.0
     ca_file: str | None = None  # custom CA bundle; TLS verification is never disabled
 
@@ -219,7 +221,8 @@ class JiraDesk:
             )
         cloud = await self._is_cloud("open")
         values = self._fields({k: v for k, v in fields.items() if k not in _JSM_ONLY}, adf_rich_text=False, cloud=cloud)
-        if self._config.request_labels:
+        labelled = request_type in self._config.request_labels and self._config.correlation == "label"
+        if labelled:
             values["labels"] = [*values.get("labels", []), self._label(correlation_id)]
         body = {
             "serviceDeskId": service_desk,
@@ -232,7 +235,7 @@ class JiraDesk:
         if not isinstance(created, dict) or not isinstance(created.get("issueKey"), str):
             raise self._http.unexpected("open", answer, "answer has no issueKey")
         ref = self._ref(created["issueKey"])
-        if not self._config.request_labels or self._config.correlation == "property":
+        if not labelled:
             try:
                 await self._bind(ref, correlation_id)
             except DeskError as exc:
@@ -370,19 +373,23 @@ class JiraDesk:
         return answer
 
 
-def _pick(transitions: list[dict[str, Any]], wanted: str, *, done: bool, closed: list[str]) -> dict[str, Any] | None:
-    """The transition called `wanted`, else the first into (done) or out of (not done) the done category."""
+def _pick(
+    transitions: list[dict[str, Any]], wanted: str, *, done: bool, closed: list[str]
+) -> dict[str, Any] | None:
+    """The transition called `wanted`; else the first into (done) or out of (not done) the done category.
+
+    The fallback never picks a transition into one of the `closed` statuses: closing is a human's
+    call, or the configured transition's.
+    """
     for transition in transitions:
         if str(transition.get("name", "")).casefold() == wanted.casefold():
             return transition
-
-    def target(t: dict[str, Any]) -> tuple[str, str]:
-        to = t.get("to") or {}
-        return str(to.get("name", "")), str((to.get("statusCategory") or {}).get("key", ""))
-
-    candidates = [t for t in transitions if (target(t)[1] == "done") == done]
-    preferred = [t for t in candidates if target(t)[0] not in closed] or candidates
-    return preferred[0] if preferred else None
+    for transition in transitions:
+        to = transition.get("to") or {}
+        category = str((to.get("statusCategory") or {}).get("key", ""))
+        if (category == "done") == done and str(to.get("name", "")) not in closed:
+            return transition
+    return None
 
 
 def _reason(text: str) -> str:

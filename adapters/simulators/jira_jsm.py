@@ -77,7 +77,7 @@ async def _create_request(request: web.Request) -> web.Response:
         )
     fields = {"project": {"key": SERVICE_DESKS[desk]}, "issuetype": {"name": request_type.issue_type}} | values
     try:
-        issue = store.create({"fields": fields}, version=2, clock=time.monotonic())
+        issue = store.create({"fields": fields}, version=2, clock=time.monotonic(), agent=False)
     except JiraError as exc:
         detail = "; ".join([*exc.messages, *(f"{k}: {v}" for k, v in exc.errors.items())])
         raise JsmError(400, detail, "sd.request.create.error") from None

@@ -1,0 +1,146 @@
+"""Fixtures for the desk suites: a running simulator per variant, desks built through the registry, a private CA."""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, TypeVar, cast
+
+import aiohttp
+import pytest
+from aiohttp import web
+from pydantic import TypeAdapter
+
+from adapters.desks.base import Desk
+from adapters.simulators.faults import FAULTS, Faults
+from bridge.config import DeskConfig
+from bridge.delivery import Delivery
+from bridge.runtime import Runtime
+from bridge.tuning import Tuning
+from tests.desks.variants import VARIANTS, Ticket, Variant
+
+T = TypeVar("T")
+DESKS: TypeAdapter[Any] = TypeAdapter(DeskConfig)
+
+
+@dataclass
+class Sim:
+    """A running simulator of one variant, and handles on what it holds."""
+
+    variant: Variant
+    app: web.Application
+    url: str
+
+    @property
+    def faults(self) -> Faults:
+        return self.app[FAULTS]
+
+    def tickets(self) -> list[Ticket]:
+        return self.variant.view(self.app)
+
+    def requests(self) -> list[dict[str, Any]]:
+        return self.variant.requests(self.app)
+
+    def config(self, **overrides: Any) -> dict[str, Any]:
+        return self.variant.config(self.url) | overrides
+
+
+async def serve(app: web.Application, ssl_context: ssl.SSLContext | None = None) -> tuple[web.AppRunner, str]:
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ssl_context)
+    await site.start()
+    port = runner.addresses[0][1]
+    return runner, f"{'https' if ssl_context else 'http'}://127.0.0.1:{port}"
+
+
+@pytest.fixture(params=VARIANTS, ids=lambda v: v.name)
+def variant(request: pytest.FixtureRequest) -> Variant:
+    return cast(Variant, request.param)
+
+
+@pytest.fixture
+async def sim(variant: Variant) -> AsyncIterator[Sim]:
+    runner, url = await serve(variant.app())
+    yield Sim(variant, runner.app, url)
+    await runner.cleanup()
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+def build(config: dict[str, Any], session: aiohttp.ClientSession, name: str = "desk") -> Desk:
+    """A desk from its mapping config, through the registry (`bridge.config.DeskConfig`)."""
+    return cast(Desk, DESKS.validate_python(config).build(name, session))
+
+
+@pytest.fixture
+def make_desk(sim: Sim, session: aiohttp.ClientSession) -> Callable[..., Desk]:
+    def make(**overrides: Any) -> Desk:
+        return build(sim.config(**overrides), session)
+
+    return make
+
+
+@pytest.fixture
+async def desk(make_desk: Callable[..., Desk]) -> AsyncIterator[Desk]:
+    made = make_desk()
+    yield made
+    await made.aclose()
+
+
+async def retried(call: Callable[[], Awaitable[T]], attempts: int = 4) -> T:
+    """Run `call` under bridge.delivery's retry policy, the one place where retries live."""
+    runtime = cast(Runtime, SimpleNamespace(tuning=Tuning(attempts=attempts)))
+    return await Delivery(runtime)._with_retries(call)
+
+
+@pytest.fixture(scope="session")
+def private_ca(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, ssl.SSLContext]:
+    """A throw-away CA (its PEM file) and a server TLS context for 127.0.0.1 signed by it."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = dt.datetime.now(dt.UTC)
+    folder = tmp_path_factory.mktemp("ca")
+
+    def cert(subject: str, key: Any, issuer: str, signer: Any, ca: bool) -> x509.Certificate:
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+            .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=1))
+            .not_valid_after(now + dt.timedelta(hours=2))
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        )
+        if not ca:
+            san = x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))])
+            builder = builder.add_extension(san, critical=False)
+        return builder.sign(signer, hashes.SHA256())
+
+    ca_key, server_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca_cert = cert("desk test CA", ca_key, "desk test CA", ca_key, ca=True)
+    server_cert = cert("127.0.0.1", server_key, "desk test CA", ca_key, ca=False)
+    ca_file, cert_file, key_file = folder / "ca.pem", folder / "server.pem", folder / "server.key"
+    ca_file.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+    cert_file.write_bytes(server_cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        server_key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    server_ssl = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_ssl.load_cert_chain(cert_file, key_file)
+    return ca_file, server_ssl
