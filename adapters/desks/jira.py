@@ -373,9 +373,7 @@ class JiraDesk:
         return answer
 
 
-def _pick(
-    transitions: list[dict[str, Any]], wanted: str, *, done: bool, closed: list[str]
-) -> dict[str, Any] | None:
+def _pick(transitions: list[dict[str, Any]], wanted: str, *, done: bool, closed: list[str]) -> dict[str, Any] | None:
     """The transition called `wanted`; else the first into (done) or out of (not done) the done category.
 
     The fallback never picks a transition into one of the `closed` statuses: closing is a human's

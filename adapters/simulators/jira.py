@@ -181,6 +181,7 @@ async def _authenticate(request: web.Request, handler: Handler) -> web.StreamRes
 
 
 async def _server_info(request: web.Request) -> web.Response:
+    api_version(request)
     cloud = request.app[STORE].cloud
     return web.json_response(
         {

@@ -22,7 +22,8 @@ from bridge.config import DeskConfig
 from bridge.delivery import Delivery
 from bridge.runtime import Runtime
 from bridge.tuning import Tuning
-from tests.desks.variants import VARIANTS, Ticket, Variant
+from tests.desks.variants import VARIANTS, Variant
+from tests.desks.views import Ticket
 
 T = TypeVar("T")
 DESKS: TypeAdapter[Any] = TypeAdapter(DeskConfig)

@@ -15,7 +15,7 @@ from bridge.config import MappingConfig
 from tests.amp import alert, group
 from tests.conftest import eventually, post
 from tests.desks.conftest import Sim
-from tests.desks.variants import Ticket
+from tests.desks.views import Ticket
 
 
 def desk_mapping(sim: Sim, *, resolve_after: str = "300ms", reopen_within: str = "3s") -> MappingConfig:

@@ -7,37 +7,21 @@ credentials, and how to read the simulator's records back as `Ticket`s, the same
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-import orjson
 from aiohttp import web
 
 from adapters.simulators import jira, remedy, servicenow, webhook
 from adapters.simulators.faults import FAULTS
-from adapters.simulators.jira_adf import adf_to_text
 from adapters.simulators.servicenow import EVENTS, OAUTH, STORE
 from adapters.simulators.servicenow_oauth import DEFAULT_CLIENT
+from tests.desks import views
+from tests.desks.views import Ticket
 
 SN_USER, SN_PASSWORD = "bridge", "s3cret"
 MAX_PAYLOAD = 64 * 1024  # the ServiceNow simulators' request size limit in these tests
-_CORRELATION = re.compile(r"^[^:\s]+:[^:\s]+:[^:\s]+$")
-
-
-@dataclass
-class Ticket:
-    """A ticket as the simulator holds it, in the same shape for every desk."""
-
-    id: str  # what the desk puts in TicketRef.id
-    display: str
-    correlation: str
-    phase: str  # open, resolved or closed
-    title: str
-    notes: list[str] = field(default_factory=list)  # notes, comments, work logs; oldest first
-    resolution: str = ""  # the resolve note where the desk keeps it apart from notes
-    fields: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -80,24 +64,6 @@ def _sn_app() -> web.Application:
     return servicenow.make_app(user=SN_USER, password=SN_PASSWORD, max_payload=MAX_PAYLOAD)
 
 
-def _sn_view(app: web.Application) -> list[Ticket]:
-    store = app[STORE]
-    phases = {"6": "resolved", "7": "closed", "8": "closed"}
-    return [
-        Ticket(
-            id=r["sys_id"],
-            display=r["number"],
-            correlation=r["correlation_id"],
-            phase=phases.get(r["state"], "open"),
-            title=r["short_description"],
-            notes=store.notes(r["sys_id"]),
-            resolution=r["close_notes"],
-            fields=dict(r),
-        )
-        for r in store.incidents.values()
-    ]
-
-
 def _sn_forbid(app: web.Application) -> None:
     app[STORE].acl_denied = True
 
@@ -138,7 +104,7 @@ _SN_COMMON: dict[str, Any] = {
     "bad_update": {},
     "bad_note": True,
     "route_fields": _SN_ROUTE,
-    "view": _sn_view,
+    "view": views.servicenow_tickets,
     "forbid": _sn_forbid,
     "missing_id": "0" * 32,
 }
@@ -160,30 +126,6 @@ SERVICENOW_OAUTH = Variant(
 
 
 # -- ServiceNow Event Management -----------------------------------------------------------------
-
-
-def _em_view(app: web.Application) -> list[Ticket]:
-    events = app[EVENTS]
-    keys = list(dict.fromkeys(e["message_key"] for e in events.events))
-    tickets = []
-    for key in keys:
-        mine = [e for e in events.events if e["message_key"] == key]
-        alert = events.alert(key)
-        notes = [orjson.loads(e["additional_info"]).get("bridge_note", "") for e in mine if e["additional_info"]]
-        clears = [e for e in mine if e["severity"] == "0"]
-        tickets.append(
-            Ticket(
-                id=key,
-                display=key,
-                correlation=key,
-                phase="resolved" if alert is None or alert["state"] == "Closed" else "open",
-                title=f"{mine[0]['type']} on {mine[0]['node']}: {mine[0]['description']}",
-                notes=[n for n in notes if n],
-                resolution=orjson.loads(clears[-1]["additional_info"]).get("bridge_note", "") if clears else "",
-                fields={"events": mine, "alert": alert},
-            )
-        )
-    return tickets
 
 
 def _em_forbid(app: web.Application) -> None:
@@ -220,7 +162,7 @@ SERVICENOW_EM = Variant(
         "description": "[{{ severity | upper }}] {{ name }} on {{ resource }}: {{ summary }}",
         "additional_info": '{"alertname": "{{ name }}"}',
     },
-    view=_em_view,
+    view=views.event_tickets,
     forbid=_em_forbid,
     missing_id="no:such:key",
     missing_status=None,
@@ -231,28 +173,6 @@ SERVICENOW_EM = Variant(
 
 
 # -- Jira ----------------------------------------------------------------------------------------
-
-
-def _jira_view(app: web.Application) -> list[Ticket]:
-    store = app[jira.STORE]
-    tickets = []
-    for issue in store.issues.values():
-        labels = issue.fields.get("labels", [])
-        correlation = next((label for label in labels if _CORRELATION.match(label)), "")
-        category = issue.category
-        phase = "closed" if issue.status in ("Closed", "Canceled") else "resolved" if category == "done" else "open"
-        tickets.append(
-            Ticket(
-                id=issue.key,
-                display=issue.key,
-                correlation=correlation,
-                phase=phase,
-                title=str(issue.fields.get("summary", "")),
-                notes=[adf_to_text(c["body"]) for c in issue.comments],
-                fields={"issue": issue},
-            )
-        )
-    return tickets
 
 
 def _jira_forbid(app: web.Application) -> None:
@@ -273,7 +193,7 @@ _JIRA_ROUTE = {
 _JIRA_COMMON: dict[str, Any] = {
     "update": {"priority": "Highest"},
     "bad_update": {"priority": "Urgent!"},
-    "view": _jira_view,
+    "view": views.jira_tickets,
     "forbid": _jira_forbid,
     "expire": _static_expire,
     "revoke": _static_revoke,
@@ -327,24 +247,6 @@ JSM = Variant(
 # -- Remedy --------------------------------------------------------------------------------------
 
 
-def _remedy_view(app: web.Application) -> list[Ticket]:
-    store = app[remedy.STORE]
-    phases = {"Resolved": "resolved", "Closed": "closed", "Cancelled": "closed"}
-    return [
-        Ticket(
-            id=r["Request ID"],
-            display=r["Incident Number"],
-            correlation=r["Vendor Ticket Number"] or "",
-            phase=phases.get(r["Status"], "open"),
-            title=r["Description"],
-            notes=store.notes(r["Incident Number"]),
-            resolution=r["Resolution"] or "",
-            fields=dict(r),
-        )
-        for r in store.incidents.values()
-    ]
-
-
 def _remedy_forbid(app: web.Application) -> None:
     app[remedy.STORE].read_only = True
 
@@ -377,7 +279,7 @@ REMEDY = Variant(
         "Impact": "{{ {'critical': '1-Extensive/Widespread'}.get(severity, '3-Moderate/Limited') }}",
         "Urgency": "{{ {'critical': '1-Critical'}.get(severity, '3-Medium') }}",
     },
-    view=_remedy_view,
+    view=views.remedy_tickets,
     forbid=_remedy_forbid,
     missing_id="INC000000999999",
     expire=lambda app: app[remedy.TOKENS].expire_all(),
@@ -431,22 +333,6 @@ WEBHOOK_DESK: dict[str, Any] = {
 }
 
 
-def _webhook_view(app: web.Application) -> list[Ticket]:
-    return [
-        Ticket(
-            id=str(t["id"]),
-            display=t["number"],
-            correlation=t["correlation_id"],
-            phase=t["status"],
-            title=t["title"],
-            notes=[c["body"] for c in t["comments"]],
-            resolution=t["resolution"],
-            fields=dict(t),
-        )
-        for t in app[webhook.STORE].tickets.values()
-    ]
-
-
 def _webhook_forbid(app: web.Application) -> None:
     app[webhook.STORE].read_only = True
 
@@ -463,7 +349,7 @@ WEBHOOK = Variant(
         "description": "{{ summary }}",
         "priority": "{{ {'critical': 'P1', 'major': 'P2'}.get(severity, 'P3') }}",
     },
-    view=_webhook_view,
+    view=views.webhook_tickets,
     forbid=_webhook_forbid,
     missing_id="999",
     expire=_static_expire,
