@@ -237,7 +237,8 @@ class Delivery:
                 assert ref is not None
                 context = self._context(action, route)
                 note = _render_or_reject(route.ticket.resolve_note, context, desk.name)
-                await self._call(desk, "resolve", desk.resolve(ref, note, {}))
+                extra = {k: _render_or_reject(t, context, desk.name) for k, t in route.ticket.resolve_fields.items()}
+                await self._call(desk, "resolve", desk.resolve(ref, note, extra))
             case _:
                 raise DeskRejected(f"unknown action {action.kind}", desk=desk.name, action=action.kind)
         return ref.display or ref.id

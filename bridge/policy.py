@@ -116,6 +116,8 @@ class Ticket(Strict):
     fields: dict[str, Template] = Field(default_factory=dict)
     ownership: dict[str, Ownership] = Field(default_factory=dict)  # field -> owner; default create_only
     resolve_note: Template = "Resolved automatically: all alerts cleared for the hold-down period."
+    # Extra fields sent with the resolve (ServiceNow `close_code`, Remedy `Status_Reason`, Jira `resolution`)
+    resolve_fields: dict[str, Template] = Field(default_factory=dict)
     flush_interval: Duration = 0.0  # changes within this become one work note (0: as they come)
 
     @model_validator(mode="after")

@@ -276,3 +276,13 @@ async def test_audit_trail_explains_every_decision(snow: Snow, make_bridge: Any,
     assert desk["outcome"] == "delivered" and desk["answer"] == ticket["number"]
     opened = next(e for e in shown["audit"] if e["decision"] == "OPEN")
     assert opened["route"] == "ops" and opened["identity"] and opened["status"] == "firing"
+
+
+async def test_resolve_fields_come_from_the_route(snow: Snow, make_bridge: Any) -> None:
+    """`ticket.resolve_fields` reach the desk's resolve call (here a close code other than the desk default)."""
+    bridge = await make_bridge(config(snow.url, ticket={"resolve_fields": {"close_code": "Workaround provided"}}))
+    await post(webhook(bridge), group(alert()))
+    await eventually(lambda: snow.incidents())
+    await post(webhook(bridge), group(alert("resolved")))
+    await eventually(lambda: snow.incidents()[0]["state"] == "6", within=5)
+    assert snow.incidents()[0]["close_code"] == "Workaround provided"
