@@ -75,7 +75,10 @@ def meta(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     import uvloop
 
+    from bridge import logs
+
     uvloop.install()
+    logs.configure(level="info")  # in-process sections (engine) log as `bridge serve` does
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
     sections = args.only or list(SECTIONS)

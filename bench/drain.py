@@ -68,6 +68,7 @@ async def run(work: Path, *, alerts: int) -> dict[str, Any]:
             rt = Runtime(redis, scripts, config, tuning=tuning, consumer="bench")
             engine = Engine(rt)
             await engine.ensure_group()
+            await redis.config_resetstat()
             for start in range(0, len(entries), 1000):
                 async with redis.pipeline(transaction=False) as pipe:
                     for entry in entries[start : start + 1000]:
@@ -85,19 +86,23 @@ async def run(work: Path, *, alerts: int) -> dict[str, Any]:
                 return await real_apply(step, now_ms, pipe)
 
             scripts.apply_alert = recording  # type: ignore[method-assign]
-            done, started = 0, time.perf_counter()
+            await redis.config_resetstat()  # the backlog's XADDs are not the engine's
+            done, started, cpu_started = 0, time.perf_counter(), time.process_time()
             while done < alerts:
                 got = await engine.step(block_ms=None)
                 if not got:
                     break
                 done += got
             engine_s = time.perf_counter() - started
+            engine_cpu_s = time.process_time() - cpu_started
+            redis_engine_us = await _lua_usec(redis)
             scripts.apply_alert = real_apply  # type: ignore[method-assign]
             pending = await redis.xpending(keys.INTAKE, keys.ENGINE_GROUP)
             outboxes = await redis.zcard(keys.READY)
 
             await redis.flushall()
             await scripts.load()
+            await redis.config_resetstat()
             pipelines = []
             for _, batch in calls:
                 pipe = redis.pipeline(transaction=False)
@@ -109,6 +114,7 @@ async def run(work: Path, *, alerts: int) -> dict[str, Any]:
             for pipe in pipelines:
                 await pipe.execute()
             pipeline_s = time.perf_counter() - started
+            redis_pipeline_us = await _lua_usec(redis)
         finally:
             await redis.aclose()
     engine_rate = done / engine_s if engine_s else 0.0
@@ -121,8 +127,18 @@ async def run(work: Path, *, alerts: int) -> dict[str, Any]:
         "batch": tuning.batch,
         "engine_s": round(engine_s, 4),
         "engine_alerts_per_s": round(engine_rate, 1),
+        "engine_cpu_us_per_alert": round(engine_cpu_s / done * 1e6, 1) if done else None,  # the engine's Python
         "evalsha_calls": calls_made,
         "pipeline_s": round(pipeline_s, 4),
         "pipeline_alerts_per_s": round(pipeline_rate, 1),
         "vs_pipeline": ratio(engine_rate, pipeline_rate),
+        "redis_cpu_s_engine": round(redis_engine_us / 1e6, 3),  # INFO commandstats, all commands
+        "redis_cpu_s_pipeline": round(redis_pipeline_us / 1e6, 3),
     }
+
+
+async def _lua_usec(redis: aioredis.Redis) -> float:
+    """Microseconds Redis spent executing commands since the last call (then resets the counters)."""
+    stats = await redis.info("commandstats")
+    await redis.config_resetstat()
+    return float(sum(v["usec"] for v in stats.values()))

@@ -14,7 +14,6 @@ import collections
 import re
 import shutil
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -48,6 +47,37 @@ def summarize(collapsed: Path, top: int = 25) -> str:
     out += ["", "self %      function"]
     out += [f"{100 * n / total:10.1f}  {name}" for name, n in own.most_common(top)]
     return "\n".join(out)
+
+
+LAYERS = (  # the first layer named from the leaf up takes the sample
+    ("logging (structlog render, write and flush per line)", ("structlog", "bridge/logs.py", "PrintLogger")),
+    ("redis-py (pipeline pack, send, parse)", ("redis/", "bridge/intake.py")),
+    ("parse and validate (pydantic)", ("adapters/sources", "pydantic")),
+    ("bridge handler and middleware", ("bridge/app.py", "uuid", "prometheus_client", "bridge/metrics")),
+    ("engine (routing, Jinja, Lua step wrappers)", ("bridge/engine", "bridge/routing", "jinja2", "bridge/store")),
+    ("delivery (leases, outbox, desk calls)", ("bridge/delivery.py", "adapters/desks")),
+)
+
+
+def layers(collapsed: Path) -> str:
+    """Share of samples per layer of the bridge, for the results table."""
+    counts: collections.Counter[str] = collections.Counter()
+    total = 0
+    for line in collapsed.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack:
+            continue
+        count = int(count_text)
+        total += count
+        frames = stack.split(";")
+        layer = "aiohttp, event loop, other"
+        for frame in reversed(frames):
+            found = next((name for name, marks in LAYERS if any(m in frame for m in marks)), None)
+            if found:
+                layer = found
+                break
+        counts[layer] += count
+    return "\n".join(f"{100 * n / max(1, total):5.1f} %  {name}" for name, n in counts.most_common())
 
 
 def _name(frame: str) -> str:
@@ -108,8 +138,9 @@ def main() -> None:
     args = parser.parse_args()
     out = args.summarize or profile_ingest(args.target, args.per, args.seconds, args.connections)
     print(f"{out}\n")
+    print(layers(out) + "\n")
     print(summarize(out))
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

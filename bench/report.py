@@ -34,6 +34,11 @@ def _fmt(value: Any, digits: int = 1) -> str:
     return str(value)
 
 
+def _per_call(e: dict[str, Any]) -> float:
+    calls = max(1, int(e["evalsha_calls"]))
+    return float(e.get("redis_cpu_s_pipeline") or 0) / calls * 1e6
+
+
 def markdown(r: dict[str, Any]) -> str:
     meta = r["meta"]
     lines = [
@@ -70,12 +75,15 @@ def markdown(r: dict[str, Any]) -> str:
         lines += [
             f"## Engine (backlog of {e['alerts']:,} alerts, one engine process, batch {e['batch']})",
             "",
-            "| what | alerts/s | seconds | ratio |",
-            "|---|---:|---:|---:|",
+            "| what | alerts/s | seconds | Redis busy s | ratio |",
+            "|---|---:|---:|---:|---:|",
             f"| engine: route + Lua + record + XACK | {_fmt(e['engine_alerts_per_s'])} | "
-            f"{_fmt(e['engine_s'], 3)} | {_fmt(e['vs_pipeline'], 3)} |",
+            f"{_fmt(e['engine_s'], 3)} | {_fmt(e.get('redis_cpu_s_engine'), 3)} | {_fmt(e['vs_pipeline'], 3)} |",
             f"| bare pipeline of the same EVALSHA calls (ceiling) | {_fmt(e['pipeline_alerts_per_s'])} | "
-            f"{_fmt(e['pipeline_s'], 3)} | 1.000 |",
+            f"{_fmt(e['pipeline_s'], 3)} | {_fmt(e.get('redis_cpu_s_pipeline'), 3)} | 1.000 |",
+            "",
+            f"Engine process CPU: {_fmt(e.get('engine_cpu_us_per_alert'))} µs per alert; Redis busy "
+            f"{_fmt(_per_call(e))} µs per apply_alert.lua call.",
             "",
         ]
     if "e2e" in r:

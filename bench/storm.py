@@ -150,7 +150,7 @@ async def _settled(redis: aioredis.Redis, desk_url: str, incidents: int, *, want
 
 
 async def _outboxes_empty(redis: aioredis.Redis) -> bool:
-    bases = await redis.zrange(keys.INCIDENTS, 0, -1)
+    bases: list[bytes] = await redis.zrange(keys.INCIDENTS, 0, -1)  # type: ignore[assignment]
     async with redis.pipeline(transaction=False) as pipe:
         for base in bases:
             pipe.llen(keys.IncidentKeys(base.decode()).outbox)

@@ -1,0 +1,35 @@
+"""Smoke test of the benchmark harness: a tiny run writes its JSON and Markdown results.
+
+It measures nothing and asserts no timing (STYLE §14); it only keeps `python -m bench` runnable.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, require
+
+
+@pytest.mark.timeout(60)
+def test_quick_run_writes_json_and_markdown(tmp_path: Path) -> None:
+    """`python -m bench --quick` runs the engine, e2e and storm sections and writes both result files."""
+    require("redis-server")
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--only", "engine", "--only", "e2e", "--only", "storm",
+         "--workers", "1", "--out", str(tmp_path), "--tag", "smoke"],
+        cwd=ROOT, capture_output=True, text=True, timeout=55, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    [json_file] = tmp_path.glob("*-smoke.json")
+    [md_file] = tmp_path.glob("*-smoke.md")
+    results = json.loads(json_file.read_text())
+    assert {"meta", "engine", "e2e", "storm", "targets"} <= results.keys()
+    assert results["engine"]["drained"] == results["engine"]["alerts"]
+    assert results["e2e"]["matched"] == results["e2e"]["sent"]
+    assert results["storm"]["resolve_settled"] is True
+    assert "## Engine" in md_file.read_text()
