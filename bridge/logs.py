@@ -48,8 +48,22 @@ def redact(logger: Any, method: str, event: MutableMapping[str, Any]) -> Mutable
     return event
 
 
+class _CurrentStderr:
+    """Whatever `sys.stderr` is when a line is written, not when logging was set up (test runners and
+    daemonisers swap it; a logger holding the old, closed stream would fail on every event)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+    def isatty(self) -> bool:
+        return sys.stderr.isatty()
+
+
 def configure(*, level: str = "info", json: bool | None = None, file: TextIO | None = None) -> None:
-    stream = file or sys.stderr
+    stream: Any = file or _CurrentStderr()
     json = not stream.isatty() if json is None else json
     renderer: structlog.typing.Processor = (
         structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
