@@ -164,19 +164,27 @@ class Engine:
             self.ready.set()
 
     async def _count_opens(self, opened: dict[str, int], now: int) -> None:
-        """Storm guard: more new incidents in this minute than the route allows starts a storm."""
+        """Storm guard: more new incidents in the last minute than the route allows starts a storm.
+
+        A sliding-window counter: this minute's count plus the previous minute's, weighted by how much
+        of it still lies within the last 60 s, so a storm across a minute boundary is not split in two.
+        """
         minute = now // 60_000
         async with self.rt.redis.pipeline(transaction=False) as pipe:
             for route, count in opened.items():
                 pipe.incrby(keys.storm_count(route, minute), count)
                 pipe.expire(keys.storm_count(route, minute), 120)
-            counts = (await pipe.execute())[::2]
-        for (route, _), total in zip(opened.items(), counts, strict=True):
+                pipe.get(keys.storm_count(route, minute - 1))
+            replies = await pipe.execute()
+        overlap = 1 - (now % 60_000) / 60_000
+        for index, route in enumerate(opened):
+            current, previous = int(replies[index * 3]), int(replies[index * 3 + 2] or 0)
+            total = current + previous * overlap
             limit = next(r.storm.max_new_per_minute for r in self.rt.config.routes if r.name == route and r.storm)
             if total > limit:
-                # The flag lives a minute past the last over-limit minute: "until the storm passes".
+                # The flag lives a minute past the last over-limit batch: "until the storm passes".
                 await self.rt.redis.set(keys.storm_flag(route), now, px=60_000)
-                log.warning("storm_started", route=route, new_incidents_this_minute=total, limit=limit)
+                log.warning("storm_started", route=route, new_incidents_last_minute=round(total), limit=limit)
 
     def _step(self, w: _Work, suppressed: bool) -> AlertStep:
         alert = w.alert
