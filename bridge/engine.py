@@ -8,10 +8,9 @@ with XAUTOCLAIM once idle; replaying them is safe because the Lua step is idempo
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
 import redis.exceptions
 import structlog
 from pydantic import ValidationError
@@ -30,10 +29,21 @@ Entry = tuple[bytes, dict[bytes, bytes]]
 
 @dataclass(frozen=True, slots=True)
 class _Work:
-    entry_id: bytes
+    raw: bytes  # the alert's JSON as the intake stream holds it
     alert: Alert
     routed: Routed
     base: str  # the incident it joins: its own, or a topology parent's or the storm's
+
+
+@dataclass(slots=True)
+class _Records:
+    """What one batch's decisions leave to record, gathered so each key costs one command."""
+
+    ready: dict[str, int] = field(default_factory=dict)  # incident base -> since when its outbox has work
+    timers: dict[str, int] = field(default_factory=dict)  # timer member -> due
+    changed: dict[str, int] = field(default_factory=dict)  # incident base -> last change
+    opened: dict[str, int] = field(default_factory=dict)  # route -> new incidents (storm guard)
+    decisions: dict[tuple[str, str], int] = field(default_factory=dict)  # (route, decision) -> count
 
 
 class Engine:
@@ -122,7 +132,7 @@ class Engine:
         now = self.rt.clock()
         routed: list[tuple[bytes, Alert, Routed]] = []
         dead: list[dict[str, Any]] = []
-        for entry_id, fields in entries:
+        for _, fields in entries:
             try:
                 alert = Alert.model_validate_json(fields[b"a"])
                 matches = self.rt.router.route(alert)
@@ -131,36 +141,40 @@ class Engine:
                 continue
             if not matches:
                 dead.append({"kind": "unrouted", "reason": "no route matched", "raw": fields[b"a"]})
-            routed.extend((entry_id, alert, r) for r in matches)
+            routed.extend((fields[b"a"], alert, r) for r in matches)
 
         bases = await place(self.rt.redis, [(r, alert.status) for _, alert, r in routed])
-        work = [_Work(e, alert, r, base) for (e, alert, r), base in zip(routed, bases, strict=True)]
+        work = [_Work(raw, alert, r, base) for (raw, alert, r), base in zip(routed, bases, strict=True)]
         silenced = await self.silences.matching([w.alert for w in work], now) if work else set()
         async with self.rt.redis.pipeline(transaction=False) as pipe:
             for index, w in enumerate(work):
                 await self.rt.scripts.apply_alert(self._step(w, index in silenced), now, pipe)
             replies = await pipe.execute(raise_on_error=False) if work else []
 
-        opened: dict[str, int] = {}
+        records = _Records()
+        for w, reply in zip(work, replies, strict=True):
+            if isinstance(reply, Exception):
+                log.error("decision_failed", identity=w.alert.identity, error=str(reply))
+                dead.append({"kind": "decision_failed", "reason": str(reply), "raw": w.raw})
+                continue
+            self._record(records, w, Applied.from_reply(reply), now)
+        for (route, decision), count in records.decisions.items():
+            self.rt.metrics.decisions.labels(route, decision).inc(count)
+        # One command per key for the whole batch: the outbox and timer marks, the incident index.
         async with self.rt.redis.pipeline(transaction=False) as pipe:
-            woke = False
-            for w, reply in zip(work, replies, strict=True):
-                if isinstance(reply, Exception):
-                    log.error("decision_failed", identity=w.alert.identity, error=str(reply))
-                    dead.append({"kind": "decision_failed", "reason": str(reply), "raw": w.alert.model_dump_json()})
-                    continue
-                applied = Applied.from_reply(reply)
-                self._record(pipe, w, applied, now)
-                woke = woke or applied.outbox_len > 0
-                if applied.decision is DecisionKind.OPEN and w.routed.storm and w.base != w.routed.storm:
-                    opened[w.routed.route.name] = opened.get(w.routed.route.name, 0) + 1
+            if records.ready:
+                pipe.zadd(keys.READY, records.ready, nx=True)
+            if records.timers:
+                pipe.zadd(keys.TIMERS, records.timers)
+            if records.changed:
+                pipe.zadd(keys.INCIDENTS, records.changed)
             for letter in dead:
                 pipe.xadd(keys.DLQ, {**letter, "at": now})  # type: ignore[dict-item]
             pipe.xack(keys.INTAKE, keys.ENGINE_GROUP, *[e[0] for e in entries])
             await pipe.execute()
-        if opened:
-            await self._count_opens(opened, now)
-        if woke:
+        if records.opened:
+            await self._count_opens(records.opened, now)
+        if records.ready:
             self.ready.set()
 
     async def _count_opens(self, opened: dict[str, int], now: int) -> None:
@@ -195,23 +209,26 @@ class Engine:
             severity=alert.severity.value,
             occurrence=alert.occurrence(),
             loose=alert.starts_at is None,
-            alert_json=orjson.dumps({**alert.model_dump(mode="json"), "correlation_key": w.routed.key}),
+            alert_json=w.raw,  # the intake entry's own JSON: no second serialisation
             route=w.routed.route.name,
             resource=alert.resource,
             policy=self.rt.router.policies[w.routed.route.name],
             suppressed=suppressed and alert.status is not Status.RESOLVED,
         )
 
-    def _record(self, pipe: Any, w: _Work, applied: Applied, now: int) -> None:
+    def _record(self, records: _Records, w: _Work, applied: Applied, now: int) -> None:
         decision = applied.decision
-        self.rt.metrics.decisions.labels(w.routed.route.name, decision.value).inc()
+        key = (w.routed.route.name, decision.value)
+        records.decisions[key] = records.decisions.get(key, 0) + 1
         log.debug("alert_decided", decision=decision, incident=applied.incident_id, identity=w.alert.identity)
         if applied.outbox_len > 0:
-            pipe.zadd(keys.READY, {w.base: now}, nx=True)
-        if applied.timers:
-            pipe.zadd(keys.TIMERS, {keys.timer_member(w.base, kind, due): due for kind, due in applied.timers})
+            records.ready[w.base] = now
+        for kind, due in applied.timers:
+            records.timers[keys.timer_member(w.base, kind, due)] = due
         if decision is not DecisionKind.DUPLICATE:
-            pipe.zadd(keys.INCIDENTS, {w.base: now})
+            records.changed[w.base] = now
+        if decision is DecisionKind.OPEN and w.routed.storm and w.base != w.routed.storm:
+            records.opened[w.routed.route.name] = records.opened.get(w.routed.route.name, 0) + 1
 
 
 def _next_id(stream_id: str) -> str:

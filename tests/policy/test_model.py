@@ -46,7 +46,7 @@ class Crash(Exception):
 
 
 class CrashingEngine(Engine):
-    def _record(self, pipe: Any, w: Any, applied: Any, now: int) -> None:
+    def _record(self, records: Any, w: Any, applied: Any, now: int) -> None:
         raise Crash
 
 
