@@ -14,6 +14,7 @@ import sys
 from collections.abc import MutableMapping
 from typing import Any, TextIO
 
+import orjson
 import structlog
 
 MASK = "***"
@@ -48,6 +49,10 @@ def redact(logger: Any, method: str, event: MutableMapping[str, Any]) -> Mutable
     return event
 
 
+def _orjson_text(value: Any, **_: Any) -> str:
+    return orjson.dumps(value, default=str).decode()
+
+
 class _CurrentStderr:
     """Whatever `sys.stderr` is when a line is written, not when logging was set up (test runners and
     daemonisers swap it; a logger holding the old, closed stream would fail on every event)."""
@@ -66,7 +71,9 @@ def configure(*, level: str = "info", json: bool | None = None, file: TextIO | N
     stream: Any = file or _CurrentStderr()
     json = not stream.isatty() if json is None else json
     renderer: structlog.typing.Processor = (
-        structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
+        structlog.processors.JSONRenderer(serializer=_orjson_text)
+        if json
+        else structlog.dev.ConsoleRenderer(colors=False)
     )
     structlog.configure(
         processors=[

@@ -13,6 +13,7 @@ Names follow https://prometheus.io/docs/practices/naming/: `bridge_` prefix, bas
 from __future__ import annotations
 
 import time
+from collections import Counter as Tally
 from typing import Any
 
 import redis.exceptions
@@ -117,8 +118,9 @@ class Metrics:
     # --- updated where things happen -------------------------------------------------------------
 
     def received(self, source: str, parsed: Parsed) -> None:
-        for alert in parsed.alerts:
-            self.alerts_received.labels(source, alert.status.value).inc()
+        counts = Tally(alert.status.value for alert in parsed.alerts)
+        for status, count in counts.items():
+            self.alerts_received.labels(source, status).inc(count)
         if parsed.rejected:
             self.alerts_rejected.labels(source).inc(len(parsed.rejected))
 
