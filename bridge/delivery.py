@@ -12,6 +12,7 @@ first looked up in the desk by correlation id (the incident id) and adopted.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -137,34 +138,42 @@ class Delivery:
         try:
             retry_at = await self._drain(ik)
         finally:
-            await self.rt.scripts.lease(ik.lease, self.token, "release")
-            if retry_at is not None:
-                await redis.zadd(keys.READY, {base: retry_at})
-            else:
-                # Remove, then look again: an action the engine appended meanwhile re-adds the marker.
-                await redis.zrem(keys.READY, base)
-                if await redis.llen(ik.outbox):
-                    await redis.zadd(keys.READY, {base: self.rt.clock()}, nx=True)
-                    self.ready.set()
+            async with redis.pipeline(transaction=False) as pipe:
+                await self.rt.scripts.lease(ik.lease, self.token, "release", pipe=pipe)
+                if retry_at is not None:
+                    pipe.zadd(keys.READY, {base: retry_at})
+                else:
+                    # Remove, then look again: an action the engine appended meanwhile re-adds the marker.
+                    pipe.zrem(keys.READY, base)
+                    pipe.llen(ik.outbox)
+                replies = await pipe.execute()
+            if retry_at is None and replies[-1]:
+                await redis.zadd(keys.READY, {base: self.rt.clock()}, nx=True)
+                self.ready.set()
 
     async def _drain(self, ik: keys.IncidentKeys) -> int | None:
-        """Apply actions until the outbox is empty; returns when to try again after a transient failure."""
+        """Apply actions until the outbox is empty; returns when to try again after a transient failure.
+
+        Round trips are few on purpose: the outbox and the incident's state are read together, and
+        each delivered action's bookkeeping, the lease renewal and the outbox length are one pipeline.
+        """
         redis = self.rt.redis
         while True:
-            raw: list[Any] = await redis.lrange(ik.outbox, 0, 99)
+            async with redis.pipeline(transaction=False) as pipe:
+                pipe.lrange(ik.outbox, 0, 99)
+                pipe.hgetall(ik.state)
+                raw, view = await pipe.execute()
             if not raw:
                 return None
+            left = len(raw)
             for action in coalesce(raw):
-                if not await self.rt.scripts.lease(ik.lease, self.token, "renew", self.rt.tuning.lease_ms):
-                    log.warning("lease_lost", incident=action.incident)
-                    return None
                 flush_at = self._flush_at(action)
                 if flush_at is not None:
                     return flush_at  # let more changes gather into this note
                 identity = (action.alert or {}).get("identity", "")  # for the log: which alert this is about
                 with structlog.contextvars.bound_contextvars(incident=action.incident, identity=identity):
                     try:
-                        outcome = await self._with_retries(lambda a=action: self._apply(ik, a))  # type: ignore[misc]
+                        outcome = await self._with_retries(functools.partial(self._apply, ik, action, view))
                     except DeskTransient as exc:
                         return await self._back_off(ik, action, exc)
                     except DeskError as exc:
@@ -176,7 +185,14 @@ class Delivery:
                         pipe.lpop(ik.outbox, len(action.entries))
                         pipe.hdel(ik.state, "failures")
                         _audit(pipe, ik, self.rt, action, "delivered", outcome)
-                        await pipe.execute()
+                        await self.rt.scripts.lease(ik.lease, self.token, "renew", self.rt.tuning.lease_ms, pipe=pipe)
+                        pipe.llen(ik.outbox)
+                        *_, ours, left = await pipe.execute()
+                    if not ours:
+                        log.warning("lease_lost", incident=action.incident)
+                        return None
+            if not left:
+                return None
 
     def _flush_at(self, action: Action) -> int | None:
         """When a note-only action should wait for its flush interval to pass, the time to try again."""
@@ -209,14 +225,15 @@ class Delivery:
                 return await call()
         raise AssertionError("unreachable: tenacity reraises")
 
-    async def _apply(self, ik: keys.IncidentKeys, action: Action) -> str:
+    async def _apply(self, ik: keys.IncidentKeys, action: Action, view: dict[bytes, bytes]) -> str:
+        """Make one action's desk calls; `view` is the incident's state hash as read with the outbox."""
         route = self._route(action)
         desk = self.rt.desks[route.desk]
-        ref = await self._ticket(ik, action.epoch)
+        ref = _ticket(view, action.epoch)
         match action.kind:
             case "OPEN":
                 if ref is None:
-                    ref = await self._open(ik, desk, route, action)
+                    ref = await self._open(ik, desk, route, action, view)
                 if action.changes:
                     await self._note(ik, desk, ref, route, action, [])
                 return ref.display or ref.id
@@ -279,11 +296,14 @@ class Delivery:
         except ValueError as exc:
             raise DeskRejected(str(exc), desk=desk.name, action="render") from exc
 
-    async def _open(self, ik: keys.IncidentKeys, desk: Desk, route: Route, action: Action) -> TicketRef:
+    async def _open(
+        self, ik: keys.IncidentKeys, desk: Desk, route: Route, action: Action, view: dict[bytes, bytes]
+    ) -> TicketRef:
         redis = self.rt.redis
         marker = f"opening:{action.epoch}"
         ref: TicketRef | None = None
-        if await redis.hexists(ik.state, marker):
+        fields: dict[str, str] = {}
+        if marker.encode() in view:
             # An earlier open's outcome is unknown (timeout, crash): the desk may hold the record.
             ref = await self._call(desk, "find", desk.find(action.incident))
             if ref is not None:
@@ -296,21 +316,19 @@ class Delivery:
             except ValueError as exc:
                 raise DeskRejected(str(exc), desk=desk.name, action="render") from exc
             await redis.hset(ik.state, marker, action.incident)
+            view[marker.encode()] = action.incident.encode()
             ref = await self._call(desk, "open", desk.open(action.incident, fields))
-            await ownership.remember(redis, ik, action.epoch, fields)
             log.info("ticket_opened", desk=desk.name, ticket=ref.display or ref.id)
+        ticket = orjson.dumps([ref.id, ref.display, ref.url])
+        entries = ownership.written(action.epoch, fields)
+        entries[f"ticket:{action.epoch}"] = ticket
         async with redis.pipeline(transaction=False) as pipe:
-            pipe.hset(ik.state, f"ticket:{action.epoch}", orjson.dumps([ref.id, ref.display, ref.url]))
+            pipe.hset(ik.state, mapping=entries)
             pipe.hdel(ik.state, marker)
             await pipe.execute()
+        view[f"ticket:{action.epoch}".encode()] = ticket
+        view.pop(marker.encode(), None)
         return ref
-
-    async def _ticket(self, ik: keys.IncidentKeys, epoch: str) -> TicketRef | None:
-        raw = await self.rt.redis.hget(ik.state, f"ticket:{epoch}")
-        if raw is None:
-            return None
-        ticket_id, display, url = orjson.loads(raw)
-        return TicketRef(ticket_id, display, url)
 
     async def _call(self, desk: Desk, action: str, call: Awaitable[T]) -> T:
         started = time.perf_counter()
@@ -362,6 +380,14 @@ class Delivery:
             pipe.lpop(ik.outbox, len(action.entries))
             _audit(pipe, ik, self.rt, action, "dead-lettered", str(exc))
             await pipe.execute()
+
+
+def _ticket(view: dict[bytes, bytes], epoch: str) -> TicketRef | None:
+    raw = view.get(f"ticket:{epoch}".encode())
+    if raw is None:
+        return None
+    ticket_id, display, url = orjson.loads(raw)
+    return TicketRef(ticket_id, display, url)
 
 
 def _render_or_reject(template: str, context: dict[str, Any], desk: str) -> str:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from redis.typing import EncodableT
+
 from adapters.desks.base import Desk, TicketRef
 from bridge import keys
 from bridge.config import Ownership, Route
@@ -28,9 +30,14 @@ def open_fields(route: Route, context: dict[str, Any], overlay: dict[str, str] |
     return {name: render(t, context) for name, t in templates.items() if owner(route, name) is not Ownership.NEVER}
 
 
+def written(epoch: str, fields: dict[str, str]) -> dict[EncodableT, EncodableT]:
+    """The state-hash entries that remember what the bridge wrote to each field."""
+    return {f"w:{epoch}:{name}": value for name, value in fields.items()}
+
+
 async def remember(redis: Redis, ik: keys.IncidentKeys, epoch: str, fields: dict[str, str]) -> None:
     if fields:
-        await redis.hset(ik.state, mapping={f"w:{epoch}:{name}": value for name, value in fields.items()})
+        await redis.hset(ik.state, mapping=written(epoch, fields))
 
 
 async def sync(

@@ -114,7 +114,10 @@ class Scripts:
         )
         return bool(reply)
 
-    async def lease(self, lease_key: str, token: str, op: str, lease_ms: int = 0) -> bool:
+    async def lease(self, lease_key: str, token: str, op: str, lease_ms: int = 0, pipe: Pipeline | None = None) -> Any:
+        """True if the lease was ours; on a pipeline, queued (the reply is 1 or 0)."""
+        if pipe is not None:
+            return await self._lease(keys=[lease_key], args=[token, op, lease_ms], client=pipe)
         return bool(await self._lease(keys=[lease_key], args=[token, op, lease_ms]))
 
     async def resolve_incident(
