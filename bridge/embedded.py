@@ -6,6 +6,7 @@ points BRIDGE_REDIS_URL at Redis, Sentinel or Cluster instead.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import socket
 import subprocess
@@ -13,6 +14,7 @@ import time
 from pathlib import Path
 
 import redis
+import structlog
 
 from bridge.errors import ConfigError
 
@@ -102,3 +104,15 @@ class EmbeddedRedis:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def embedded_redis(stack: contextlib.ExitStack, data_dir: Path) -> str:
+    """Start the embedded Redis for the life of `stack`, say so in the log, and return its URL."""
+    server = stack.enter_context(EmbeddedRedis(data_dir / "redis"))
+    structlog.get_logger("bridge.embedded").warning(
+        "embedded_redis_started",
+        url=server.url,
+        data_dir=str(server.data_dir),
+        hint="set BRIDGE_REDIS_URL=redis://host:6379/0 to use a real Redis",
+    )
+    return server.url

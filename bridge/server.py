@@ -18,7 +18,7 @@ from bridge import config as config_mod
 from bridge.app import make_app
 from bridge.config import MappingConfig
 from bridge.delivery import Delivery
-from bridge.embedded import EmbeddedRedis
+from bridge.embedded import embedded_redis
 from bridge.engine import Engine
 from bridge.reload import Reloader
 from bridge.runtime import Runtime
@@ -142,15 +142,7 @@ async def serve(
     """
     config = config_mod.load(config_paths)
     with contextlib.ExitStack() as stack:
-        if redis_url is None:
-            embedded = stack.enter_context(EmbeddedRedis(data_dir / "redis"))
-            redis_url = embedded.url
-            log.warning(
-                "embedded_redis_started",
-                url=redis_url,
-                data_dir=str(embedded.data_dir),
-                hint="set BRIDGE_REDIS_URL=redis://host:6379/0 to use a real Redis",
-            )
+        redis_url = redis_url or embedded_redis(stack, data_dir)
         bridge = Bridge(
             config, redis_url, host=host, port=port, grace_s=grace_s, reuse_port=reuse_port, tuning=tuning,
             config_paths=config_paths, reload_poll_s=reload_poll_s, admin_token=admin_token,

@@ -17,7 +17,7 @@ class Tuning:
     timer_lease_ms: int = 30_000
     lease_ms: int = 30_000  # delivery lease per incident
     delivery_poll_s: float = 0.05
-    delivery_concurrency: int = 32
+    delivery_concurrency: int = 64  # incidents in delivery at once per process (bench/OPTIMISATIONS.md, row 5)
     attempts: int = 4  # desk call attempts within one delivery pass (tenacity)
     backoff_max_s: float = 60.0  # a desk that keeps failing is tried again at most this far apart
     retention_ms: int = 7 * 86_400_000  # keys of a resolved incident live this long (plus reopen window)

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import structlog
 
-from bridge.embedded import EmbeddedRedis, free_port
+from bridge.embedded import embedded_redis, free_port
 from bridge.errors import ConfigError
 from bridge.tuning import Tuning
 
@@ -90,15 +90,7 @@ def serve_workers(
     config_mod.load(config_paths)  # fail here, once, rather than in every worker
     port = port or free_port()  # port 0 would give each worker a port of its own
     with contextlib.ExitStack() as stack:
-        if redis_url is None:
-            embedded = stack.enter_context(EmbeddedRedis(data_dir / "redis"))
-            redis_url = embedded.url
-            log.warning(
-                "embedded_redis_started",
-                url=redis_url,
-                data_dir=str(embedded.data_dir),
-                hint="set BRIDGE_REDIS_URL=redis://host:6379/0 to use a real Redis",
-            )
+        redis_url = redis_url or embedded_redis(stack, data_dir)
         spec = WorkerSpec(tuple(config_paths), host, port, redis_url, data_dir, grace_s, tuning, log_level)
         return _supervise(spec, workers)
 
