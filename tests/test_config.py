@@ -378,7 +378,7 @@ def test_check_config_accepts_the_example() -> None:
     """`bridge check-config mappings/example.yaml` exits 0 and says ok."""
     done = check_config(EXAMPLE)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.startswith("ok: 1 source(s), 1 desk(s), 1 route(s)")
+    assert done.stdout.startswith("ok: 10 source(s), 1 desk(s), 3 route(s)")
 
 
 def test_check_config_refuses_a_bad_file_with_its_location(tmp_path: Path) -> None:
@@ -389,3 +389,19 @@ def test_check_config_refuses_a_bad_file_with_its_location(tmp_path: Path) -> No
     assert done.returncode != 0
     assert f"{path}:{line_of(text, 'desk: jira')} at routes[0].desk" in done.stderr
     assert done.stdout == ""
+
+
+def test_example_mapping_enables_every_source_kind() -> None:
+    """mappings/example.yaml listens for every source kind at /webhook/<kind>, each with its own optional secret."""
+    import re
+
+    from adapters.sources import SOURCES
+
+    example = Path(__file__).resolve().parents[1] / "mappings" / "example.yaml"
+    open_config = config.load([example], env={})
+    assert {name: s.kind for name, s in open_config.sources.items()} == {kind: kind for kind in SOURCES}
+    assert all(s.secret_value() == "" for s in open_config.sources.values())
+    names = re.findall(r"secret: \$\{(\w+):-\}", example.read_text())
+    assert len(set(names)) == len(SOURCES)  # one variable per source
+    secured = config.load([example], env={name: f"secret-of-{name}" for name in names})
+    assert sorted(s.secret_value() for s in secured.sources.values()) == sorted(f"secret-of-{n}" for n in names)
