@@ -27,7 +27,6 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import orjson
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
@@ -45,6 +44,7 @@ from adapters.simulators.jira_store import (
     rich,
 )
 from adapters.simulators.jira_views import SETTINGS, STORE, api_version, dumps, issue_json, read_json
+from adapters.simulators.requestlog import recorder
 
 _UNAUTHENTICATED = JiraError(401, "Client must be authenticated to access this resource.")
 
@@ -63,7 +63,7 @@ def make_app(
     if mode not in ("cloud", "datacenter"):
         raise ValueError("mode is cloud or datacenter")
     store = JiraStore(cloud=mode == "cloud")
-    app = web.Application(middlewares=[_log_requests, _vendor_errors])
+    app = web.Application(middlewares=[recorder(lambda r: r.path.startswith("/rest/"), _requests_of), _vendor_errors])
     app[STORE] = store
     app[SETTINGS] = {
         "basic": (email, api_token),
@@ -121,29 +121,6 @@ FAULT_ANSWERS = FaultAnswers(
 
 
 # -- middlewares ---------------------------------------------------------------------------------
-
-
-@web.middleware
-async def _log_requests(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if not request.path.startswith("/rest/"):
-        return await handler(request)
-    raw = await request.read()
-    body: Any = None
-    if raw:
-        try:
-            body = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            body = raw.decode("utf-8", "replace")
-    entry = {"method": request.method, "path": request.path, "query": dict(request.query), "body": body}
-    entry["status"] = None
-    request.app[STORE].requests.append(entry)
-    try:
-        response = await handler(request)
-    except web.HTTPException as exc:
-        entry["status"] = exc.status
-        raise
-    entry["status"] = response.status
-    return response
 
 
 @web.middleware
@@ -382,3 +359,7 @@ __all__ = ["FAULTS", "STORE", "JiraStore", "main", "make_app", "run"]
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+def _requests_of(request: web.Request) -> list[dict[str, Any]]:
+    return request.app[STORE].requests

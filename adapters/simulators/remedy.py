@@ -39,6 +39,7 @@ from adapters.simulators.remedy_store import (
     RemedyStore,
     missing_entry,
 )
+from adapters.simulators.requestlog import recorder
 
 CREATE_FORM, INTERFACE_FORM, HELP_DESK_FORM, WORKLOG_FORM = (
     "HPD:IncidentInterface_Create",
@@ -92,7 +93,7 @@ def make_app(
         store.reset()
         tokens.reset()
 
-    app = web.Application(middlewares=[_log_requests, _vendor_errors])
+    app = web.Application(middlewares=[recorder(_is_api, _requests_of, keep_body=_is_form_api), _vendor_errors])
     app[STORE], app[TOKENS] = store, tokens
     install(app, faults if faults is not None else Faults(), FAULT_ANSWERS, on_reset=reset)
     app.middlewares.append(_authenticate)
@@ -131,29 +132,6 @@ FAULT_ANSWERS = FaultAnswers(
 
 
 # -- middlewares ---------------------------------------------------------------------------------
-
-
-@web.middleware
-async def _log_requests(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if not request.path.startswith("/api/"):
-        return await handler(request)
-    body: Any = None
-    if request.path.startswith("/api/arsys/"):
-        raw = await request.read()
-        try:
-            body = orjson.loads(raw) if raw else None
-        except orjson.JSONDecodeError:
-            body = raw.decode("utf-8", "replace")
-    entry = {"method": request.method, "path": request.path, "query": dict(request.query), "body": body}
-    entry["status"] = None
-    request.app[STORE].requests.append(entry)
-    try:
-        response = await handler(request)
-    except web.HTTPException as exc:
-        entry["status"] = exc.status
-        raise
-    entry["status"] = response.status
-    return response
 
 
 @web.middleware
@@ -352,3 +330,15 @@ __all__ = ["FAULTS", "STORE", "TOKENS", "RemedyStore", "main", "make_app", "run"
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+def _requests_of(request: web.Request) -> list[dict[str, Any]]:
+    return request.app[STORE].requests
+
+
+def _is_api(request: web.Request) -> bool:
+    return request.path.startswith("/api/")
+
+
+def _is_form_api(request: web.Request) -> bool:
+    return request.path.startswith("/api/arsys/")  # not /api/jwt/login: its form holds the password

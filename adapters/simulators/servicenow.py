@@ -33,6 +33,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from adapters.simulators.faults import FAULTS, FaultAnswers, Faults, install
+from adapters.simulators.requestlog import recorder
 from adapters.simulators.servicenow_em import EVENTS, TABLES, EventManagement, jsonv2
 from adapters.simulators.servicenow_oauth import DEFAULT_CLIENT, OAUTH, OAuthServer, token_endpoint
 from adapters.simulators.servicenow_query import parse
@@ -77,7 +78,9 @@ def make_app(
         oauth.reset()
 
     # Outermost first: log what the client sent and got, then faults, then auth, then the API.
-    app = web.Application(middlewares=[_log_requests, _vendor_errors], client_max_size=max_payload + (1 << 20))
+    app = web.Application(
+        middlewares=[recorder(_is_api, _requests_of), _vendor_errors], client_max_size=max_payload + (1 << 20)
+    )
     app[STORE] = store
     app[EVENTS] = events
     app[OAUTH] = oauth
@@ -135,35 +138,6 @@ FAULT_ANSWERS = FaultAnswers(unavailable=_unavailable, rate_limited=_rate_limite
 
 
 # -- middlewares ---------------------------------------------------------------------------------
-
-
-@web.middleware
-async def _log_requests(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Record every API request (method, path, query, body) and, once answered, its status."""
-    if not _is_api(request):
-        return await handler(request)
-    raw = await request.read()
-    body: Any = None
-    if raw:
-        try:
-            body = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            body = raw.decode("utf-8", "replace")
-    entry: dict[str, Any] = {
-        "method": request.method,
-        "path": request.path,
-        "query": dict(request.query),
-        "body": body,
-        "status": None,  # None while the answer is withheld
-    }
-    request.app[STORE].requests.append(entry)
-    try:
-        response = await handler(request)
-    except web.HTTPException as exc:
-        entry["status"] = exc.status
-        raise
-    entry["status"] = response.status
-    return response
 
 
 @web.middleware
@@ -392,3 +366,7 @@ __all__ = [
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+def _requests_of(request: web.Request) -> list[dict[str, Any]]:
+    return request.app[STORE].requests

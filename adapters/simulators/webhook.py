@@ -33,6 +33,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from adapters.simulators.faults import FAULTS, FaultAnswers, Faults, install
+from adapters.simulators.requestlog import recorder
 
 _FIELDS = frozenset({"title", "description", "priority", "correlation_id", "tags", "assignee"})
 _PRIORITIES = frozenset({"P1", "P2", "P3", "P4"})
@@ -80,7 +81,7 @@ _TOKEN = web.AppKey("tickets_token", str)
 
 def make_app(*, token: str = "ticket-token", faults: Faults | None = None) -> web.Application:
     store = TicketStore()
-    app = web.Application(middlewares=[_log_requests, _errors])
+    app = web.Application(middlewares=[recorder(lambda r: r.path.startswith("/api/"), _requests_of), _errors])
     app[STORE], app[_TOKEN] = store, token
     install(app, faults if faults is not None else Faults(), FAULT_ANSWERS, on_reset=store.reset)
     app.middlewares.append(_authenticate)
@@ -99,23 +100,6 @@ FAULT_ANSWERS = FaultAnswers(
     rate_limited=lambda s: TicketError(429, "rate_limited", "too many requests").response({"Retry-After": str(s)}),
     auth_expired=lambda: TicketError(401, "unauthorized", "token expired or invalid").response(),
 )
-
-
-@web.middleware
-async def _log_requests(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if not request.path.startswith("/api/"):
-        return await handler(request)
-    raw = await request.read()
-    try:
-        body = orjson.loads(raw) if raw else None
-    except orjson.JSONDecodeError:
-        body = raw.decode("utf-8", "replace")
-    entry = {"method": request.method, "path": request.path, "query": dict(request.query), "body": body}
-    entry["status"] = None
-    request.app[STORE].requests.append(entry)
-    response = await handler(request)
-    entry["status"] = response.status
-    return response
 
 
 @web.middleware
@@ -257,3 +241,7 @@ __all__ = ["FAULTS", "STORE", "TicketStore", "main", "make_app", "run"]
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+def _requests_of(request: web.Request) -> list[dict[str, Any]]:
+    return request.app[STORE].requests
