@@ -100,9 +100,17 @@ class Route(Strict):
         return [m for text in self.match for m in parse_matchers(text)]
 
 
+class DeskLimit(Strict):
+    """A rate limit shared by every replica (a token bucket in Redis), for desks that throttle."""
+
+    per_second: float = Field(gt=0)
+    burst: int = Field(1, ge=1)
+
+
 class MappingConfig(Strict):
     sources: dict[str, SourceConfig]
     desks: dict[str, DeskConfig]
+    limits: dict[str, DeskLimit] = Field(default_factory=dict)  # desk name -> shared rate limit
     routes: list[Route] = Field(min_length=1)
 
     @model_validator(mode="after")
@@ -119,6 +127,9 @@ class MappingConfig(Strict):
                     raise _misreference(
                         f"route {route.name!r}: unknown source {source!r}", ("routes", index, "sources", item)
                     )
+        for desk in self.limits:
+            if desk not in self.desks:
+                raise _misreference(f"limits: unknown desk {desk!r}", ("limits", desk))
         return self
 
 
@@ -141,7 +152,7 @@ Path_ = tuple[str | int, ...]
 def load(paths: Sequence[str | Path], env: Mapping[str, str] | None = None) -> MappingConfig:
     """Load and validate one or more mapping files (merged: sources, desks, routes in file order)."""
     env = os.environ if env is None else env
-    merged: dict[str, Any] = {"sources": {}, "desks": {}, "routes": []}
+    merged: dict[str, Any] = {"sources": {}, "desks": {}, "limits": {}, "routes": []}
     origin: dict[Path_, tuple[str, Path_]] = {}  # merged path prefix -> (file, path in that file)
     lines: dict[str, dict[Path_, int]] = {}
     for raw_path in paths:
@@ -150,7 +161,7 @@ def load(paths: Sequence[str | Path], env: Mapping[str, str] | None = None) -> M
         data = _resolve(data, (), path, lines[path], env)
         if not isinstance(data, dict):
             raise ConfigError("a mapping file must be a YAML mapping", file=path)
-        for section in ("sources", "desks"):
+        for section in ("sources", "desks", "limits"):
             for name, value in (data.pop(section, None) or {}).items():
                 if name in merged[section]:
                     raise ConfigError(f"{section[:-1]} {name!r} defined twice", file=path, path=f"{section}.{name}")

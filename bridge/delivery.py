@@ -15,7 +15,7 @@ import asyncio
 import functools
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -330,7 +330,12 @@ class Delivery:
         view.pop(marker.encode(), None)
         return ref
 
-    async def _call(self, desk: Desk, action: str, call: Awaitable[T]) -> T:
+    async def _call(self, desk: Desk, action: str, call: Coroutine[Any, Any, T]) -> T:
+        try:
+            await self._throttle(desk.name)
+        except BaseException:
+            call.close()  # never started: do not leave it unawaited
+            raise
         started = time.perf_counter()
         outcome = "ok"
         try:
@@ -344,6 +349,16 @@ class Delivery:
         finally:
             self.rt.metrics.desk_calls.labels(desk.name, action, outcome).inc()
             self.rt.metrics.desk_latency.labels(desk.name, action).observe(time.perf_counter() - started)
+
+    async def _throttle(self, desk: str) -> None:
+        """Wait for a token of the desk's shared rate limit, if the mapping sets one."""
+        limit = self.rt.config.limits.get(desk)
+        while limit is not None:
+            wait_ms = await self.rt.scripts.take_token(desk, self.rt.clock(), limit.per_second, limit.burst)
+            if not wait_ms:
+                return
+            self.rt.metrics.rate_limit_waited(desk, wait_ms / 1000)
+            await asyncio.sleep(min(wait_ms, 5_000) / 1000)
 
     def _route(self, action: Action) -> Route:
         for route in self.rt.config.routes:

@@ -20,6 +20,11 @@ SILENCES = PREFIX + "silences"  # hash silence id -> JSON
 SCRIPTS_LOADED = PREFIX + "scripts"  # marker that readiness checks
 
 
+def desk_bucket(desk: str) -> str:
+    """A desk's shared token bucket (mapping `limits:`)."""
+    return f"{PREFIX}bucket:{desk}"
+
+
 def storm_count(route: str, minute: int) -> str:
     """New incidents opened on a route in one wall-clock minute."""
     return f"{PREFIX}storm:{route}:{minute}"

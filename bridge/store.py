@@ -65,7 +65,8 @@ class Scripts:
         self._lease: AsyncScript = redis.register_script(_source("lease.lua"))
         self._resolve: AsyncScript = redis.register_script(_source("resolve_incident.lua"))
         self._rotate: AsyncScript = redis.register_script(_source("rotate_epoch.lua"))
-        self._all = (self._apply, self._fire, self._claim, self._lease, self._resolve, self._rotate)
+        self._token: AsyncScript = redis.register_script(_source("take_token.lua"))
+        self._all = (self._apply, self._fire, self._claim, self._lease, self._resolve, self._rotate, self._token)
 
     async def load(self) -> None:
         for script in self._all:
@@ -106,6 +107,10 @@ class Scripts:
     async def claim_timers(self, now_ms: int, lease_ms: int, limit: int) -> list[str]:
         reply = await self._claim(keys=[keys.TIMERS], args=[now_ms, lease_ms, limit])
         return [_s(m) for m in reply]
+
+    async def take_token(self, desk: str, now_ms: int, per_second: float, burst: int) -> int:
+        """0 when the desk's shared bucket gave a token, else the ms to wait for one."""
+        return int(await self._token(keys=[keys.desk_bucket(desk)], args=[now_ms, per_second / 1000, burst]))
 
     async def rotate_epoch(self, base: str, old: str, new: str, now_ms: int, reason: str) -> bool:
         ik = keys.IncidentKeys(base)

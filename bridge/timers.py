@@ -51,6 +51,7 @@ class Ticker:
                 await pipe.execute()
             if decision:
                 fired += 1
+                self.rt.metrics.decisions.labels(base.split(":", 1)[0], decision).inc()
                 log.info("timer_fired", kind=kind.split(":", 1)[0], base=base, decision=decision)
                 self.ready.set()
         return fired
