@@ -12,7 +12,9 @@ first looked up in the desk by correlation id (the incident id) and adopted.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
+import random
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine
@@ -36,6 +38,14 @@ from bridge.templates import alert_context, render
 
 log = structlog.get_logger("bridge.delivery")
 T = TypeVar("T")
+BREAKER_FIRST_S = 2.0  # a first transient failure holds the other incidents back this long
+_delivering: contextvars.ContextVar[str] = contextvars.ContextVar("delivering", default="")
+
+
+class BreakerOpen(DeskTransient):
+    """Not a desk answer: the call was not made because the desk's breaker is open."""
+
+
 ROTATED = "rotated"  # _apply's answer when a closed ticket made the incident start a new epoch
 IN_PASS_RETRY_AFTER_S = 5.0  # a longer Retry-After ends the pass; the incident waits in the ready queue
 
@@ -78,6 +88,7 @@ class Delivery:
         self.token = uuid.uuid4().hex
         self._inflight: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._suspect: dict[str, int] = {}  # desk -> until when this process looks at its breaker
 
     async def run(self, stop: asyncio.Event) -> None:
         """Pick up incidents with due work until `stop`, then let in-flight ones finish."""
@@ -129,6 +140,7 @@ class Delivery:
         """Drain one incident's outbox under its lease."""
         ik = keys.IncidentKeys(base)
         redis = self.rt.redis
+        _delivering.set(base)
         if not await redis.set(ik.lease, self.token, nx=True, px=self.rt.tuning.lease_ms):
             return  # another replica is on it; it re-queues the incident if work remains
         # The ready marker stays, pushed past the lease: should this replica die mid-drain, another
@@ -159,17 +171,23 @@ class Delivery:
         """
         redis = self.rt.redis
         while True:
+            desks = list(self.rt.desks)
             async with redis.pipeline(transaction=False) as pipe:
                 pipe.lrange(ik.outbox, 0, 99)
                 pipe.hgetall(ik.state)
-                raw, view = await pipe.execute()
+                pipe.mget([keys.desk_breaker(d) for d in desks])
+                raw, view, breakers = await pipe.execute()
             if not raw:
                 return None
+            open_until = {d: _breaker(raw_b, ik.base) for d, raw_b in zip(desks, breakers, strict=True) if raw_b}
             left = len(raw)
             for action in coalesce(raw):
                 flush_at = self._flush_at(action)
                 if flush_at is not None:
                     return flush_at  # let more changes gather into this note
+                until = open_until.get(self._desk_of(action), 0)
+                if until > self.rt.clock():
+                    return _jitter(until)  # another incident is probing the failing desk: wait for it
                 identity = (action.alert or {}).get("identity", "")  # for the log: which alert this is about
                 with structlog.contextvars.bound_contextvars(incident=action.incident, identity=identity):
                     try:
@@ -208,6 +226,8 @@ class Delivery:
 
         def retryable(state: RetryCallState) -> bool:
             exc = state.outcome.exception() if state.outcome else None
+            if isinstance(exc, BreakerOpen):
+                return False
             if isinstance(exc, DeskTransient):
                 return (exc.retry_after or 0) <= IN_PASS_RETRY_AFTER_S
             return isinstance(exc, DeskAuthExpired) and state.attempt_number == 1  # re-authenticate once
@@ -332,6 +352,7 @@ class Delivery:
 
     async def _call(self, desk: Desk, action: str, call: Coroutine[Any, Any, T]) -> T:
         try:
+            await self._breaker_check(desk.name)
             await self._throttle(desk.name)
         except BaseException:
             call.close()  # never started: do not leave it unawaited
@@ -342,6 +363,7 @@ class Delivery:
             return await call
         except DeskTransient as exc:
             outcome = self.rt.metrics.transient(desk.name, exc)  # "rate_limited" for a 429
+            await self._breaker_trip(desk.name, exc.retry_after or BREAKER_FIRST_S, nx=True)
             raise
         except DeskError:
             outcome = "rejected"
@@ -349,6 +371,28 @@ class Delivery:
         finally:
             self.rt.metrics.desk_calls.labels(desk.name, action, outcome).inc()
             self.rt.metrics.desk_latency.labels(desk.name, action).observe(time.perf_counter() - started)
+
+    async def _breaker_check(self, desk: str) -> None:
+        """Refuse the call (without making it) while another incident probes a desk that failed.
+
+        The desk's breaker key holds "<until ms>|<incident base>": the incident whose call failed
+        keeps retrying it; every other incident, on any replica, waits until `until`. Only looked
+        up while this process has seen the desk fail lately, so a healthy desk costs no round trip.
+        """
+        if self._suspect.get(desk, 0) < self.rt.clock():
+            return
+        until = _breaker(await self.rt.redis.get(keys.desk_breaker(desk)), _delivering.get())
+        if until > self.rt.clock():
+            raise BreakerOpen(f"{desk}: circuit open while another incident probes it", desk=desk,
+                              action="breaker", retry_after=(until - self.rt.clock()) / 1000)  # fmt: skip
+
+    async def _breaker_trip(self, desk: str, seconds: float, *, nx: bool) -> int:
+        """Open the desk's breaker for `seconds`, owned by the incident being delivered."""
+        until = self.rt.clock() + int(seconds * 1000)
+        self._suspect[desk] = until + 60_000
+        value = f"{until}|{_delivering.get()}"
+        await self.rt.redis.set(keys.desk_breaker(desk), value, px=max(1, int(seconds * 1000)), nx=nx)
+        return until
 
     async def _throttle(self, desk: str) -> None:
         """Wait for a token of the desk's shared rate limit, if the mapping sets one."""
@@ -359,6 +403,9 @@ class Delivery:
                 return
             self.rt.metrics.rate_limit_waited(desk, wait_ms / 1000)
             await asyncio.sleep(min(wait_ms, 5_000) / 1000)
+
+    def _desk_of(self, action: Action) -> str:
+        return next((r.desk for r in self.rt.config.routes if r.name == action.route), "")
 
     def _route(self, action: Action) -> Route:
         for route in self.rt.config.routes:
@@ -371,13 +418,17 @@ class Delivery:
         return alert_context(alert or action.alert or {}, incident=incident, changes=action.changes)
 
     async def _back_off(self, ik: keys.IncidentKeys, action: Action, exc: DeskTransient) -> int:
+        if isinstance(exc, BreakerOpen):
+            return _jitter(self.rt.clock() + int((exc.retry_after or 1.0) * 1000))
         failures = await self.rt.redis.hincrby(ik.state, "failures", 1)
         delay = exc.retry_after or min(self.rt.tuning.backoff_max_s, 2.0**failures)
         log.warning("desk_unavailable", desk=exc.desk, action=exc.action, status=exc.status, retry_in_s=delay)
+        # Keep the desk's breaker open while this incident waits: the others wait with it.
+        until = await self._breaker_trip(exc.desk or self._desk_of(action), delay, nx=False)
         async with self.rt.redis.pipeline(transaction=False) as pipe:
             _audit(pipe, ik, self.rt, action, "retrying", f"{exc} (retry in {delay:.1f}s)")
             await pipe.execute()
-        return self.rt.clock() + int(delay * 1000)
+        return until
 
     async def _dead_letter(self, ik: keys.IncidentKeys, action: Action, exc: DeskError) -> None:
         log.error("desk_rejected", desk=exc.desk, action=exc.action, status=exc.status, error=str(exc))
@@ -395,6 +446,17 @@ class Delivery:
             pipe.lpop(ik.outbox, len(action.entries))
             _audit(pipe, ik, self.rt, action, "dead-lettered", str(exc))
             await pipe.execute()
+
+
+def _breaker(raw: Any, base: str) -> int:
+    """When the breaker lets `base` call again: now for the incident that owns it (it is the probe)."""
+    until, _, owner = (raw.decode() if isinstance(raw, bytes) else str(raw or "")).partition("|")
+    return 0 if not until or owner == base else int(until)
+
+
+def _jitter(at_ms: int) -> int:
+    """Spread waiting incidents over a second, so a desk that comes back is not hit by all at once."""
+    return at_ms + random.randint(0, 1000)
 
 
 def _ticket(view: dict[bytes, bytes], epoch: str) -> TicketRef | None:

@@ -20,6 +20,11 @@ SILENCES = PREFIX + "silences"  # hash silence id -> JSON
 SCRIPTS_LOADED = PREFIX + "scripts"  # marker that readiness checks
 
 
+def desk_breaker(desk: str) -> str:
+    """Set while a desk is failing: when (ms) it may be tried again. Shared by every replica."""
+    return f"{PREFIX}breaker:{desk}"
+
+
 def desk_bucket(desk: str) -> str:
     """A desk's shared token bucket (mapping `limits:`)."""
     return f"{PREFIX}bucket:{desk}"

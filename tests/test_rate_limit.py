@@ -54,3 +54,18 @@ def test_limits_must_name_a_configured_desk(snow_url: str = "http://127.0.0.1:9"
         MappingConfig.model_validate(
             {**config.model_dump(by_alias=True), "desks": config.desks, "limits": {"nope": {"per_second": 1}}}
         )
+
+
+async def test_breaker_stops_calls_to_a_failing_desk_and_delivery_resumes(snow: Snow, make_bridge: Any) -> None:
+    """While the desk answers 503, incidents wait on the shared breaker instead of each hammering it; all land after."""
+    snow.faults.set(fail_5xx=10_000)
+    bridge = await make_bridge(mapping(snow.url))
+    for i in range(10):
+        await post(f"http://127.0.0.1:{bridge.port}/webhook/alertmanager", group(alert(instance=f"h{i}:1")))
+    await asyncio.sleep(1.5)
+    during = len(snow.store.requests)
+    # One incident's pass tries `attempts` times and opens the breaker; the other nine make no call
+    # (without the breaker: 10 x attempts calls in the first pass alone).
+    assert 0 < during <= 2 * bridge.tuning.attempts, f"{during} calls to a desk that is down"
+    snow.faults.set(fail_5xx=0)
+    await eventually(lambda: len(snow.incidents()) == 10, within=20)
