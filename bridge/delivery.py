@@ -12,9 +12,7 @@ first looked up in the desk by correlation id (the incident id) and adopted.
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import functools
-import random
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine
@@ -29,6 +27,7 @@ from tenacity import AsyncRetrying, RetryCallState, stop_after_attempt, wait_ran
 from adapters.desks.base import Desk, TicketPhase, TicketRef
 from bridge import keys, ownership
 from bridge.config import Route
+from bridge.desk_guard import BREAKER_FIRST_S, BreakerOpen, DeskGuard, breaker_until, delivering, jitter
 from bridge.errors import DeskAuthExpired, DeskError, DeskRejected, DeskTransient
 from bridge.models import base36
 from bridge.notes import note_text
@@ -38,14 +37,6 @@ from bridge.templates import alert_context, render
 
 log = structlog.get_logger("bridge.delivery")
 T = TypeVar("T")
-BREAKER_FIRST_S = 2.0  # a first transient failure holds the other incidents back this long
-_delivering: contextvars.ContextVar[str] = contextvars.ContextVar("delivering", default="")
-
-
-class BreakerOpen(DeskTransient):
-    """Not a desk answer: the call was not made because the desk's breaker is open."""
-
-
 ROTATED = "rotated"  # _apply's answer when a closed ticket made the incident start a new epoch
 IN_PASS_RETRY_AFTER_S = 5.0  # a longer Retry-After ends the pass; the incident waits in the ready queue
 
@@ -88,7 +79,7 @@ class Delivery:
         self.token = uuid.uuid4().hex
         self._inflight: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
-        self._suspect: dict[str, int] = {}  # desk -> until when this process looks at its breaker
+        self.guard = DeskGuard(runtime)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Pick up incidents with due work until `stop`, then let in-flight ones finish."""
@@ -140,7 +131,7 @@ class Delivery:
         """Drain one incident's outbox under its lease."""
         ik = keys.IncidentKeys(base)
         redis = self.rt.redis
-        _delivering.set(base)
+        delivering.set(base)
         if not await redis.set(ik.lease, self.token, nx=True, px=self.rt.tuning.lease_ms):
             return  # another replica is on it; it re-queues the incident if work remains
         # The ready marker stays, pushed past the lease: should this replica die mid-drain, another
@@ -179,7 +170,7 @@ class Delivery:
                 raw, view, breakers = await pipe.execute()
             if not raw:
                 return None
-            open_until = {d: _breaker(raw_b, ik.base) for d, raw_b in zip(desks, breakers, strict=True) if raw_b}
+            open_until = {d: breaker_until(raw_b, ik.base) for d, raw_b in zip(desks, breakers, strict=True) if raw_b}
             left = len(raw)
             for action in coalesce(raw):
                 flush_at = self._flush_at(action)
@@ -187,7 +178,7 @@ class Delivery:
                     return flush_at  # let more changes gather into this note
                 until = open_until.get(self._desk_of(action), 0)
                 if until > self.rt.clock():
-                    return _jitter(until)  # another incident is probing the failing desk: wait for it
+                    return jitter(until)  # another incident is probing the failing desk: wait for it
                 identity = (action.alert or {}).get("identity", "")  # for the log: which alert this is about
                 with structlog.contextvars.bound_contextvars(incident=action.incident, identity=identity):
                     try:
@@ -352,8 +343,7 @@ class Delivery:
 
     async def _call(self, desk: Desk, action: str, call: Coroutine[Any, Any, T]) -> T:
         try:
-            await self._breaker_check(desk.name)
-            await self._throttle(desk.name)
+            await self.guard.before(desk.name)
         except BaseException:
             call.close()  # never started: do not leave it unawaited
             raise
@@ -363,7 +353,7 @@ class Delivery:
             return await call
         except DeskTransient as exc:
             outcome = self.rt.metrics.transient(desk.name, exc)  # "rate_limited" for a 429
-            await self._breaker_trip(desk.name, exc.retry_after or BREAKER_FIRST_S, nx=True)
+            await self.guard.trip(desk.name, exc.retry_after or BREAKER_FIRST_S, nx=True)
             raise
         except DeskError:
             outcome = "rejected"
@@ -371,38 +361,6 @@ class Delivery:
         finally:
             self.rt.metrics.desk_calls.labels(desk.name, action, outcome).inc()
             self.rt.metrics.desk_latency.labels(desk.name, action).observe(time.perf_counter() - started)
-
-    async def _breaker_check(self, desk: str) -> None:
-        """Refuse the call (without making it) while another incident probes a desk that failed.
-
-        The desk's breaker key holds "<until ms>|<incident base>": the incident whose call failed
-        keeps retrying it; every other incident, on any replica, waits until `until`. Only looked
-        up while this process has seen the desk fail lately, so a healthy desk costs no round trip.
-        """
-        if self._suspect.get(desk, 0) < self.rt.clock():
-            return
-        until = _breaker(await self.rt.redis.get(keys.desk_breaker(desk)), _delivering.get())
-        if until > self.rt.clock():
-            raise BreakerOpen(f"{desk}: circuit open while another incident probes it", desk=desk,
-                              action="breaker", retry_after=(until - self.rt.clock()) / 1000)  # fmt: skip
-
-    async def _breaker_trip(self, desk: str, seconds: float, *, nx: bool) -> int:
-        """Open the desk's breaker for `seconds`, owned by the incident being delivered."""
-        until = self.rt.clock() + int(seconds * 1000)
-        self._suspect[desk] = until + 60_000
-        value = f"{until}|{_delivering.get()}"
-        await self.rt.redis.set(keys.desk_breaker(desk), value, px=max(1, int(seconds * 1000)), nx=nx)
-        return until
-
-    async def _throttle(self, desk: str) -> None:
-        """Wait for a token of the desk's shared rate limit, if the mapping sets one."""
-        limit = self.rt.config.limits.get(desk)
-        while limit is not None:
-            wait_ms = await self.rt.scripts.take_token(desk, self.rt.clock(), limit.per_second, limit.burst)
-            if not wait_ms:
-                return
-            self.rt.metrics.rate_limit_waited(desk, wait_ms / 1000)
-            await asyncio.sleep(min(wait_ms, 5_000) / 1000)
 
     def _desk_of(self, action: Action) -> str:
         return next((r.desk for r in self.rt.config.routes if r.name == action.route), "")
@@ -419,12 +377,12 @@ class Delivery:
 
     async def _back_off(self, ik: keys.IncidentKeys, action: Action, exc: DeskTransient) -> int:
         if isinstance(exc, BreakerOpen):
-            return _jitter(self.rt.clock() + int((exc.retry_after or 1.0) * 1000))
+            return jitter(self.rt.clock() + int((exc.retry_after or 1.0) * 1000))
         failures = await self.rt.redis.hincrby(ik.state, "failures", 1)
         delay = exc.retry_after or min(self.rt.tuning.backoff_max_s, 2.0**failures)
         log.warning("desk_unavailable", desk=exc.desk, action=exc.action, status=exc.status, retry_in_s=delay)
         # Keep the desk's breaker open while this incident waits: the others wait with it.
-        until = await self._breaker_trip(exc.desk or self._desk_of(action), delay, nx=False)
+        until = await self.guard.trip(exc.desk or self._desk_of(action), delay, nx=False)
         async with self.rt.redis.pipeline(transaction=False) as pipe:
             _audit(pipe, ik, self.rt, action, "retrying", f"{exc} (retry in {delay:.1f}s)")
             await pipe.execute()
@@ -446,17 +404,6 @@ class Delivery:
             pipe.lpop(ik.outbox, len(action.entries))
             _audit(pipe, ik, self.rt, action, "dead-lettered", str(exc))
             await pipe.execute()
-
-
-def _breaker(raw: Any, base: str) -> int:
-    """When the breaker lets `base` call again: now for the incident that owns it (it is the probe)."""
-    until, _, owner = (raw.decode() if isinstance(raw, bytes) else str(raw or "")).partition("|")
-    return 0 if not until or owner == base else int(until)
-
-
-def _jitter(at_ms: int) -> int:
-    """Spread waiting incidents over a second, so a desk that comes back is not hit by all at once."""
-    return at_ms + random.randint(0, 1000)
 
 
 def _ticket(view: dict[bytes, bytes], epoch: str) -> TicketRef | None:
