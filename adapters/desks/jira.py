@@ -36,7 +36,7 @@ from pydantic import BaseModel, ConfigDict, SecretStr, field_validator, model_va
 
 from adapters.desks.base import TicketPhase, TicketRef, TicketState
 from adapters.desks.jira_fields import RICH_TEXT, adf, field_text, jira_fields, jql_string, labels
-from adapters.desks.transport import Answer, Transport, https_url, json_reason, positive, tls_context
+from adapters.desks.transport import Answer, Seconds, Transport, https_url, json_reason, tls_context
 from bridge.errors import DeskError, DeskRejected
 
 _JSM_ONLY = frozenset({"requestTypeId", "serviceDeskId"})
@@ -67,18 +67,13 @@ class JiraConfig(BaseModel):
     service_desk: str | None = None  # JSM service desk id: notes become internal JSM comments
     request_type: str | None = None  # JSM request type id for every open (a route may set requestTypeId)
     request_labels: list[str] = []  # JSM request types whose form shows Labels: label set in the request
-    timeout: float = 10.0
+    timeout: Seconds = 10.0
     ca_file: str | None = None  # custom CA bundle; TLS verification is never disabled
 
     @field_validator("url")
     @classmethod
     def _site_url(cls, value: str) -> str:
         return https_url(value, "https://your-domain.atlassian.net")
-
-    @field_validator("timeout")
-    @classmethod
-    def _positive(cls, value: float) -> float:
-        return positive(value)
 
     @field_validator("label_prefix")
     @classmethod

@@ -35,7 +35,7 @@ import structlog
 from pydantic import BaseModel, ConfigDict, SecretStr, field_validator
 
 from adapters.desks.base import TicketPhase, TicketRef, TicketState
-from adapters.desks.transport import Answer, Transport, https_url, positive, tls_context
+from adapters.desks.transport import Answer, Seconds, Transport, https_url, tls_context
 from bridge.errors import DeskError, DeskRejected
 
 log = structlog.get_logger("adapters.desks.remedy")
@@ -77,18 +77,13 @@ class RemedyConfig(BaseModel):
     reopen_status: str = "In Progress"
     work_log_type: str = "General Information"
     view_access: Literal["Internal", "Public"] = "Internal"
-    timeout: float = 10.0
+    timeout: Seconds = 10.0
     ca_file: str | None = None  # custom CA bundle; TLS verification is never disabled
 
     @field_validator("url")
     @classmethod
     def _server_url(cls, value: str) -> str:
         return https_url(value, "https://remedy.example.com:8443")
-
-    @field_validator("timeout")
-    @classmethod
-    def _positive(cls, value: float) -> float:
-        return positive(value)
 
     def build(self, name: str, session: aiohttp.ClientSession) -> RemedyDesk:
         transport = Transport(name, session, timeout=self.timeout, tls=tls_context(self.ca_file, name))

@@ -25,7 +25,7 @@ from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, SecretStr, field_validator, model_validator
 
-from adapters.desks.transport import Answer, Transport, https_url, json_reason, positive
+from adapters.desks.transport import Answer, Seconds, Transport, https_url, json_reason
 from bridge.errors import DeskAuthExpired, DeskRejected
 
 _RENEW_MARGIN_S = 60.0  # renew this long before the announced expiry, so a token never dies in flight
@@ -43,18 +43,13 @@ class ServiceNowSignIn(BaseModel):
     grant: Literal["password", "client_credentials"] = "password"  # OAuth only
     client_id: str | None = None  # OAuth only: the Application Registry entry
     client_secret: SecretStr | None = None
-    timeout: float = 10.0  # seconds, per request
+    timeout: Seconds = 10.0  # seconds, per request
     ca_file: str | None = None  # custom CA bundle; TLS verification is never disabled
 
     @field_validator("url")
     @classmethod
     def _instance_url(cls, value: str) -> str:
         return https_url(value, "https://instance.service-now.com")
-
-    @field_validator("timeout")
-    @classmethod
-    def _positive(cls, value: float) -> float:
-        return positive(value)
 
     @model_validator(mode="after")
     def _credentials_for_the_mode(self) -> Self:

@@ -18,11 +18,12 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 import aiohttp
 import orjson
+from pydantic import AfterValidator
 from yarl import URL
 
 from bridge.errors import ConfigError, DeskAuthExpired, DeskError, DeskRejected, DeskTransient
@@ -190,6 +191,9 @@ def positive(value: float) -> float:
     if value <= 0:
         raise ValueError("must be more than 0 seconds")
     return value
+
+
+Seconds = Annotated[float, AfterValidator(positive)]  # a desk's per-request timeout
 
 
 def tls_context(ca_file: str | None, desk: str) -> ssl.SSLContext | bool:

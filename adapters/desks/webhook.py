@@ -31,7 +31,7 @@ from jmespath.exceptions import JMESPathError
 from pydantic import BaseModel, ConfigDict, SecretStr, field_validator, model_validator
 
 from adapters.desks.base import TicketPhase, TicketRef, TicketState
-from adapters.desks.transport import Answer, Transport, https_url, json_reason, positive, tls_context
+from adapters.desks.transport import Answer, Seconds, Transport, https_url, json_reason, tls_context
 from bridge.errors import DeskRejected
 from bridge.templates import compile_template, render
 
@@ -128,18 +128,13 @@ class WebhookConfig(BaseModel):
     ticket_url: str | None = None  # template, e.g. https://tickets.example.com/t/{{ ticket.id }}
     resolved_states: list[str] = ["resolved"]
     closed_states: list[str] = ["closed", "cancelled"]
-    timeout: float = 10.0
+    timeout: Seconds = 10.0
     ca_file: str | None = None  # custom CA bundle; TLS verification is never disabled
 
     @field_validator("url")
     @classmethod
     def _base_url(cls, value: str) -> str:
         return https_url(value, "https://tickets.example.com/api")
-
-    @field_validator("timeout")
-    @classmethod
-    def _positive(cls, value: float) -> float:
-        return positive(value)
 
     @field_validator("ticket_url")
     @classmethod

@@ -139,7 +139,7 @@ def repair_object(text: str) -> dict[str, Any]:
 
     A quote ends a value only where the next key (`, "key":`) or the closing brace follows it, so
     `"output":"say "hi""` keeps its inner quotes. Such a sender escapes no quotes, so `\\"` is a
-    backslash then a quote; `\\n`, `\\\\` and `\\uXXXX` are decoded (Nagios escapes long output so), and
+    backslash then a quote; `\\n`, `\\\\` and `\\u` escapes are decoded (Nagios escapes long output so), and
     any other backslash is kept (`C:\\Temp`). Control characters are kept. Nested objects are not repaired.
     """
     s = text.strip()
