@@ -55,6 +55,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             grace_s=args.grace,
             tuning=config_mod.tuning(),
             log_level=args.log_level or "info",
+            admin_token=os.environ.get("BRIDGE_ADMIN_TOKEN", ""),
+            reload_poll_s=args.reload_interval,
         )
     _use_uvloop()
     asyncio.run(

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import multiprocessing
 import multiprocessing.process
+import os
 import signal
 import time
 from collections.abc import Sequence
@@ -44,6 +45,8 @@ class WorkerSpec:
     grace_s: float
     tuning: Tuning | None
     log_level: str
+    admin_token: str = ""
+    reload_poll_s: float = 2.0
 
 
 def _worker_main(spec: WorkerSpec) -> None:
@@ -66,6 +69,8 @@ def _worker_main(spec: WorkerSpec) -> None:
             grace_s=spec.grace_s,
             reuse_port=True,
             tuning=spec.tuning,
+            admin_token=spec.admin_token,
+            reload_poll_s=spec.reload_poll_s,
         )
     )
 
@@ -81,6 +86,8 @@ def serve_workers(
     grace_s: float = 10.0,
     tuning: Tuning | None = None,
     log_level: str = "info",
+    admin_token: str = "",
+    reload_poll_s: float = 2.0,
 ) -> int:
     """Run `workers` bridge processes until SIGTERM/SIGINT; returns the exit status for the CLI."""
     if workers < 1:
@@ -91,7 +98,9 @@ def serve_workers(
     port = port or free_port()  # port 0 would give each worker a port of its own
     with contextlib.ExitStack() as stack:
         redis_url = redis_url or embedded_redis(stack, data_dir)
-        spec = WorkerSpec(tuple(config_paths), host, port, redis_url, data_dir, grace_s, tuning, log_level)
+        spec = WorkerSpec(
+            tuple(config_paths), host, port, redis_url, data_dir, grace_s, tuning, log_level, admin_token, reload_poll_s
+        )
         return _supervise(spec, workers)
 
 
@@ -103,8 +112,15 @@ def _supervise(spec: WorkerSpec, workers: int) -> int:
         nonlocal stopping
         stopping = True
 
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     procs: list[Process] = []
+
+    def forward_hup(signum: int, frame: object) -> None:
+        for proc in procs:  # each worker reloads its mapping
+            if proc.pid is not None and proc.is_alive():
+                os.kill(proc.pid, signal.SIGHUP)
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, forward_hup)
     try:
         for index in range(workers):
             proc = ctx.Process(target=_worker_main, args=(spec,), name=f"bridge-worker-{index}")
