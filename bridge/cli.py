@@ -117,10 +117,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def _with_redis(action: Callable[[Any], Awaitable[Any]]) -> Callable[[argparse.Namespace], int]:
     def command(args: argparse.Namespace) -> int:
-        import redis.asyncio as aioredis
+        from bridge.connect import connect
 
         async def main() -> Any:
-            client = aioredis.Redis.from_url(_redis_url(args))
+            client = connect(_redis_url(args))
             try:
                 return await action((client, args))
             finally:

@@ -10,13 +10,13 @@ import socket
 from collections.abc import Sequence
 from pathlib import Path
 
-import redis.asyncio as aioredis
 import structlog
 from aiohttp import web
 
 from bridge import config as config_mod
 from bridge.app import make_app
 from bridge.config import MappingConfig
+from bridge.connect import connect
 from bridge.delivery import Delivery
 from bridge.embedded import embedded_redis
 from bridge.engine import Engine
@@ -62,7 +62,7 @@ class Bridge:
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> Bridge:
-        redis = aioredis.Redis.from_url(self.redis_url, socket_timeout=5, health_check_interval=30)
+        redis = connect(self.redis_url, socket_timeout=5, health_check_interval=30)
         scripts = Scripts(redis)
         await scripts.load()
         rt = Runtime(
