@@ -12,6 +12,7 @@ first looked up in the desk by correlation id (the incident id) and adopted.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import time
 import uuid
@@ -138,9 +139,13 @@ class Delivery:
         # finds the incident due again once the lease has expired.
         await redis.zadd(keys.READY, {base: self.rt.clock() + self.rt.tuning.lease_ms})
         retry_at: int | None = self.rt.clock() + int(self.rt.tuning.backoff_max_s * 1000)
+        heartbeat = asyncio.create_task(self._keep_lease(ik))
         try:
             retry_at = await self._drain(ik)
         finally:
+            heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await heartbeat
             async with redis.pipeline(transaction=False) as pipe:
                 await self.rt.scripts.lease(ik.lease, self.token, "release", pipe=pipe)
                 if retry_at is not None:
@@ -153,6 +158,16 @@ class Delivery:
             if retry_at is None and replies[-1]:
                 await redis.zadd(keys.READY, {base: self.rt.clock()}, nx=True)
                 self.ready.set()
+
+    async def _keep_lease(self, ik: keys.IncidentKeys) -> None:
+        """Renew the lease every third of its life while a drain runs, however long one desk call
+        (with its retries) takes, so that no other replica starts on the incident meanwhile."""
+        period = self.rt.tuning.lease_ms / 3000
+        while True:
+            await asyncio.sleep(period)
+            if not await self.rt.scripts.lease(ik.lease, self.token, "renew", self.rt.tuning.lease_ms):
+                log.warning("lease_lost", base=ik.base)
+                return
 
     async def _drain(self, ik: keys.IncidentKeys) -> int | None:
         """Apply actions until the outbox is empty; returns when to try again after a transient failure.

@@ -189,3 +189,21 @@ def _fast(**changes: Any) -> Any:
     from tests.conftest import FAST
 
     return dataclasses.replace(FAST, **changes)
+
+
+async def test_a_desk_call_longer_than_the_lease_is_not_made_twice(snow: Snow, make_bridge: Any) -> None:
+    """A note the desk answers after 1.5 s, a lease of 0.6 s, two replicas: the lease is kept alive
+    while the call runs, so the other replica does not send the same note again."""
+    config = mapping(snow.url)
+    slow_desk = config.desks["snow"].model_copy(update={"timeout": 5.0})
+    config = config.model_copy(update={"desks": {"snow": slow_desk}})
+    tuning = {"tuning": _fast(lease_ms=600, claim_idle_ms=300)}
+    first = await make_bridge(config, consumer="a", **tuning)
+    await make_bridge(config, consumer="b", **tuning)
+    await post(url(first), group(alert()))
+    ticket = (await eventually(lambda: snow.incidents(), within=10))[0]
+    snow.faults.set(latency_ms=1500)
+    await post(url(first), group(alert(), alert(device="/dev/sdz")))
+    await eventually(lambda: snow.notes(ticket), within=10)
+    await asyncio.sleep(2.5)  # time for a second replica to (wrongly) send it again
+    assert len(snow.notes(ticket)) == 1, snow.notes(ticket)
