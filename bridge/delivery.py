@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 import orjson
 import redis.exceptions
 import structlog
+from redis.typing import EncodableT
 from tenacity import AsyncRetrying, RetryCallState, stop_after_attempt, wait_random_exponential
 
 from adapters.desks.base import Desk, TicketPhase, TicketRef
@@ -39,6 +40,7 @@ from bridge.templates import alert_context, render
 log = structlog.get_logger("bridge.delivery")
 T = TypeVar("T")
 ROTATED = "rotated"  # _apply's answer when a closed ticket made the incident start a new epoch
+RELEASED = -1  # _drain's answer when the last action's bookkeeping released the lease
 IN_PASS_RETRY_AFTER_S = 5.0  # a longer Retry-After ends the pass; the incident waits in the ready queue
 
 
@@ -53,6 +55,8 @@ class Action:
     alert: dict[str, Any] | None
     entries: list[bytes] = field(default_factory=list)
     changes: list[dict[str, Any]] = field(default_factory=list)  # coalesced NOTE entries
+    writes: dict[EncodableT, EncodableT] = field(default_factory=dict)  # state-hash entries to record once done
+    clears: list[str] = field(default_factory=list)  # state-hash fields to remove once done
 
 
 def coalesce(raw: list[bytes]) -> list[Action]:
@@ -101,15 +105,18 @@ class Delivery:
                 await asyncio.gather(*self._tasks, return_exceptions=True)
 
     async def pass_once(self) -> int:
-        """Start delivery for due incidents not already in flight here; returns how many started."""
+        """Start delivery for due incidents not already in flight here; returns how many started.
+
+        Claiming re-scores each incident to now + lease, so the other replicas do not race for it;
+        should this one die, the incident is due again once the lease has expired.
+        """
         room = self.rt.tuning.delivery_concurrency - len(self._inflight)
         if room <= 0:
             return 0
-        due = await self.rt.redis.zrangebyscore(keys.READY, "-inf", self.rt.clock(), start=0, num=room * 2)
+        due = await self.rt.scripts.claim(keys.READY, self.rt.clock(), self.rt.tuning.lease_ms, room)
         started = 0
-        for raw in due:
-            base = raw.decode() if isinstance(raw, bytes) else str(raw)
-            if base in self._inflight or started >= room:
+        for base in due:
+            if base in self._inflight:
                 continue
             self._inflight.add(base)
             task = asyncio.create_task(self._deliver_guarded(base))
@@ -129,35 +136,49 @@ class Delivery:
             self._inflight.discard(base)
 
     async def deliver(self, base: str) -> None:
-        """Drain one incident's outbox under its lease."""
+        """Drain one incident's outbox under its lease.
+
+        The lease and the first read of the outbox are one round trip, and so are each delivered
+        action's bookkeeping and the lease's renewal, or its release once the outbox is empty.
+        """
         ik = keys.IncidentKeys(base)
         redis = self.rt.redis
         delivering.set(base)
-        if not await redis.set(ik.lease, self.token, nx=True, px=self.rt.tuning.lease_ms):
+        desks = list(self.rt.desks)
+        async with redis.pipeline(transaction=False) as pipe:
+            pipe.set(ik.lease, self.token, nx=True, px=self.rt.tuning.lease_ms)
+            _read(pipe, ik, desks)
+            acquired, *first = await pipe.execute()
+        if not acquired:
             return  # another replica is on it; it re-queues the incident if work remains
-        # The ready marker stays, pushed past the lease: should this replica die mid-drain, another
-        # finds the incident due again once the lease has expired.
-        await redis.zadd(keys.READY, {base: self.rt.clock() + self.rt.tuning.lease_ms})
+        # The ready marker stays, scored past the lease by the claim: should this replica die
+        # mid-drain, another finds the incident due again once the lease has expired.
         retry_at: int | None = self.rt.clock() + int(self.rt.tuning.backoff_max_s * 1000)
         heartbeat = asyncio.create_task(self._keep_lease(ik))
         try:
-            retry_at = await self._drain(ik)
+            retry_at = await self._drain(ik, desks, first)
         finally:
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await heartbeat
-            async with redis.pipeline(transaction=False) as pipe:
-                await self.rt.scripts.lease(ik.lease, self.token, "release", pipe=pipe)
-                if retry_at is not None:
-                    pipe.zadd(keys.READY, {base: retry_at})
-                else:
-                    # Remove, then look again: an action the engine appended meanwhile re-adds the marker.
-                    pipe.zrem(keys.READY, base)
-                    pipe.llen(ik.outbox)
-                replies = await pipe.execute()
-            if retry_at is None and replies[-1]:
-                await redis.zadd(keys.READY, {base: self.rt.clock()}, nx=True)
-                self.ready.set()
+            if retry_at != RELEASED:
+                await self._finish(ik, retry_at)
+
+    async def _finish(self, ik: keys.IncidentKeys, retry_at: int | None) -> None:
+        """Release the lease; re-queue the incident for `retry_at`, or drop its marker if no work is left."""
+        redis = self.rt.redis
+        async with redis.pipeline(transaction=False) as pipe:
+            await self.rt.scripts.lease(ik.lease, self.token, "release", pipe=pipe)
+            if retry_at is not None:
+                pipe.zadd(keys.READY, {ik.base: retry_at})
+            else:
+                # Remove, then look again: an action the engine appended meanwhile re-adds the marker.
+                pipe.zrem(keys.READY, ik.base)
+                pipe.llen(ik.outbox)
+            replies = await self.rt.scripts.execute(pipe)
+        if retry_at is None and replies[-1]:
+            await redis.zadd(keys.READY, {ik.base: self.rt.clock()}, nx=True)
+            self.ready.set()
 
     async def _keep_lease(self, ik: keys.IncidentKeys) -> None:
         """Renew the lease every third of its life while a drain runs, however long one desk call
@@ -169,20 +190,20 @@ class Delivery:
                 log.warning("lease_lost", base=ik.base)
                 return
 
-    async def _drain(self, ik: keys.IncidentKeys) -> int | None:
-        """Apply actions until the outbox is empty; returns when to try again after a transient failure.
+    async def _drain(self, ik: keys.IncidentKeys, desks: list[str], first: list[Any]) -> int | None:
+        """Apply actions until the outbox is empty; returns when to try again after a transient failure,
+        None when the lease is to be released (or was lost), or RELEASED when the last action did so.
 
-        Round trips are few on purpose: the outbox and the incident's state are read together, and
-        each delivered action's bookkeeping, the lease renewal and the outbox length are one pipeline.
+        `first` is the outbox, state and breakers as read with the lease.
         """
         redis = self.rt.redis
         while True:
-            desks = list(self.rt.desks)
-            async with redis.pipeline(transaction=False) as pipe:
-                pipe.lrange(ik.outbox, 0, 99)
-                pipe.hgetall(ik.state)
-                pipe.mget([keys.desk_breaker(d) for d in desks])
-                raw, view, breakers = await pipe.execute()
+            if first:
+                (raw, view, breakers), first = first, []
+            else:
+                async with redis.pipeline(transaction=False) as pipe:
+                    _read(pipe, ik, desks)
+                    raw, view, breakers = await pipe.execute()
             if not raw:
                 return None
             open_until = {d: breaker_until(raw_b, ik.base) for d, raw_b in zip(desks, breakers, strict=True) if raw_b}
@@ -207,14 +228,19 @@ class Delivery:
                         break  # the outbox was rewritten for a new epoch: read it again
                     async with redis.pipeline(transaction=False) as pipe:
                         pipe.lpop(ik.outbox, len(action.entries))
-                        pipe.hdel(ik.state, "failures")
+                        if action.writes:
+                            pipe.hset(ik.state, mapping=action.writes)
+                            pipe.hdel(ik.state, "failures", *action.clears)
+                        else:
+                            pipe.hdel(ik.state, "failures")
                         _audit(pipe, ik, self.rt, action, "delivered", outcome)
-                        await self.rt.scripts.lease(ik.lease, self.token, "renew", self.rt.tuning.lease_ms, pipe=pipe)
-                        pipe.llen(ik.outbox)
-                        *_, ours, left = await pipe.execute()
-                    if not ours:
+                        self.rt.scripts.advance(ik, self.token, self.rt.tuning.lease_ms, pipe)
+                        *_, left = await self.rt.scripts.execute(pipe)
+                    if left < 0:
                         log.warning("lease_lost", incident=action.incident)
                         return None
+                    if left == 0:
+                        return RELEASED
             if not left:
                 return None
 
@@ -348,10 +374,13 @@ class Delivery:
         ticket = orjson.dumps([ref.id, ref.display, ref.url])
         entries = ownership.written(action.epoch, fields)
         entries[f"ticket:{action.epoch}"] = ticket
-        async with redis.pipeline(transaction=False) as pipe:
-            pipe.hset(ik.state, mapping=entries)
-            pipe.hdel(ik.state, marker)
-            await pipe.execute()
+        if action.changes:  # a note follows: the ticket is recorded before it is called
+            async with redis.pipeline(transaction=False) as pipe:
+                pipe.hset(ik.state, mapping=entries)
+                pipe.hdel(ik.state, marker)
+                await pipe.execute()
+        else:  # recorded with the action's own bookkeeping, one round trip
+            action.writes, action.clears = entries, [marker]
         view[f"ticket:{action.epoch}".encode()] = ticket
         view.pop(marker.encode(), None)
         return ref
@@ -419,6 +448,13 @@ class Delivery:
             pipe.lpop(ik.outbox, len(action.entries))
             _audit(pipe, ik, self.rt, action, "dead-lettered", str(exc))
             await pipe.execute()
+
+
+def _read(pipe: Any, ik: keys.IncidentKeys, desks: list[str]) -> None:
+    """Queue the reads a drain starts from: the outbox's head, the incident's state, the breakers."""
+    pipe.lrange(ik.outbox, 0, 99)
+    pipe.hgetall(ik.state)
+    pipe.mget([keys.desk_breaker(d) for d in desks])
 
 
 def _ticket(view: dict[bytes, bytes], epoch: str) -> TicketRef | None:

@@ -74,6 +74,15 @@ class Engine:
             except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
                 log.warning("engine_redis_unavailable", error=str(exc))
                 await wait_for_event(stop, 1.0)
+            except redis.exceptions.ResponseError as exc:
+                if "NOGROUP" not in str(exc):
+                    log.exception("engine_step_failed")
+                    await wait_for_event(stop, 1.0)
+                    continue
+                # Redis came back without the stream (restarted empty, or a failover to a replica
+                # that had not caught up): start the group again rather than fail every step.
+                log.warning("intake_group_recreated", error=str(exc))
+                await self.ensure_group()
             except Exception:
                 # The entries stay pending, so XAUTOCLAIM retries them; the loop must not die.
                 log.exception("engine_step_failed")
@@ -149,7 +158,7 @@ class Engine:
         async with self.rt.redis.pipeline(transaction=False) as pipe:
             for index, w in enumerate(work):
                 await self.rt.scripts.apply_alert(self._step(w, index in silenced), now, pipe)
-            replies = await pipe.execute(raise_on_error=False) if work else []
+            replies = await self.rt.scripts.execute(pipe, raise_on_error=False) if work else []
 
         records = _Records()
         for w, reply in zip(work, replies, strict=True):

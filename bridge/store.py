@@ -8,6 +8,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
+from redis.exceptions import NoScriptError
 
 from bridge import keys
 from bridge.models import DecisionKind
@@ -54,7 +55,11 @@ class AlertStep:
 
 
 class Scripts:
-    """The registered scripts. Calls take a client or a pipeline, so a batch is one round trip."""
+    """The registered scripts. Calls take a client or a pipeline, so a batch is one round trip.
+
+    On a pipeline a call is queued as a bare EVALSHA and the pipeline is run by `execute`: redis-py's
+    own script calls would first ask SCRIPT EXISTS, one more round trip for every pipeline.
+    """
 
     def __init__(self, redis: Redis, *, audit_cap: int = 200) -> None:
         self.redis = redis
@@ -71,6 +76,34 @@ class Scripts:
     async def load(self) -> None:
         for script in self._all:
             script.sha = await self.redis.script_load(script.script)
+
+    async def execute(self, pipe: Pipeline, *, raise_on_error: bool = True) -> list[Any]:
+        """Run a pipeline holding queued script calls.
+
+        Should Redis have lost its scripts (a restart), those calls answer NOSCRIPT without having
+        run: the scripts are loaded again and just those calls made again, in their order.
+        """
+        stack = list(pipe.command_stack)
+        replies: list[Any] = await pipe.execute(raise_on_error=False)
+        missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+        if missing:
+            await self.load()
+            async with self.redis.pipeline(transaction=False) as again:
+                for i in missing:
+                    args, options = stack[i]
+                    again.execute_command(*args, **options)
+                for i, reply in zip(missing, await again.execute(raise_on_error=False), strict=True):
+                    replies[i] = reply
+        if raise_on_error:
+            for reply in replies:
+                if isinstance(reply, Exception):
+                    raise reply
+        return replies
+
+    @staticmethod
+    def _queue(pipe: Pipeline, script: AsyncScript, keys: list[str], args: list[Any]) -> Pipeline:
+        pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+        return pipe
 
     async def loaded(self) -> bool:
         found = await self.redis.script_exists(*[s.sha for s in self._all])
@@ -94,7 +127,7 @@ class Scripts:
         ]
         ik = keys.IncidentKeys(step.base)
         if pipe is not None:
-            return await self._apply(keys=ik.script_keys(), args=args, client=pipe)
+            return self._queue(pipe, self._apply, ik.script_keys(), args)
         return Applied.from_reply(await self._apply(keys=ik.script_keys(), args=args))
 
     async def fire_timer(
@@ -105,7 +138,11 @@ class Scripts:
         return _s(reply[0]), int(reply[2]), _pairs(reply[3])
 
     async def claim_timers(self, now_ms: int, lease_ms: int, limit: int) -> list[str]:
-        reply = await self._claim(keys=[keys.TIMERS], args=[now_ms, lease_ms, limit])
+        return await self.claim(keys.TIMERS, now_ms, lease_ms, limit)
+
+    async def claim(self, zset: str, now_ms: int, lease_ms: int, limit: int) -> list[str]:
+        """Up to `limit` members of `zset` due by now, re-scored to now + lease (see claim_timers.lua)."""
+        reply = await self._claim(keys=[zset], args=[now_ms, lease_ms, limit])
         return [_s(m) for m in reply]
 
     async def take_token(self, desk: str, now_ms: int, per_second: float, burst: int) -> int:
@@ -122,8 +159,13 @@ class Scripts:
     async def lease(self, lease_key: str, token: str, op: str, lease_ms: int = 0, pipe: Pipeline | None = None) -> Any:
         """True if the lease was ours; on a pipeline, queued (the reply is 1 or 0)."""
         if pipe is not None:
-            return await self._lease(keys=[lease_key], args=[token, op, lease_ms], client=pipe)
+            return self._queue(pipe, self._lease, [lease_key], [token, op, lease_ms])
         return bool(await self._lease(keys=[lease_key], args=[token, op, lease_ms]))
+
+    def advance(self, ik: keys.IncidentKeys, token: str, lease_ms: int, pipe: Pipeline) -> None:
+        """Queue the end of one delivered action: the reply is -1 if the lease was lost, 0 if the outbox
+        is empty (lease released, ready marker removed), else the outbox length (lease renewed)."""
+        self._queue(pipe, self._lease, [ik.lease, ik.outbox, keys.READY], [token, "advance", lease_ms, ik.base])
 
     async def resolve_incident(
         self, base: str, epoch: str, now_ms: int, *, note: str, who: str, retention_ms: int

@@ -15,8 +15,9 @@ import redis.asyncio as aioredis
 
 from bridge import keys
 from bridge.embedded import EmbeddedRedis, free_port
+from bridge.server import Bridge
 from tests.amp import alert, group
-from tests.conftest import Snow, eventually, mapping, post
+from tests.conftest import FAST, Snow, eventually, mapping, post
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -207,3 +208,31 @@ async def test_a_desk_call_longer_than_the_lease_is_not_made_twice(snow: Snow, m
     await eventually(lambda: snow.notes(ticket), within=10)
     await asyncio.sleep(2.5)  # time for a second replica to (wrongly) send it again
     assert len(snow.notes(ticket)) == 1, snow.notes(ticket)
+
+
+async def test_redis_restarted_empty_keeps_the_bridge_working(snow: Snow, tmp_path: Path) -> None:
+    """Redis comes back with nothing (no persistence): no intake group, no scripts. The engine starts its
+    group again and the scripts are loaded again, so the next alert still becomes a ticket."""
+    server = EmbeddedRedis(tmp_path / "redis-volatile", appendonly=False).start()
+    bridge = Bridge(mapping(snow.url), server.url, port=0, tuning=FAST)
+    try:
+        await bridge.start()
+        assert (await post(url(bridge), group(alert(instance="before:1"))))[0] == 202
+        await eventually(lambda: len(snow.incidents()) == 1)
+        server.stop(kill=True)
+        server.start()
+        client = aioredis.Redis.from_url(server.url)
+        try:
+            assert not await client.exists(keys.INTAKE)  # nothing came back: the test proves something
+            assert not any(await client.script_exists(*[s.sha for s in bridge.runtime.scripts._all]))
+        finally:
+            await client.aclose()
+
+        async def accepted() -> bool:
+            return (await post(url(bridge), group(alert(instance="after:1"))))[0] == 202
+
+        await eventually(accepted, within=15, interval=0.5)
+        await eventually(lambda: len(snow.incidents()) == 2, within=15)
+    finally:
+        await bridge.stop()
+        server.stop()

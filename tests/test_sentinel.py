@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -47,7 +46,14 @@ async def test_bridge_works_through_sentinel_and_follows_a_failover(snow: Snow, 
         url = f"http://127.0.0.1:{bridge.port}/webhook/alertmanager"
         assert (await post(url, group(alert(instance="before:1"))))[0] == 202
         await eventually(lambda: len(snow.incidents()) == 1)
-        await asyncio.sleep(1.0)  # let the replica catch up
+        master, replica = (redis.Redis(port=sentinel_setup[n].port) for n in ("master", "replica"))
+
+        def replica_in_sync() -> bool:  # asynchronous replication: only what the replica has survives
+            mine: dict[str, Any] = replica.info("replication")
+            offset = master.info("replication")["master_repl_offset"]
+            return mine.get("master_link_status") == "up" and mine.get("slave_repl_offset") == offset
+
+        await eventually(replica_in_sync, within=20)
         sentinel_setup["master"].stop(kill=True)
 
         async def accepted_after_failover() -> bool:

@@ -1,6 +1,8 @@
---[[ claim_timers.lua: claim due timers for this replica, so each fires once in the common case.
+--[[ claim_timers.lua: claim due timers (or ready incidents) for this replica, so each is taken once
+in the common case.
 
-KEYS[1] timers sorted set (member "<base>|<kind>|<due ms>", score = when to fire)
+KEYS[1] timers sorted set (member "<base>|<kind>|<due ms>", score = when to fire), or the ready
+        queue (member an incident base, score = when its outbox may be delivered)
 ARGV[1] now (ms)   ARGV[2] claim lease (ms)   ARGV[3] max entries
 
 Claimed entries are re-scored to now + lease rather than removed: a replica that dies after
