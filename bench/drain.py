@@ -3,12 +3,14 @@
 One engine (as in one bridge process) reads the intake stream in its batches, routes each alert
 (matchers, Jinja correlation key), runs apply_alert.lua for each in one pipeline, records the
 decisions and XACKs. The ceiling replays the very EVALSHA calls the engine made (same arguments,
-same order, same batches) as bare redis-py pipelines on an emptied Redis: what Redis and the client
-library cost for the decisions alone, with no routing, no stream and no bookkeeping.
+same order, same batches, as many in flight as the engine keeps: `tuning.engine_readers`) as bare
+redis-py pipelines on an emptied Redis: what Redis and the client library cost for the decisions
+alone, with no routing, no stream and no bookkeeping.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -20,6 +22,7 @@ from bench import procs
 from bench.common import ratio, write_mapping
 from bridge import config as config_mod
 from bridge import keys
+from bridge.connect import connect
 from bridge.engine import Engine
 from bridge.models import Alert, Severity
 from bridge.runtime import Runtime
@@ -54,14 +57,15 @@ def backlog(n: int, *, hosts: int = 1000) -> list[bytes]:
     return out
 
 
-async def run(work: Path, *, alerts: int) -> dict[str, Any]:
+async def run(work: Path, *, alerts: int, readers: int | None = None) -> dict[str, Any]:
     config = config_mod.load(
         [str(write_mapping(work / "mapping.yaml", desk_url="http://127.0.0.1:9", correlate=CORRELATE))]
     )
     entries = backlog(alerts)
     tuning = Tuning()
+    readers = readers or tuning.engine_readers  # batches in flight, as Engine.run keeps them
     with procs.redis_server(work / "redis") as server:
-        redis = aioredis.Redis.from_url(server.url, socket_timeout=30)
+        redis = connect(server.url, socket_timeout=30)
         try:
             scripts = Scripts(redis)
             await scripts.load()
@@ -88,11 +92,16 @@ async def run(work: Path, *, alerts: int) -> dict[str, Any]:
             scripts.apply_alert = recording  # type: ignore[method-assign]
             await redis.config_resetstat()  # the backlog's XADDs are not the engine's
             done, started, cpu_started = 0, time.perf_counter(), time.process_time()
-            while done < alerts:
-                got = await engine.step(block_ms=None)
-                if not got:
-                    break
-                done += got
+
+            async def reader() -> None:  # as Engine.run's readers, without the housekeeping
+                nonlocal done
+                while done < alerts:
+                    got = await engine.step(block_ms=None)
+                    if not got:
+                        return
+                    done += got
+
+            await asyncio.gather(*(reader() for _ in range(readers)))
             engine_s = time.perf_counter() - started
             engine_cpu_s = time.process_time() - cpu_started
             redis_engine_us = await _lua_usec(redis)
@@ -110,9 +119,13 @@ async def run(work: Path, *, alerts: int) -> dict[str, Any]:
                     await scripts.apply_alert(step, now_ms, pipe)
                 pipelines.append(pipe)
             calls_made = sum(len(b) for _, b in calls)
+
+            async def replay(mine: list[Any]) -> None:  # as many pipelines in flight as the engine had
+                for pipe in mine:
+                    await pipe.execute()
+
             started = time.perf_counter()
-            for pipe in pipelines:
-                await pipe.execute()
+            await asyncio.gather(*(replay(pipelines[i::readers]) for i in range(readers)))
             pipeline_s = time.perf_counter() - started
             redis_pipeline_us = await _lua_usec(redis)
         finally:
@@ -125,6 +138,7 @@ async def run(work: Path, *, alerts: int) -> dict[str, Any]:
         "left_pending": int(pending.get("pending", 0)) if pending else 0,
         "incidents_with_work": outboxes,
         "batch": tuning.batch,
+        "readers": readers,
         "engine_s": round(engine_s, 4),
         "engine_alerts_per_s": round(engine_rate, 1),
         "engine_cpu_us_per_alert": round(engine_cpu_s / done * 1e6, 1) if done else None,  # the engine's Python

@@ -11,6 +11,7 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 import redis.exceptions
 import structlog
 from pydantic import ValidationError
@@ -27,7 +28,7 @@ log = structlog.get_logger("bridge.engine")
 Entry = tuple[bytes, dict[bytes, bytes]]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Work:
     raw: bytes  # the alert's JSON as the intake stream holds it
     alert: Alert
@@ -60,13 +61,20 @@ class Engine:
                 raise
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Read, decide, acknowledge, until `stop`; take over idle entries now and then."""
+        """Read, decide, acknowledge, until `stop`, with `tuning.engine_readers` batches in flight: one
+        is routed here while Redis runs another's Lua steps. Batches may overlap on one incident, as
+        two replicas' do; the Lua step orders an alert's versions, so they converge all the same."""
         await self.ensure_group()
+        readers = max(1, self.rt.tuning.engine_readers)
+        await asyncio.gather(*(self._read(stop, housekeeping=i == 0) for i in range(readers)))
+
+    async def _read(self, stop: asyncio.Event, *, housekeeping: bool) -> None:
+        """One reader: batches until `stop`; the housekeeping one also takes over idle entries now and then."""
         loop = asyncio.get_running_loop()
         next_claim = 0.0
         while not stop.is_set():
             try:
-                if loop.time() >= next_claim:
+                if housekeeping and loop.time() >= next_claim:
                     await self.claim_idle()
                     await self.trim()
                     next_claim = loop.time() + self.rt.tuning.claim_every_s
@@ -144,7 +152,7 @@ class Engine:
         for _, fields in entries:
             try:
                 alert = Alert.model_validate_json(fields[b"a"])
-                matches = self.rt.router.route(alert)
+                matches = self.rt.router.route(alert, orjson.loads(fields[b"a"]))
             except (KeyError, ValidationError, ValueError) as exc:
                 dead.append({"kind": "bad_entry", "reason": str(exc), "raw": fields.get(b"a", b"")})
                 continue

@@ -13,7 +13,7 @@ from bridge.models import Alert, stable_hash
 from bridge.templates import alert_context, render
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: made per alert, and a frozen __init__ is slower
 class Routed:
     route: Route
     identity: str
@@ -43,7 +43,8 @@ class Router:
         ]
         self.policies = {r.name: policy_json(r, retention_ms, audit_cap) for r in config.routes}
 
-    def route(self, alert: Alert) -> list[Routed]:
+    def route(self, alert: Alert, data: dict[str, Any] | None = None) -> list[Routed]:
+        """The routes `alert` takes; `data` is the alert as JSON (the intake entry, parsed), if at hand."""
         labels = match_labels(alert)
         out: list[Routed] = []
         for route, matchers, parent in self._routes:
@@ -51,16 +52,18 @@ class Router:
                 continue
             if not matches_all(matchers, labels):
                 continue
-            out.append(self.place(route, alert, is_parent=bool(parent) and matches_all(parent, labels)))
+            out.append(self.place(route, alert, is_parent=bool(parent) and matches_all(parent, labels), data=data))
             if not route.continue_:
                 break
         return out
 
-    def place(self, route: Route, alert: Alert, *, is_parent: bool = False) -> Routed:
+    def place(
+        self, route: Route, alert: Alert, *, is_parent: bool = False, data: dict[str, Any] | None = None
+    ) -> Routed:
         identity = alert.identity
         if route.identity:
             identity = stable_hash([alert.field(f) for f in route.identity])
-        context = alert_context(alert, identity=identity)
+        context = alert_context(alert if data is None else data, identity=identity)
         if route.correlate.by and route.tickets == "per_group":
             key = "|".join(render(t, context) for t in route.correlate.by)
         else:

@@ -37,7 +37,7 @@ class Applied:
         return cls(DecisionKind(_s(decision)), _s(incident_id), int(outbox_len), _s(reason), _pairs(timers))
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen dataclass's __init__ costs a setattr call per field
 class AlertStep:
     """The arguments of one apply_alert.lua call."""
 

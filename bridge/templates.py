@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any
@@ -12,6 +13,10 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from bridge.models import Alert
 
 _ENV = ImmutableSandboxedEnvironment(autoescape=False, keep_trailing_newline=False)
+# `{{ labels.alertname }}`, optionally `| default('')`: most keys and many fields are only that.
+_PLAIN = re.compile(
+    r"\{\{\s*([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*)\s*(?:\|\s*default\(\s*(?:''|\"\")\s*\)\s*)?\}\}", re.ASCII
+)
 
 
 @lru_cache(maxsize=4096)
@@ -23,7 +28,34 @@ def compile_template(source: str) -> Template:
         raise ValueError(f"template does not compile: {exc}") from exc
 
 
+@lru_cache(maxsize=4096)
+def _plain_path(source: str) -> tuple[str, ...] | None:
+    match = _PLAIN.fullmatch(source.strip())
+    return tuple(match.group(1).split(".")) if match else None
+
+
+def _lookup(context: Mapping[str, Any], path: tuple[str, ...]) -> str | None:
+    """What Jinja renders for a plain `{{ a.b.c }}` through nested dicts, or None to let Jinja decide
+    (a name Jinja would look up as an attribute or among its globals, a step into a non-dict)."""
+    value: Any = context
+    for depth, part in enumerate(path):
+        if type(value) is not dict or hasattr(dict, part):
+            return None
+        if part not in value:
+            # A missing key renders as "" at the end of a path; earlier, Jinja raises.
+            return "" if depth and depth == len(path) - 1 else None
+        value = value[part]
+    return str(value).strip()
+
+
 def render(source: str, context: Mapping[str, Any]) -> str:
+    """Render a template; a plain `{{ a.b }}` is looked up directly, with Jinja's result, at a
+    tenth of the cost (tests/test_templates.py compares the two)."""
+    path = _plain_path(source)
+    if path is not None:
+        text = _lookup(context, path)
+        if text is not None:
+            return text
     try:
         return compile_template(source).render(context).strip()
     except TemplateError as exc:

@@ -10,6 +10,7 @@ class Tuning:
     """Engine and delivery knobs that are not mapping policy (tests shrink them)."""
 
     batch: int = 256  # intake entries per XREADGROUP
+    engine_readers: int = 3  # batches in flight per engine (bench/OPTIMISATIONS.md, row 8)
     block_ms: int = 1000  # XREADGROUP block
     claim_idle_ms: int = 30_000  # an intake entry unacked this long belongs to a dead consumer
     claim_every_s: float = 5.0
