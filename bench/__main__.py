@@ -37,6 +37,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--engine-alerts", type=int, default=50_000)
     p.add_argument("--e2e-rate", type=int, default=500)
     p.add_argument("--e2e-seconds", type=float, default=20.0)
+    p.add_argument("--e2e-warmup", type=float, default=2.0, help="seconds at the e2e rate not measured")
     p.add_argument("--desk-latency-ms", type=int, default=50)
     p.add_argument("--storm-hosts", type=int, default=1000)
     p.add_argument("--storm-names", type=int, default=100)
@@ -46,7 +47,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.quick:
         args.seconds, args.warmup, args.sizes, args.connections = 1.0, 0.0, "1,50", 4
-        args.engine_alerts, args.e2e_rate, args.e2e_seconds = 500, 50, 1.0
+        args.engine_alerts, args.e2e_rate, args.e2e_seconds, args.e2e_warmup = 500, 50, 1.0, 0.2
         args.storm_hosts, args.storm_names, args.desk_latency_ms = 10, 5, 5
     return args
 
@@ -110,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
                     seconds=args.e2e_seconds,
                     latency_ms=args.desk_latency_ms,
                     workers=args.workers,
+                    warmup=args.e2e_warmup,
                 )
             )
         if "storm" in sections:
@@ -124,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
                     correlate=args.storm_correlate,
                     latency_ms=args.desk_latency_ms,
                     workers=args.workers,
+                    warmup=args.e2e_warmup,
                 )
             )
     results["targets"] = report.targets(results)

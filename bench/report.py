@@ -89,7 +89,8 @@ def markdown(r: dict[str, Any]) -> str:
     if "e2e" in r:
         e = r["e2e"]
         lines += [
-            f"## End to end ({e['rate']} alerts/s for {e['seconds']} s, desk latency {e['latency_ms']} ms)",
+            f"## End to end ({e['rate']} alerts/s for {e['seconds']} s after {e.get('warmup_s', 0)} s of warm-up, "
+            f"desk latency {e['latency_ms']} ms)",
             "",
             "| what | p50 ms | p99 ms | max ms | n |",
             "|---|---:|---:|---:|---:|",

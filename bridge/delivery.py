@@ -57,6 +57,7 @@ class Action:
     changes: list[dict[str, Any]] = field(default_factory=list)  # coalesced NOTE entries
     writes: dict[EncodableT, EncodableT] = field(default_factory=dict)  # state-hash entries to record once done
     clears: list[str] = field(default_factory=list)  # state-hash fields to remove once done
+    marked: bool = False  # an OPEN whose `opening:` marker this drain set: no earlier attempt to look up
 
 
 def coalesce(raw: list[bytes]) -> list[Action]:
@@ -146,11 +147,13 @@ class Delivery:
         delivering.set(base)
         desks = list(self.rt.desks)
         async with redis.pipeline(transaction=False) as pipe:
-            pipe.set(ik.lease, self.token, nx=True, px=self.rt.tuning.lease_ms)
-            _read(pipe, ik, desks)
-            acquired, *first = await pipe.execute()
-        if not acquired:
+            self.rt.scripts.take(ik, self.token, self.rt.tuning.lease_ms, pipe)
+            pipe.mget([keys.desk_breaker(d) for d in desks])
+            taken, breakers = await self.rt.scripts.execute(pipe)
+        if not taken[0]:
             return  # another replica is on it; it re-queues the incident if work remains
+        raw, flat, marked = taken[1], taken[2], taken[3]
+        first = [raw, dict(zip(flat[::2], flat[1::2], strict=True)), breakers, bool(marked)]
         # The ready marker stays, scored past the lease by the claim: should this replica die
         # mid-drain, another finds the incident due again once the lease has expired.
         retry_at: int | None = self.rt.clock() + int(self.rt.tuning.backoff_max_s * 1000)
@@ -194,12 +197,14 @@ class Delivery:
         """Apply actions until the outbox is empty; returns when to try again after a transient failure,
         None when the lease is to be released (or was lost), or RELEASED when the last action did so.
 
-        `first` is the outbox, state and breakers as read with the lease.
+        `first` is the outbox, state and breakers as read with the lease, and whether that read set the
+        head OPEN's marker (so no earlier attempt at it was made).
         """
         redis = self.rt.redis
+        marked = False
         while True:
             if first:
-                (raw, view, breakers), first = first, []
+                (raw, view, breakers, marked), first = first, []
             else:
                 async with redis.pipeline(transaction=False) as pipe:
                     _read(pipe, ik, desks)
@@ -208,7 +213,10 @@ class Delivery:
                 return None
             open_until = {d: breaker_until(raw_b, ik.base) for d, raw_b in zip(desks, breakers, strict=True) if raw_b}
             left = len(raw)
-            for action in coalesce(raw):
+            actions = coalesce(raw)
+            if actions and marked:
+                actions[0].marked, marked = True, False
+            for action in actions:
                 flush_at = self._flush_at(action)
                 if flush_at is not None:
                     return flush_at  # let more changes gather into this note
@@ -355,7 +363,7 @@ class Delivery:
         marker = f"opening:{action.epoch}"
         ref: TicketRef | None = None
         fields: dict[str, str] = {}
-        if marker.encode() in view:
+        if marker.encode() in view and not action.marked:
             # An earlier open's outcome is unknown (timeout, crash): the desk may hold the record.
             ref = await self._call(desk, "find", desk.find(action.incident))
             if ref is not None:
@@ -367,7 +375,9 @@ class Delivery:
                 fields = ownership.open_fields(route, context, overlay)
             except ValueError as exc:
                 raise DeskRejected(str(exc), desk=desk.name, action="render") from exc
-            await redis.hset(ik.state, marker, action.incident)
+            if not action.marked:  # else taking the lease set it
+                await redis.hset(ik.state, marker, action.incident)
+            action.marked = False  # from here on the outcome may be unknown: a retry looks it up first
             view[marker.encode()] = action.incident.encode()
             ref = await self._call(desk, "open", desk.open(action.incident, fields))
             log.info("ticket_opened", desk=desk.name, ticket=ref.display or ref.id)

@@ -52,6 +52,7 @@ class Engine:
         self.rt = runtime
         self.silences = silences or Silences(runtime.redis)
         self.ready = asyncio.Event()  # set when an outbox gains work, so local delivery wakes at once
+        self._backlog = asyncio.Event()  # set while reads come back full: more readers join in
 
     async def ensure_group(self) -> None:
         try:
@@ -66,19 +67,32 @@ class Engine:
         two replicas' do; the Lua step orders an alert's versions, so they converge all the same."""
         await self.ensure_group()
         readers = max(1, self.rt.tuning.engine_readers)
-        await asyncio.gather(*(self._read(stop, housekeeping=i == 0) for i in range(readers)))
+        await asyncio.gather(*(self._read(stop, primary=i == 0) for i in range(readers)))
 
-    async def _read(self, stop: asyncio.Event, *, housekeeping: bool) -> None:
-        """One reader: batches until `stop`; the housekeeping one also takes over idle entries now and then."""
+    async def _read(self, stop: asyncio.Event, *, primary: bool) -> None:
+        """One reader, batches until `stop`. The primary one also takes over idle entries now and then;
+        the others join in only while batches come back full (a backlog), so that at low rates an
+        alert is not split from its neighbours into batches of one."""
         loop = asyncio.get_running_loop()
         next_claim = 0.0
+        batch = self.rt.tuning.batch
         while not stop.is_set():
             try:
-                if housekeeping and loop.time() >= next_claim:
+                if primary and loop.time() >= next_claim:
                     await self.claim_idle()
                     await self.trim()
                     next_claim = loop.time() + self.rt.tuning.claim_every_s
-                await self.step(block_ms=self.rt.tuning.block_ms)
+                if primary:
+                    got = await self.step(block_ms=self.rt.tuning.block_ms)
+                elif self._backlog.is_set():
+                    got = await self.step(block_ms=None)
+                else:
+                    await wait_for_event(self._backlog, self.rt.tuning.block_ms / 1000)
+                    continue
+                if got >= batch:
+                    self._backlog.set()
+                elif primary or not got:
+                    self._backlog.clear()
             except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
                 log.warning("engine_redis_unavailable", error=str(exc))
                 await wait_for_event(stop, 1.0)
@@ -97,17 +111,19 @@ class Engine:
                 await wait_for_event(stop, 1.0)
 
     async def step(self, block_ms: int | None = None) -> int:
-        """Process one batch of new entries; returns how many were read."""
-        reply: Any = await self.rt.redis.xreadgroup(
-            keys.ENGINE_GROUP,
-            self.rt.consumer,
-            {keys.INTAKE: ">"},
-            count=self.rt.tuning.batch,
-            block=block_ms,
-        )
+        """Process one batch of new entries; returns how many were read.
+
+        The silences are read in the same round trip, right after the entries arrive.
+        """
+        async with self.rt.redis.pipeline(transaction=False) as pipe:
+            pipe.xreadgroup(
+                keys.ENGINE_GROUP, self.rt.consumer, {keys.INTAKE: ">"}, count=self.rt.tuning.batch, block=block_ms
+            )
+            pipe.hgetall(keys.SILENCES)
+            reply, silences = await pipe.execute()
         entries: list[Entry] = reply[0][1] if reply else []
         if entries:
-            await self.process(entries)
+            await self.process(entries, silences)
         return len(entries)
 
     async def claim_idle(self) -> int:
@@ -145,7 +161,8 @@ class Engine:
         floor = _s(pending["min"]) if pending and pending.get("pending") else _next_id(_s(last))
         await self.rt.redis.xtrim(keys.INTAKE, minid=floor, approximate=True)
 
-    async def process(self, entries: list[Entry]) -> None:
+    async def process(self, entries: list[Entry], silences: dict[bytes, bytes] | None = None) -> None:
+        """Decide a batch; `silences` is the silences hash as read with it (else it is read now)."""
         now = self.rt.clock()
         routed: list[tuple[bytes, Alert, Routed]] = []
         dead: list[dict[str, Any]] = []
@@ -162,7 +179,11 @@ class Engine:
 
         bases = await place(self.rt.redis, [(r, alert.status) for _, alert, r in routed])
         work = [_Work(raw, alert, r, base) for (raw, alert, r), base in zip(routed, bases, strict=True)]
-        silenced = await self.silences.matching([w.alert for w in work], now) if work else set()
+        alerts = [w.alert for w in work]
+        if silences is None:
+            silenced = await self.silences.matching(alerts, now) if work else set()
+        else:
+            silenced = self.silences.covered(silences, alerts, now)
         async with self.rt.redis.pipeline(transaction=False) as pipe:
             for index, w in enumerate(work):
                 await self.rt.scripts.apply_alert(self._step(w, index in silenced), now, pipe)

@@ -7,7 +7,8 @@ Stored in one Redis hash so every replica sees the same set. A silenced firing a
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -81,6 +82,7 @@ def new_silence(
 class Silences:
     def __init__(self, redis: Redis) -> None:
         self.redis = redis
+        self._cache: dict[Any, Silence] = {}
 
     async def add(self, silence: Silence) -> Silence:
         if silence.ends_at <= silence.starts_at:
@@ -107,7 +109,20 @@ class Silences:
 
     async def matching(self, alerts: Sequence[Alert], now_ms: int) -> set[int]:
         """Indices of the alerts that an active silence covers."""
-        active = [s for s in await self.list() if s.active(now_ms)]
+        return self.covered(await self.redis.hgetall(keys.SILENCES), alerts, now_ms)
+
+    def covered(self, stored: Mapping[Any, Any], alerts: Sequence[Alert], now_ms: int) -> set[int]:
+        """As `matching`, from the silences hash as read (the engine reads it with its batch)."""
+        active = [s for s in map(self._parsed, stored.values()) if s.active(now_ms)]
         if not active:
             return set()
         return {i for i, alert in enumerate(alerts) if any(s.matches(alert) for s in active)}
+
+    def _parsed(self, raw: Any) -> Silence:
+        """Parsed once per stored version, not once per batch."""
+        silence = self._cache.get(raw)
+        if silence is None:
+            if len(self._cache) > 1000:
+                self._cache.clear()
+            silence = self._cache[raw] = Silence.model_validate(orjson.loads(raw))
+        return silence

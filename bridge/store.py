@@ -162,6 +162,10 @@ class Scripts:
             return self._queue(pipe, self._lease, [lease_key], [token, op, lease_ms])
         return bool(await self._lease(keys=[lease_key], args=[token, op, lease_ms]))
 
+    def take(self, ik: keys.IncidentKeys, token: str, lease_ms: int, pipe: Pipeline) -> None:
+        """Queue taking the lease with the first read of the outbox and state (see lease.lua, "take")."""
+        self._queue(pipe, self._lease, [ik.lease, ik.outbox, ik.state], [token, "take", lease_ms])
+
     def advance(self, ik: keys.IncidentKeys, token: str, lease_ms: int, pipe: Pipeline) -> None:
         """Queue the end of one delivered action: the reply is -1 if the lease was lost, 0 if the outbox
         is empty (lease released, ready marker removed), else the outbox length (lease renewed)."""

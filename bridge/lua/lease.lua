@@ -1,14 +1,30 @@
 --[[ lease.lua: renew or release a delivery lease only if this replica still holds it.
 
-KEYS[1] lease key   (for "advance" also KEYS[2] the incident's outbox, KEYS[3] the ready queue)
-ARGV[1] token (this replica's)   ARGV[2] "renew" | "release" | "advance"   ARGV[3] lease (ms)
+KEYS[1] lease key   (for "advance" also KEYS[2] the incident's outbox, KEYS[3] the ready queue;
+                     for "take" KEYS[2] the outbox, KEYS[3] the incident's state hash)
+ARGV[1] token (this replica's)   ARGV[2] "take" | "renew" | "release" | "advance"   ARGV[3] lease (ms)
 ARGV[4] incident base (for "advance")
+
+"take" acquires the lease (SET NX PX) and, if it did, answers {1, outbox head (up to 100 entries),
+state hash (flat), marked}: when the head is an OPEN whose epoch has no ticket yet, the epoch's
+`opening:` marker is set here, before any desk call, and `marked` is 1 if this call set it (no
+earlier attempt); 0 means an earlier open's outcome is unknown. Not acquired: {0}.
 
 Returns 1 if the lease was ours, 0 otherwise (then the caller must stop working on the incident).
 "advance" ends one delivered action: with the outbox empty it releases the lease and removes the
 incident's ready marker (work the engine appends later adds it again) and returns 0; with work left
 it renews the lease and returns the outbox length; -1 if the lease was not ours.
 ]]
+if ARGV[2] == "take" then
+  if not redis.call("SET", KEYS[1], ARGV[1], "NX", "PX", tonumber(ARGV[3])) then return {0} end
+  local head = redis.call("LRANGE", KEYS[2], 0, 99)
+  local marked = 0
+  local incident, epoch = string.match(head[1] or "", '^{"kind":"OPEN","incident":"([^"\\]*)","epoch":"([^"\\]*)"')
+  if epoch and redis.call("HEXISTS", KEYS[3], "ticket:" .. epoch) == 0 then
+    marked = redis.call("HSETNX", KEYS[3], "opening:" .. epoch, incident)
+  end
+  return {1, head, redis.call("HGETALL", KEYS[3]), marked}
+end
 if redis.call("GET", KEYS[1]) ~= ARGV[1] then
   if ARGV[2] == "advance" then return -1 end
   return 0
