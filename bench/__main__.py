@@ -126,7 +126,6 @@ def main(argv: list[str] | None = None) -> int:
                     correlate=args.storm_correlate,
                     latency_ms=args.desk_latency_ms,
                     workers=args.workers,
-                    warmup=args.e2e_warmup,
                 )
             )
     results["targets"] = report.targets(results)
