@@ -10,13 +10,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 
-import redis.asyncio as aioredis
 import uvloop
 from aiohttp import web
 
 from bridge import config as config_mod
 from bridge import logs
 from bridge.app import make_app
+from bridge.connect import connect
 from bridge.runtime import Runtime
 from bridge.store import Scripts
 
@@ -25,7 +25,7 @@ async def serve(config_path: str, port: int) -> None:
     config = config_mod.load([config_path])
     url = config_mod.redis_url()
     assert url, "BRIDGE_REDIS_URL must be set"
-    redis = aioredis.Redis.from_url(url, socket_timeout=5, health_check_interval=30)
+    redis = connect(url, socket_timeout=5, health_check_interval=30)  # as Bridge.start connects
     tuning = config_mod.tuning()
     scripts = Scripts(redis)
     await scripts.load()
