@@ -27,7 +27,6 @@ from bridge.engine import Engine
 from bridge.models import Alert, Severity
 from bridge.runtime import Runtime
 from bridge.store import AlertStep, Scripts
-from bridge.tuning import Tuning
 
 CORRELATE = ["{{ labels.alertname }}", "{{ labels.instance | default('') }}"]  # as mappings/example.yaml
 
@@ -62,7 +61,7 @@ async def run(work: Path, *, alerts: int, readers: int | None = None) -> dict[st
         [str(write_mapping(work / "mapping.yaml", desk_url="http://127.0.0.1:9", correlate=CORRELATE))]
     )
     entries = backlog(alerts)
-    tuning = Tuning()
+    tuning = config_mod.tuning()  # BRIDGE_<FIELD> variables apply, as for `bridge serve`
     readers = readers or tuning.engine_readers  # batches in flight, as Engine.run keeps them
     with procs.redis_server(work / "redis") as server:
         redis = connect(server.url, socket_timeout=30)

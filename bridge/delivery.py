@@ -84,6 +84,7 @@ class Delivery:
         self.ready = ready or asyncio.Event()
         self.token = uuid.uuid4().hex
         self._inflight: set[str] = set()
+        self._again: set[str] = set()  # claimed while in flight here: drain again once the drain ends
         self._tasks: set[asyncio.Task[None]] = set()
         self.guard = DeskGuard(runtime)
 
@@ -118,13 +119,19 @@ class Delivery:
         started = 0
         for base in due:
             if base in self._inflight:
+                # Its drain here is ending just as new work came: the claim moved its marker past the
+                # lease, so drain it again as soon as this one is over rather than leave it waiting.
+                self._again.add(base)
                 continue
-            self._inflight.add(base)
-            task = asyncio.create_task(self._deliver_guarded(base))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._start(base)
             started += 1
         return started
+
+    def _start(self, base: str) -> None:
+        self._inflight.add(base)
+        task = asyncio.create_task(self._deliver_guarded(base))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _deliver_guarded(self, base: str) -> None:
         try:
@@ -134,7 +141,13 @@ class Delivery:
         except Exception:
             log.exception("delivery_failed", base=base)
         finally:
-            self._inflight.discard(base)
+            self._ended(base)
+
+    def _ended(self, base: str) -> None:
+        self._inflight.discard(base)
+        if base in self._again:
+            self._again.discard(base)
+            self._start(base)
 
     async def deliver(self, base: str) -> None:
         """Drain one incident's outbox under its lease.

@@ -59,6 +59,7 @@ class Bridge:
         self.reuse_port = reuse_port
         self.stopping = asyncio.Event()
         self.runtime: Runtime | None = None
+        self.delivery: Delivery | None = None
         self._runner: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -76,7 +77,7 @@ class Bridge:
                 log.warning("source_unauthenticated", source=name, hint="set its secret to require a token")
         engine = Engine(rt)
         await engine.ensure_group()
-        delivery = Delivery(rt, engine.ready)
+        self.delivery = delivery = Delivery(rt, engine.ready)
         ticker = Ticker(rt, engine.ready)
         self._tasks = [
             asyncio.create_task(engine.run(self.stopping), name="engine"),

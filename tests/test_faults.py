@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import signal
 import subprocess
@@ -236,3 +237,22 @@ async def test_redis_restarted_empty_keeps_the_bridge_working(snow: Snow, tmp_pa
     finally:
         await bridge.stop()
         server.stop()
+
+
+async def test_work_claimed_while_its_drain_ends_is_delivered_at_once(snow: Snow, make_bridge: Any, redis: Any) -> None:
+    """New work for an incident whose drain is just ending here is claimed (its marker moves a lease
+    ahead) but cannot start beside that drain: it is drained again when that one ends, not a lease later."""
+    tuning = dataclasses.replace(FAST, lease_ms=30_000)
+    bridge = await make_bridge(mapping(snow.url), tuning=tuning)
+    assert (await post(url(bridge), group(alert(instance="x:1", severity="warning"))))[0] == 202
+    await eventually(lambda: len(snow.incidents()) == 1)
+    [base] = [b.decode() for b in await redis.zrange(keys.INCIDENTS, 0, -1)]
+    delivery = bridge.delivery
+    delivery._inflight.add(base)  # a drain of this incident is ending in this process
+    notes_before = len(snow.notes(snow.incidents()[0]))
+
+    assert (await post(url(bridge), group(alert(instance="x:1", severity="critical"))))[0] == 202
+    await eventually(lambda: base in delivery._again)  # claimed meanwhile, and held back
+    assert await redis.zscore(keys.READY, base) > bridge.runtime.clock() + 20_000  # a lease ahead
+    delivery._ended(base)  # the drain ends
+    await eventually(lambda: len(snow.notes(snow.incidents()[0])) > notes_before, within=5)
