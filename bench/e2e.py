@@ -53,6 +53,7 @@ async def run(
         "rate": rate,
         "seconds": seconds,
         "warmup_s": warmup,
+        "warmup_alerts": warm,
         "latency_ms": latency_ms,
         "workers": workers,
         "sent": total - warm,

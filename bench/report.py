@@ -99,7 +99,8 @@ def markdown(r: dict[str, Any]) -> str:
             f"| webhook round trip (client) | {_fmt(e['webhook_p50_ms'], 2)} | {_fmt(e['webhook_p99_ms'], 2)} |"
             f" - | {e['sent']} |",
             "",
-            f"Achieved rate {_fmt(e['achieved_rate'])} alerts/s; {e['desk_calls']} desk calls for {e['sent']} alerts.",
+            f"Achieved rate {_fmt(e['achieved_rate'])} alerts/s; {e['desk_calls']} desk calls for "
+            f"{e['sent'] + e.get('warmup_alerts', 0)} alerts ({e.get('warmup_alerts', 0)} of them in the warm-up).",
             "",
         ]
     if "storm" in r:
