@@ -40,7 +40,6 @@ from bridge.templates import alert_context, render
 log = structlog.get_logger("bridge.delivery")
 T = TypeVar("T")
 ROTATED = "rotated"  # _apply's answer when a closed ticket made the incident start a new epoch
-RELEASED = -1  # _drain's answer when the last action's bookkeeping released the lease
 IN_PASS_RETRY_AFTER_S = 5.0  # a longer Retry-After ends the pass; the incident waits in the ready queue
 
 
@@ -153,7 +152,8 @@ class Delivery:
         """Drain one incident's outbox under its lease.
 
         The lease and the first read of the outbox are one round trip, and so are each delivered
-        action's bookkeeping and the lease's renewal, or its release once the outbox is empty.
+        action's bookkeeping and the lease's renewal, or its release once the outbox is empty; the
+        ready marker (a global key, so not in an incident's script) goes in one more.
         """
         ik = keys.IncidentKeys(base)
         redis = self.rt.redis
@@ -177,11 +177,11 @@ class Delivery:
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await heartbeat
-            if retry_at != RELEASED:
-                await self._finish(ik, retry_at)
+            await self._finish(ik, retry_at)
 
     async def _finish(self, ik: keys.IncidentKeys, retry_at: int | None) -> None:
-        """Release the lease; re-queue the incident for `retry_at`, or drop its marker if no work is left."""
+        """Release the lease (if still held); re-queue the incident for `retry_at`, or drop its marker
+        if no work is left."""
         redis = self.rt.redis
         async with redis.pipeline(transaction=False) as pipe:
             await self.rt.scripts.lease(ik.lease, self.token, "release", pipe=pipe)
@@ -208,7 +208,7 @@ class Delivery:
 
     async def _drain(self, ik: keys.IncidentKeys, desks: list[str], first: list[Any]) -> int | None:
         """Apply actions until the outbox is empty; returns when to try again after a transient failure,
-        None when the lease is to be released (or was lost), or RELEASED when the last action did so.
+        or None when no work is left (the lease released, or lost, or to be released).
 
         `first` is the outbox, state and breakers as read with the lease, and whether that read set the
         head OPEN's marker (so no earlier attempt at it was made).
@@ -261,7 +261,7 @@ class Delivery:
                         log.warning("lease_lost", incident=action.incident)
                         return None
                     if left == 0:
-                        return RELEASED
+                        return None  # released: `_finish` removes the ready marker
             if not left:
                 return None
 

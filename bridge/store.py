@@ -168,8 +168,8 @@ class Scripts:
 
     def advance(self, ik: keys.IncidentKeys, token: str, lease_ms: int, pipe: Pipeline) -> None:
         """Queue the end of one delivered action: the reply is -1 if the lease was lost, 0 if the outbox
-        is empty (lease released, ready marker removed), else the outbox length (lease renewed)."""
-        self._queue(pipe, self._lease, [ik.lease, ik.outbox, keys.READY], [token, "advance", lease_ms, ik.base])
+        is empty (lease released), else the outbox length (lease renewed)."""
+        self._queue(pipe, self._lease, [ik.lease, ik.outbox], [token, "advance", lease_ms])
 
     async def resolve_incident(
         self, base: str, epoch: str, now_ms: int, *, note: str, who: str, retention_ms: int

@@ -1,9 +1,8 @@
 --[[ lease.lua: renew or release a delivery lease only if this replica still holds it.
 
-KEYS[1] lease key   (for "advance" also KEYS[2] the incident's outbox, KEYS[3] the ready queue;
-                     for "take" KEYS[2] the outbox, KEYS[3] the incident's state hash)
+KEYS[1] lease key   (for "advance" also KEYS[2] the incident's outbox; for "take" KEYS[2] the
+                     outbox, KEYS[3] the incident's state hash: all of one incident's hash tag)
 ARGV[1] token (this replica's)   ARGV[2] "take" | "renew" | "release" | "advance"   ARGV[3] lease (ms)
-ARGV[4] incident base (for "advance")
 
 "take" acquires the lease (SET NX PX) and, if it did, answers {1, outbox head (up to 100 entries),
 state hash (flat), marked}: when the head is an OPEN whose epoch has no ticket yet, the epoch's
@@ -11,9 +10,9 @@ state hash (flat), marked}: when the head is an OPEN whose epoch has no ticket y
 earlier attempt); 0 means an earlier open's outcome is unknown. Not acquired: {0}.
 
 Returns 1 if the lease was ours, 0 otherwise (then the caller must stop working on the incident).
-"advance" ends one delivered action: with the outbox empty it releases the lease and removes the
-incident's ready marker (work the engine appends later adds it again) and returns 0; with work left
-it renews the lease and returns the outbox length; -1 if the lease was not ours.
+"advance" ends one delivered action: with the outbox empty it releases the lease and returns 0 (the
+caller then removes the ready marker, which is not of this incident's hash tag); with work left it
+renews the lease and returns the outbox length; -1 if the lease was not ours.
 ]]
 if ARGV[2] == "take" then
   if not redis.call("SET", KEYS[1], ARGV[1], "NX", "PX", tonumber(ARGV[3])) then return {0} end
@@ -35,7 +34,6 @@ elseif ARGV[2] == "advance" then
   local left = redis.call("LLEN", KEYS[2])
   if left == 0 then
     redis.call("DEL", KEYS[1])
-    redis.call("ZREM", KEYS[3], ARGV[4])
   else
     redis.call("PEXPIRE", KEYS[1], tonumber(ARGV[3]))
   end
