@@ -17,22 +17,21 @@ import functools
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import orjson
 import redis.exceptions
 import structlog
-from redis.typing import EncodableT
 from tenacity import AsyncRetrying, RetryCallState, stop_after_attempt, wait_random_exponential
 
 from adapters.desks.base import Desk, TicketPhase, TicketRef
-from bridge import keys, ownership
+from bridge import keys, outbox, ownership
 from bridge.config import Route
 from bridge.desk_guard import BREAKER_FIRST_S, BreakerOpen, DeskGuard, breaker_until, delivering, jitter
 from bridge.errors import DeskAuthExpired, DeskError, DeskRejected, DeskTransient
 from bridge.models import base36
 from bridge.notes import note_text
+from bridge.outbox import Action
 from bridge.routing import storm_base
 from bridge.runtime import Runtime, wait_for_event
 from bridge.templates import alert_context, render
@@ -41,40 +40,6 @@ log = structlog.get_logger("bridge.delivery")
 T = TypeVar("T")
 ROTATED = "rotated"  # _apply's answer when a closed ticket made the incident start a new epoch
 IN_PASS_RETRY_AFTER_S = 5.0  # a longer Retry-After ends the pass; the incident waits in the ready queue
-
-
-@dataclass
-class Action:
-    """One desk call, made from one or more consecutive outbox entries."""
-
-    kind: str  # OPEN, NOTE, REOPEN, RESOLVE
-    incident: str
-    epoch: str
-    route: str
-    alert: dict[str, Any] | None
-    entries: list[bytes] = field(default_factory=list)
-    changes: list[dict[str, Any]] = field(default_factory=list)  # coalesced NOTE entries
-    writes: dict[EncodableT, EncodableT] = field(default_factory=dict)  # state-hash entries to record once done
-    clears: list[str] = field(default_factory=list)  # state-hash fields to remove once done
-    marked: bool = False  # an OPEN whose `opening:` marker this drain set: no earlier attempt to look up
-
-
-def coalesce(raw: list[bytes]) -> list[Action]:
-    """Fold notes into the action before them when it is of the same epoch and can carry them."""
-    actions: list[Action] = []
-    for item in raw:
-        entry = orjson.loads(item)
-        kind, epoch = entry["kind"], entry["epoch"]
-        last = actions[-1] if actions else None
-        if kind == "NOTE" and last is not None and last.epoch == epoch and last.kind != "RESOLVE":
-            last.changes.append(entry)
-            last.entries.append(item)
-            continue
-        action = Action(kind, entry["incident"], epoch, entry["route"], entry.get("alert"), [item])
-        if kind == "NOTE":
-            action.changes.append(entry)
-        actions.append(action)
-    return actions
 
 
 class Delivery:
@@ -220,13 +185,13 @@ class Delivery:
                 (raw, view, breakers, marked), first = first, []
             else:
                 async with redis.pipeline(transaction=False) as pipe:
-                    _read(pipe, ik, desks)
+                    outbox.read_head(pipe, ik, desks)
                     raw, view, breakers = await pipe.execute()
             if not raw:
                 return None
             open_until = {d: breaker_until(raw_b, ik.base) for d, raw_b in zip(desks, breakers, strict=True) if raw_b}
             left = len(raw)
-            actions = coalesce(raw)
+            actions = outbox.coalesce(raw)
             if actions and marked:
                 actions[0].marked, marked = True, False
             for action in actions:
@@ -254,7 +219,7 @@ class Delivery:
                             pipe.hdel(ik.state, "failures", *action.clears)
                         else:
                             pipe.hdel(ik.state, "failures")
-                        _audit(pipe, ik, self.rt, action, "delivered", outcome)
+                        outbox.audit(pipe, ik, self.rt, action, "delivered", outcome)
                         self.rt.scripts.advance(ik, self.token, self.rt.tuning.lease_ms, pipe)
                         *_, left = await self.rt.scripts.execute(pipe)
                     if left < 0:
@@ -302,7 +267,7 @@ class Delivery:
         """Make one action's desk calls; `view` is the incident's state hash as read with the outbox."""
         route = self._route(action)
         desk = self.rt.desks[route.desk]
-        ref = _ticket(view, action.epoch)
+        ref = outbox.ticket_ref(view, action.epoch)
         match action.kind:
             case "OPEN":
                 if ref is None:
@@ -451,7 +416,7 @@ class Delivery:
         # Keep the desk's breaker open while this incident waits: the others wait with it.
         until = await self.guard.trip(exc.desk or self._desk_of(action), delay, nx=False)
         async with self.rt.redis.pipeline(transaction=False) as pipe:
-            _audit(pipe, ik, self.rt, action, "retrying", f"{exc} (retry in {delay:.1f}s)")
+            outbox.audit(pipe, ik, self.rt, action, "retrying", f"{exc} (retry in {delay:.1f}s)")
             await pipe.execute()
         return until
 
@@ -469,23 +434,8 @@ class Delivery:
                 },
             )
             pipe.lpop(ik.outbox, len(action.entries))
-            _audit(pipe, ik, self.rt, action, "dead-lettered", str(exc))
+            outbox.audit(pipe, ik, self.rt, action, "dead-lettered", str(exc))
             await pipe.execute()
-
-
-def _read(pipe: Any, ik: keys.IncidentKeys, desks: list[str]) -> None:
-    """Queue the reads a drain starts from: the outbox's head, the incident's state, the breakers."""
-    pipe.lrange(ik.outbox, 0, 99)
-    pipe.hgetall(ik.state)
-    pipe.mget([keys.desk_breaker(d) for d in desks])
-
-
-def _ticket(view: dict[bytes, bytes], epoch: str) -> TicketRef | None:
-    raw = view.get(f"ticket:{epoch}".encode())
-    if raw is None:
-        return None
-    ticket_id, display, url = orjson.loads(raw)
-    return TicketRef(ticket_id, display, url)
 
 
 def _render_or_reject(template: str, context: dict[str, Any], desk: str) -> str:
@@ -493,16 +443,3 @@ def _render_or_reject(template: str, context: dict[str, Any], desk: str) -> str:
         return render(template, context)
     except ValueError as exc:
         raise DeskRejected(str(exc), desk=desk, action="render") from exc
-
-
-def _audit(pipe: Any, ik: keys.IncidentKeys, rt: Runtime, action: Action, outcome: str, answer: str) -> None:
-    entry = {
-        "at": rt.clock(),
-        "decision": "DESK",
-        "action": action.kind,
-        "outcome": outcome,
-        "answer": answer,
-        "incident": action.incident,
-    }
-    pipe.lpush(ik.audit, orjson.dumps(entry))
-    pipe.ltrim(ik.audit, 0, rt.scripts.audit_cap - 1)

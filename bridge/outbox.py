@@ -1,0 +1,78 @@
+"""An incident's outbox as delivery sees it: its entries folded into desk actions, the reads a drain
+starts from, the ticket recorded for an epoch, and the audit entry of what the desk answered."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from redis.typing import EncodableT
+
+from adapters.desks.base import TicketRef
+from bridge import keys
+from bridge.runtime import Runtime
+
+
+@dataclass
+class Action:
+    """One desk call, made from one or more consecutive outbox entries."""
+
+    kind: str  # OPEN, NOTE, REOPEN, RESOLVE
+    incident: str
+    epoch: str
+    route: str
+    alert: dict[str, Any] | None
+    entries: list[bytes] = field(default_factory=list)
+    changes: list[dict[str, Any]] = field(default_factory=list)  # coalesced NOTE entries
+    writes: dict[EncodableT, EncodableT] = field(default_factory=dict)  # state-hash entries to record once done
+    clears: list[str] = field(default_factory=list)  # state-hash fields to remove once done
+    marked: bool = False  # an OPEN whose `opening:` marker this drain set: no earlier attempt to look up
+
+
+def coalesce(raw: list[bytes]) -> list[Action]:
+    """Fold notes into the action before them when it is of the same epoch and can carry them."""
+    actions: list[Action] = []
+    for item in raw:
+        entry = orjson.loads(item)
+        kind, epoch = entry["kind"], entry["epoch"]
+        last = actions[-1] if actions else None
+        if kind == "NOTE" and last is not None and last.epoch == epoch and last.kind != "RESOLVE":
+            last.changes.append(entry)
+            last.entries.append(item)
+            continue
+        action = Action(kind, entry["incident"], epoch, entry["route"], entry.get("alert"), [item])
+        if kind == "NOTE":
+            action.changes.append(entry)
+        actions.append(action)
+    return actions
+
+
+def read_head(pipe: Any, ik: keys.IncidentKeys, desks: list[str]) -> None:
+    """Queue the reads a drain starts from: the outbox's head, the incident's state, the breakers."""
+    pipe.lrange(ik.outbox, 0, 99)
+    pipe.hgetall(ik.state)
+    pipe.mget([keys.desk_breaker(d) for d in desks])
+
+
+def ticket_ref(view: dict[bytes, bytes], epoch: str) -> TicketRef | None:
+    """The ticket an epoch has, from the incident's state hash as read (`ticket:<epoch>`)."""
+    raw = view.get(f"ticket:{epoch}".encode())
+    if raw is None:
+        return None
+    ticket_id, display, url = orjson.loads(raw)
+    return TicketRef(ticket_id, display, url)
+
+
+def audit(pipe: Any, ik: keys.IncidentKeys, rt: Runtime, action: Action, outcome: str, answer: str) -> None:
+    """Queue the audit entry of what the desk did with `action`."""
+    entry = {
+        "at": rt.clock(),
+        "decision": "DESK",
+        "action": action.kind,
+        "outcome": outcome,
+        "answer": answer,
+        "incident": action.incident,
+    }
+    pipe.lpush(ik.audit, orjson.dumps(entry))
+    pipe.ltrim(ik.audit, 0, rt.scripts.audit_cap - 1)
