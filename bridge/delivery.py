@@ -131,13 +131,13 @@ class Delivery:
         if not taken[0]:
             return  # another replica is on it; it re-queues the incident if work remains
         raw, flat, marked = taken[1], taken[2], taken[3]
-        first = [raw, dict(zip(flat[::2], flat[1::2], strict=True)), breakers, bool(marked)]
+        head = outbox.Head(raw, dict(zip(flat[::2], flat[1::2], strict=True)), breakers, bool(marked))
         # The ready marker stays, scored past the lease by the claim: should this replica die
         # mid-drain, another finds the incident due again once the lease has expired.
         retry_at: int | None = self.rt.clock() + int(self.rt.tuning.backoff_max_s * 1000)
         heartbeat = asyncio.create_task(self._keep_lease(ik))
         try:
-            retry_at = await self._drain(ik, desks, first)
+            retry_at = await self._drain(ik, desks, head)
         finally:
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -171,29 +171,26 @@ class Delivery:
                 log.warning("lease_lost", base=ik.base)
                 return
 
-    async def _drain(self, ik: keys.IncidentKeys, desks: list[str], first: list[Any]) -> int | None:
+    async def _drain(self, ik: keys.IncidentKeys, desks: list[str], head: outbox.Head | None) -> int | None:
         """Apply actions until the outbox is empty; returns when to try again after a transient failure,
         or None when no work is left (the lease released, or lost, or to be released).
 
-        `first` is the outbox, state and breakers as read with the lease, and whether that read set the
-        head OPEN's marker (so no earlier attempt at it was made).
+        `head` is what was read with the lease; later rounds read the outbox again.
         """
         redis = self.rt.redis
-        marked = False
         while True:
-            if first:
-                (raw, view, breakers, marked), first = first, []
-            else:
+            if head is None:
                 async with redis.pipeline(transaction=False) as pipe:
                     outbox.read_head(pipe, ik, desks)
-                    raw, view, breakers = await pipe.execute()
+                    head = outbox.Head(*await pipe.execute())
+            (raw, view, breakers, marked), head = head, None
             if not raw:
                 return None
             open_until = {d: breaker_until(raw_b, ik.base) for d, raw_b in zip(desks, breakers, strict=True) if raw_b}
             left = len(raw)
             actions = outbox.coalesce(raw)
             if actions and marked:
-                actions[0].marked, marked = True, False
+                actions[0].marked = True
             for action in actions:
                 flush_at = self._flush_at(action)
                 if flush_at is not None:

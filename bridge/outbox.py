@@ -4,7 +4,7 @@ starts from, the ticket recorded for an epoch, and the audit entry of what the d
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from redis.typing import EncodableT
@@ -46,6 +46,16 @@ def coalesce(raw: list[bytes]) -> list[Action]:
             action.changes.append(entry)
         actions.append(action)
     return actions
+
+
+class Head(NamedTuple):
+    """What a drain starts from: the outbox's first entries, the incident's state hash, the desks'
+    breakers, and whether the read itself set the head OPEN's marker (so no earlier attempt was made)."""
+
+    entries: list[bytes]
+    view: dict[bytes, bytes]
+    breakers: list[Any]
+    marked: bool = False
 
 
 def read_head(pipe: Any, ik: keys.IncidentKeys, desks: list[str]) -> None:
