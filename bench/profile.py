@@ -51,7 +51,7 @@ def summarize(collapsed: Path, top: int = 25) -> str:
 
 LAYERS = (  # the first layer named from the leaf up takes the sample
     ("logging (structlog render, write and flush per line)", ("structlog", "bridge/logs.py", "PrintLogger")),
-    ("redis-py (pipeline pack, send, parse)", ("redis/", "bridge/intake.py")),
+    ("redis-py (pipeline pack, send, parse)", ("redis/", "bridge/batch.py")),
     ("parse and validate (pydantic)", ("adapters/sources", "pydantic")),
     ("bridge handler and middleware", ("bridge/app.py", "uuid", "prometheus_client", "bridge/metrics")),
     ("engine (routing, Jinja, Lua step wrappers)", ("bridge/engine", "bridge/routing", "jinja2", "bridge/store")),

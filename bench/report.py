@@ -45,8 +45,8 @@ def markdown(r: dict[str, Any]) -> str:
         f"# Bench run {meta['started']}",
         "",
         f"`{meta['command']}` — commit `{meta['commit']}`, {meta['cpus']} CPUs, Python {meta['python']}, "
-        f"Redis {meta['redis']}, {meta['workers']} worker(s). Every ratio is against a baseline measured "
-        "in this same run.",
+        f"Redis {meta['redis']}, {meta['workers']} worker(s), Python at {_fmt(meta.get('python_ns_per_turn'))} ns "
+        "per bare loop turn (the machine's speed today). Every ratio is against a baseline measured in this same run.",
         "",
     ]
     if "ingest" in r:
@@ -100,7 +100,9 @@ def markdown(r: dict[str, Any]) -> str:
             f" - | {e['sent']} |",
             "",
             f"Achieved rate {_fmt(e['achieved_rate'])} alerts/s; {e['desk_calls']} desk calls for "
-            f"{e['sent'] + e.get('warmup_alerts', 0)} alerts ({e.get('warmup_alerts', 0)} of them in the warm-up).",
+            f"{e['sent'] + e.get('warmup_alerts', 0)} alerts ({e.get('warmup_alerts', 0)} of them in the warm-up). "
+            f"CPU per alert: the bridge's processes {_fmt(e.get('bridge_cpu_us_per_alert'))} µs, its Redis "
+            f"{_fmt(e.get('redis_cpu_us_per_alert'))} µs.",
             "",
         ]
     if "storm" in r:

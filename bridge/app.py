@@ -20,13 +20,11 @@ from aiohttp import web
 from adapters.sources import ParseContext, Parsed
 from bridge import api, keys
 from bridge.errors import AuthError, PayloadError, RequestError, TooLarge, UnsupportedMedia
-from bridge.intake import IntakeWriter
 from bridge.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from bridge.runtime import RUNTIME, Runtime
 
 log = structlog.get_logger("bridge.app")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-INTAKE = web.AppKey("intake", IntakeWriter)
 
 
 def json_response(body: Any, status: int = 200) -> web.Response:
@@ -80,7 +78,7 @@ async def webhook(request: web.Request) -> web.Response:
 
     ctx = ParseContext(source=name, received_at=now, options=source.options)
     parsed = adapter.parse(body, request.content_type, request.headers, ctx)
-    await enqueue(request.app[INTAKE], name, parsed)
+    await enqueue(runtime, name, parsed)
     runtime.metrics.received(name, parsed)
     # Debug, not info: at storm rates one line per request was a quarter of the request path's CPU
     # (bench/results/profiles); bridge_alerts_received_total counts them instead.
@@ -115,25 +113,19 @@ async def read_bounded(request: web.Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-async def enqueue(writer: IntakeWriter, source: str, parsed: Parsed) -> None:
+async def enqueue(runtime: Runtime, source: str, parsed: Parsed) -> None:
     """One round trip: every alert to the intake stream, every unreadable one to the dead letters.
 
-    The round trip is shared with the requests that arrive in the same event-loop turn (bridge/intake.py).
+    The round trip is shared with the other requests (and the engine's and delivery's commands) of
+    the same event-loop turn (bridge/batch.py); it raises what Redis raised for any of this request's.
     """
-    entries: list[tuple[str, dict[str, Any]]] = [(keys.INTAKE, {"a": a.model_dump_json()}) for a in parsed.alerts]
+    pipe = runtime.redis.pipeline(transaction=False)
+    for alert in parsed.alerts:
+        pipe.xadd(keys.INTAKE, {"a": alert.model_dump_json()})
     for rejected in parsed.rejected:
-        entries.append(
-            (
-                keys.DLQ,
-                {
-                    "kind": "bad_alert",
-                    "source": source,
-                    "reason": rejected.reason,
-                    "raw": orjson.dumps(rejected.raw, default=str),
-                },
-            )
-        )
-    await writer.add(entries)
+        raw = orjson.dumps(rejected.raw, default=str)
+        pipe.xadd(keys.DLQ, {"kind": "bad_alert", "source": source, "reason": rejected.reason, "raw": raw})
+    await runtime.scripts.execute(pipe)
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -165,7 +157,6 @@ async def metrics(request: web.Request) -> web.Response:
 def make_app(runtime: Runtime) -> web.Application:
     app = web.Application(middlewares=[errors_as_json], client_max_size=max_body(runtime))
     app[RUNTIME] = runtime
-    app[INTAKE] = IntakeWriter(runtime.redis)
     app.router.add_post("/webhook/{source}", webhook)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)

@@ -1,9 +1,10 @@
 """Delivery: applies each incident's outbox to its service desk, in order, from any replica.
 
 One replica at a time holds an incident's lease (`SET NX PX`, renewed per action), reads its outbox,
-coalesces consecutive notes into one, and calls the desk. Retries live here and nowhere else:
-transient failures (connect, timeout, 429, 5xx) are retried with backoff honouring `Retry-After`,
-then the incident is put back in the ready queue for later, its actions still durable in Redis;
+coalesces consecutive notes into one, and calls the desk. Retries live here and nowhere else (the
+policy itself is `desk_guard.retrying`): transient failures (connect, timeout, 429, 5xx) are retried
+with backoff honouring `Retry-After`, then the incident is put back in the ready queue for later,
+its actions still durable in Redis;
 rejected calls go to the dead-letter stream with the request and the desk's answer.
 Open is idempotent: the epoch is marked `opening` first, and an open whose outcome is unknown is
 first looked up in the desk by correlation id (the incident id) and adopted.
@@ -14,21 +15,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import time
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, TypeVar
+from typing import Any
 
 import orjson
 import redis.exceptions
 import structlog
-from tenacity import AsyncRetrying, RetryCallState, stop_after_attempt, wait_random_exponential
 
 from adapters.desks.base import Desk, TicketPhase, TicketRef
 from bridge import keys, outbox, ownership
 from bridge.config import Route
-from bridge.desk_guard import BREAKER_FIRST_S, BreakerOpen, DeskGuard, breaker_until, delivering, jitter
-from bridge.errors import DeskAuthExpired, DeskError, DeskRejected, DeskTransient
+from bridge.desk_guard import BreakerOpen, DeskGuard, breaker_until, delivering, jitter, retrying
+from bridge.errors import DeskError, DeskRejected, DeskTransient
 from bridge.models import base36
 from bridge.notes import note_text
 from bridge.outbox import Action
@@ -37,9 +35,8 @@ from bridge.runtime import Runtime, wait_for_event
 from bridge.templates import alert_context, render
 
 log = structlog.get_logger("bridge.delivery")
-T = TypeVar("T")
 ROTATED = "rotated"  # _apply's answer when a closed ticket made the incident start a new epoch
-IN_PASS_RETRY_AFTER_S = 5.0  # a longer Retry-After ends the pass; the incident waits in the ready queue
+ENDED = -2  # _drain's answer when the last action's bookkeeping also ended the drain (no `_finish`)
 
 
 class Delivery:
@@ -117,17 +114,17 @@ class Delivery:
         """Drain one incident's outbox under its lease.
 
         The lease and the first read of the outbox are one round trip, and so are each delivered
-        action's bookkeeping and the lease's renewal, or its release once the outbox is empty; the
-        ready marker (a global key, so not in an incident's script) goes in one more.
+        action's bookkeeping and the lease's renewal, or its release once the outbox is empty, with
+        the removal of the ready marker (a global key, so not in the incident's script).
         """
         ik = keys.IncidentKeys(base)
         redis = self.rt.redis
         delivering.set(base)
         desks = list(self.rt.desks)
-        async with redis.pipeline(transaction=False) as pipe:
-            self.rt.scripts.take(ik, self.token, self.rt.tuning.lease_ms, pipe)
-            pipe.mget([keys.desk_breaker(d) for d in desks])
-            taken, breakers = await self.rt.scripts.execute(pipe)
+        pipe = redis.pipeline(transaction=False)
+        self.rt.scripts.take(ik, self.token, self.rt.tuning.lease_ms, pipe)
+        pipe.mget([keys.desk_breaker(d) for d in desks])
+        taken, breakers = await self.rt.scripts.execute(pipe)
         if not taken[0]:
             return  # another replica is on it; it re-queues the incident if work remains
         raw, flat, marked = taken[1], taken[2], taken[3]
@@ -142,23 +139,30 @@ class Delivery:
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await heartbeat
-            await self._finish(ik, retry_at)
+            if retry_at != ENDED:
+                await self._finish(ik, retry_at)
 
     async def _finish(self, ik: keys.IncidentKeys, retry_at: int | None) -> None:
         """Release the lease (if still held); re-queue the incident for `retry_at`, or drop its marker
         if no work is left."""
         redis = self.rt.redis
-        async with redis.pipeline(transaction=False) as pipe:
-            await self.rt.scripts.lease(ik.lease, self.token, "release", pipe=pipe)
-            if retry_at is not None:
-                pipe.zadd(keys.READY, {ik.base: retry_at})
-            else:
-                # Remove, then look again: an action the engine appended meanwhile re-adds the marker.
-                pipe.zrem(keys.READY, ik.base)
-                pipe.llen(ik.outbox)
-            replies = await self.rt.scripts.execute(pipe)
+        pipe = redis.pipeline(transaction=False)
+        await self.rt.scripts.lease(ik.lease, self.token, "release", pipe=pipe)
+        if retry_at is not None:
+            pipe.zadd(keys.READY, {ik.base: retry_at})
+        else:
+            # Remove, then look again: an action the engine appended meanwhile re-adds the marker.
+            pipe.zrem(keys.READY, ik.base)
+            pipe.llen(ik.outbox)
+        replies = await self.rt.scripts.execute(pipe)
         if retry_at is None and replies[-1]:
-            await redis.zadd(keys.READY, {ik.base: self.rt.clock()}, nx=True)
+            await self._mark_ready(ik.base, self.rt.clock(), nx=True)
+
+    async def _mark_ready(self, base: str, at: int, *, nx: bool) -> None:
+        pipe = self.rt.redis.pipeline(transaction=False)
+        pipe.zadd(keys.READY, {base: at}, nx=nx)
+        await self.rt.scripts.execute(pipe)
+        if nx:  # due now: for whichever replica claims it first, this one included
             self.ready.set()
 
     async def _keep_lease(self, ik: keys.IncidentKeys) -> None:
@@ -173,16 +177,16 @@ class Delivery:
 
     async def _drain(self, ik: keys.IncidentKeys, desks: list[str], head: outbox.Head | None) -> int | None:
         """Apply actions until the outbox is empty; returns when to try again after a transient failure,
-        or None when no work is left (the lease released, or lost, or to be released).
+        None when no work is left (the lease released, or lost, or to be released), or ENDED.
 
         `head` is what was read with the lease; later rounds read the outbox again.
         """
         redis = self.rt.redis
         while True:
             if head is None:
-                async with redis.pipeline(transaction=False) as pipe:
-                    outbox.read_head(pipe, ik, desks)
-                    head = outbox.Head(*await pipe.execute())
+                pipe = redis.pipeline(transaction=False)
+                outbox.read_head(pipe, ik, desks)
+                head = outbox.Head(*await self.rt.scripts.execute(pipe))
             (raw, view, breakers, marked), head = head, None
             if not raw:
                 return None
@@ -201,7 +205,9 @@ class Delivery:
                 identity = (action.alert or {}).get("identity", "")  # for the log: which alert this is about
                 with structlog.contextvars.bound_contextvars(incident=action.incident, identity=identity):
                     try:
-                        outcome = await self._with_retries(functools.partial(self._apply, ik, action, view))
+                        outcome = await retrying(
+                            functools.partial(self._apply, ik, action, view), self.rt.tuning.attempts
+                        )
                     except DeskTransient as exc:
                         return await self._back_off(ik, action, exc)
                     except DeskError as exc:
@@ -209,23 +215,52 @@ class Delivery:
                         continue
                     if outcome is ROTATED:
                         break  # the outbox was rewritten for a new epoch: read it again
-                    async with redis.pipeline(transaction=False) as pipe:
-                        pipe.lpop(ik.outbox, len(action.entries))
-                        if action.writes:
-                            pipe.hset(ik.state, mapping=action.writes)
-                            pipe.hdel(ik.state, "failures", *action.clears)
-                        else:
-                            pipe.hdel(ik.state, "failures")
-                        outbox.audit(pipe, ik, self.rt, action, "delivered", outcome)
-                        self.rt.scripts.advance(ik, self.token, self.rt.tuning.lease_ms, pipe)
-                        *_, left = await self.rt.scripts.execute(pipe)
-                    if left < 0:
-                        log.warning("lease_lost", incident=action.incident)
-                        return None
-                    if left == 0:
-                        return None  # released: `_finish` removes the ready marker
+                    last = action is actions[-1] and len(raw) < outbox.HEAD  # nothing more was read
+                    left = await self._delivered(ik, action, outcome, last=last)
+                    if left == ENDED:
+                        return ENDED
+                    if left <= 0:
+                        return None  # released (or lost): `_finish` removes the ready marker
             if not left:
                 return None
+
+    async def _delivered(self, ik: keys.IncidentKeys, action: Action, outcome: str, *, last: bool) -> int:
+        """Record a delivered action and renew the lease, or release it once the outbox is empty;
+        returns the outbox's length, -1 if the lease was lost, or ENDED.
+
+        When `last` (the outbox as read holds nothing more) the drain most likely ends here, so its end
+        goes in the same round trip: the ready marker is removed, then the outbox looked at again for
+        what the engine appended meanwhile (the engine adds a marker only where none is).
+        """
+        lease_ms = self.rt.tuning.lease_ms
+        pipe = self.rt.redis.pipeline(transaction=False)
+        pipe.lpop(ik.outbox, len(action.entries))
+        if action.writes:
+            pipe.hset(ik.state, mapping=action.writes)
+            pipe.hdel(ik.state, "failures", *action.clears)
+        else:
+            pipe.hdel(ik.state, "failures")
+        outbox.audit(pipe, ik, self.rt, action, "delivered", outcome)
+        advanced = len(pipe.command_stack)
+        self.rt.scripts.advance(ik, self.token, lease_ms, pipe)
+        if last:
+            pipe.zrem(keys.READY, ik.base)
+            pipe.llen(ik.outbox)
+        replies = await self.rt.scripts.execute(pipe)
+        left: int = replies[advanced]
+        if not last:
+            if left < 0:
+                log.warning("lease_lost", incident=action.incident)
+            return left
+        pending = replies[-1]
+        if left > 0:  # appended before the lease's release: drain on, the marker claimed again
+            await self._mark_ready(ik.base, self.rt.clock() + lease_ms, nx=False)
+            return int(left)
+        if left < 0:
+            log.warning("lease_lost", incident=action.incident)
+        if pending:  # appended after the lease's release
+            await self._mark_ready(ik.base, self.rt.clock(), nx=True)
+        return ENDED
 
     def _flush_at(self, action: Action) -> int | None:
         """When a note-only action should wait for its flush interval to pass, the time to try again."""
@@ -234,31 +269,6 @@ class Delivery:
         interval = next((r.ticket.flush_interval for r in self.rt.config.routes if r.name == action.route), 0.0)
         due = int(action.changes[0]["at"]) + int(interval * 1000)
         return due if due > self.rt.clock() else None
-
-    async def _with_retries(self, call: Callable[[], Awaitable[T]]) -> T:
-        tuning = self.rt.tuning
-        backoff = wait_random_exponential(multiplier=0.1, max=2.0)
-
-        def retryable(state: RetryCallState) -> bool:
-            exc = state.outcome.exception() if state.outcome else None
-            if isinstance(exc, BreakerOpen):
-                return False
-            if isinstance(exc, DeskTransient):
-                return (exc.retry_after or 0) <= IN_PASS_RETRY_AFTER_S
-            return isinstance(exc, DeskAuthExpired) and state.attempt_number == 1  # re-authenticate once
-
-        def wait(state: RetryCallState) -> float:
-            exc = state.outcome.exception() if state.outcome else None
-            if isinstance(exc, DeskTransient) and exc.retry_after is not None:
-                return float(exc.retry_after)
-            return backoff(state)
-
-        async for attempt in AsyncRetrying(
-            stop=stop_after_attempt(tuning.attempts), wait=wait, retry=retryable, reraise=True
-        ):
-            with attempt:
-                return await call()
-        raise AssertionError("unreachable: tenacity reraises")
 
     async def _apply(self, ik: keys.IncidentKeys, action: Action, view: dict[bytes, bytes]) -> str:
         """Make one action's desk calls; `view` is the incident's state hash as read with the outbox."""
@@ -290,14 +300,14 @@ class Delivery:
                 context = self._context(action, route)
                 note = _render_or_reject(route.ticket.resolve_note, context, desk.name)
                 extra = {k: _render_or_reject(t, context, desk.name) for k, t in route.ticket.resolve_fields.items()}
-                await self._call(desk, "resolve", desk.resolve(ref, note, extra))
+                await self.guard.call(desk, "resolve", desk.resolve(ref, note, extra))
             case _:
                 raise DeskRejected(f"unknown action {action.kind}", desk=desk.name, action=action.kind)
         return ref.display or ref.id
 
     async def _reopen(self, ik: keys.IncidentKeys, desk: Desk, ref: TicketRef, route: Route, action: Action) -> str:
         """Reopen the ticket, unless a human closed it (or set a won't-fix state): then a new epoch."""
-        current = await self._call(desk, "state", desk.state(ref))
+        current = await self.guard.call(desk, "state", desk.state(ref))
         if current.phase is TicketPhase.CLOSED or current.raw_state in route.lifecycle.no_reopen_states:
             state = current.raw_state or current.phase.value
             reason = f"ticket {ref.display or ref.id} is {state} in the desk: new ticket"
@@ -308,10 +318,10 @@ class Delivery:
         text = note_text([{"reason": "reopened: fired again within the reopen window", "alert": action.alert}])
         if action.changes:
             text += "\n" + note_text(action.changes)
-        await self._call(desk, "reopen", desk.reopen(ref, text))
+        await self.guard.call(desk, "reopen", desk.reopen(ref, text))
         lines = await self._sync(ik, desk, ref, route, action)
         if lines:
-            await self._call(desk, "note", desk.note(ref, "\n".join(lines)))
+            await self.guard.call(desk, "note", desk.note(ref, "\n".join(lines)))
         return "reopened"
 
     async def _note(
@@ -319,7 +329,7 @@ class Delivery:
     ) -> None:
         """One work note for the coalesced changes, with what field ownership has to say."""
         lines = [note_text(action.changes), *lines, *await self._sync(ik, desk, ref, route, action)]
-        await self._call(desk, "note", desk.note(ref, "\n".join(line for line in lines if line)))
+        await self.guard.call(desk, "note", desk.note(ref, "\n".join(line for line in lines if line)))
 
     async def _sync(self, ik: keys.IncidentKeys, desk: Desk, ref: TicketRef, route: Route, action: Action) -> list[str]:
         latest = action.changes[-1]["alert"] if action.changes and action.changes[-1].get("alert") else action.alert
@@ -340,7 +350,7 @@ class Delivery:
         fields: dict[str, str] = {}
         if marker.encode() in view and not action.marked:
             # An earlier open's outcome is unknown (timeout, crash): the desk may hold the record.
-            ref = await self._call(desk, "find", desk.find(action.incident))
+            ref = await self.guard.call(desk, "find", desk.find(action.incident))
             if ref is not None:
                 log.info("ticket_adopted", ticket=ref.display or ref.id)
         if ref is None:
@@ -354,42 +364,21 @@ class Delivery:
                 await redis.hset(ik.state, marker, action.incident)
             action.marked = False  # from here on the outcome may be unknown: a retry looks it up first
             view[marker.encode()] = action.incident.encode()
-            ref = await self._call(desk, "open", desk.open(action.incident, fields))
+            ref = await self.guard.call(desk, "open", desk.open(action.incident, fields))
             log.info("ticket_opened", desk=desk.name, ticket=ref.display or ref.id)
         ticket = orjson.dumps([ref.id, ref.display, ref.url])
         entries = ownership.written(action.epoch, fields)
         entries[f"ticket:{action.epoch}"] = ticket
         if action.changes:  # a note follows: the ticket is recorded before it is called
-            async with redis.pipeline(transaction=False) as pipe:
-                pipe.hset(ik.state, mapping=entries)
-                pipe.hdel(ik.state, marker)
-                await pipe.execute()
+            pipe = redis.pipeline(transaction=False)
+            pipe.hset(ik.state, mapping=entries)
+            pipe.hdel(ik.state, marker)
+            await self.rt.scripts.execute(pipe)
         else:  # recorded with the action's own bookkeeping, one round trip
             action.writes, action.clears = entries, [marker]
         view[f"ticket:{action.epoch}".encode()] = ticket
         view.pop(marker.encode(), None)
         return ref
-
-    async def _call(self, desk: Desk, action: str, call: Coroutine[Any, Any, T]) -> T:
-        try:
-            await self.guard.before(desk.name)
-        except BaseException:
-            call.close()  # never started: do not leave it unawaited
-            raise
-        started = time.perf_counter()
-        outcome = "ok"
-        try:
-            return await call
-        except DeskTransient as exc:
-            outcome = self.rt.metrics.transient(desk.name, exc)  # "rate_limited" for a 429
-            await self.guard.trip(desk.name, exc.retry_after or BREAKER_FIRST_S, nx=True)
-            raise
-        except DeskError:
-            outcome = "rejected"
-            raise
-        finally:
-            self.rt.metrics.desk_calls.labels(desk.name, action, outcome).inc()
-            self.rt.metrics.desk_latency.labels(desk.name, action).observe(time.perf_counter() - started)
 
     def _desk_of(self, action: Action) -> str:
         return next((r.desk for r in self.rt.config.routes if r.name == action.route), "")
@@ -412,27 +401,27 @@ class Delivery:
         log.warning("desk_unavailable", desk=exc.desk, action=exc.action, status=exc.status, retry_in_s=delay)
         # Keep the desk's breaker open while this incident waits: the others wait with it.
         until = await self.guard.trip(exc.desk or self._desk_of(action), delay, nx=False)
-        async with self.rt.redis.pipeline(transaction=False) as pipe:
-            outbox.audit(pipe, ik, self.rt, action, "retrying", f"{exc} (retry in {delay:.1f}s)")
-            await pipe.execute()
+        pipe = self.rt.redis.pipeline(transaction=False)
+        outbox.audit(pipe, ik, self.rt, action, "retrying", f"{exc} (retry in {delay:.1f}s)")
+        await self.rt.scripts.execute(pipe)
         return until
 
     async def _dead_letter(self, ik: keys.IncidentKeys, action: Action, exc: DeskError) -> None:
         log.error("desk_rejected", desk=exc.desk, action=exc.action, status=exc.status, error=str(exc))
-        async with self.rt.redis.pipeline(transaction=False) as pipe:
-            pipe.xadd(
-                keys.DLQ,
-                {
-                    "kind": "desk_rejected",
-                    "incident": action.incident,
-                    "entries": orjson.dumps([orjson.loads(e) for e in action.entries]),
-                    "error": orjson.dumps(exc.record(), default=str),
-                    "at": self.rt.clock(),
-                },
-            )
-            pipe.lpop(ik.outbox, len(action.entries))
-            outbox.audit(pipe, ik, self.rt, action, "dead-lettered", str(exc))
-            await pipe.execute()
+        pipe = self.rt.redis.pipeline(transaction=False)
+        pipe.xadd(
+            keys.DLQ,
+            {
+                "kind": "desk_rejected",
+                "incident": action.incident,
+                "entries": orjson.dumps([orjson.loads(e) for e in action.entries]),
+                "error": orjson.dumps(exc.record(), default=str),
+                "at": self.rt.clock(),
+            },
+        )
+        pipe.lpop(ik.outbox, len(action.entries))
+        outbox.audit(pipe, ik, self.rt, action, "dead-lettered", str(exc))
+        await self.rt.scripts.execute(pipe)
 
 
 def _render_or_reject(template: str, context: dict[str, Any], desk: str) -> str:

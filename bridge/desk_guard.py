@@ -1,19 +1,27 @@
 """Guards in front of each desk, shared by every replica through Redis: the rate limit (a token
 bucket, mapping `limits:`) and a circuit breaker that keeps incidents from piling onto a desk that
-is failing. Delivery passes every desk call through `DeskGuard.before`, and tells it of failures."""
+is failing. Delivery makes every desk call through `DeskGuard.call`, within `retrying`: the one
+place where desk calls are retried."""
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
 import random
-from typing import Any
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
 
+from tenacity import AsyncRetrying, RetryCallState, stop_after_attempt, wait_random_exponential
+
+from adapters.desks.base import Desk
 from bridge import keys
-from bridge.errors import DeskTransient
+from bridge.errors import DeskAuthExpired, DeskError, DeskTransient
 from bridge.runtime import Runtime
 
+T = TypeVar("T")
 BREAKER_FIRST_S = 2.0  # a first transient failure holds the other incidents back this long
+IN_PASS_RETRY_AFTER_S = 5.0  # a longer Retry-After ends the pass; the incident waits in the ready queue
 delivering: contextvars.ContextVar[str] = contextvars.ContextVar("delivering", default="")
 
 
@@ -25,6 +33,29 @@ class DeskGuard:
     def __init__(self, runtime: Runtime) -> None:
         self.rt = runtime
         self._suspect: dict[str, int] = {}  # desk -> until when this process looks at its breaker
+
+    async def call(self, desk: Desk, action: str, call: Coroutine[Any, Any, T]) -> T:
+        """Make one desk call once the guards let it through; count it, time it, and trip the breaker
+        on a transient failure."""
+        try:
+            await self.before(desk.name)
+        except BaseException:
+            call.close()  # never started: do not leave it unawaited
+            raise
+        started = time.perf_counter()
+        outcome = "ok"
+        try:
+            return await call
+        except DeskTransient as exc:
+            outcome = self.rt.metrics.transient(desk.name, exc)  # "rate_limited" for a 429
+            await self.trip(desk.name, exc.retry_after or BREAKER_FIRST_S, nx=True)
+            raise
+        except DeskError:
+            outcome = "rejected"
+            raise
+        finally:
+            self.rt.metrics.desk_calls.labels(desk.name, action, outcome).inc()
+            self.rt.metrics.desk_latency.labels(desk.name, action).observe(time.perf_counter() - started)
 
     async def before(self, desk: str) -> None:
         """Raise BreakerOpen, or wait for the rate limit, before a call to `desk`."""
@@ -73,3 +104,29 @@ def breaker_until(raw: Any, base: str) -> int:
 def jitter(at_ms: int) -> int:
     """Spread waiting incidents over a second, so a desk that comes back is not hit by all at once."""
     return at_ms + random.randint(0, 1000)
+
+
+async def retrying(call: Callable[[], Awaitable[T]], attempts: int) -> T:
+    """Run `call`, again after a transient failure (honouring a Retry-After up to
+    IN_PASS_RETRY_AFTER_S, else with jittered backoff) and once after expired credentials, up to
+    `attempts` times in all; an open breaker is not retried here (the incident waits instead)."""
+    backoff = wait_random_exponential(multiplier=0.1, max=2.0)
+
+    def retryable(state: RetryCallState) -> bool:
+        exc = state.outcome.exception() if state.outcome else None
+        if isinstance(exc, BreakerOpen):
+            return False
+        if isinstance(exc, DeskTransient):
+            return (exc.retry_after or 0) <= IN_PASS_RETRY_AFTER_S
+        return isinstance(exc, DeskAuthExpired) and state.attempt_number == 1  # re-authenticate once
+
+    def wait(state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        if isinstance(exc, DeskTransient) and exc.retry_after is not None:
+            return float(exc.retry_after)
+        return backoff(state)
+
+    async for attempt in AsyncRetrying(stop=stop_after_attempt(attempts), wait=wait, retry=retryable, reraise=True):
+        with attempt:
+            return await call()
+    raise AssertionError("unreachable: tenacity reraises")

@@ -184,10 +184,10 @@ class Engine:
             silenced = await self.silences.matching(alerts, now) if work else set()
         else:
             silenced = self.silences.covered(silences, alerts, now)
-        async with self.rt.redis.pipeline(transaction=False) as pipe:
-            for index, w in enumerate(work):
-                await self.rt.scripts.apply_alert(self._step(w, index in silenced), now, pipe)
-            replies = await self.rt.scripts.execute(pipe, raise_on_error=False) if work else []
+        pipe = self.rt.redis.pipeline(transaction=False)
+        for index, w in enumerate(work):
+            await self.rt.scripts.apply_alert(self._step(w, index in silenced), now, pipe)
+        replies = await self.rt.scripts.execute(pipe, raise_on_error=False)
 
         records = _Records()
         for w, reply in zip(work, replies, strict=True):
@@ -199,17 +199,17 @@ class Engine:
         for (route, decision), count in records.decisions.items():
             self.rt.metrics.decisions.labels(route, decision).inc(count)
         # One command per key for the whole batch: the outbox and timer marks, the incident index.
-        async with self.rt.redis.pipeline(transaction=False) as pipe:
-            if records.ready:
-                pipe.zadd(keys.READY, records.ready, nx=True)
-            if records.timers:
-                pipe.zadd(keys.TIMERS, records.timers)
-            if records.changed:
-                pipe.zadd(keys.INCIDENTS, records.changed)
-            for letter in dead:
-                pipe.xadd(keys.DLQ, {**letter, "at": now})  # type: ignore[dict-item]
-            pipe.xack(keys.INTAKE, keys.ENGINE_GROUP, *[e[0] for e in entries])
-            await pipe.execute()
+        pipe = self.rt.redis.pipeline(transaction=False)
+        if records.ready:
+            pipe.zadd(keys.READY, records.ready, nx=True)
+        if records.timers:
+            pipe.zadd(keys.TIMERS, records.timers)
+        if records.changed:
+            pipe.zadd(keys.INCIDENTS, records.changed)
+        for letter in dead:
+            pipe.xadd(keys.DLQ, {**letter, "at": now})  # type: ignore[dict-item]
+        pipe.xack(keys.INTAKE, keys.ENGINE_GROUP, *[e[0] for e in entries])
+        await self.rt.scripts.execute(pipe)
         if records.opened:
             await self._count_opens(records.opened, now)
         if records.ready:
@@ -222,12 +222,12 @@ class Engine:
         of it still lies within the last 60 s, so a storm across a minute boundary is not split in two.
         """
         minute = now // 60_000
-        async with self.rt.redis.pipeline(transaction=False) as pipe:
-            for route, count in opened.items():
-                pipe.incrby(keys.storm_count(route, minute), count)
-                pipe.expire(keys.storm_count(route, minute), 120)
-                pipe.get(keys.storm_count(route, minute - 1))
-            replies = await pipe.execute()
+        pipe = self.rt.redis.pipeline(transaction=False)
+        for route, count in opened.items():
+            pipe.incrby(keys.storm_count(route, minute), count)
+            pipe.expire(keys.storm_count(route, minute), 120)
+            pipe.get(keys.storm_count(route, minute - 1))
+        replies = await self.rt.scripts.execute(pipe)
         overlap = 1 - (now % 60_000) / 60_000
         for index, route in enumerate(opened):
             current, previous = int(replies[index * 3]), int(replies[index * 3 + 2] or 0)

@@ -24,10 +24,14 @@ _IN_TEXT = [
     (re.compile(r"(?i)([a-z][a-z0-9+.-]*://[^:/@\s]*:)[^@\s]+@"), r"\1" + MASK + "@"),  # scheme://user:pw@host
     (re.compile(r"(?i)\b(password|passwd|token|secret|api_key)=([^&\s]+)"), r"\1=" + MASK),  # query strings
 ]
+# What every pattern above needs to match: text without any of it is left as it is, in one search.
+_MAYBE = re.compile(r"(?i)bearer|basic|://|passw|token|secret|api_key")
 
 
 def _scrub(value: Any) -> Any:
     if isinstance(value, str):
+        if not _MAYBE.search(value):
+            return value
         for pattern, replacement in _IN_TEXT:
             value = pattern.sub(replacement, value)
         return value

@@ -13,6 +13,8 @@ from adapters.desks.base import TicketRef
 from bridge import keys
 from bridge.runtime import Runtime
 
+HEAD = 100  # outbox entries a drain reads at once (lease.lua's "take" reads as many)
+
 
 @dataclass
 class Action:
@@ -60,7 +62,7 @@ class Head(NamedTuple):
 
 def read_head(pipe: Any, ik: keys.IncidentKeys, desks: list[str]) -> None:
     """Queue the reads a drain starts from: the outbox's head, the incident's state, the breakers."""
-    pipe.lrange(ik.outbox, 0, 99)
+    pipe.lrange(ik.outbox, 0, HEAD - 1)
     pipe.hgetall(ik.state)
     pipe.mget([keys.desk_breaker(d) for d in desks])
 

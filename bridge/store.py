@@ -8,9 +8,9 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
-from redis.exceptions import NoScriptError
 
 from bridge import keys
+from bridge.batch import Batcher
 from bridge.models import DecisionKind
 
 Redis = aioredis.Redis
@@ -57,8 +57,9 @@ class AlertStep:
 class Scripts:
     """The registered scripts. Calls take a client or a pipeline, so a batch is one round trip.
 
-    On a pipeline a call is queued as a bare EVALSHA and the pipeline is run by `execute`: redis-py's
-    own script calls would first ask SCRIPT EXISTS, one more round trip for every pipeline.
+    On a pipeline a call is queued as a bare EVALSHA and the pipeline is run by `execute`, which
+    recovers from NOSCRIPT: redis-py's own script calls on a pipeline would first ask SCRIPT EXISTS,
+    one more round trip for every pipeline.
     """
 
     def __init__(self, redis: Redis, *, audit_cap: int = 200) -> None:
@@ -72,33 +73,16 @@ class Scripts:
         self._rotate: AsyncScript = redis.register_script(_source("rotate_epoch.lua"))
         self._token: AsyncScript = redis.register_script(_source("take_token.lua"))
         self._all = (self._apply, self._fire, self._claim, self._lease, self._resolve, self._rotate, self._token)
+        self._batch = Batcher(redis, self.load)
 
     async def load(self) -> None:
         for script in self._all:
             script.sha = await self.redis.script_load(script.script)
 
     async def execute(self, pipe: Pipeline, *, raise_on_error: bool = True) -> list[Any]:
-        """Run a pipeline holding queued script calls.
-
-        Should Redis have lost its scripts (a restart), those calls answer NOSCRIPT without having
-        run: the scripts are loaded again and just those calls made again, in their order.
-        """
-        stack = list(pipe.command_stack)
-        replies: list[Any] = await pipe.execute(raise_on_error=False)
-        missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
-        if missing:
-            await self.load()
-            async with self.redis.pipeline(transaction=False) as again:
-                for i in missing:
-                    args, options = stack[i]
-                    again.execute_command(*args, **options)
-                for i, reply in zip(missing, await again.execute(raise_on_error=False), strict=True):
-                    replies[i] = reply
-        if raise_on_error:
-            for reply in replies:
-                if isinstance(reply, Exception):
-                    raise reply
-        return replies
+        """Run a pipeline's commands, queued script calls included, in a round trip shared with the
+        other pipelines run this event-loop turn (bridge/batch.py); `pipe` itself is not executed."""
+        return await self._batch.execute(pipe, raise_on_error=raise_on_error)
 
     @staticmethod
     def _queue(pipe: Pipeline, script: AsyncScript, keys: list[str], args: list[Any]) -> Pipeline:
@@ -142,7 +126,8 @@ class Scripts:
 
     async def claim(self, zset: str, now_ms: int, lease_ms: int, limit: int) -> list[str]:
         """Up to `limit` members of `zset` due by now, re-scored to now + lease (see claim_timers.lua)."""
-        reply = await self._claim(keys=[zset], args=[now_ms, lease_ms, limit])
+        pipe = self._queue(self.redis.pipeline(transaction=False), self._claim, [zset], [now_ms, lease_ms, limit])
+        (reply,) = await self.execute(pipe)
         return [_s(m) for m in reply]
 
     async def take_token(self, desk: str, now_ms: int, per_second: float, burst: int) -> int:

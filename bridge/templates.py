@@ -12,7 +12,16 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from bridge.models import Alert
 
-_ENV = ImmutableSandboxedEnvironment(autoescape=False, keep_trailing_newline=False)
+
+class _Environment(ImmutableSandboxedEnvironment):
+    def make_globals(self, d: Mapping[str, Any] | None) -> dict[str, Any]:
+        """A template's globals as one plain dict, not Jinja's ChainMap over the environment's: every
+        render copies them into its context, and copying a ChainMap (in Python, key by key) was half
+        of a short template's render time. Nothing changes the environment's globals once set up."""
+        return {**self.globals, **(d or {})}
+
+
+_ENV = _Environment(autoescape=False, keep_trailing_newline=False)
 # `{{ labels.alertname }}`, optionally `| default('')`: most keys and many fields are only that.
 _PLAIN = re.compile(
     r"\{\{\s*([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*)\s*(?:\|\s*default\(\s*(?:''|\"\")\s*\)\s*)?\}\}", re.ASCII

@@ -256,3 +256,80 @@ async def test_work_claimed_while_its_drain_ends_is_delivered_at_once(snow: Snow
     assert await redis.zscore(keys.READY, base) > bridge.runtime.clock() + 20_000  # a lease ahead
     delivery._ended(base)  # the drain ends
     await eventually(lambda: len(snow.notes(snow.incidents()[0])) > notes_before, within=5)
+
+
+async def _bridge_with_slow_desk(snow: Snow, make_bridge: Any, latency_ms: int = 800) -> Any:
+    config = mapping(snow.url)
+    slow = config.desks["snow"].model_copy(update={"timeout": 5.0})
+    bridge = await make_bridge(
+        config.model_copy(update={"desks": {"snow": slow}}), tuning=dataclasses.replace(FAST, lease_ms=30_000)
+    )
+    snow.faults.set(latency_ms=latency_ms)
+    return bridge
+
+
+async def _incident_at_the_desk(redis: Any) -> keys.IncidentKeys:
+    """The one incident, once its drain holds the lease (its open is at the slow desk)."""
+    bases = await eventually(lambda: redis.zrange(keys.INCIDENTS, 0, -1))
+    ik = keys.IncidentKeys(bases[0].decode())
+    await eventually(lambda: redis.exists(ik.lease))
+    return ik
+
+
+async def test_work_appended_while_the_last_action_is_at_the_desk_is_drained_on(
+    snow: Snow, make_bridge: Any, redis: Any
+) -> None:
+    """A drain's end rides on its last action's bookkeeping. Work the engine appends while that action
+    is at the desk keeps the drain going, and the incident stays claimed a lease ahead meanwhile, so
+    that another replica would find it should this one die."""
+    bridge = await _bridge_with_slow_desk(snow, make_bridge)
+    assert (await post(url(bridge), group(alert())))[0] == 202
+    ik = await _incident_at_the_desk(redis)
+    assert (await post(url(bridge), group(alert(device="/dev/sdz"))))[0] == 202  # a member joins: a note
+
+    async def appended() -> bool:
+        return await redis.llen(ik.outbox) == 2  # the open, still at the desk, and the note behind it
+
+    await eventually(appended, within=5)
+
+    async def note_at_the_desk() -> bool:
+        head = await redis.lindex(ik.outbox, 0)
+        return head is not None and orjson.loads(head)["kind"] == "NOTE"  # the open is done and recorded
+
+    await eventually(note_at_the_desk, within=5, interval=0.02)
+    assert await redis.zscore(keys.READY, ik.base) > bridge.runtime.clock() + 20_000  # claimed a lease ahead
+    ticket = snow.incidents()[0]
+    await eventually(lambda: snow.notes(ticket), within=5)
+    await eventually(lambda: _drained(redis, ik), within=5)
+
+
+async def _drained(redis: Any, ik: keys.IncidentKeys) -> bool:
+    return await redis.zscore(keys.READY, ik.base) is None and not await redis.llen(ik.outbox)
+
+
+async def test_work_appended_just_after_the_lease_is_released_is_not_stranded(
+    snow: Snow, make_bridge: Any, redis: Any, monkeypatch: Any
+) -> None:
+    """The engine's append lands after the last action's bookkeeping released the lease, but before
+    that same round trip removed the ready marker (the engine adds none where one is): the outbox is
+    looked at again in that round trip, and the incident marked ready, not left with work and no marker."""
+    bridge = await _bridge_with_slow_desk(snow, make_bridge)
+    assert (await post(url(bridge), group(alert())))[0] == 202
+    ik = await _incident_at_the_desk(redis)
+    entry = orjson.loads((await redis.lrange(ik.outbox, 0, 0))[0])
+    late = orjson.dumps({**entry, "kind": "NOTE", "reason": "appended just after the release"})
+    scripts = bridge.runtime.scripts
+    advance, injected = scripts.advance, []
+
+    def advance_then_append(keys_: keys.IncidentKeys, token: str, lease_ms: int, pipe: Any) -> None:
+        advance(keys_, token, lease_ms, pipe)
+        if keys_.base == ik.base and not injected:  # as the engine would, right after the release
+            injected.append(late)
+            pipe.rpush(keys_.outbox, late)
+            pipe.zadd(keys.READY, {keys_.base: 0}, nx=True)
+
+    monkeypatch.setattr(scripts, "advance", advance_then_append)
+    ticket = (await eventually(lambda: snow.incidents(), within=5))[0]
+    notes = await eventually(lambda: snow.notes(ticket), within=5)
+    assert injected and "appended just after the release" in str(notes)
+    await eventually(lambda: _drained(redis, ik), within=5)

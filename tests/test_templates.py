@@ -1,4 +1,5 @@
-"""Templates: the direct lookup of a plain `{{ a.b }}` renders exactly what Jinja renders."""
+"""Templates: the direct lookup of a plain `{{ a.b }}`, and the environment's plain-dict globals,
+render exactly what Jinja renders."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from bridge import templates
 from bridge.templates import compile_template, render
@@ -52,3 +54,28 @@ def test_plain_lookup_examples() -> None:
     assert render("{{ count }}", context) == "3"
     assert render("{{ labels.items }}", context) == jinja_only("{{ labels.items }}", context)  # dict.items
     assert templates._plain_path("{{ labels.instance }}-{{ count }}") is None  # more than one: Jinja
+
+
+STOCK = ImmutableSandboxedEnvironment(autoescape=False, keep_trailing_newline=False)
+
+
+def test_globals_as_a_plain_dict_render_what_stock_jinja_renders() -> None:
+    """The environment copies its globals into each template as a dict, not a ChainMap: the same
+    names resolve, a context value still shadows a global, and `{% set %}` stays in its render."""
+    context = {"labels": {"severity": "critical"}, "range": "shadowed", "n": 3, "items": [1, 2]}
+    sources = [
+        "{{ {'critical': '1', 'major': '2'}.get(labels.severity, '3') }}",
+        "{{ labels.missing | default(n) }} {{ range }}",
+        "{% for i in items %}{{ loop.index }}:{{ i }} {% endfor %}",
+        "{% set ns = namespace(total=0) %}{% for i in items %}{% set ns.total = ns.total + i %}{% endfor %}"
+        "{{ ns.total }}",
+        "{% set n = 9 %}{{ n }} {{ dict(a=1) }} {{ cycler('a', 'b').next() }}",
+        "{{ lipsum(1, html=False) | length > 0 }} {{ joiner()() }}",
+    ]
+    no_range = {k: v for k, v in context.items() if k != "range"}
+    for source in sources:
+        for ctx in (context, no_range):
+            expected = STOCK.from_string(source).render(ctx).strip()
+            assert render(source, ctx) == expected, source
+    assert render("{{ range(3) | list }}", {}) == "[0, 1, 2]"
+    assert render("{{ n }}", context) == "3"  # the `{% set n = 9 %}` above did not leak

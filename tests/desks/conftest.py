@@ -6,7 +6,6 @@ import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any, TypeVar, cast
 
 import aiohttp
@@ -17,9 +16,7 @@ from pydantic import TypeAdapter
 from adapters.desks.base import Desk
 from adapters.simulators.faults import FAULTS, Faults
 from bridge.config import DeskConfig
-from bridge.delivery import Delivery
-from bridge.runtime import Runtime
-from bridge.tuning import Tuning
+from bridge.desk_guard import retrying
 from tests.desks.variants import VARIANTS, Variant
 from tests.desks.views import Ticket
 from tests.tls import private_ca as make_private_ca
@@ -98,9 +95,8 @@ async def desk(make_desk: Callable[..., Desk]) -> AsyncIterator[Desk]:
 
 
 async def retried(call: Callable[[], Awaitable[T]], attempts: int = 4) -> T:
-    """Run `call` under bridge.delivery's retry policy, the one place where retries live."""
-    runtime = cast(Runtime, SimpleNamespace(tuning=Tuning(attempts=attempts)))
-    return await Delivery(runtime)._with_retries(call)
+    """Run `call` under delivery's retry policy (bridge.desk_guard), the one place where retries live."""
+    return await retrying(call, attempts)
 
 
 @pytest.fixture(scope="session")

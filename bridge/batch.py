@@ -1,0 +1,109 @@
+"""Shared round trips: the commands concurrent tasks send in one event-loop turn go to Redis together.
+
+A round trip through redis-py's asyncio client costs far more client CPU than the commands in it
+(a pipeline of 3 commands about 280 µs, against about 17 µs per command in a pipeline of 150, on
+the bench machine: `bench/OPTIMISATIONS.md`), and under load many tasks need one in the same turn:
+webhook requests writing the intake stream, deliveries taking leases and recording what the desk
+answered, engine batches. Each hands over its queued commands (a redis-py pipeline, not executed)
+and gets its own replies back, exactly as if it had executed that pipeline itself: its commands run
+in the order queued, none of a transaction (these pipelines never were one) and nothing waits for
+a batch to fill. The first caller of a turn yields once, so that the others of the turn join it,
+and then sends for all of them; batches in flight do not wait for each other.
+
+Scripts are queued as bare EVALSHA. Should Redis have lost them (a restart, a failover), those
+calls answer NOSCRIPT without having run: the scripts are loaded again and just those calls made
+again, in their order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError
+
+Command = tuple[tuple[Any, ...], Mapping[str, Any]]  # (args, options), as a redis-py pipeline queues it
+Caller = tuple[list[Command], "asyncio.Future[list[Any]] | None"]  # its commands, where its replies go
+
+
+class Batcher:
+    def __init__(self, redis: aioredis.Redis, reload: Callable[[], Awaitable[None]]) -> None:
+        self.redis = redis
+        self._reload = reload
+        self._joining: list[Caller] | None = None
+        self._orphans: set[asyncio.Future[list[Any]]] = set()  # sends whose first caller was cancelled
+
+    async def execute(self, pipe: aioredis.client.Pipeline, *, raise_on_error: bool = True) -> list[Any]:
+        """Run the commands queued on `pipe` (which is left as it was, not executed); returns their
+        replies. With `raise_on_error`, the first error among them is raised, else returned in place."""
+        commands: list[Command] = list(pipe.command_stack)
+        if not commands:
+            return []
+        if self._joining is not None:  # a send is being gathered this turn: join it
+            done: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
+            self._joining.append((commands, done))
+            replies = await done
+        else:
+            replies = await self._lead(commands)
+        if raise_on_error:
+            for reply in replies:
+                if isinstance(reply, Exception):
+                    raise reply
+        return replies
+
+    async def _lead(self, commands: list[Command]) -> list[Any]:
+        joined: list[Caller] = []
+        self._joining = joined
+        try:
+            await asyncio.sleep(0)  # the rest of this turn's callers join
+        except asyncio.CancelledError:
+            if joined:  # they still get their round trip, without this caller
+                task = asyncio.ensure_future(self._send(joined))
+                self._orphans.add(task)
+                task.add_done_callback(self._orphaned)
+            raise
+        finally:
+            self._joining = None
+        return await self._send([(commands, None), *joined])
+
+    def _orphaned(self, task: asyncio.Future[list[Any]]) -> None:
+        self._orphans.discard(task)
+        if not task.cancelled():
+            task.exception()  # its callers got it; retrieved here so that asyncio does not log it
+
+    async def _send(self, batch: list[Caller]) -> list[Any]:
+        """Run every caller's commands in one round trip and hand each its replies; returns the
+        first caller's (the one that sends: it has no future)."""
+        try:
+            replies = await self._run([c for commands, _ in batch for c in commands])
+        except BaseException as exc:
+            lost = exc if isinstance(exc, Exception) else RedisConnectionError(f"round trip interrupted: {exc!r}")
+            for _, done in batch:
+                if done is not None and not done.done():
+                    done.set_exception(lost)
+            raise
+        index = 0
+        for commands, done in batch:
+            if done is not None and not done.done():  # else its caller was cancelled meanwhile
+                done.set_result(replies[index : index + len(commands)])
+            index += len(commands)
+        return replies[: len(batch[0][0])]
+
+    async def _run(self, commands: list[Command]) -> list[Any]:
+        pipe = self.redis.pipeline(transaction=False)
+        for args, options in commands:
+            pipe.execute_command(*args, **options)
+        replies: list[Any] = await pipe.execute(raise_on_error=False)
+        missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+        if missing:
+            await self._reload()
+            again = self.redis.pipeline(transaction=False)
+            for i in missing:
+                args, options = commands[i]
+                again.execute_command(*args, **options)
+            for i, reply in zip(missing, await again.execute(raise_on_error=False), strict=True):
+                replies[i] = reply
+        return replies
