@@ -47,11 +47,13 @@ class Delivery:
         self._inflight: set[str] = set()
         self._again: set[str] = set()  # claimed while in flight here: drain again once the drain ends
         self._tasks: set[asyncio.Task[None]] = set()
+        self._stop: asyncio.Event | None = None  # set by `run`: offers are taken only while it runs
         self.guard = DeskGuard(runtime)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Pick up incidents with due work until `stop`, then let in-flight ones finish."""
         tuning = self.rt.tuning
+        self._stop = stop
         try:
             while not stop.is_set():
                 try:
@@ -86,6 +88,23 @@ class Delivery:
                 continue
             self._start(base)
             started += 1
+        return started
+
+    def offer(self, bases: list[str]) -> set[str]:
+        """Start draining incidents the engine here has just given work, as far as there is room,
+        without the claim's round trip; returns those started (the engine scores their ready markers
+        a lease ahead, as the claim would). One already draining here is left to that drain, which
+        looks at its outbox again before it ends."""
+        if self._stop is None or self._stop.is_set():
+            return set()
+        room = self.rt.tuning.delivery_concurrency - len(self._inflight)
+        started: set[str] = set()
+        for base in bases:
+            if len(started) >= room:
+                break
+            if base not in self._inflight:
+                self._start(base)
+                started.add(base)
         return started
 
     def _start(self, base: str) -> None:

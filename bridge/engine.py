@@ -8,6 +8,7 @@ with XAUTOCLAIM once idle; replaying them is safe because the Lua step is idempo
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,6 +53,9 @@ class Engine:
         self.rt = runtime
         self.silences = silences or Silences(runtime.redis)
         self.ready = asyncio.Event()  # set when an outbox gains work, so local delivery wakes at once
+        # Delivery in this process, if any: given the incidents whose outboxes gained work, it starts
+        # draining what it has room for and answers which (bridge.delivery.Delivery.offer).
+        self.handoff: Callable[[list[str]], set[str]] | None = None
         self._backlog = asyncio.Event()  # set while reads come back full: more readers join in
 
     async def ensure_group(self) -> None:
@@ -198,6 +202,11 @@ class Engine:
             self._record(records, w, Applied.from_reply(reply), now)
         for (route, decision), count in records.decisions.items():
             self.rt.metrics.decisions.labels(route, decision).inc(count)
+        # Work delivery here takes at once needs no claim: its ready marker is scored a lease ahead, as
+        # a claim would have, so other replicas leave it be unless this one dies.
+        started = self.handoff(list(records.ready)) if self.handoff and records.ready else set()
+        for base in started:
+            records.ready[base] = now + self.rt.tuning.lease_ms
         # One command per key for the whole batch: the outbox and timer marks, the incident index.
         pipe = self.rt.redis.pipeline(transaction=False)
         if records.ready:
@@ -212,7 +221,7 @@ class Engine:
         await self.rt.scripts.execute(pipe)
         if records.opened:
             await self._count_opens(records.opened, now)
-        if records.ready:
+        if len(records.ready) > len(started):
             self.ready.set()
 
     async def _count_opens(self, opened: dict[str, int], now: int) -> None:

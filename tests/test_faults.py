@@ -333,3 +333,29 @@ async def test_work_appended_just_after_the_lease_is_released_is_not_stranded(
     notes = await eventually(lambda: snow.notes(ticket), within=5)
     assert injected and "appended just after the release" in str(notes)
     await eventually(lambda: _drained(redis, ik), within=5)
+
+
+async def test_work_handed_to_delivery_here_is_claimed_a_lease_ahead_as_far_as_there_is_room(
+    snow: Snow, make_bridge: Any, redis: Any
+) -> None:
+    """The engine hands incidents with new work straight to delivery in its process, which starts
+    what it has room for: those are scored a lease ahead (no other replica takes them while this one
+    lives); the rest stay due now, for whichever replica claims them."""
+    config = mapping(snow.url)
+    slow = config.desks["snow"].model_copy(update={"timeout": 5.0})
+    tuning = dataclasses.replace(FAST, lease_ms=30_000, delivery_concurrency=1, block_ms=1000)
+    bridge = await make_bridge(config.model_copy(update={"desks": {"snow": slow}}), tuning=tuning)
+    snow.faults.set(latency_ms=1500)
+    assert (await post(url(bridge), group(alert(instance="a:1"), alert(instance="b:1"))))[0] == 202
+
+    async def both_marked() -> list[Any]:
+        marks = await redis.zrange(keys.READY, 0, -1, withscores=True)
+        return marks if len(marks) == 2 else []
+
+    scores = {member.decode(): score for member, score in await eventually(both_marked)}
+    now = bridge.runtime.clock()
+    [started] = bridge.delivery._inflight
+    waiting = (set(scores) - {started}).pop()
+    assert scores[started] > now + 20_000  # taken here: a lease ahead
+    assert scores[waiting] <= now  # no room: due now
+    await eventually(lambda: len(snow.incidents()) == 2, within=10)  # and both are delivered
