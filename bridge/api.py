@@ -169,7 +169,8 @@ async def resolve_incident(request: web.Request) -> web.Response:
 def _retention(rt: Runtime, incident: str) -> int:
     """Keys of the resolved incident outlive its route's reopen window, as the timers' do."""
     route = incident.split(":", 1)[0]
-    reopen = next((r.lifecycle.reopen_within for r in rt.config.routes if r.name == route), 0.0)
+    found = rt.config.route(route)
+    reopen = found.lifecycle.reopen_within if found else 0.0
     return rt.tuning.retention_ms + int(reopen * 1000)
 
 

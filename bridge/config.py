@@ -132,6 +132,10 @@ class MappingConfig(Strict):
                 raise _misreference(f"limits: unknown desk {desk!r}", ("limits", desk))
         return self
 
+    def route(self, name: str) -> Route | None:
+        """The route of that name (an incident's outbox names its route), if still in the mapping."""
+        return next((r for r in self.routes if r.name == name), None)
+
 
 def _misreference(message: str, at: tuple[str | int, ...]) -> PydanticCustomError:
     """A cross-reference error of the whole mapping that still knows which key it is about.

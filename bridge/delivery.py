@@ -91,24 +91,30 @@ class Delivery:
         return started
 
     def offer(self, bases: list[str]) -> set[str]:
-        """Start draining incidents the engine here has just given work, as far as there is room,
-        without the claim's round trip; returns those started (the engine scores their ready markers
-        a lease ahead, as the claim would). One already draining here is left to that drain, which
-        looks at its outbox again before it ends."""
+        """Take incidents the engine here just gave work, as far as there is room, without a claim;
+        returns those taken. The engine scores their markers a lease ahead, as a claim would, and
+        calls `begin` once that is written: asking for the lease only then, a drain elsewhere that
+        holds it still removes the marker as it ends. One draining here already is left to that drain."""
         if self._stop is None or self._stop.is_set():
             return set()
         room = self.rt.tuning.delivery_concurrency - len(self._inflight)
-        started: set[str] = set()
+        taken = [base for base in bases if base not in self._inflight][: max(0, room)]
+        self._inflight.update(taken)
+        return set(taken)
+
+    def begin(self, bases: set[str]) -> None:
+        """Start draining what `offer` took (or let it go, should this replica be stopping)."""
         for base in bases:
-            if len(started) >= room:
-                break
-            if base not in self._inflight:
-                self._start(base)
-                started.add(base)
-        return started
+            if self._stop is not None and self._stop.is_set():
+                self._inflight.discard(base)  # its marker is a lease ahead: due again after that
+            else:
+                self._spawn(base)
 
     def _start(self, base: str) -> None:
         self._inflight.add(base)
+        self._spawn(base)
+
+    def _spawn(self, base: str) -> None:
         task = asyncio.create_task(self._deliver_guarded(base))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -285,8 +291,8 @@ class Delivery:
         """When a note-only action should wait for its flush interval to pass, the time to try again."""
         if action.kind != "NOTE":
             return None
-        interval = next((r.ticket.flush_interval for r in self.rt.config.routes if r.name == action.route), 0.0)
-        due = int(action.changes[0]["at"]) + int(interval * 1000)
+        route = self.rt.config.route(action.route)
+        due = int(action.changes[0]["at"]) + int((route.ticket.flush_interval if route else 0.0) * 1000)
         return due if due > self.rt.clock() else None
 
     async def _apply(self, ik: keys.IncidentKeys, action: Action, view: dict[bytes, bytes]) -> str:
@@ -400,12 +406,12 @@ class Delivery:
         return ref
 
     def _desk_of(self, action: Action) -> str:
-        return next((r.desk for r in self.rt.config.routes if r.name == action.route), "")
+        route = self.rt.config.route(action.route)
+        return route.desk if route else ""
 
     def _route(self, action: Action) -> Route:
-        for route in self.rt.config.routes:
-            if route.name == action.route:
-                return route
+        if route := self.rt.config.route(action.route):
+            return route
         raise DeskRejected(f"route {action.route!r} is no longer in the mapping", action=action.kind.lower())
 
     def _context(self, action: Action, route: Route, alert: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -428,18 +434,7 @@ class Delivery:
     async def _dead_letter(self, ik: keys.IncidentKeys, action: Action, exc: DeskError) -> None:
         log.error("desk_rejected", desk=exc.desk, action=exc.action, status=exc.status, error=str(exc))
         pipe = self.rt.redis.pipeline(transaction=False)
-        pipe.xadd(
-            keys.DLQ,
-            {
-                "kind": "desk_rejected",
-                "incident": action.incident,
-                "entries": orjson.dumps([orjson.loads(e) for e in action.entries]),
-                "error": orjson.dumps(exc.record(), default=str),
-                "at": self.rt.clock(),
-            },
-        )
-        pipe.lpop(ik.outbox, len(action.entries))
-        outbox.audit(pipe, ik, self.rt, action, "dead-lettered", str(exc))
+        outbox.dead_letter(pipe, ik, self.rt, action, exc)
         await self.rt.scripts.execute(pipe)
 
 

@@ -8,9 +8,8 @@ with XAUTOCLAIM once idle; replaying them is safe because the Lua step is idempo
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 import redis.exceptions
@@ -48,14 +47,20 @@ class _Records:
     decisions: dict[tuple[str, str], int] = field(default_factory=dict)  # (route, decision) -> count
 
 
+class Handoff(Protocol):
+    """Delivery in the engine's process (bridge.delivery.Delivery): takes incidents with new work
+    straight from the engine, as far as it has room, and starts on them once their markers are written."""
+
+    def offer(self, bases: list[str]) -> set[str]: ...
+    def begin(self, bases: set[str]) -> None: ...
+
+
 class Engine:
     def __init__(self, runtime: Runtime, silences: Silences | None = None) -> None:
         self.rt = runtime
         self.silences = silences or Silences(runtime.redis)
         self.ready = asyncio.Event()  # set when an outbox gains work, so local delivery wakes at once
-        # Delivery in this process, if any: given the incidents whose outboxes gained work, it starts
-        # draining what it has room for and answers which (bridge.delivery.Delivery.offer).
-        self.handoff: Callable[[list[str]], set[str]] | None = None
+        self.handoff: Handoff | None = None  # delivery in this process, if any
         self._backlog = asyncio.Event()  # set while reads come back full: more readers join in
 
     async def ensure_group(self) -> None:
@@ -204,8 +209,9 @@ class Engine:
             self.rt.metrics.decisions.labels(route, decision).inc(count)
         # Work delivery here takes at once needs no claim: its ready marker is scored a lease ahead, as
         # a claim would have, so other replicas leave it be unless this one dies.
-        started = self.handoff(list(records.ready)) if self.handoff and records.ready else set()
-        for base in started:
+        handoff = self.handoff
+        taken = handoff.offer(list(records.ready)) if handoff and records.ready else set()
+        for base in taken:
             records.ready[base] = now + self.rt.tuning.lease_ms
         # One command per key for the whole batch: the outbox and timer marks, the incident index.
         pipe = self.rt.redis.pipeline(transaction=False)
@@ -218,10 +224,14 @@ class Engine:
         for letter in dead:
             pipe.xadd(keys.DLQ, {**letter, "at": now})  # type: ignore[dict-item]
         pipe.xack(keys.INTAKE, keys.ENGINE_GROUP, *[e[0] for e in entries])
-        await self.rt.scripts.execute(pipe)
+        try:
+            await self.rt.scripts.execute(pipe)
+        finally:
+            if handoff and taken:
+                handoff.begin(taken)
         if records.opened:
             await self._count_opens(records.opened, now)
-        if len(records.ready) > len(started):
+        if len(records.ready) > len(taken):
             self.ready.set()
 
     async def _count_opens(self, opened: dict[str, int], now: int) -> None:

@@ -1,5 +1,6 @@
 """An incident's outbox as delivery sees it: its entries folded into desk actions, the reads a drain
-starts from, the ticket recorded for an epoch, and the audit entry of what the desk answered."""
+starts from, the ticket recorded for an epoch, the audit entry of what the desk answered, and the
+dead letter of what it rejected."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from redis.typing import EncodableT
 
 from adapters.desks.base import TicketRef
 from bridge import keys
+from bridge.errors import DeskError
 from bridge.runtime import Runtime
 
 HEAD = 100  # outbox entries a drain reads at once (lease.lua's "take" reads as many)
@@ -88,3 +90,15 @@ def audit(pipe: Any, ik: keys.IncidentKeys, rt: Runtime, action: Action, outcome
     }
     pipe.lpush(ik.audit, orjson.dumps(entry))
     pipe.ltrim(ik.audit, 0, rt.scripts.audit_cap - 1)
+
+
+def dead_letter(pipe: Any, ik: keys.IncidentKeys, rt: Runtime, action: Action, exc: DeskError) -> None:
+    """Queue moving a rejected action to the dead-letter stream, with the desk's answer, off the outbox."""
+    entries = orjson.dumps([orjson.loads(e) for e in action.entries])
+    error = orjson.dumps(exc.record(), default=str)
+    pipe.xadd(
+        keys.DLQ,
+        {"kind": "desk_rejected", "incident": action.incident, "entries": entries, "error": error, "at": rt.clock()},
+    )
+    pipe.lpop(ik.outbox, len(action.entries))
+    audit(pipe, ik, rt, action, "dead-lettered", str(exc))

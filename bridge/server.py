@@ -78,7 +78,7 @@ class Bridge:
         engine = Engine(rt)
         await engine.ensure_group()
         self.delivery = delivery = Delivery(rt, engine.ready)
-        engine.handoff = delivery.offer
+        engine.handoff = delivery
         ticker = Ticker(rt, engine.ready)
         self._tasks = [
             asyncio.create_task(engine.run(self.stopping), name="engine"),

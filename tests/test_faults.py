@@ -359,3 +359,43 @@ async def test_work_handed_to_delivery_here_is_claimed_a_lease_ahead_as_far_as_t
     assert scores[started] > now + 20_000  # taken here: a lease ahead
     assert scores[waiting] <= now  # no room: due now
     await eventually(lambda: len(snow.incidents()) == 2, within=10)  # and both are delivered
+
+
+async def test_a_handed_over_incident_leaves_no_marker_behind_when_another_drain_holds_it(
+    snow: Snow, make_bridge: Any, redis: Any, monkeypatch: Any
+) -> None:
+    """Work handed to delivery here for an incident another replica is draining: the engine's marker
+    (a lease ahead) must be written before this replica asks for the lease. Else the other drain could
+    end between the failed ask and the marker's write, and leave a marker that holds back the
+    incident's next work (its resolve, say) for a whole lease."""
+    bridge = await make_bridge(mapping(snow.url), tuning=dataclasses.replace(FAST, lease_ms=30_000))
+    assert (await post(url(bridge), group(alert())))[0] == 202
+    await eventually(lambda: snow.incidents())
+    bases = await redis.zrange(keys.INCIDENTS, 0, -1)
+    ik = keys.IncidentKeys(bases[0].decode())
+    await eventually(lambda: _drained(redis, ik))
+    await redis.set(ik.lease, "another-replica", px=30_000)  # another replica is draining it
+
+    scripts, execute = bridge.runtime.scripts, bridge.runtime.scripts.execute
+    held, other_ended, landed = asyncio.Event(), asyncio.Event(), asyncio.Event()
+
+    async def records_late(pipe: Any, **options: Any) -> Any:
+        if held.is_set() or not any(args[0] == "XACK" for args, _ in pipe.command_stack):
+            return await execute(pipe, **options)
+        held.set()  # the engine's records (its marker among them) reach Redis only after...
+        await other_ended.wait()
+        replies = await execute(pipe, **options)
+        landed.set()
+        return replies
+
+    monkeypatch.setattr(scripts, "execute", records_late)
+    assert (await post(url(bridge), group(alert(device="/dev/sdz"))))[0] == 202  # a note for it
+    await asyncio.wait_for(held.wait(), 5)
+    await asyncio.sleep(0.3)
+    # ...the other replica's drain delivered that note and ended: outbox, lease and marker gone.
+    await redis.lpop(ik.outbox)
+    await redis.delete(ik.lease)
+    await redis.zrem(keys.READY, ik.base)
+    other_ended.set()
+    await asyncio.wait_for(landed.wait(), 5)
+    await eventually(lambda: _drained(redis, ik), within=5)
