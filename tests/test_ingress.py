@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -22,7 +23,7 @@ from bridge.models import Alert
 from bridge.runtime import Runtime
 from bridge.store import Scripts
 from tests.amp import GO_ZERO, alert, group
-from tests.conftest import Snow, fixture_bytes, mapping, post, start_app
+from tests.conftest import Snow, eventually, fixture_bytes, mapping, post, start_app
 
 TOKEN = "s3cret-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -249,6 +250,35 @@ async def test_redis_down_is_503_and_up_again_is_202(
 
     redis_server.start()
     assert await post(url + "/webhook/alertmanager", FIRING, **AUTH) == (202, {"accepted": 2, "rejected": 0})
+    assert await get(url + "/readyz") == (200, {"status": "ready"})
+
+
+async def test_redis_hung_is_503_within_the_socket_timeout_and_resumed_is_202(
+    snow: Snow, make_bridge: Callable[..., Awaitable[Any]], redis_server: EmbeddedRedis
+) -> None:
+    """Redis alive but not answering (stopped with SIGSTOP: no connection refused, no reset): a webhook
+    waits at most the client's socket timeout (5 s) and answers 503, so the sender retries; the
+    requests that share its round trip get the same. Once Redis answers again, so does the bridge."""
+    bridge = await make_bridge(mapping(snow.url, secret=TOKEN))
+    url = f"http://127.0.0.1:{bridge.port}"
+    assert (await post(url + "/webhook/alertmanager", FIRING, **AUTH))[0] == 202
+    assert redis_server.process is not None
+    redis_server.process.send_signal(signal.SIGSTOP)
+    try:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        answers = await asyncio.gather(*(post(url + "/webhook/alertmanager", FIRING, **AUTH) for _ in range(3)))
+        waited = loop.time() - started
+        assert [(status, body["error"]) for status, body in answers] == [(503, "unavailable")] * 3
+        assert waited < 15, waited  # bounded by the socket timeout, not TCP's minutes
+        assert (await get(url + "/healthz"))[0] == 200  # liveness does not depend on Redis
+    finally:
+        redis_server.process.send_signal(signal.SIGCONT)
+
+    async def accepted() -> bool:
+        return (await post(url + "/webhook/alertmanager", FIRING, **AUTH))[0] == 202
+
+    await eventually(accepted, within=10, interval=0.2)
     assert await get(url + "/readyz") == (200, {"status": "ready"})
 
 
