@@ -1,0 +1,99 @@
+"""Shared round trips (bridge/batch.py): the pipelines of one event-loop turn go to Redis together, and
+each caller gets exactly what its own pipeline would have got."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
+
+from bridge import keys
+from bridge.batch import Batcher
+from bridge.store import Scripts
+
+
+class Counting(Batcher):
+    """The real batcher, counting the round trips it makes."""
+
+    def __init__(self, client: aioredis.Redis) -> None:
+        super().__init__(client, Scripts(client).load)
+        self.round_trips = 0
+
+    async def _run(self, commands: list[Any]) -> list[Any]:
+        self.round_trips += 1
+        return await super()._run(commands)
+
+
+async def test_pipelines_of_one_turn_share_a_round_trip_and_each_gets_its_own_replies(redis: aioredis.Redis) -> None:
+    batcher = Counting(redis)
+
+    async def caller(i: int) -> list[Any]:
+        pipe = redis.pipeline(transaction=False)
+        pipe.set(f"k{i}", f"v{i}")
+        pipe.get(f"k{i}")
+        pipe.incr("shared")
+        return await batcher.execute(pipe)
+
+    replies = await asyncio.gather(*(caller(i) for i in range(20)))
+    assert batcher.round_trips == 1
+    assert [r[:2] for r in replies] == [[True, f"v{i}".encode()] for i in range(20)]
+    assert sorted(r[2] for r in replies) == list(range(1, 21))  # every INCR ran, once
+
+
+async def test_an_error_goes_only_to_the_caller_whose_command_failed(redis: aioredis.Redis) -> None:
+    batcher = Counting(redis)
+    await redis.set("text", "not a list")
+
+    async def failing() -> list[Any]:
+        pipe = redis.pipeline(transaction=False)
+        pipe.lpush("text", "x")  # WRONGTYPE
+        pipe.set("after", "1")  # still runs, as in a pipeline of its own
+        return await batcher.execute(pipe)
+
+    async def fine() -> list[Any]:
+        pipe = redis.pipeline(transaction=False)
+        pipe.set("fine", "1")
+        return await batcher.execute(pipe)
+
+    outcome = await asyncio.gather(failing(), fine(), return_exceptions=True)
+    assert isinstance(outcome[0], ResponseError) and "WRONGTYPE" in str(outcome[0])
+    assert outcome[1] == [True]
+    assert await redis.get("after") == b"1"
+    kept = redis.pipeline(transaction=False)
+    kept.lpush("text", "x")
+    [error] = await batcher.execute(kept, raise_on_error=False)
+    assert isinstance(error, ResponseError)
+
+
+async def test_a_cancelled_first_caller_does_not_strand_the_others(redis: aioredis.Redis) -> None:
+    batcher = Counting(redis)
+
+    async def caller(key: str) -> list[Any]:
+        pipe = redis.pipeline(transaction=False)
+        pipe.set(key, "1")
+        return await batcher.execute(pipe)
+
+    first = asyncio.ensure_future(caller("first"))
+    others = [asyncio.ensure_future(caller(f"other{i}")) for i in range(3)]
+    await asyncio.sleep(0)  # the first leads and waits for the turn's other callers, which join it
+    first.cancel()  # before it sends
+    assert await asyncio.wait_for(asyncio.gather(*others), 5) == [[True]] * 3
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    assert await redis.exists("other0", "other1", "other2") == 3
+
+
+async def test_scripts_redis_lost_are_loaded_again_for_just_those_calls(redis: aioredis.Redis) -> None:
+    scripts = Scripts(redis)
+    await scripts.load()
+    await redis.script_flush()
+    pipe = redis.pipeline(transaction=False)
+    pipe.set("before", "1")
+    scripts.take(keys.IncidentKeys("x"), "token", 1000, pipe)  # a queued EVALSHA: NOSCRIPT, then run again
+    pipe.incr("counted")
+    replies = await scripts.execute(pipe)
+    assert replies[0] is True and replies[1][0] == 1 and replies[2] == 1  # each command ran once
+    assert await scripts.loaded()
