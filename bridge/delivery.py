@@ -147,7 +147,7 @@ class Delivery:
         delivering.set(base)
         desks = list(self.rt.desks)
         pipe = redis.pipeline(transaction=False)
-        self.rt.scripts.take(ik, self.token, self.rt.tuning.lease_ms, pipe)
+        self.rt.scripts.take(ik, self.token, self.rt.tuning.lease_ms, outbox.HEAD, pipe)
         pipe.mget([keys.desk_breaker(d) for d in desks])
         taken, breakers = await self.rt.scripts.execute(pipe)
         if not taken[0]:

@@ -15,7 +15,7 @@ from bridge import keys
 from bridge.errors import DeskError
 from bridge.runtime import Runtime
 
-HEAD = 100  # outbox entries a drain reads at once (lease.lua's "take" reads as many)
+HEAD = 100  # outbox entries a drain reads at once (with the lease, and after)
 
 
 @dataclass

@@ -114,11 +114,13 @@ class Scripts:
             return self._queue(pipe, self._apply, ik.script_keys(), args)
         return Applied.from_reply(await self._apply(keys=ik.script_keys(), args=args))
 
-    async def fire_timer(
-        self, base: str, kind: str, due_ms: int, now_ms: int, policy: bytes
-    ) -> tuple[str, int, list[tuple[str, int]]]:
-        """Apply a due timer; returns (decision or '', outbox length, timers to add)."""
-        reply = await self._fire(keys=keys.IncidentKeys(base).script_keys(), args=[now_ms, kind, due_ms, policy])
+    def fire_timer(self, base: str, kind: str, due_ms: int, now_ms: int, policy: bytes, pipe: Pipeline) -> None:
+        """Queue applying a due timer; decode its reply with `fired`."""
+        self._queue(pipe, self._fire, keys.IncidentKeys(base).script_keys(), [now_ms, kind, due_ms, policy])
+
+    @staticmethod
+    def fired(reply: list[Any]) -> tuple[str, int, list[tuple[str, int]]]:
+        """A fire_timer.lua reply: (decision or '', outbox length, timers to add)."""
         return _s(reply[0]), int(reply[2]), _pairs(reply[3])
 
     async def claim_timers(self, now_ms: int, lease_ms: int, limit: int) -> list[str]:
@@ -147,9 +149,10 @@ class Scripts:
             return self._queue(pipe, self._lease, [lease_key], [token, op, lease_ms])
         return bool(await self._lease(keys=[lease_key], args=[token, op, lease_ms]))
 
-    def take(self, ik: keys.IncidentKeys, token: str, lease_ms: int, pipe: Pipeline) -> None:
-        """Queue taking the lease with the first read of the outbox and state (see lease.lua, "take")."""
-        self._queue(pipe, self._lease, [ik.lease, ik.outbox, ik.state], [token, "take", lease_ms])
+    def take(self, ik: keys.IncidentKeys, token: str, lease_ms: int, head: int, pipe: Pipeline) -> None:
+        """Queue taking the lease with the first read of the outbox (its first `head` entries) and of
+        the state (see lease.lua, "take")."""
+        self._queue(pipe, self._lease, [ik.lease, ik.outbox, ik.state], [token, "take", lease_ms, head])
 
     def advance(self, ik: keys.IncidentKeys, token: str, lease_ms: int, pipe: Pipeline) -> None:
         """Queue the end of one delivered action: the reply is -1 if the lease was lost, 0 if the outbox

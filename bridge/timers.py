@@ -11,6 +11,7 @@ import structlog
 
 from bridge import keys
 from bridge.runtime import Runtime, wait_for_event
+from bridge.store import Scripts
 
 log = structlog.get_logger("bridge.timers")
 
@@ -29,29 +30,53 @@ class Ticker:
             await wait_for_event(stop, self.rt.tuning.timer_tick_s)
 
     async def tick(self) -> int:
-        """Fire every due timer; returns how many changed an incident."""
+        """Fire every due timer; returns how many changed an incident.
+
+        The claimed timers' scripts go in one round trip, and what they leave to record in one more:
+        a resolve storm's thousand hold-downs are not two thousand round trips one after another.
+        """
         now = self.rt.clock()
         claimed = await self.rt.scripts.claim_timers(now, self.rt.tuning.timer_lease_ms, 500)
-        fired = 0
+        done: list[str] = []  # members to drop: fired, or of a route that left the mapping
+        fired: list[tuple[str, str, str]] = []  # (member, base, kind)
+        pipe = self.rt.redis.pipeline(transaction=False)
         for member in claimed:
             base, kind, due = keys.parse_timer_member(member)
             policy = self.rt.router.policies.get(base.split(":", 1)[0])
             if policy is None:  # the route left the mapping: its timers go with it
-                await self.rt.redis.zrem(keys.TIMERS, member)
+                done.append(member)
                 continue
-            decision, outbox_len, timers = await self.rt.scripts.fire_timer(base, kind, due, now, policy)
-            async with self.rt.redis.pipeline(transaction=False) as pipe:
-                if outbox_len:
-                    pipe.zadd(keys.READY, {base: now}, nx=True)
-                if decision:
-                    pipe.zadd(keys.INCIDENTS, {base: now})
-                if timers:
-                    pipe.zadd(keys.TIMERS, {keys.timer_member(base, k, d): d for k, d in timers})
-                pipe.zrem(keys.TIMERS, member)
-                await pipe.execute()
+            self.rt.scripts.fire_timer(base, kind, due, now, policy, pipe)
+            fired.append((member, base, kind))
+        replies = await self.rt.scripts.execute(pipe, raise_on_error=False)
+        records = self.rt.redis.pipeline(transaction=False)
+        ready: dict[str, int] = {}
+        changed: dict[str, int] = {}
+        later: dict[str, int] = {}
+        decided = 0
+        for (member, base, kind), reply in zip(fired, replies, strict=True):
+            if isinstance(reply, Exception):  # left claimed: it fires again once its claim expires
+                log.error("timer_failed", base=base, kind=kind, error=str(reply))
+                continue
+            decision, outbox_len, timers = Scripts.fired(reply)
+            done.append(member)
+            if outbox_len:
+                ready[base] = now
+            later.update({keys.timer_member(base, k, d): d for k, d in timers})
             if decision:
-                fired += 1
+                changed[base] = now
+                decided += 1
                 self.rt.metrics.decisions.labels(base.split(":", 1)[0], decision).inc()
                 log.info("timer_fired", kind=kind.split(":", 1)[0], base=base, decision=decision)
-                self.ready.set()
-        return fired
+        if ready:
+            records.zadd(keys.READY, ready, nx=True)
+        if changed:
+            records.zadd(keys.INCIDENTS, changed)
+        if later:
+            records.zadd(keys.TIMERS, later)
+        if done:
+            records.zrem(keys.TIMERS, *done)
+        await self.rt.scripts.execute(records)
+        if decided:
+            self.ready.set()
+        return decided

@@ -92,7 +92,7 @@ async def test_scripts_redis_lost_are_loaded_again_for_just_those_calls(redis: a
     await redis.script_flush()
     pipe = redis.pipeline(transaction=False)
     pipe.set("before", "1")
-    scripts.take(keys.IncidentKeys("x"), "token", 1000, pipe)  # a queued EVALSHA: NOSCRIPT, then run again
+    scripts.take(keys.IncidentKeys("x"), "token", 1000, 100, pipe)  # a queued EVALSHA: NOSCRIPT, then run again
     pipe.incr("counted")
     replies = await scripts.execute(pipe)
     assert replies[0] is True and replies[1][0] == 1 and replies[2] == 1  # each command ran once

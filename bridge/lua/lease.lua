@@ -3,8 +3,9 @@
 KEYS[1] lease key   (for "advance" also KEYS[2] the incident's outbox; for "take" KEYS[2] the
                      outbox, KEYS[3] the incident's state hash: all of one incident's hash tag)
 ARGV[1] token (this replica's)   ARGV[2] "take" | "renew" | "release" | "advance"   ARGV[3] lease (ms)
+ARGV[4] for "take": how many outbox entries to read
 
-"take" acquires the lease (SET NX PX) and, if it did, answers {1, outbox head (up to 100 entries),
+"take" acquires the lease (SET NX PX) and, if it did, answers {1, outbox head (up to ARGV[4] entries),
 state hash (flat), marked}: when the head is an OPEN whose epoch has no ticket yet, the epoch's
 `opening:` marker is set here, before any desk call, and `marked` is 1 if this call set it (no
 earlier attempt); 0 means an earlier open's outcome is unknown. Not acquired: {0}.
@@ -16,7 +17,7 @@ renews the lease and returns the outbox length; -1 if the lease was not ours.
 ]]
 if ARGV[2] == "take" then
   if not redis.call("SET", KEYS[1], ARGV[1], "NX", "PX", tonumber(ARGV[3])) then return {0} end
-  local head = redis.call("LRANGE", KEYS[2], 0, 99)
+  local head = redis.call("LRANGE", KEYS[2], 0, tonumber(ARGV[4]) - 1)
   local marked = 0
   local incident, epoch = string.match(head[1] or "", '^{"kind":"OPEN","incident":"([^"\\]*)","epoch":"([^"\\]*)"')
   if epoch and redis.call("HEXISTS", KEYS[3], "ticket:" .. epoch) == 0 then
