@@ -46,6 +46,7 @@ class Delivery:
         self.token = uuid.uuid4().hex
         self._inflight: set[str] = set()
         self._again: set[str] = set()  # claimed while in flight here: drain again once the drain ends
+        self._seen: dict[str, float | None] = {}  # a drain's ready marker as read before its outbox (settle.lua)
         self._tasks: set[asyncio.Task[None]] = set()
         self._stop: asyncio.Event | None = None  # set by `run`: offers are taken only while it runs
         self.guard = DeskGuard(runtime)
@@ -140,18 +141,21 @@ class Delivery:
 
         The lease and the first read of the outbox are one round trip, and so are each delivered
         action's bookkeeping and the lease's renewal, or its release once the outbox is empty, with
-        the removal of the ready marker (a global key, so not in the incident's script).
+        letting go of the ready marker (a global key, so not in the incident's script). The marker is
+        read just before each read of the outbox: a drain removes it only if it has not moved since.
         """
         ik = keys.IncidentKeys(base)
         redis = self.rt.redis
         delivering.set(base)
         desks = list(self.rt.desks)
         pipe = redis.pipeline(transaction=False)
+        pipe.zscore(keys.READY, base)
         self.rt.scripts.take(ik, self.token, self.rt.tuning.lease_ms, outbox.HEAD, pipe)
         pipe.mget([keys.desk_breaker(d) for d in desks])
-        taken, breakers = await self.rt.scripts.execute(pipe)
+        seen, taken, breakers = await self.rt.scripts.execute(pipe)
         if not taken[0]:
             return  # another replica is on it; it re-queues the incident if work remains
+        self._seen[base] = seen
         raw, flat, marked = taken[1], taken[2], taken[3]
         head = outbox.Head(raw, dict(zip(flat[::2], flat[1::2], strict=True)), breakers, bool(marked))
         # The ready marker stays, scored past the lease by the claim: should this replica die
@@ -164,31 +168,31 @@ class Delivery:
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await heartbeat
-            if retry_at != ENDED:
-                await self._finish(ik, retry_at)
+            try:
+                if retry_at != ENDED:
+                    await self._finish(ik, retry_at)
+            finally:
+                self._seen.pop(base, None)
 
     async def _finish(self, ik: keys.IncidentKeys, retry_at: int | None) -> None:
-        """Release the lease (if still held); re-queue the incident for `retry_at`, or drop its marker
-        if no work is left."""
-        redis = self.rt.redis
-        pipe = redis.pipeline(transaction=False)
+        """Release the lease (if still held); re-queue the incident for `retry_at`, or let go of its
+        marker if no work is left."""
+        pipe = self.rt.redis.pipeline(transaction=False)
         await self.rt.scripts.lease(ik.lease, self.token, "release", pipe=pipe)
         if retry_at is not None:
             pipe.zadd(keys.READY, {ik.base: retry_at})
         else:
-            # Remove, then look again: an action the engine appended meanwhile re-adds the marker.
-            pipe.zrem(keys.READY, ik.base)
-            pipe.llen(ik.outbox)
+            self.rt.scripts.settle(ik.base, self._seen.get(ik.base), pipe)
         replies = await self.rt.scripts.execute(pipe)
         if retry_at is None and replies[-1]:
-            await self._mark_ready(ik.base, self.rt.clock(), nx=True)
+            await self._make_due(ik.base)
 
-    async def _mark_ready(self, base: str, at: int, *, nx: bool) -> None:
+    async def _make_due(self, base: str) -> None:
+        """The drain has ended but its marker moved since its last read: work may have come after it."""
         pipe = self.rt.redis.pipeline(transaction=False)
-        pipe.zadd(keys.READY, {base: at}, nx=nx)
+        pipe.zadd(keys.READY, {base: self.rt.clock()}, lt=True)
         await self.rt.scripts.execute(pipe)
-        if nx:  # due now: for whichever replica claims it first, this one included
-            self.ready.set()
+        self.ready.set()  # for whichever replica claims it first, this one included
 
     async def _keep_lease(self, ik: keys.IncidentKeys) -> None:
         """Renew the lease every third of its life while a drain runs, however long one desk call
@@ -210,8 +214,10 @@ class Delivery:
         while True:
             if head is None:
                 pipe = redis.pipeline(transaction=False)
+                pipe.zscore(keys.READY, ik.base)
                 outbox.read_head(pipe, ik, desks)
-                head = outbox.Head(*await self.rt.scripts.execute(pipe))
+                self._seen[ik.base], *read = await self.rt.scripts.execute(pipe)
+                head = outbox.Head(*read)
             (raw, view, breakers, marked), head = head, None
             if not raw:
                 return None
@@ -254,8 +260,9 @@ class Delivery:
         returns the outbox's length, -1 if the lease was lost, or ENDED.
 
         When `last` (the outbox as read holds nothing more) the drain most likely ends here, so its end
-        goes in the same round trip: the ready marker is removed, then the outbox looked at again for
-        what the engine appended meanwhile (the engine adds a marker only where none is).
+        goes in the same round trip: the ready marker is let go of unless it moved since the last read.
+        Should work have come meanwhile, whatever appended it moves or adds the marker after the append,
+        so a replica that dies here leaves the incident due for another once its lease has expired.
         """
         lease_ms = self.rt.tuning.lease_ms
         pipe = self.rt.redis.pipeline(transaction=False)
@@ -269,22 +276,15 @@ class Delivery:
         advanced = len(pipe.command_stack)
         self.rt.scripts.advance(ik, self.token, lease_ms, pipe)
         if last:
-            pipe.zrem(keys.READY, ik.base)
-            pipe.llen(ik.outbox)
+            self.rt.scripts.settle(ik.base, self._seen.get(ik.base), pipe)
         replies = await self.rt.scripts.execute(pipe)
         left: int = replies[advanced]
-        if not last:
-            if left < 0:
-                log.warning("lease_lost", incident=action.incident)
-            return left
-        pending = replies[-1]
-        if left > 0:  # appended before the lease's release: drain on, the marker claimed again
-            await self._mark_ready(ik.base, self.rt.clock() + lease_ms, nx=False)
-            return int(left)
         if left < 0:
             log.warning("lease_lost", incident=action.incident)
-        if pending:  # appended after the lease's release
-            await self._mark_ready(ik.base, self.rt.clock(), nx=True)
+        if not last or left > 0:  # work left, or appended before the lease's release: drain on
+            return left
+        if replies[-1]:  # the marker moved since the last read: appended after the release, maybe
+            await self._make_due(ik.base)
         return ENDED
 
     def _flush_at(self, action: Action) -> int | None:

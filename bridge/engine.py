@@ -16,7 +16,7 @@ import redis.exceptions
 import structlog
 from pydantic import ValidationError
 
-from bridge import keys
+from bridge import keys, outbox
 from bridge.models import Alert, DecisionKind, Status
 from bridge.placement import place
 from bridge.routing import Routed
@@ -211,12 +211,13 @@ class Engine:
         # a claim would have, so other replicas leave it be unless this one dies.
         handoff = self.handoff
         taken = handoff.offer(list(records.ready)) if handoff and records.ready else set()
-        for base in taken:
-            records.ready[base] = now + self.rt.tuning.lease_ms
-        # One command per key for the whole batch: the outbox and timer marks, the incident index.
+        # A few commands for the whole batch: the marks of the rest (outbox.signal), the timers, the
+        # incident index.
         pipe = self.rt.redis.pipeline(transaction=False)
-        if records.ready:
-            pipe.zadd(keys.READY, records.ready, nx=True)
+        if taken:
+            pipe.zadd(keys.READY, dict.fromkeys(taken, now + self.rt.tuning.lease_ms))
+        if len(records.ready) > len(taken):
+            outbox.signal(pipe, {base: at for base, at in records.ready.items() if base not in taken})
         if records.timers:
             pipe.zadd(keys.TIMERS, records.timers)
         if records.changed:

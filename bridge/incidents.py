@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 
-from bridge import keys
+from bridge import keys, outbox
 from bridge.store import Redis, Scripts
 
 MEMBER_FIELDS = ("occurrence", "status", "severity", "seen", "resource")
@@ -89,12 +89,12 @@ async def resolve_incident(
     outcome, incident_id, outbox_len = await scripts.resolve_incident(
         base, epoch, now_ms, note=note, who=who, retention_ms=retention_ms
     )
-    if outcome == "RESOLVE":
-        async with redis.pipeline(transaction=False) as pipe:
-            if outbox_len:
-                pipe.zadd(keys.READY, {base: now_ms}, nx=True)
+    async with redis.pipeline(transaction=False) as pipe:
+        if outbox_len:  # also when an earlier call appended and ended before it could say so
+            outbox.signal(pipe, {base: now_ms})
+        if outcome == "RESOLVE":
             pipe.zadd(keys.INCIDENTS, {base: now_ms})
-            await pipe.execute()
+        await pipe.execute()
     return Resolved(outcome, incident_id or incident, outbox_len)
 
 

@@ -1,9 +1,10 @@
 """An incident's outbox as delivery sees it: its entries folded into desk actions, the reads a drain
-starts from, the ticket recorded for an epoch, the audit entry of what the desk answered, and the
-dead letter of what it rejected."""
+starts from, the signal that it has work, the ticket recorded for an epoch, the audit entry of what
+the desk answered, and the dead letter of what it rejected."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -67,6 +68,16 @@ def read_head(pipe: Any, ik: keys.IncidentKeys, desks: list[str]) -> None:
     pipe.lrange(ik.outbox, 0, HEAD - 1)
     pipe.hgetall(ik.state)
     pipe.mget([keys.desk_breaker(d) for d in desks])
+
+
+def signal(pipe: Any, ready: Mapping[str, int]) -> None:
+    """Queue marking incidents whose outboxes just got work (`ready`: base → when to deliver): a marker
+    is added where none is, and one already there moved by 1 ms, so that a drain ending meanwhile
+    sees that work came after its last read (settle.lua). Everything that appends to an outbox calls
+    this after the append."""
+    pipe.zadd(keys.READY, ready, nx=True)
+    for base in ready:
+        pipe.zincrby(keys.READY, 1, base)
 
 
 def ticket_ref(view: dict[bytes, bytes], epoch: str) -> TicketRef | None:

@@ -72,7 +72,17 @@ class Scripts:
         self._resolve: AsyncScript = redis.register_script(_source("resolve_incident.lua"))
         self._rotate: AsyncScript = redis.register_script(_source("rotate_epoch.lua"))
         self._token: AsyncScript = redis.register_script(_source("take_token.lua"))
-        self._all = (self._apply, self._fire, self._claim, self._lease, self._resolve, self._rotate, self._token)
+        self._settle: AsyncScript = redis.register_script(_source("settle.lua"))
+        self._all = (
+            self._apply,
+            self._fire,
+            self._claim,
+            self._lease,
+            self._resolve,
+            self._rotate,
+            self._token,
+            self._settle,
+        )
         self._batch = Batcher(redis, self.load)
 
     async def load(self) -> None:
@@ -158,6 +168,12 @@ class Scripts:
         """Queue the end of one delivered action: the reply is -1 if the lease was lost, 0 if the outbox
         is empty (lease released), else the outbox length (lease renewed)."""
         self._queue(pipe, self._lease, [ik.lease, ik.outbox], [token, "advance", lease_ms])
+
+    def settle(self, base: str, seen: float | None, pipe: Pipeline) -> None:
+        """Queue letting go of an incident's ready marker; `seen` is its score as read just before the
+        drain's last read of the outbox. The reply is 1 if the marker moved since and was kept (see
+        settle.lua)."""
+        self._queue(pipe, self._settle, [keys.READY], [base, "" if seen is None else int(seen)])
 
     async def resolve_incident(
         self, base: str, epoch: str, now_ms: int, *, note: str, who: str, retention_ms: int

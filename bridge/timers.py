@@ -9,7 +9,7 @@ import asyncio
 import redis.exceptions
 import structlog
 
-from bridge import keys
+from bridge import keys, outbox
 from bridge.runtime import Runtime, wait_for_event
 from bridge.store import Scripts
 
@@ -69,7 +69,7 @@ class Ticker:
                 self.rt.metrics.decisions.labels(base.split(":", 1)[0], decision).inc()
                 log.info("timer_fired", kind=kind.split(":", 1)[0], base=base, decision=decision)
         if ready:
-            records.zadd(keys.READY, ready, nx=True)
+            outbox.signal(records, ready)
         if changed:
             records.zadd(keys.INCIDENTS, changed)
         if later:

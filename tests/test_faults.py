@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 import redis.asyncio as aioredis
 
-from bridge import keys
+from bridge import keys, outbox
 from bridge.embedded import EmbeddedRedis, free_port
 from bridge.server import Bridge
 from tests.amp import alert, group
@@ -303,6 +303,33 @@ async def test_work_appended_while_the_last_action_is_at_the_desk_is_drained_on(
     await eventually(lambda: _drained(redis, ik), within=5)
 
 
+async def test_a_replica_dying_right_after_its_last_bookkeeping_leaves_the_work_appended_meanwhile_due(
+    snow: Snow, make_bridge: Any, redis: Any, monkeypatch: Any
+) -> None:
+    """Work appended while the last action read is at the desk: the round trip that records that
+    action, and would have ended the drain, keeps the ready marker. So had this replica died right
+    after that round trip, another would find the incident due once the lease expired."""
+    bridge = await _bridge_with_slow_desk(snow, make_bridge)
+    scripts = bridge.runtime.scripts
+    execute, after_advance = scripts.execute, []
+
+    async def observed(pipe: Any, **options: Any) -> Any:
+        advancing = any(a[0] == "EVALSHA" and "advance" in a for a, _ in pipe.command_stack)
+        replies = await execute(pipe, **options)
+        if advancing:  # what another replica would find, were this one to die now
+            after_advance.append((await redis.llen(ik.outbox), await redis.zscore(keys.READY, ik.base)))
+        return replies
+
+    assert (await post(url(bridge), group(alert())))[0] == 202
+    ik = await _incident_at_the_desk(redis)
+    monkeypatch.setattr(scripts, "execute", observed)
+    assert (await post(url(bridge), group(alert(device="/dev/sdz"))))[0] == 202  # a note, while the open is out
+    await eventually(lambda: _drained(redis, ik), within=10)
+    assert snow.notes(snow.incidents()[0])
+    (left, marker), *_ = after_advance  # the open's bookkeeping, the note behind it
+    assert left == 1 and marker is not None and marker > bridge.runtime.clock()
+
+
 async def _drained(redis: Any, ik: keys.IncidentKeys) -> bool:
     return await redis.zscore(keys.READY, ik.base) is None and not await redis.llen(ik.outbox)
 
@@ -311,8 +338,8 @@ async def test_work_appended_just_after_the_lease_is_released_is_not_stranded(
     snow: Snow, make_bridge: Any, redis: Any, monkeypatch: Any
 ) -> None:
     """The engine's append lands after the last action's bookkeeping released the lease, but before
-    that same round trip removed the ready marker (the engine adds none where one is): the outbox is
-    looked at again in that round trip, and the incident marked ready, not left with work and no marker."""
+    that same round trip let go of the ready marker. The append moved the marker, so it is kept and made
+    due: the incident is not left with work and no marker."""
     bridge = await _bridge_with_slow_desk(snow, make_bridge)
     assert (await post(url(bridge), group(alert())))[0] == 202
     ik = await _incident_at_the_desk(redis)
@@ -326,7 +353,7 @@ async def test_work_appended_just_after_the_lease_is_released_is_not_stranded(
         if keys_.base == ik.base and not injected:  # as the engine would, right after the release
             injected.append(late)
             pipe.rpush(keys_.outbox, late)
-            pipe.zadd(keys.READY, {keys_.base: 0}, nx=True)
+            outbox.signal(pipe, {keys_.base: bridge.runtime.clock()})
 
     monkeypatch.setattr(scripts, "advance", advance_then_append)
     ticket = (await eventually(lambda: snow.incidents(), within=5))[0]
