@@ -22,11 +22,10 @@ from bench import procs
 from bench.common import ratio, write_mapping
 from bridge import config as config_mod
 from bridge import keys
-from bridge.connect import connect
 from bridge.engine import Engine
 from bridge.models import Alert, Severity
 from bridge.runtime import Runtime
-from bridge.store import AlertStep, Scripts
+from bridge.store import AlertStep, open_scripts
 
 CORRELATE = ["{{ labels.alertname }}", "{{ labels.instance | default('') }}"]  # as mappings/example.yaml
 
@@ -64,9 +63,9 @@ async def run(work: Path, *, alerts: int, readers: int | None = None) -> dict[st
     tuning = config_mod.tuning()  # BRIDGE_<FIELD> variables apply, as for `bridge serve`
     readers = readers or tuning.engine_readers  # batches in flight, as Engine.run keeps them
     with procs.redis_server(work / "redis") as server:
-        redis = connect(server.url, socket_timeout=30)
+        scripts = open_scripts(server.url, timeout=30)  # as `bridge serve` opens them
+        redis = scripts.redis
         try:
-            scripts = Scripts(redis)
             await scripts.load()
             rt = Runtime(redis, scripts, config, tuning=tuning, consumer="bench")
             engine = Engine(rt)
@@ -128,6 +127,7 @@ async def run(work: Path, *, alerts: int, readers: int | None = None) -> dict[st
             pipeline_s = time.perf_counter() - started
             redis_pipeline_us = await _lua_usec(redis)
         finally:
+            await scripts.aclose()
             await redis.aclose()
     engine_rate = done / engine_s if engine_s else 0.0
     pipeline_rate = calls_made / pipeline_s if pipeline_s else 0.0

@@ -10,6 +10,11 @@ in the order queued, none of a transaction (these pipelines never were one) and 
 a batch to fill. The first caller of a turn yields once, so that the others of the turn join it,
 and then sends for all of them; batches in flight do not wait for each other.
 
+A round trip is timed as a whole. redis-py times each reply it reads when its client has a socket
+timeout, one `asyncio.timeout` per command (about 8 % of the engine's CPU, `bench/OPTIMISATIONS.md`),
+so the client given here should have none: a Redis that stops answering (hung, not gone) still
+fails the round trip after `timeout` seconds, and redis-py closes the connection it was reading.
+
 Scripts are queued as bare EVALSHA. Should Redis have lost them (a restart, a failover), those
 calls answer NOSCRIPT without having run: the scripts are loaded again and just those calls made
 again, in their order.
@@ -24,14 +29,18 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 Command = tuple[tuple[Any, ...], Mapping[str, Any]]  # (args, options), as a redis-py pipeline queues it
 Caller = tuple[list[Command], "asyncio.Future[list[Any]] | None"]  # its commands, where its replies go
 
 
 class Batcher:
-    def __init__(self, redis: aioredis.Redis, reload: Callable[[], Awaitable[None]]) -> None:
+    def __init__(
+        self, redis: aioredis.Redis, reload: Callable[[], Awaitable[None]], *, timeout: float | None = None
+    ) -> None:
         self.redis = redis
+        self.timeout = timeout  # seconds for a whole round trip (NOSCRIPT's reload included)
         self._reload = reload
         self._joining: list[Caller] | None = None
         self._orphans: set[asyncio.Future[list[Any]]] = set()  # sends whose first caller was cancelled
@@ -93,6 +102,13 @@ class Batcher:
         return replies[: len(batch[0][0])]
 
     async def _run(self, commands: list[Command]) -> list[Any]:
+        try:
+            async with asyncio.timeout(self.timeout):
+                return await self._round_trip(commands)
+        except TimeoutError as exc:
+            raise RedisTimeoutError(f"Redis did not answer within {self.timeout} s") from exc
+
+    async def _round_trip(self, commands: list[Command]) -> list[Any]:
         pipe = self.redis.pipeline(transaction=False)
         for args, options in commands:
             pipe.execute_command(*args, **options)

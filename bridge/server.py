@@ -17,17 +17,17 @@ from aiohttp import web
 from bridge import config as config_mod
 from bridge.app import make_app
 from bridge.config import MappingConfig
-from bridge.connect import connect
 from bridge.delivery import Delivery
 from bridge.embedded import embedded_redis
 from bridge.engine import Engine
 from bridge.reload import Reloader
 from bridge.runtime import Runtime
-from bridge.store import Scripts
+from bridge.store import open_scripts
 from bridge.timers import Ticker
 from bridge.tuning import Tuning
 
 log = structlog.get_logger("bridge.server")
+REDIS_TIMEOUT_S = 5.0  # a Redis that does not answer within this fails the call (webhooks get a 503)
 
 
 class Bridge:
@@ -64,8 +64,8 @@ class Bridge:
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> Bridge:
-        redis = connect(self.redis_url, socket_timeout=5, health_check_interval=30)
-        scripts = Scripts(redis)
+        scripts = open_scripts(self.redis_url, timeout=REDIS_TIMEOUT_S)
+        redis = scripts.redis
         await scripts.load()
         rt = Runtime(
             redis, scripts, self.config, tuning=self.tuning, consumer=self.consumer, admin_token=self.admin_token
@@ -122,6 +122,7 @@ class Bridge:
                 await task
         if self.runtime is not None:
             await self.runtime.aclose()
+            await self.runtime.scripts.aclose()
             await self.runtime.redis.aclose()
         log.info("bridge_stopped", unfinished=len(pending))
 

@@ -11,6 +11,7 @@ from redis.commands.core import AsyncScript
 
 from bridge import keys
 from bridge.batch import Batcher
+from bridge.connect import connect
 from bridge.models import DecisionKind
 
 Redis = aioredis.Redis
@@ -54,6 +55,14 @@ class AlertStep:
     suppressed: bool = False
 
 
+def open_scripts(url: str, *, timeout: float) -> Scripts:
+    """The scripts on the bridge's two clients for `url`: one for single calls, each reply timed by
+    redis-py, and one for the shared round trips, each timed as a whole (bridge/batch.py)."""
+    redis = connect(url, socket_timeout=timeout, health_check_interval=30)
+    batched = connect(url, socket_timeout=None, socket_connect_timeout=timeout, health_check_interval=30)
+    return Scripts(redis, batched=batched, timeout=timeout)
+
+
 class Scripts:
     """The registered scripts. Calls take a client or a pipeline, so a batch is one round trip.
 
@@ -62,7 +71,11 @@ class Scripts:
     one more round trip for every pipeline.
     """
 
-    def __init__(self, redis: Redis, *, audit_cap: int = 200) -> None:
+    def __init__(
+        self, redis: Redis, *, audit_cap: int = 200, batched: Redis | None = None, timeout: float | None = None
+    ) -> None:
+        """`batched` is the client of the shared round trips, each timed as a whole by `timeout`
+        (bridge/batch.py); without it they go through `redis`."""
         self.redis = redis
         self.audit_cap = audit_cap
         self._apply: AsyncScript = redis.register_script(_source("apply_alert.lua"))
@@ -83,7 +96,12 @@ class Scripts:
             self._token,
             self._settle,
         )
-        self._batch = Batcher(redis, self.load)
+        self._batch = Batcher(batched or redis, self.load, timeout=timeout)
+
+    async def aclose(self) -> None:
+        """Close the shared round trips' own client, if they have one."""
+        if self._batch.redis is not self.redis:
+            await self._batch.redis.aclose()
 
     async def load(self) -> None:
         for script in self._all:

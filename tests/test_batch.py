@@ -4,14 +4,18 @@ each caller gets exactly what its own pipeline would have got."""
 from __future__ import annotations
 
 import asyncio
+import signal
+import time
 from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from bridge import keys
 from bridge.batch import Batcher
+from bridge.embedded import EmbeddedRedis
 from bridge.store import Scripts
 
 
@@ -97,3 +101,28 @@ async def test_scripts_redis_lost_are_loaded_again_for_just_those_calls(redis: a
     replies = await scripts.execute(pipe)
     assert replies[0] is True and replies[1][0] == 1 and replies[2] == 1  # each command ran once
     assert await scripts.loaded()
+
+
+async def test_a_round_trip_redis_does_not_answer_fails_after_the_timeout_and_the_next_one_works(
+    redis_server: EmbeddedRedis,
+) -> None:
+    """The shared round trips' client has no per-reply timeout; the round trip is timed as a whole.
+    Redis stopped (SIGSTOP: the connection stays open, nothing answers) fails it as a Redis timeout,
+    and once Redis answers again the next round trip works on a fresh connection."""
+    client = aioredis.Redis.from_url(redis_server.url, socket_timeout=None)  # (redis-py's default is 5 s)
+    batcher = Batcher(client, Scripts(client).load, timeout=0.5)
+    pipe = client.pipeline(transaction=False)
+    pipe.set("k", "v")
+    assert await batcher.execute(pipe) == [True]
+    redis_server.process.send_signal(signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        with pytest.raises(RedisTimeoutError):
+            await batcher.execute(pipe)
+        assert time.monotonic() - started < 5  # the timeout's 0.5 s, not forever
+    finally:
+        redis_server.process.send_signal(signal.SIGCONT)
+    get = client.pipeline(transaction=False)
+    get.get("k")
+    assert await batcher.execute(get) == [b"v"]
+    await client.aclose()
