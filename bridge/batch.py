@@ -10,10 +10,15 @@ in the order queued, none of a transaction (these pipelines never were one) and 
 a batch to fill. The first caller of a turn yields once, so that the others of the turn join it,
 and then sends for all of them; batches in flight do not wait for each other.
 
-A round trip is timed as a whole. redis-py times each reply it reads when its client has a socket
-timeout, one `asyncio.timeout` per command (about 8 % of the engine's CPU, `bench/OPTIMISATIONS.md`),
-so the client given here should have none: a Redis that stops answering (hung, not gone) still
-fails the round trip after `timeout` seconds, and redis-py closes the connection it was reading.
+Round trips go out on connections of the batcher's own, made by the client's pool (so standalone,
+TLS, Unix socket or Sentinel-managed alike) but kept here: a redis-py pipeline checks a connection
+out of the pool and in again, and checks it for unread data, on every round trip, which cost as
+much CPU as the round trip itself (`bench/OPTIMISATIONS.md`). A connection Redis has closed (a
+restart) is replaced, and a round trip it failed before any reply is made once more on a new one,
+as redis-py's own retry would. A round trip is timed as a whole: redis-py times each reply it reads
+when its client has a socket timeout, so the client given here should have none, and a Redis that
+stops answering (hung, not gone) still fails the round trip after `timeout` seconds; the connection
+it was reading is closed.
 
 Scripts are queued as bare EVALSHA. Should Redis have lost them (a restart, a failover), those
 calls answer NOSCRIPT without having run: the scripts are loaded again and just those calls made
@@ -27,12 +32,18 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.connection import Connection
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+IDLE_MAX = 16  # connections kept open for later round trips; more round trips at once than this open more
 Command = tuple[tuple[Any, ...], Mapping[str, Any]]  # (args, options), as a redis-py pipeline queues it
 Caller = tuple[list[Command], "asyncio.Future[list[Any]] | None"]  # its commands, where its replies go
+
+
+class _Unanswered(RedisConnectionError):
+    """The connection failed before any reply came."""
 
 
 class Batcher:
@@ -44,6 +55,7 @@ class Batcher:
         self._reload = reload
         self._joining: list[Caller] | None = None
         self._orphans: set[asyncio.Future[list[Any]]] = set()  # sends whose first caller was cancelled
+        self._idle: list[Connection] = []  # connections no round trip is using
 
     async def execute(self, pipe: aioredis.client.Pipeline, *, raise_on_error: bool = True) -> list[Any]:
         """Run the commands queued on `pipe` (which is left as it was, not executed); returns their
@@ -109,17 +121,53 @@ class Batcher:
             raise RedisTimeoutError(f"Redis did not answer within {self.timeout} s") from exc
 
     async def _round_trip(self, commands: list[Command]) -> list[Any]:
-        pipe = self.redis.pipeline(transaction=False)
-        for args, options in commands:
-            pipe.execute_command(*args, **options)
-        replies: list[Any] = await pipe.execute(raise_on_error=False)
+        replies = await self._exchange(commands)
         missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
         if missing:
             await self._reload()
-            again = self.redis.pipeline(transaction=False)
-            for i in missing:
-                args, options = commands[i]
-                again.execute_command(*args, **options)
-            for i, reply in zip(missing, await again.execute(raise_on_error=False), strict=True):
+            again = await self._exchange([commands[i] for i in missing])
+            for i, reply in zip(missing, again, strict=True):
                 replies[i] = reply
         return replies
+
+    async def _exchange(self, commands: list[Command]) -> list[Any]:
+        """Send `commands` and read their replies, each parsed as the client would (its response
+        callbacks); error replies are returned in place."""
+        while self._idle:
+            conn = self._idle.pop()
+            if not conn.is_connected or conn._reader.at_eof():  # type: ignore[union-attr]
+                await conn.disconnect(nowait=True)  # Redis closed it meanwhile (a restart, say)
+                continue
+            try:
+                return await self._on(conn, commands)
+            except _Unanswered:  # it failed before any reply came: once more, on a new connection
+                break
+        return await self._on(self.redis.connection_pool.make_connection(), commands)  # type: ignore[no-untyped-call]
+
+    async def _on(self, conn: Connection, commands: list[Command]) -> list[Any]:
+        replies: list[Any] = []
+        try:
+            if not conn.is_connected:  # connect() itself: a Sentinel-managed one asks where the master is
+                await conn.connect()  # type: ignore[no-untyped-call]
+            await conn.send_packed_command(conn.pack_commands([args for args, _ in commands]), check_health=False)
+            for args, options in commands:
+                try:
+                    replies.append(await self.redis.parse_response(conn, args[0], **options))
+                except ResponseError as exc:
+                    replies.append(exc)
+        except BaseException as exc:
+            await conn.disconnect(nowait=True)
+            if isinstance(exc, RedisConnectionError) and not replies:
+                raise _Unanswered(str(exc)) from exc
+            raise
+        if len(self._idle) < IDLE_MAX:
+            self._idle.append(conn)
+        else:
+            await conn.disconnect()
+        return replies
+
+    async def aclose(self) -> None:
+        """Close the connections of the batcher's own."""
+        idle, self._idle = self._idle, []
+        for conn in idle:
+            await conn.disconnect()

@@ -63,6 +63,10 @@ class Delivery:
                     log.warning("delivery_redis_unavailable", error=str(exc))
                     started = 0
                     await asyncio.sleep(1.0)
+                except Exception:  # the work stays in Redis: the loop must not die
+                    log.exception("delivery_pass_failed")
+                    started = 0
+                    await asyncio.sleep(1.0)
                 if not started:
                     self.ready.clear()
                     await wait_for_event(self.ready, tuning.delivery_poll_s)

@@ -99,7 +99,8 @@ class Scripts:
         self._batch = Batcher(batched or redis, self.load, timeout=timeout)
 
     async def aclose(self) -> None:
-        """Close the shared round trips' own client, if they have one."""
+        """Close the shared round trips' connections, and their own client if they have one."""
+        await self._batch.aclose()
         if self._batch.redis is not self.redis:
             await self._batch.redis.aclose()
 

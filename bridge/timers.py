@@ -27,6 +27,8 @@ class Ticker:
                 await self.tick()
             except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
                 log.warning("timers_redis_unavailable", error=str(exc))
+            except Exception:  # claimed timers fire again once their claim expires: the loop must not die
+                log.exception("timers_tick_failed")
             await wait_for_event(stop, self.rt.tuning.timer_tick_s)
 
     async def tick(self) -> int:

@@ -126,3 +126,24 @@ async def test_a_round_trip_redis_does_not_answer_fails_after_the_timeout_and_th
     get.get("k")
     assert await batcher.execute(get) == [b"v"]
     await client.aclose()
+
+
+async def test_round_trips_keep_their_connections_and_replace_one_redis_closed(redis: aioredis.Redis) -> None:
+    """Round trips one after another go out on one connection of the batcher's own; one that Redis
+    closed meanwhile (a restart, a client kill) is replaced without the caller seeing an error."""
+    client = aioredis.Redis.from_url(f"redis://127.0.0.1:{redis.connection_pool.connection_kwargs['port']}")
+    batcher = Batcher(client, Scripts(client).load, timeout=5)
+
+    async def incr() -> list[Any]:
+        pipe = client.pipeline(transaction=False)
+        pipe.incr("n")
+        pipe.client_id()
+        return await batcher.execute(pipe)
+
+    ids = {(await incr())[1] for _ in range(20)}
+    assert len(ids) == 1  # one connection for all twenty
+    await redis.client_kill_filter(_id=ids.pop())
+    count, _ = await incr()  # on a new connection, the killed one noticed or failed before any reply
+    assert count == 21 and await redis.get("n") == b"21"  # and nothing ran twice
+    await batcher.aclose()
+    await client.aclose()
