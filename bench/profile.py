@@ -4,7 +4,8 @@
 
 Runs one worker under wrk's load, samples it with `py-spy record` (collapsed stacks, kept in
 bench/results/profiles/), and prints the functions with the largest inclusive and self share.
-`python -m bench.profile --engine` profiles the engine benchmark in-process instead.
+The engine section runs in-process, so it is profiled as a whole:
+`py-spy record -f raw -o engine.txt -- python -m bench --only engine`, then `--summarize engine.txt`.
 """
 
 from __future__ import annotations

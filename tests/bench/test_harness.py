@@ -33,3 +33,17 @@ def test_quick_run_writes_json_and_markdown(tmp_path: Path) -> None:
     assert results["e2e"]["matched"] == results["e2e"]["sent"]
     assert results["storm"]["resolve_settled"] is True
     assert "## Engine" in md_file.read_text()
+
+
+@pytest.mark.timeout(120)
+def test_roundtrip_compares_the_batcher_with_bare_pipelines() -> None:
+    """`python -m bench.roundtrip` prints one row per round-trip size, each with the ratio; no timing is asserted."""
+    require("redis-server")
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.roundtrip", "--rounds", "1"],
+        cwd=ROOT, capture_output=True, text=True, timeout=110, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    rows = [line for line in done.stdout.splitlines() if line.startswith("| ") and line[2].isdigit()]
+    assert [row.split(" | ")[0] for row in rows] == ["| 1", "| 3", "| 10", "| 256"]
+    assert all(float(row.rstrip(" |").rsplit(" | ", 1)[1]) > 0 for row in rows)
