@@ -73,8 +73,8 @@ def read_head(pipe: Any, ik: keys.IncidentKeys, desks: list[str]) -> None:
 def signal(pipe: Any, ready: Mapping[str, int]) -> None:
     """Queue marking incidents whose outboxes just got work (`ready`: base → when to deliver): a marker
     is added where none is, and one already there moved by 1 ms, so that a drain ending meanwhile
-    sees that work came after its last read (settle.lua). Everything that appends to an outbox calls
-    this after the append."""
+    sees that work came after its last read (settle.lua). Whatever appends to an outbox calls this
+    after the append (or, as the dead-letter retry and the engine's handoff do, sets a new score)."""
     pipe.zadd(keys.READY, ready, nx=True)
     for base in ready:
         pipe.zincrby(keys.READY, 1, base)
