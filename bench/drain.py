@@ -25,6 +25,7 @@ from bridge import keys
 from bridge.engine import Engine
 from bridge.models import Alert, Severity
 from bridge.runtime import Runtime
+from bridge.server import collect_less
 from bridge.store import AlertStep, open_scripts
 
 CORRELATE = ["{{ labels.alertname }}", "{{ labels.instance | default('') }}"]  # as mappings/example.yaml
@@ -88,6 +89,7 @@ async def run(work: Path, *, alerts: int, readers: int | None = None) -> dict[st
                 return await real_apply(step, now_ms, pipe)
 
             scripts.apply_alert = recording  # type: ignore[method-assign]
+            collect_less()  # as `bridge serve` does once started
             await redis.config_resetstat()  # the backlog's XADDs are not the engine's
             done, started, cpu_started = 0, time.perf_counter(), time.process_time()
 

@@ -16,27 +16,29 @@ from aiohttp import web
 from bridge import config as config_mod
 from bridge import logs
 from bridge.app import make_app
-from bridge.connect import connect
 from bridge.runtime import Runtime
-from bridge.store import Scripts
+from bridge.server import REDIS_TIMEOUT_S, collect_less
+from bridge.store import open_scripts
 
 
 async def serve(config_path: str, port: int) -> None:
     config = config_mod.load([config_path])
     url = config_mod.redis_url()
     assert url, "BRIDGE_REDIS_URL must be set"
-    redis = connect(url, socket_timeout=5, health_check_interval=30)  # as Bridge.start connects
+    scripts = open_scripts(url, timeout=REDIS_TIMEOUT_S)  # as Bridge.start opens them
+    redis = scripts.redis
     tuning = config_mod.tuning()
-    scripts = Scripts(redis)
     await scripts.load()
     runtime = Runtime(redis, scripts, config, tuning=tuning)
     runner = web.AppRunner(make_app(runtime), access_log=None, handle_signals=True)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port, reuse_port=True).start()
+    collect_less()  # as `bridge serve` does once started
     try:
         await asyncio.Event().wait()
     finally:
         await runner.cleanup()
+        await scripts.aclose()
         await redis.aclose()
 
 
