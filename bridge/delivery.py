@@ -270,7 +270,6 @@ class Delivery:
         """
         lease_ms = self.rt.tuning.lease_ms
         pipe = self.rt.redis.pipeline(transaction=False)
-        pipe.lpop(ik.outbox, len(action.entries))
         if action.writes:
             pipe.hset(ik.state, mapping=action.writes)
             pipe.hdel(ik.state, "failures", *action.clears)
@@ -278,7 +277,7 @@ class Delivery:
             pipe.hdel(ik.state, "failures")
         outbox.audit(pipe, ik, self.rt, action, "delivered", outcome)
         advanced = len(pipe.command_stack)
-        self.rt.scripts.advance(ik, self.token, lease_ms, pipe)
+        self.rt.scripts.advance(ik, self.token, lease_ms, action.entries, pipe)
         if last:
             self.rt.scripts.settle(ik.base, self._seen.get(ik.base), pipe)
         replies = await self.rt.scripts.execute(pipe)
@@ -439,6 +438,7 @@ class Delivery:
         log.error("desk_rejected", desk=exc.desk, action=exc.action, status=exc.status, error=str(exc))
         pipe = self.rt.redis.pipeline(transaction=False)
         outbox.dead_letter(pipe, ik, self.rt, action, exc)
+        self.rt.scripts.pop(ik, self.token, action.entries, pipe)
         await self.rt.scripts.execute(pipe)
 
 

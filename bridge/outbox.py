@@ -104,12 +104,12 @@ def audit(pipe: Any, ik: keys.IncidentKeys, rt: Runtime, action: Action, outcome
 
 
 def dead_letter(pipe: Any, ik: keys.IncidentKeys, rt: Runtime, action: Action, exc: DeskError) -> None:
-    """Queue moving a rejected action to the dead-letter stream, with the desk's answer, off the outbox."""
+    """Queue a rejected action's dead letter, with the desk's answer, and its audit entry (the caller
+    takes it off the outbox: `Scripts.pop`)."""
     entries = orjson.dumps([orjson.loads(e) for e in action.entries])
     error = orjson.dumps(exc.record(), default=str)
     pipe.xadd(
         keys.DLQ,
         {"kind": "desk_rejected", "incident": action.incident, "entries": entries, "error": error, "at": rt.clock()},
     )
-    pipe.lpop(ik.outbox, len(action.entries))
     audit(pipe, ik, rt, action, "dead-lettered", str(exc))

@@ -183,10 +183,16 @@ class Scripts:
         the state (see lease.lua, "take")."""
         self._queue(pipe, self._lease, [ik.lease, ik.outbox, ik.state], [token, "take", lease_ms, head])
 
-    def advance(self, ik: keys.IncidentKeys, token: str, lease_ms: int, pipe: Pipeline) -> None:
-        """Queue the end of one delivered action: the reply is -1 if the lease was lost, 0 if the outbox
-        is empty (lease released), else the outbox length (lease renewed)."""
-        self._queue(pipe, self._lease, [ik.lease, ik.outbox], [token, "advance", lease_ms])
+    def advance(self, ik: keys.IncidentKeys, token: str, lease_ms: int, entries: list[bytes], pipe: Pipeline) -> None:
+        """Queue the end of one delivered action, made of `entries` (the head of the outbox): they are
+        taken off it, once however often this runs; the reply is -1 if the lease was lost, 0 if the
+        outbox is empty (lease released), else the outbox length (lease renewed)."""
+        self._queue(pipe, self._lease, [ik.lease, ik.outbox], [token, "advance", lease_ms, len(entries), entries[0]])
+
+    def pop(self, ik: keys.IncidentKeys, token: str, entries: list[bytes], pipe: Pipeline) -> None:
+        """Queue taking an action's `entries` off the head of the outbox (once, however often this
+        runs) without ending the action's drain: for one that was dead-lettered."""
+        self._queue(pipe, self._lease, [ik.lease, ik.outbox], [token, "pop", 0, len(entries), entries[0]])
 
     def settle(self, base: str, seen: float | None, pipe: Pipeline) -> None:
         """Queue letting go of an incident's ready marker; `seen` is its score as read just before the

@@ -348,8 +348,8 @@ async def test_work_appended_just_after_the_lease_is_released_is_not_stranded(
     scripts = bridge.runtime.scripts
     advance, injected = scripts.advance, []
 
-    def advance_then_append(keys_: keys.IncidentKeys, token: str, lease_ms: int, pipe: Any) -> None:
-        advance(keys_, token, lease_ms, pipe)
+    def advance_then_append(keys_: keys.IncidentKeys, token: str, lease_ms: int, entries: Any, pipe: Any) -> None:
+        advance(keys_, token, lease_ms, entries, pipe)
         if keys_.base == ik.base and not injected:  # as the engine would, right after the release
             injected.append(late)
             pipe.rpush(keys_.outbox, late)

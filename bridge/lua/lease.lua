@@ -1,9 +1,11 @@
 --[[ lease.lua: renew or release a delivery lease only if this replica still holds it.
 
-KEYS[1] lease key   (for "advance" also KEYS[2] the incident's outbox; for "take" KEYS[2] the
-                     outbox, KEYS[3] the incident's state hash: all of one incident's hash tag)
-ARGV[1] token (this replica's)   ARGV[2] "take" | "renew" | "release" | "advance"   ARGV[3] lease (ms)
-ARGV[4] for "take": how many outbox entries to read
+KEYS[1] lease key   (for "advance" and "pop" also KEYS[2] the incident's outbox; for "take" KEYS[2]
+                     the outbox, KEYS[3] the incident's state hash: all of one incident's hash tag)
+ARGV[1] token (this replica's)   ARGV[2] "take" | "renew" | "release" | "advance" | "pop"
+ARGV[3] lease (ms)   ARGV[4] for "take": how many outbox entries to read
+ARGV[4], ARGV[5] for "advance" and "pop": how many entries the finished action took off the head of
+                 the outbox, and the first of them
 
 "take" acquires the lease (SET NX PX) and, if it did, answers {1, outbox head (up to ARGV[4] entries),
 state hash (flat), marked}: when the head is an OPEN whose epoch has no ticket yet, the epoch's
@@ -11,7 +13,10 @@ state hash (flat), marked}: when the head is an OPEN whose epoch has no ticket y
 earlier attempt); 0 means an earlier open's outcome is unknown. Not acquired: {0}.
 
 Returns 1 if the lease was ours, 0 otherwise (then the caller must stop working on the incident).
-"advance" ends one delivered action: with the outbox empty it releases the lease and returns 0 (the
+"advance" and "pop" take the finished action's entries off the outbox only if they are still at its
+head: the same call made twice (a round trip made again after its connection failed) takes them once,
+not the next action's too. "pop" does only that (a dead-lettered action). "advance" ends one
+delivered action: with the outbox empty it releases the lease and returns 0 (the
 caller then removes the ready marker, which is not of this incident's hash tag); with work left it
 renews the lease and returns the outbox length; -1 if the lease was not ours.
 ]]
@@ -31,15 +36,21 @@ if redis.call("GET", KEYS[1]) ~= ARGV[1] then
 end
 if ARGV[2] == "release" then
   redis.call("DEL", KEYS[1])
-elseif ARGV[2] == "advance" then
-  local left = redis.call("LLEN", KEYS[2])
-  if left == 0 then
-    redis.call("DEL", KEYS[1])
-  else
-    redis.call("PEXPIRE", KEYS[1], tonumber(ARGV[3]))
-  end
-  return left
+  return 1
+end
+if ARGV[2] == "renew" then
+  redis.call("PEXPIRE", KEYS[1], tonumber(ARGV[3]))
+  return 1
+end
+-- "advance" and "pop": the finished action's entries, if they are still at the head
+if redis.call("LINDEX", KEYS[2], 0) == ARGV[5] then
+  redis.call("LPOP", KEYS[2], tonumber(ARGV[4]))
+end
+if ARGV[2] == "pop" then return 1 end
+local left = redis.call("LLEN", KEYS[2])
+if left == 0 then
+  redis.call("DEL", KEYS[1])
 else
   redis.call("PEXPIRE", KEYS[1], tonumber(ARGV[3]))
 end
-return 1
+return left
