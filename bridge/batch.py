@@ -1,8 +1,8 @@
 """Shared round trips: the commands concurrent tasks send in one event-loop turn go to Redis together.
 
 A round trip through redis-py's asyncio client costs far more client CPU than the commands in it
-(a pipeline of 3 commands about 280 µs, against about 17 µs per command in a pipeline of 150, on
-the bench machine: `bench/OPTIMISATIONS.md`), and under load many tasks need one in the same turn:
+(a bare pipeline of 1 script call about 140 µs, of 256 about 12 µs per call: `python -m
+bench.roundtrip`), and under load many tasks need one in the same turn:
 webhook requests writing the intake stream, deliveries taking leases and recording what the desk
 answered, engine batches. Each hands over its queued commands (a redis-py pipeline, not executed)
 and gets its own replies back, exactly as if it had executed that pipeline itself: its commands run

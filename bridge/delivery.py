@@ -255,7 +255,7 @@ class Delivery:
                     if left == ENDED:
                         return ENDED
                     if left <= 0:
-                        return None  # released (or lost): `_finish` removes the ready marker
+                        return None  # released (or lost): `_finish` lets go of the ready marker
             if not left:
                 return None
 

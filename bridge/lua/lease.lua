@@ -17,8 +17,8 @@ Returns 1 if the lease was ours, 0 otherwise (then the caller must stop working 
 head: the same call made twice (a round trip made again after its connection failed) takes them once,
 not the next action's too. "pop" does only that (a dead-lettered action). "advance" ends one
 delivered action: with the outbox empty it releases the lease and returns 0 (the
-caller then removes the ready marker, which is not of this incident's hash tag); with work left it
-renews the lease and returns the outbox length; -1 if the lease was not ours.
+caller then lets go of the ready marker with settle.lua: it is not of this incident's hash tag); with
+work left it renews the lease and returns the outbox length; -1 if the lease was not ours.
 ]]
 if ARGV[2] == "take" then
   if not redis.call("SET", KEYS[1], ARGV[1], "NX", "PX", tonumber(ARGV[3])) then return {0} end
