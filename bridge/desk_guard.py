@@ -109,7 +109,23 @@ def jitter(at_ms: int) -> int:
 async def retrying(call: Callable[[], Awaitable[T]], attempts: int) -> T:
     """Run `call`, again after a transient failure (honouring a Retry-After up to
     IN_PASS_RETRY_AFTER_S, else with jittered backoff) and once after expired credentials, up to
-    `attempts` times in all; an open breaker is not retried here (the incident waits instead)."""
+    `attempts` times in all; an open breaker is not retried here (the incident waits instead).
+
+    The first attempt runs before tenacity is set up: most calls succeed at once, and tenacity's
+    retry state is a few dozen objects in reference cycles per call, which only the garbage
+    collector frees (it was all the cyclic garbage of the e2e load, with 15-26 ms pauses to collect
+    it: bench/OPTIMISATIONS.md). A failed first attempt is handed to tenacity as its own first
+    attempt, so that the policy below decides on it, and waits after it, exactly as before."""
+    try:
+        return await call()
+    except Exception as exc:  # tenacity decides on it, just below
+        first: list[Exception] = [exc]
+
+    async def again() -> T:
+        if first:
+            raise first.pop()
+        return await call()
+
     backoff = wait_random_exponential(multiplier=0.1, max=2.0)
 
     def retryable(state: RetryCallState) -> bool:
@@ -128,5 +144,5 @@ async def retrying(call: Callable[[], Awaitable[T]], attempts: int) -> T:
 
     async for attempt in AsyncRetrying(stop=stop_after_attempt(attempts), wait=wait, retry=retryable, reraise=True):
         with attempt:
-            return await call()
+            return await again()
     raise AssertionError("unreachable: tenacity reraises")
