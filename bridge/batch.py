@@ -10,15 +10,18 @@ in the order queued, none of a transaction (these pipelines never were one) and 
 a batch to fill. The first caller of a turn yields once, so that the others of the turn join it,
 and then sends for all of them; batches in flight do not wait for each other.
 
-Round trips go out on connections of the batcher's own, made by the client's pool (so standalone,
-TLS, Unix socket or Sentinel-managed alike) but kept here: a redis-py pipeline checks a connection
-out of the pool and in again, and checks it for unread data, on every round trip, which cost as
-much CPU as the round trip itself (`bench/OPTIMISATIONS.md`). A connection Redis has closed (a
-restart) is replaced, and a round trip it failed before any reply is made once more on a new one,
-as redis-py's own retry would. A round trip is timed as a whole: redis-py times each reply it reads
-when its client has a socket timeout, so the client given here should have none, and a Redis that
-stops answering (hung, not gone) still fails the round trip after `timeout` seconds; the connection
-it was reading is closed.
+Round trips go out on connections of the batcher's own, made and connected by the client's pool
+(so standalone, TLS, Unix socket or Sentinel-managed alike, authenticated and with their database
+selected) but kept here: a redis-py pipeline checks a connection out of the pool and in again, and
+checks it for unread data, on every round trip, which cost as much CPU as the round trip itself
+(`bench/OPTIMISATIONS.md`). Once connected, its transport is read by `_Wire` instead of redis-py's
+stream reader: the replies of a round trip are parsed by hiredis as they arrive, in one callback,
+and then given the client's response callbacks, which is what redis-py's reading does one reply
+and several awaits at a time. A connection Redis has closed (a restart) is replaced, and a round
+trip it failed before any reply is made once more on a new one, as redis-py's own retry would.
+A round trip is timed as a whole, and a Redis that stops answering (hung, not gone) fails it after
+`timeout` seconds; the connection it was reading is closed. The client given here must not decode
+responses (the bridge's never do: `bridge/connect.py`); its socket timeout does not apply here.
 
 Scripts are queued as bare EVALSHA. Should Redis have lost them (a restart, a failover), those
 calls answer NOSCRIPT without having run: the scripts are loaded again and just those calls made
@@ -31,10 +34,13 @@ import asyncio
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+import hiredis
 import redis.asyncio as aioredis
+from redis._parsers.hiredis import NOT_ENOUGH_DATA
 from redis.asyncio.connection import Connection
+from redis.client import EMPTY_RESPONSE, NEVER_DECODE
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import InvalidResponse, NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 IDLE_MAX = 16  # connections kept open for later round trips; more round trips at once than this open more
@@ -44,6 +50,50 @@ Caller = tuple[list[Command], "asyncio.Future[list[Any]] | None"]  # its command
 
 class _Unanswered(RedisConnectionError):
     """The connection failed before any reply came."""
+
+
+_PUSH = getattr(hiredis, "PushNotification", ())  # RESP3 out-of-band messages (hiredis >= 3.2): not replies
+_OPTIONS_NOT_FOR_CALLBACKS = (EMPTY_RESPONSE, NEVER_DECODE, "keys")  # as redis-py's parse_response drops them
+
+
+class _Wire(asyncio.Protocol):
+    """Reads one connection of the batcher's: collects the replies of the round trip in progress."""
+
+    def __init__(self, transport: asyncio.Transport, parser: Any) -> None:
+        self.transport = transport
+        self.reader = hiredis.Reader(protocolError=InvalidResponse, replyError=parser.parse_error,
+                                     notEnoughData=NOT_ENOUGH_DATA)  # fmt: skip
+        self.want = 0
+        self.replies: list[Any] = []
+        self.done: asyncio.Future[list[Any]] | None = None
+        self.lost: Exception | None = None
+
+    def expect(self, count: int) -> asyncio.Future[list[Any]]:
+        self.want, self.replies = count, []
+        self.done = asyncio.get_running_loop().create_future()
+        return self.done
+
+    def data_received(self, data: bytes) -> None:
+        self.reader.feed(data)
+        replies, gets = self.replies, self.reader.gets
+        while len(replies) < self.want:
+            reply = gets()
+            if reply is NOT_ENOUGH_DATA:
+                return
+            if not isinstance(reply, _PUSH):
+                replies.append(reply)
+        if self.done is None or self.done.done():
+            if self.want == 0 or self.reader.has_data():  # a reply nobody asked for: out of step
+                self.transport.close()
+            return
+        self.done.set_result(replies)
+        self.done, self.want = None, 0
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = RedisConnectionError(f"Redis closed the connection: {exc or 'end of stream'}")
+        if self.done is not None and not self.done.done():
+            lost = self.lost if self.replies else _Unanswered(str(self.lost))
+            self.done.set_exception(lost)
 
 
 class Batcher:
@@ -135,39 +185,52 @@ class Batcher:
         callbacks); error replies are returned in place."""
         while self._idle:
             conn = self._idle.pop()
-            if not conn.is_connected or conn._reader.at_eof():  # type: ignore[union-attr]
-                await conn.disconnect(nowait=True)  # Redis closed it meanwhile (a restart, say)
+            if conn._wire.lost is not None:  # type: ignore[attr-defined]  # Redis closed it meanwhile
+                await conn.disconnect(nowait=True)
                 continue
             try:
                 return await self._on(conn, commands)
             except _Unanswered:  # it failed before any reply came: once more, on a new connection
                 break
-        return await self._on(self.redis.connection_pool.make_connection(), commands)  # type: ignore[no-untyped-call]
+        conn = self.redis.connection_pool.make_connection()  # type: ignore[no-untyped-call]
+        try:
+            await conn.connect()  # here, not on first use: a Sentinel-managed one asks where the master is
+            transport = conn._writer.transport
+            conn._wire = _Wire(transport, conn._parser)  # reads the connection from now on
+            transport.set_protocol(conn._wire)
+        except BaseException:
+            await conn.disconnect(nowait=True)
+            raise
+        return await self._on(conn, commands)
 
     async def _on(self, conn: Connection, commands: list[Command]) -> list[Any]:
-        replies: list[Any] = []
+        wire: _Wire = conn._wire  # type: ignore[attr-defined]
         try:
-            if not conn.is_connected:  # connect() itself: a Sentinel-managed one asks where the master is
-                await conn.connect()  # type: ignore[no-untyped-call]
-            await conn.send_packed_command(conn.pack_commands([args for args, _ in commands]), check_health=False)
-            for args, options in commands:
-                try:
-                    replies.append(await self.redis.parse_response(conn, args[0], **options))
-                except ResponseError as exc:
-                    replies.append(exc)
-        except BaseException as exc:
+            replies = wire.expect(len(commands))
+            wire.transport.writelines(conn.pack_commands([args for args, _ in commands]))
+            raw = await replies
+        except BaseException:
             await conn.disconnect(nowait=True)
-            if isinstance(exc, RedisConnectionError) and not replies:
-                raise _Unanswered(str(exc)) from exc
             raise
         if len(self._idle) < IDLE_MAX:
             self._idle.append(conn)
         else:
-            await conn.disconnect()
-        return replies
+            await conn.disconnect(nowait=True)
+        callbacks = self.redis.response_callbacks
+        parsed: list[Any] = []
+        for (args, options), reply in zip(commands, raw, strict=True):
+            if isinstance(reply, ResponseError):
+                parsed.append(options.get(EMPTY_RESPONSE, reply))
+                continue
+            callback = callbacks.get(args[0])
+            if callback is not None:
+                extra = {k: v for k, v in options.items() if k not in _OPTIONS_NOT_FOR_CALLBACKS} if options else {}
+                reply = callback(reply, **extra)
+            parsed.append(reply)
+        return parsed
 
     async def aclose(self) -> None:
         """Close the connections of the batcher's own."""
         idle, self._idle = self._idle, []
         for conn in idle:
-            await conn.disconnect()
+            await conn.disconnect(nowait=True)  # the stream reader that waits for the close is gone (_Wire)

@@ -147,3 +147,83 @@ async def test_round_trips_keep_their_connections_and_replace_one_redis_closed(r
     assert count == 21 and await redis.get("n") == b"21"  # and nothing ran twice
     await batcher.aclose()
     await client.aclose()
+
+
+def _every_reply_shape(pipe: Any) -> Any:
+    """Commands whose replies redis-py's response callbacks turn into bools, floats, dicts, tuples..."""
+    pipe.set("s", "v")
+    pipe.get("s")
+    pipe.get("missing")
+    pipe.exists("s", "missing")
+    pipe.hgetall("h")
+    pipe.hmget("h", ["a", "missing"])
+    pipe.zscore("z", "m1")
+    pipe.zrange("z", 0, -1, withscores=True)
+    pipe.zrangebyscore("z", "-inf", "+inf", withscores=True, start=0, num=1)
+    pipe.xrange("x")
+    pipe.xreadgroup("g", "c", {"x": "0"}, count=10)
+    pipe.xinfo_groups("x")
+    pipe.xpending("x", "g")
+    pipe.ttl("s")
+    pipe.lrange("l", 0, -1)
+    pipe.lpush("s", "x")  # WRONGTYPE: an error reply, returned in place
+    pipe.script_exists("0" * 40)
+    pipe.ping()
+    pipe.type("h")
+    return pipe
+
+
+@pytest.mark.parametrize("protocol", [2, 3])
+async def test_replies_are_parsed_as_redis_py_parses_them(redis_server: EmbeddedRedis, protocol: int) -> None:
+    """The batcher reads replies itself (bridge/batch.py `_Wire`) and applies the client's response
+    callbacks: every reply is what the same pipeline executed by redis-py returns, in RESP2 and RESP3."""
+    client = aioredis.Redis.from_url(redis_server.url, protocol=protocol)
+    await client.hset("h", mapping={"a": "1", "b": "2"})
+    await client.zadd("z", {"m1": 1.5, "m2": 2.5})
+    await client.xgroup_create("x", "g", id="0", mkstream=True)
+    await client.xadd("x", {"f": "v"})
+    await client.rpush("l", "1", "2")
+    await client.set("s", "v", ex=100)
+    # read-only after the SET: both sides see the same state (XREADGROUP from 0 re-reads the pending)
+    await client.xreadgroup("g", "c", {"x": ">"})
+    expected = await _every_reply_shape(client.pipeline(transaction=False)).execute(raise_on_error=False)
+    batcher = Batcher(client, Scripts(client).load, timeout=5)
+    got = await batcher.execute(_every_reply_shape(client.pipeline(transaction=False)), raise_on_error=False)
+    assert len(got) == len(expected)
+    for mine, theirs in zip(got, expected, strict=True):
+        if isinstance(theirs, Exception):
+            assert type(mine) is type(theirs) and str(mine) == str(theirs)
+        elif isinstance(theirs, list) and theirs and isinstance(theirs[0], dict) and "last-delivered-id" in theirs[0]:
+            assert mine == theirs  # XINFO GROUPS: the same dicts
+        else:
+            assert mine == theirs and type(mine) is type(theirs)
+    await batcher.aclose()
+    await client.aclose()
+
+
+async def test_a_connection_closed_in_the_middle_of_the_replies_is_a_connection_error(redis: aioredis.Redis) -> None:
+    """Replies cut off after some have come: the round trip fails as a connection error, not as one
+    that may be made again (some of its commands ran); the next round trip works on a new connection."""
+    client = aioredis.Redis.from_url(f"redis://127.0.0.1:{redis.connection_pool.connection_kwargs['port']}")
+    batcher = Batcher(client, Scripts(client).load, timeout=5)
+    pipe = client.pipeline(transaction=False)
+    pipe.client_id()
+    (conn_id,) = await batcher.execute(pipe)
+    await redis.set("big", "x" * (4 << 20))
+    cut = client.pipeline(transaction=False)
+    cut.incr("n")
+    for _ in range(8):
+        cut.get("big")  # 32 MiB of replies: the kill lands while they are still coming
+    cut.incr("n")
+    round_trip = asyncio.ensure_future(batcher.execute(cut))
+    ran = None
+    while ran != b"2":  # until Redis has run the whole round trip: its replies are on the way then
+        ran = await redis.get("n")
+    await redis.client_kill_filter(_id=conn_id)
+    with pytest.raises(aioredis.ConnectionError):
+        await round_trip
+    again = client.pipeline(transaction=False)
+    again.incr("n")
+    assert await batcher.execute(again) == [3]  # the cut one ran once and was not made again
+    await batcher.aclose()
+    await client.aclose()
