@@ -34,6 +34,7 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 class Metrics:
     def __init__(self) -> None:
         self.registry = r = CollectorRegistry()
+        self._received: dict[tuple[str, str], Any] = {}  # (source, status) -> its child of alerts_received
         self.alerts_received = Counter(
             "bridge_alerts_received", "Alerts accepted from sources, by source and status.",
             ["source", "status"], registry=r,
@@ -120,7 +121,10 @@ class Metrics:
     def received(self, source: str, parsed: Parsed) -> None:
         counts = Tally(alert.status.value for alert in parsed.alerts)
         for status, count in counts.items():
-            self.alerts_received.labels(source, status).inc(count)
+            child = self._received.get((source, status))
+            if child is None:  # labels() checks and locks on every call: once per pair is enough
+                child = self._received[source, status] = self.alerts_received.labels(source, status)
+            child.inc(count)
         if parsed.rejected:
             self.alerts_rejected.labels(source).inc(len(parsed.rejected))
 

@@ -166,6 +166,25 @@ async def test_an_oversize_chunked_body_is_413(ingress: Ingress) -> None:
     assert await ingress.intake() == []
 
 
+async def test_a_chunked_body_within_the_limit_is_accepted(ingress: Ingress) -> None:
+    """Chunked (no Content-Length) and under the limit: read to its end, 202, every alert enqueued;
+    and an empty chunked body is refused as empty, as one with Content-Length: 0 is."""
+
+    async def chunks(body: bytes) -> AsyncIterator[bytes]:
+        for start in range(0, len(body), 1000):
+            yield body[start : start + 1000]
+
+    headers = {**AUTH, "Content-Type": "application/json"}
+    async with aiohttp.ClientSession() as session:
+        async with session.post(ingress.webhook, data=chunks(FIRING), headers=headers) as resp:
+            assert resp.request_info.headers["Transfer-Encoding"] == "chunked"
+            assert resp.status == 202, await resp.text()
+        async with session.post(ingress.webhook, data=chunks(b""), headers=headers) as resp:
+            assert (resp.status, (await resp.json())["detail"]) == (400, "empty body")
+    firing = orjson.loads(FIRING)["alerts"]
+    assert [a.identity for a in await ingress.intake()] == [a["fingerprint"] for a in firing]
+
+
 @pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", "application/xml"])
 async def test_a_wrong_content_type_is_415(ingress: Ingress, content_type: str) -> None:
     """A body that is not declared as JSON: 415, nothing enqueued."""

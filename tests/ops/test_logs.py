@@ -8,15 +8,19 @@ import signal
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import orjson
+import structlog
+from aiohttp import web
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bridge import api, logs
+from bridge.app import errors_as_json
 from bridge.embedded import EmbeddedRedis, free_port
 from bridge.logs import MASK, redact
 from tests.amp import alert, group
-from tests.conftest import Snow, eventually, post
+from tests.conftest import Snow, eventually, post, start_app
 from tests.ops import call, spawn, wait_ready, write_mapping
 
 SOURCE_TOKEN = "am-s3cret-token-7f2b"
@@ -67,6 +71,34 @@ async def test_logs_are_json_with_context_and_never_hold_a_secret(
     basic = base64.b64encode(f"bridge:{DESK_PASSWORD}".encode()).decode()
     for secret in (SOURCE_TOKEN, ADMIN_TOKEN, basic, f"bridge:{DESK_PASSWORD}", f'"{DESK_PASSWORD}"'):
         assert secret not in log, f"a secret is in the log: {secret[:4]}..."
+
+
+async def test_a_request_s_log_context_ends_with_the_request() -> None:
+    """Each request's log lines carry its id (the sender's X-Request-Id, else a new one) and its source;
+    the next request on the same kept-alive connection (the same server task) carries neither."""
+
+    async def context(request: web.Request) -> web.Response:
+        port = request.transport.get_extra_info("peername")[1] if request.transport else 0
+        return web.json_response({**structlog.contextvars.get_contextvars(), "port": port})
+
+    app = web.Application(middlewares=[errors_as_json])
+    app.router.add_post("/webhook/{source}", context)
+    app.router.add_get("/healthz", context)
+    runner, url = await start_app(app)
+    try:
+        async with aiohttp.ClientSession() as session:
+            async with session.post(url + "/webhook/nagios", headers={"X-Request-Id": "from-sender"}) as resp:
+                first = await resp.json()
+            async with session.get(url + "/healthz") as resp:
+                second = await resp.json()
+            async with session.get(url + "/healthz") as resp:
+                third = await resp.json()
+    finally:
+        await runner.cleanup()
+    assert first.pop("port") == second.pop("port") == third.pop("port")  # one connection
+    assert first == {"request_id": "from-sender", "source": "nagios"}
+    assert set(second) == set(third) == {"request_id"}
+    assert len({first["request_id"], second["request_id"], third["request_id"]}) == 3
 
 
 def test_redact_masks_credentials_in_any_field() -> None:
