@@ -16,10 +16,9 @@ import orjson
 import redis.exceptions
 import structlog
 from aiohttp import web
-from structlog.contextvars import bind_contextvars, reset_contextvars
 
 from adapters.sources import ParseContext, Parsed
-from bridge import api, keys
+from bridge import api, keys, logs
 from bridge.errors import AuthError, PayloadError, RequestError, TooLarge, UnsupportedMedia
 from bridge.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from bridge.runtime import RUNTIME, Runtime
@@ -38,12 +37,10 @@ async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamRe
 
     The request's log lines carry its id (the sender's `X-Request-Id`, else a random one) and the
     source it posts to; both are unbound after it, as the next request on a kept-alive connection
-    runs in the same task. (Bound and reset directly: structlog's `bound_contextvars` first copies
-    every context variable there is.)"""
+    runs in the same task."""
     request_id = request.headers.get("X-Request-Id") or f"{random.getrandbits(64):016x}"  # not a secret
     source = request.match_info.get("source")
-    tokens = bind_contextvars(request_id=request_id, **({"source": source} if source else {}))
-    try:
+    with logs.bound(request_id=request_id, **({"source": source} if source else {})):
         try:
             return await handler(request)
         except RequestError as exc:
@@ -59,8 +56,6 @@ async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamRe
         except Exception:
             log.exception("request_failed", path=request.path)
             return json_response({"error": "internal", "detail": "internal error, see the bridge's log"}, 500)
-    finally:
-        reset_contextvars(**tokens)
 
 
 async def webhook(request: web.Request) -> web.Response:

@@ -23,7 +23,7 @@ import redis.exceptions
 import structlog
 
 from adapters.desks.base import Desk, TicketPhase, TicketRef
-from bridge import keys, outbox, ownership
+from bridge import keys, logs, outbox, ownership
 from bridge.config import Route
 from bridge.desk_guard import BreakerOpen, DeskGuard, breaker_until, delivering, jitter, retrying
 from bridge.errors import DeskError, DeskRejected, DeskTransient
@@ -238,7 +238,7 @@ class Delivery:
                 if until > self.rt.clock():
                     return jitter(until)  # another incident is probing the failing desk: wait for it
                 identity = (action.alert or {}).get("identity", "")  # for the log: which alert this is about
-                with structlog.contextvars.bound_contextvars(incident=action.incident, identity=identity):
+                with logs.bound(incident=action.incident, identity=identity):
                     try:
                         outcome = await retrying(
                             functools.partial(self._apply, ik, action, view), self.rt.tuning.attempts

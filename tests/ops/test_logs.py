@@ -101,6 +101,22 @@ async def test_a_request_s_log_context_ends_with_the_request() -> None:
     assert len({first["request_id"], second["request_id"], third["request_id"]}) == 3
 
 
+def test_bound_restores_what_was_bound_before() -> None:
+    """`logs.bound` binds for a block and restores the values (or their absence) as they were."""
+    structlog.contextvars.clear_contextvars()
+    with logs.bound(incident="outer", request_id="r1"):
+        with logs.bound(incident="inner", identity="a1"):
+            assert structlog.contextvars.get_contextvars() == {"incident": "inner", "identity": "a1", "request_id": "r1"}
+        assert structlog.contextvars.get_contextvars() == {"incident": "outer", "request_id": "r1"}
+        try:
+            with logs.bound(incident="failing"):
+                raise ValueError("boom")
+        except ValueError:
+            pass
+        assert structlog.contextvars.get_contextvars() == {"incident": "outer", "request_id": "r1"}
+    assert structlog.contextvars.get_contextvars() == {}
+
+
 def test_redact_masks_credentials_in_any_field() -> None:
     """Credential-named keys, Authorization values, URL passwords and ?token= are masked, counts are not."""
     event: dict[str, Any] = {
