@@ -106,7 +106,8 @@ def test_bound_restores_what_was_bound_before() -> None:
     structlog.contextvars.clear_contextvars()
     with logs.bound(incident="outer", request_id="r1"):
         with logs.bound(incident="inner", identity="a1"):
-            assert structlog.contextvars.get_contextvars() == {"incident": "inner", "identity": "a1", "request_id": "r1"}
+            inner = {"incident": "inner", "identity": "a1", "request_id": "r1"}
+            assert structlog.contextvars.get_contextvars() == inner
         assert structlog.contextvars.get_contextvars() == {"incident": "outer", "request_id": "r1"}
         try:
             with logs.bound(incident="failing"):
