@@ -23,6 +23,7 @@ def write_mapping(
     correlate: Sequence[str],
     resolve_after: str = "5m",
     reopen_within: str = "1h",
+    flush_interval: str = "0s",
 ) -> Path:
     """A mapping like mappings/example.yaml: one Alertmanager source with a token, one ServiceNow desk.
 
@@ -48,12 +49,13 @@ def write_mapping(
                 "correlate": {"by": list(correlate)},
                 "lifecycle": {"resolve_after": resolve_after, "reopen_within": reopen_within},
                 "ticket": {
+                    "flush_interval": flush_interval,
                     "fields": {
                         "short_description": "{{ labels.bench_id | default(name) }}",
                         "description": "{{ summary }} on {{ resource }}",
                         "impact": "{{ {'critical': '1', 'major': '2'}.get(severity, '3') }}",
                         "urgency": "{{ {'critical': '1'}.get(severity, '2') }}",
-                    }
+                    },
                 },
             }
         ],
