@@ -42,7 +42,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--storm-hosts", type=int, default=1000)
     p.add_argument("--storm-names", type=int, default=100)
     p.add_argument("--storm-correlate", choices=["host", "alertname", "alert"], default="host")
-    p.add_argument("--storm-flush", default="0s", help="the storm route's ticket.flush_interval (0s: none)")
+    p.add_argument("--storm-flush", default="1s", help="the storm route's ticket.flush_interval (0s: none)")
     p.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     p.add_argument("--tag", default="", help="appended to the result file names")
     args = p.parse_args(argv)

@@ -231,9 +231,11 @@ class Delivery:
             if actions and marked:
                 actions[0].marked = True
             for action in actions:
-                flush_at = self._flush_at(action)
+                flush_ms, now = self._flush_ms(action), self.rt.clock()
+                flush_at = outbox.flush_at(action, flush_ms, now)
                 if flush_at is not None:
                     return flush_at  # let more changes gather into this note
+                deferred = outbox.defer_changes(action, flush_ms, now)
                 until = open_until.get(self._desk_of(action), 0)
                 if until > self.rt.clock():
                     return jitter(until)  # another incident is probing the failing desk: wait for it
@@ -250,12 +252,14 @@ class Delivery:
                         continue
                     if outcome is ROTATED:
                         break  # the outbox was rewritten for a new epoch: read it again
-                    last = action is actions[-1] and len(raw) < outbox.HEAD  # nothing more was read
+                    last = not deferred and action is actions[-1] and len(raw) < outbox.HEAD  # nothing more read
                     left = await self._delivered(ik, action, outcome, last=last)
                     if left == ENDED:
                         return ENDED
                     if left <= 0:
                         return None  # released (or lost): `_finish` lets go of the ready marker
+                    if deferred:
+                        break  # its changes are at the head now, as notes: read them again
             if not left:
                 return None
 
@@ -290,13 +294,9 @@ class Delivery:
             await self._make_due(ik.base)
         return ENDED
 
-    def _flush_at(self, action: Action) -> int | None:
-        """When a note-only action should wait for its flush interval to pass, the time to try again."""
-        if action.kind != "NOTE":
-            return None
+    def _flush_ms(self, action: Action) -> int:
         route = self.rt.config.route(action.route)
-        due = int(action.changes[0]["at"]) + int((route.ticket.flush_interval if route else 0.0) * 1000)
-        return due if due > self.rt.clock() else None
+        return int((route.ticket.flush_interval if route else 0.0) * 1000)
 
     async def _apply(self, ik: keys.IncidentKeys, action: Action, view: dict[bytes, bytes]) -> str:
         """Make one action's desk calls; `view` is the incident's state hash as read with the outbox."""

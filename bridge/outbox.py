@@ -53,6 +53,24 @@ def coalesce(raw: list[bytes]) -> list[Action]:
     return actions
 
 
+def flush_at(action: Action, flush_ms: int, now: int) -> int | None:
+    """When a note-only action is to go, if the flush interval since its first change is not over."""
+    if action.kind != "NOTE":
+        return None
+    due = int(action.changes[0]["at"]) + flush_ms
+    return due if due > now else None
+
+
+def defer_changes(action: Action, flush_ms: int, now: int) -> bool:
+    """Leave an open's changes in the outbox while their flush interval is not over: the open goes
+    alone, and its changes, now notes at the head, make one work note with those still coming once
+    the interval is over (not one now and another after). Returns whether it did."""
+    if action.kind != "OPEN" or not action.changes or not flush_ms or int(action.changes[0]["at"]) + flush_ms <= now:
+        return False
+    action.changes, action.entries = [], action.entries[:1]
+    return True
+
+
 class Head(NamedTuple):
     """What a drain starts from: the outbox's first entries, the incident's state hash, the desks'
     breakers, and whether the read itself set the head OPEN's marker (so no earlier attempt was made)."""

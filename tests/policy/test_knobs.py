@@ -8,11 +8,15 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from bridge.app import make_app
 from bridge.config import MappingConfig
+from bridge.embedded import EmbeddedRedis
 from bridge.incidents import list_incidents, show_incident
+from bridge.runtime import Runtime
 from bridge.silences import Silence, Silences
+from bridge.store import Scripts
 from tests.amp import alert, group
-from tests.conftest import Snow, eventually, fixture_json, post
+from tests.conftest import Snow, eventually, fixture_json, post, start_app
 
 FIELDS = {
     "short_description": "[{{ severity | upper }}] {{ name }} on {{ resource }}",
@@ -212,6 +216,33 @@ async def test_coalescing_turns_a_burst_into_one_note(snow: Snow, make_bridge: A
     notes = snow.notes(snow.incidents()[0])
     assert len(notes) == 1
     assert notes[0].startswith("10 changes:")
+    assert calls(snow) == [("POST", "create"), ("PATCH", "note")]
+
+
+async def test_changes_that_come_with_the_open_wait_for_the_flush_too(
+    snow: Snow, make_bridge: Any, redis_server: EmbeddedRedis
+) -> None:
+    """Members read together with the first one (a backlog, a storm's batch), and members that arrive
+    while its open is at the desk, make one work note once the flush interval is over: not one right
+    after the open and another one later."""
+    cfg = config(snow.url, ticket={"flush_interval": "1s"})
+    client = aioredis.Redis.from_url(redis_server.url)
+    runner, url = await start_app(make_app(Runtime(client, Scripts(client), cfg)))  # ingress alone: a backlog
+    try:
+        await post(url + "/webhook/alertmanager", group(*(alert(device=f"/dev/a{i}") for i in range(5))))
+    finally:
+        await runner.cleanup()
+        await client.aclose()
+    snow.faults.set(latency_ms=300)  # the open takes a while: more members come meanwhile
+    bridge = await make_bridge(cfg)
+    await eventually(lambda: snow.incidents(), within=5)
+    for i in range(3):
+        await post(webhook(bridge), group(alert(device=f"/dev/b{i}")))
+    snow.faults.set(latency_ms=0)
+    await eventually(lambda: snow.notes(snow.incidents()[0]), within=5)
+    await asyncio.sleep(1.5)  # a second note, were there one, would have come by now
+    notes = snow.notes(snow.incidents()[0])
+    assert [n.splitlines()[0] for n in notes] == ["7 changes:"]
     assert calls(snow) == [("POST", "create"), ("PATCH", "note")]
 
 
