@@ -1,6 +1,6 @@
-"""lease.lua's "advance" and "pop": a finished action's entries leave the head of the outbox once,
-however often the call runs (a round trip made again after its connection failed), and only under
-the caller's lease."""
+"""lease.lua's "take", "advance" and "pop": a finished action's entries leave the head of the outbox
+once, however often the call runs (a round trip made again after its connection failed), and only
+under the caller's lease; a take made again by the lease's holder takes it again."""
 
 from __future__ import annotations
 
@@ -60,3 +60,21 @@ async def test_without_the_lease_nothing_is_taken_off(redis: aioredis.Redis) -> 
     scripts.pop(IK, "another replica's", [b"open"], pipe)
     assert await scripts.execute(pipe) == [-1, 0]
     assert await redis.llen(IK.outbox) == 2
+
+
+async def test_take_made_again_by_the_holder_takes_the_lease_again_and_no_one_else_does(
+    redis: aioredis.Redis,
+) -> None:
+    """A take whose round trip is made again (its reply lost), or a drain after one here that failed
+    before releasing: the same token takes the lease again, renewed; another token does not."""
+    scripts = await _setup(redis, b"note")
+    await redis.delete(IK.lease)
+    pipe = redis.pipeline(transaction=False)
+    scripts.take(IK, "mine", 30_000, 10, pipe)
+    scripts.take(IK, "mine", 60_000, 10, pipe)  # the same call again
+    scripts.take(IK, "another replica's", 30_000, 10, pipe)
+    first, again, other = await scripts.execute(pipe)
+    assert first[:2] == again[:2] == [1, [b"note"]]
+    assert other == [0]
+    assert await redis.get(IK.lease) == b"mine"
+    assert await redis.pttl(IK.lease) > 30_000  # renewed by the second take

@@ -10,7 +10,10 @@ ARGV[4], ARGV[5] for "advance" and "pop": how many entries the finished action t
 "take" acquires the lease (SET NX PX) and, if it did, answers {1, outbox head (up to ARGV[4] entries),
 state hash (flat), marked}: when the head is an OPEN whose epoch has no ticket yet, the epoch's
 `opening:` marker is set here, before any desk call, and `marked` is 1 if this call set it (no
-earlier attempt); 0 means an earlier open's outcome is unknown. Not acquired: {0}.
+earlier attempt); 0 means an earlier open's outcome is unknown. Not acquired: {0}. A lease this
+token holds already is taken again (and renewed): one replica drains an incident once at a time, so
+it is this replica's own, left by a drain here that failed before releasing it, or by this same take
+made again after its round trip failed (bridge/batch.py); either way no one else is draining.
 
 Returns 1 if the lease was ours, 0 otherwise (then the caller must stop working on the incident).
 "advance" and "pop" take the finished action's entries off the outbox only if they are still at its
@@ -21,7 +24,10 @@ caller then lets go of the ready marker with settle.lua: it is not of this incid
 work left it renews the lease and returns the outbox length; -1 if the lease was not ours.
 ]]
 if ARGV[2] == "take" then
-  if not redis.call("SET", KEYS[1], ARGV[1], "NX", "PX", tonumber(ARGV[3])) then return {0} end
+  if not redis.call("SET", KEYS[1], ARGV[1], "NX", "PX", tonumber(ARGV[3])) then
+    if redis.call("GET", KEYS[1]) ~= ARGV[1] then return {0} end
+    redis.call("PEXPIRE", KEYS[1], tonumber(ARGV[3]))  -- ours already: see "take" above
+  end
   local head = redis.call("LRANGE", KEYS[2], 0, tonumber(ARGV[4]) - 1)
   local marked = 0
   local incident, epoch = string.match(head[1] or "", '^{"kind":"OPEN","incident":"([^"\\]*)","epoch":"([^"\\]*)"')
