@@ -17,6 +17,8 @@ import asyncio
 import contextlib
 import functools
 import uuid
+from collections.abc import Mapping
+from typing import Any
 
 import redis.exceptions
 import structlog
@@ -30,6 +32,8 @@ from bridge.runtime import Runtime, wait_for_event
 
 log = structlog.get_logger("bridge.delivery")
 ENDED = -2  # _drain's answer when the last action's bookkeeping also ended the drain (no `_finish`)
+TAKE_REPLIES = 3  # commands `queue_take` queues
+Taken = tuple[list[str], list[Any]]  # the desks whose breakers were read, and the take's replies
 
 
 class Delivery:
@@ -101,26 +105,37 @@ class Delivery:
         self._inflight.update(taken)
         return set(taken)
 
-    def begin(self, bases: set[str]) -> None:
-        """Start draining what `offer` took (or let it go, should this replica be stopping)."""
-        for base in bases:
+    def queue_take(self, pipe: Any, base: str) -> list[str]:
+        """Queue taking `base`'s lease with the first read of its outbox, as a drain starts: the ready
+        marker's score, lease.lua "take" and the desks' breakers (TAKE_REPLIES commands); returns the
+        desks whose breakers are read, in order. The engine queues it after the marker it writes."""
+        desks = list(self.rt.desks)
+        pipe.zscore(keys.READY, base)
+        self.rt.scripts.take(keys.IncidentKeys(base), self.token, self.rt.tuning.lease_ms, outbox.HEAD, pipe)
+        pipe.mget([keys.desk_breaker(d) for d in desks])
+        return desks
+
+    def begin(self, taken: Mapping[str, Taken | None]) -> None:
+        """Start draining what `offer` took, each with its take's replies where the engine made it
+        (else the drain takes for itself), or let them go, should this replica be stopping."""
+        for base, replies in taken.items():
             if self._stop is not None and self._stop.is_set():
                 self._inflight.discard(base)  # its marker is a lease ahead: due again after that
             else:
-                self._spawn(base)
+                self._spawn(base, replies)
 
     def _start(self, base: str) -> None:
         self._inflight.add(base)
         self._spawn(base)
 
-    def _spawn(self, base: str) -> None:
-        task = asyncio.create_task(self._deliver_guarded(base))
+    def _spawn(self, base: str, taken: Taken | None = None) -> None:
+        task = asyncio.create_task(self._deliver_guarded(base, taken))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _deliver_guarded(self, base: str) -> None:
+    async def _deliver_guarded(self, base: str, taken: Taken | None) -> None:
         try:
-            await self.deliver(base)
+            await self.deliver(base, taken)
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
             log.warning("delivery_interrupted", base=base, error=str(exc))
         except Exception:
@@ -134,27 +149,28 @@ class Delivery:
             self._again.discard(base)
             self._start(base)
 
-    async def deliver(self, base: str) -> None:
+    async def deliver(self, base: str, taken: Taken | None = None) -> None:
         """Drain one incident's outbox under its lease.
 
-        The lease and the first read of the outbox are one round trip, and so are each delivered
-        action's bookkeeping and the lease's renewal, or its release once the outbox is empty, with
-        letting go of the ready marker (a global key, so not in the incident's script). The marker is
-        read just before each read of the outbox: a drain removes it only if it has not moved since.
+        The lease and the first read of the outbox are one round trip (the engine's, when it hands
+        the incident over: `taken`), and so are each delivered action's bookkeeping and the lease's
+        renewal, or its release once the outbox is empty, with letting go of the ready marker (a
+        global key, so not in the incident's script). The marker is read just before each read of
+        the outbox: a drain removes it only if it has not moved since.
         """
         ik = keys.IncidentKeys(base)
-        redis = self.rt.redis
         delivering.set(base)
-        desks = list(self.rt.desks)
-        pipe = redis.pipeline(transaction=False)
-        pipe.zscore(keys.READY, base)
-        self.rt.scripts.take(ik, self.token, self.rt.tuning.lease_ms, outbox.HEAD, pipe)
-        pipe.mget([keys.desk_breaker(d) for d in desks])
-        seen, taken, breakers = await self.rt.scripts.execute(pipe)
-        if not taken[0]:
+        if taken is None:
+            pipe = self.rt.redis.pipeline(transaction=False)
+            desks = self.queue_take(pipe, base)
+            replies = await self.rt.scripts.execute(pipe)
+        else:
+            desks, replies = taken
+        seen, took, breakers = replies
+        if not took[0]:
             return  # another replica is on it; it re-queues the incident if work remains
         self._seen[base] = seen
-        raw, flat, marked = taken[1], taken[2], taken[3]
+        raw, flat, marked = took[1], took[2], took[3]
         head = outbox.Head(raw, dict(zip(flat[::2], flat[1::2], strict=True)), breakers, bool(marked))
         # The ready marker stays, scored past the lease by the claim: should this replica die
         # mid-drain, another finds the incident due again once the lease has expired.

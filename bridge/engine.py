@@ -8,6 +8,7 @@ with XAUTOCLAIM once idle; replaying them is safe because the Lua step is idempo
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -49,10 +50,12 @@ class _Records:
 
 class Handoff(Protocol):
     """Delivery in the engine's process (bridge.delivery.Delivery): takes incidents with new work
-    straight from the engine, as far as it has room, and starts on them once their markers are written."""
+    straight from the engine, as far as it has room, with their lease and first read queued after
+    the markers the engine writes, and starts on them once those are written."""
 
     def offer(self, bases: list[str]) -> set[str]: ...
-    def begin(self, bases: set[str]) -> None: ...
+    def queue_take(self, pipe: Any, base: str) -> list[str]: ...
+    def begin(self, taken: Mapping[str, tuple[list[str], list[Any]] | None]) -> None: ...
 
 
 class Engine:
@@ -225,11 +228,26 @@ class Engine:
         for letter in dead:
             pipe.xadd(keys.DLQ, {**letter, "at": now})  # type: ignore[dict-item]
         pipe.xack(keys.INTAKE, keys.ENGINE_GROUP, *[e[0] for e in entries])
+        # The incidents delivery took: their leases and first reads, after their markers, in this
+        # same round trip. A take that failed is left to its drain to make again (it is re-entrant).
+        recorded = len(pipe.command_stack)
+        takes: dict[str, tuple[list[str], slice]] = {}  # base -> the desks read, where its replies are
+        for base in taken:
+            first = len(pipe.command_stack)
+            desks = handoff.queue_take(pipe, base) if handoff else []
+            takes[base] = (desks, slice(first, len(pipe.command_stack)))
+        started: dict[str, tuple[list[str], list[Any]] | None] = dict.fromkeys(taken)
         try:
-            await self.rt.scripts.execute(pipe)
+            replies = await self.rt.scripts.execute(pipe, raise_on_error=False)
+            for base, (desks, where) in takes.items():
+                if not any(isinstance(reply, Exception) for reply in replies[where]):
+                    started[base] = (desks, replies[where])
         finally:
             if handoff and taken:
-                handoff.begin(taken)
+                handoff.begin(started)
+        for reply in replies[:recorded]:
+            if isinstance(reply, Exception):
+                raise reply
         if records.opened:
             await self._count_opens(records.opened, now)
         if len(records.ready) > len(taken):

@@ -426,3 +426,26 @@ async def test_a_handed_over_incident_leaves_no_marker_behind_when_another_drain
     other_ended.set()
     await asyncio.wait_for(landed.wait(), 5)
     await eventually(lambda: _drained(redis, ik), within=5)
+
+
+async def test_a_handed_over_incident_is_taken_in_the_engine_s_round_trip(
+    snow: Snow, make_bridge: Any, monkeypatch: Any
+) -> None:
+    """The engine queues delivery's take (the lease and the first read of the outbox) after the
+    markers it writes, in the same round trip: a new incident's drain makes none of its own before
+    the desk call."""
+    bridge = await make_bridge(mapping(snow.url))
+    scripts, execute = bridge.runtime.scripts, bridge.runtime.scripts.execute
+    takes_with: list[bool] = []  # for each round trip with a take: was it the engine's (its XACK)?
+
+    async def watching(pipe: Any, **options: Any) -> Any:
+        names = [args[0] for args, _ in pipe.command_stack]
+        if any("take" in args for args, _ in pipe.command_stack):
+            takes_with.append("XACK" in names)
+        return await execute(pipe, **options)
+
+    monkeypatch.setattr(scripts, "execute", watching)
+    for instance in ("a:1", "b:1", "c:1"):
+        assert (await post(url(bridge), group(alert(instance=instance))))[0] == 202
+    await eventually(lambda: len(snow.incidents()) == 3, within=10)
+    assert takes_with and all(takes_with), takes_with
