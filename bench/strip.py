@@ -1,0 +1,92 @@
+"""What the request path's CPU goes to: the ingress-only server whole and stripped, under one wrk load.
+
+    python -m bench.strip [--rounds 3] [--seconds 8]
+
+Three copies of `bench.ingress_only` (2 processes each, their own Redis), 1 alert per request,
+interleaved round by round; for each, the CPU its processes and its Redis spent per alert:
+  whole           the request path as served
+  no-xadd         everything but the XADD round trip (the alerts are parsed, then dropped: this copy
+                  only measures, it is not the bridge)
+  read-answer     the middleware, reading the body and answering 202: aiohttp's own cost, the
+                  ceiling's handler with the bridge's middleware
+The differences are what the XADD round trip and the handler's own work (auth, parse, metrics) cost.
+"""
+
+from __future__ import annotations
+
+import argparse
+import runpy
+import sys
+import tempfile
+from contextlib import ExitStack
+from pathlib import Path
+
+from aiohttp import web
+
+from bench import procs
+from bench.common import write_mapping, wrk
+
+VARIANTS = ("whole", "no-xadd", "read-answer")
+
+
+def serve(variant: str) -> None:
+    """Run `bench.ingress_only` (its arguments after the variant's) with the request path stripped."""
+    import bridge.app as app
+
+    if variant == "no-xadd":
+
+        async def enqueue(*_: object) -> None:
+            return None
+
+        app.enqueue = enqueue  # type: ignore[assignment]
+    elif variant == "read-answer":
+
+        async def webhook(request: web.Request) -> web.Response:
+            await request.read()
+            return app.json_response({"accepted": 1, "rejected": 0}, 202)
+
+        app.webhook = webhook
+    runpy.run_module("bench.ingress_only", run_name="__main__")
+
+
+def measure(rounds: int, seconds: float) -> dict[str, list[float]]:
+    cpu: dict[str, list[float]] = {v: [] for v in VARIANTS}
+    with tempfile.TemporaryDirectory(prefix="bench-strip-") as tmp:
+        for r in range(rounds):
+            for variant in VARIANTS:
+                work = Path(tmp) / f"{variant}-{r}"
+                with ExitStack() as stack:
+                    server = stack.enter_context(procs.redis_server(work / "redis"))
+                    config = write_mapping(work / "mapping.yaml", desk_url="http://127.0.0.1:9", correlate=["x"])
+                    program = [sys.executable, "-m", "bench.strip", "serve", variant]
+                    proc = procs.ingress_only(config, server.url, work=work, workers=2, program=program)
+                    stack.callback(proc.stop)
+                    url, redis_pid = proc.url + "/webhook/alertmanager", server.process.pid if server.process else 0
+                    wrk(url, fmt="webhook", per_request=1, connections=32, seconds=2)
+                    before = proc.cpu_seconds() + procs.cpu_seconds(redis_pid)
+                    result = wrk(url, fmt="webhook", per_request=1, connections=32, seconds=seconds)
+                    used = proc.cpu_seconds() + procs.cpu_seconds(redis_pid) - before
+                    cpu[variant].append(used / result.requests * 1e6)
+                    print(f"{variant:12s} round {r}: {result.requests / result.seconds:,.0f} alerts/s, "
+                          f"{cpu[variant][-1]:.1f} µs CPU per alert", flush=True)  # fmt: skip
+    return cpu
+
+
+def main() -> None:
+    if len(sys.argv) > 2 and sys.argv[1] == "serve":
+        variant = sys.argv[2]
+        del sys.argv[1:3]
+        serve(variant)
+        return
+    parser = argparse.ArgumentParser(prog="python -m bench.strip")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=8.0)
+    args = parser.parse_args()
+    cpu = measure(args.rounds, args.seconds)
+    print("\n| variant | µs CPU per alert (median of rounds) |\n|---|---:|")
+    for variant, values in cpu.items():
+        print(f"| {variant} | {sorted(values)[len(values) // 2]:.1f} |")
+
+
+if __name__ == "__main__":
+    main()
