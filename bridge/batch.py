@@ -82,12 +82,12 @@ class _Wire(asyncio.Protocol):
                 return
             if not isinstance(reply, _PUSH):
                 replies.append(reply)
-        if self.done is None or self.done.done():
-            if self.want == 0 or self.reader.has_data():  # a reply nobody asked for: out of step
-                self.transport.close()
-            return
-        self.done.set_result(replies)
-        self.done, self.want = None, 0
+        if self.done is not None and not self.done.done():
+            self.done.set_result(replies)
+            self.done, self.want = None, 0
+            if not self.reader.has_data():
+                return
+        self.transport.close()  # replies nobody waits for (or more than asked for): out of step
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = RedisConnectionError(f"Redis closed the connection: {exc or 'end of stream'}")
@@ -185,7 +185,8 @@ class Batcher:
         callbacks); error replies are returned in place."""
         while self._idle:
             conn = self._idle.pop()
-            if conn._wire.lost is not None:  # type: ignore[attr-defined]  # Redis closed it meanwhile
+            wire: _Wire = conn._wire  # type: ignore[attr-defined]
+            if wire.lost is not None or wire.transport.is_closing():  # Redis closed it meanwhile, or it is out of step
                 await conn.disconnect(nowait=True)
                 continue
             try:
