@@ -32,7 +32,6 @@ from bridge.runtime import Runtime, wait_for_event
 
 log = structlog.get_logger("bridge.delivery")
 ENDED = -2  # _drain's answer when the last action's bookkeeping also ended the drain (no `_finish`)
-TAKE_REPLIES = 3  # commands `queue_take` queues
 Taken = tuple[list[str], list[Any]]  # the desks whose breakers were read, and the take's replies
 
 
@@ -107,8 +106,8 @@ class Delivery:
 
     def queue_take(self, pipe: Any, base: str) -> list[str]:
         """Queue taking `base`'s lease with the first read of its outbox, as a drain starts: the ready
-        marker's score, lease.lua "take" and the desks' breakers (TAKE_REPLIES commands); returns the
-        desks whose breakers are read, in order. The engine queues it after the marker it writes."""
+        marker's score, lease.lua "take" and the desks' breakers; returns the desks whose breakers
+        are read, in order. The engine queues it after the marker it writes."""
         desks = list(self.rt.desks)
         pipe.zscore(keys.READY, base)
         self.rt.scripts.take(keys.IncidentKeys(base), self.token, self.rt.tuning.lease_ms, outbox.HEAD, pipe)
