@@ -92,7 +92,7 @@ def python_ns_per_turn() -> float:
 def main(argv: list[str] | None = None) -> int:
     import uvloop
 
-    from bridge import logs
+    from bridge.core import logs
 
     uvloop.install()
     logs.configure(level="info")  # in-process sections (engine) log as `bridge serve` does

@@ -20,13 +20,13 @@ import redis.asyncio as aioredis
 
 from bench import procs
 from bench.common import ratio, write_mapping
-from bridge import config as config_mod
-from bridge import keys
-from bridge.engine import Engine
-from bridge.models import Alert, Severity
-from bridge.runtime import Runtime
-from bridge.server import collect_less
-from bridge.store import AlertStep, open_scripts
+from bridge.core import config as config_mod
+from bridge.core import keys
+from bridge.core.models import Alert, Severity
+from bridge.engine.consumer import Engine
+from bridge.process.server import collect_less
+from bridge.runtime.context import Runtime
+from bridge.runtime.scripts import AlertStep, open_scripts
 
 CORRELATE = ["{{ labels.alertname }}", "{{ labels.instance | default('') }}"]  # as mappings/example.yaml
 

@@ -19,7 +19,7 @@ import redis
 
 from bench import procs
 from bench.common import WrkResult, ratio, write_mapping, wrk
-from bridge import keys
+from bridge.core import keys
 
 
 def run(

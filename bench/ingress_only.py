@@ -13,12 +13,12 @@ import asyncio
 import uvloop
 from aiohttp import web
 
-from bridge import config as config_mod
-from bridge import logs
-from bridge.app import make_app
-from bridge.runtime import Runtime
-from bridge.server import REDIS_TIMEOUT_S, collect_less
-from bridge.store import open_scripts
+from bridge.core import config as config_mod
+from bridge.core import logs
+from bridge.process.app import make_app
+from bridge.process.server import REDIS_TIMEOUT_S, collect_less
+from bridge.runtime.context import Runtime
+from bridge.runtime.scripts import open_scripts
 
 
 async def serve(config_path: str, port: int) -> None:

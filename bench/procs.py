@@ -17,7 +17,7 @@ import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
-from bridge.embedded import EmbeddedRedis, free_port
+from bridge.process.embedded import EmbeddedRedis, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -27,7 +27,7 @@ def redis_binary() -> str:
     for candidate in ("/usr/bin/redis-server", "/usr/local/bin/redis-server"):
         if Path(candidate).exists():
             return candidate
-    from bridge.embedded import find_redis_server
+    from bridge.process.embedded import find_redis_server
 
     return find_redis_server()
 

@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from bench import procs
-from bridge.batch import Batcher
-from bridge.connect import connect
+from bridge.runtime.batch import Batcher
+from bridge.runtime.connect import connect
 
 SIZES = (1, 3, 10, 256)  # commands per round trip: a webhook's XADD ... an engine batch
 

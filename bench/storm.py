@@ -22,7 +22,7 @@ import redis.asyncio as aioredis
 
 from bench import procs
 from bench.common import TOKEN, am_alert, webhook_body, write_mapping
-from bridge import keys
+from bridge.core import keys
 
 CORRELATE = {
     "host": ["{{ labels.instance }}"],

@@ -13,9 +13,9 @@ from typing import Any
 
 import orjson
 
-from bridge import config as config_mod
-from bridge import logs
-from bridge.errors import BridgeError, ConfigError
+from bridge.core import config as config_mod
+from bridge.core import logs
+from bridge.core.errors import BridgeError, ConfigError
 
 DEFAULT_CONFIG = "mappings/example.yaml"
 
@@ -40,10 +40,10 @@ def _print(value: Any) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from bridge.server import serve
+    from bridge.process.server import serve
 
     if args.workers != 1:
-        from bridge.workers import serve_workers
+        from bridge.process.workers import serve_workers
 
         return serve_workers(
             args.config or [DEFAULT_CONFIG],
@@ -76,7 +76,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_test_mapping(args: argparse.Namespace) -> int:
-    from bridge.explain import explain
+    from bridge.tools.explain import explain
 
     config = config_mod.load(args.config or [DEFAULT_CONFIG])
     _print(explain(config, args.source, Path(args.payload), args.content_type))
@@ -110,14 +110,14 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from bridge.demo import run_demo
+    from bridge.tools.demo import run_demo
 
     return asyncio.run(run_demo(args.config or DEFAULT_CONFIG))
 
 
 def _with_redis(action: Callable[[Any], Awaitable[Any]]) -> Callable[[argparse.Namespace], int]:
     def command(args: argparse.Namespace) -> int:
-        from bridge.connect import connect
+        from bridge.runtime.connect import connect
 
         async def main() -> Any:
             client = connect(_redis_url(args))
@@ -136,9 +136,9 @@ def _with_redis(action: Callable[[Any], Awaitable[Any]]) -> Callable[[argparse.N
 
 
 async def _incidents(ctx: Any) -> Any:
-    from bridge.incidents import list_incidents, resolve_incident, show_incident
-    from bridge.store import Scripts
-    from bridge.tuning import Tuning
+    from bridge.admin.incidents import list_incidents, resolve_incident, show_incident
+    from bridge.core.tuning import Tuning
+    from bridge.runtime.scripts import Scripts
 
     client, args = ctx
     if args.action == "show":
@@ -160,7 +160,7 @@ async def _incidents(ctx: Any) -> Any:
 
 
 async def _dlq(ctx: Any) -> Any:
-    from bridge import dlq
+    from bridge.delivery import dlq
 
     client, args = ctx
     if args.action == "retry":
@@ -176,8 +176,8 @@ async def _dlq(ctx: Any) -> Any:
 
 
 async def _silences(ctx: Any) -> Any:
-    from bridge.config import parse_duration
-    from bridge.silences import Silences, new_silence
+    from bridge.core.config import parse_duration
+    from bridge.engine.silences import Silences, new_silence
 
     client, args = ctx
     store = Silences(client)
@@ -196,7 +196,7 @@ async def _silences(ctx: Any) -> Any:
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
-    from bridge.schema import mapping_schema
+    from bridge.tools.schema import mapping_schema
 
     text = orjson.dumps(mapping_schema(), option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode() + "\n"
     if args.output:
@@ -207,7 +207,7 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from bridge.replay import replay_file
+    from bridge.tools.replay import replay_file
 
     report = asyncio.run(
         replay_file(

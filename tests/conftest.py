@@ -18,10 +18,10 @@ from aiohttp import web
 from adapters.simulators.faults import FAULTS, Faults
 from adapters.simulators.servicenow import STORE, make_app
 from adapters.simulators.servicenow_store import ServiceNowStore
-from bridge.config import MappingConfig
-from bridge.embedded import EmbeddedRedis
-from bridge.server import Bridge
-from bridge.tuning import Tuning
+from bridge.core.config import MappingConfig
+from bridge.core.tuning import Tuning
+from bridge.process.embedded import EmbeddedRedis
+from bridge.process.server import Bridge
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"

@@ -12,7 +12,7 @@ import aiohttp
 import pytest
 import yaml
 
-from bridge.embedded import free_port
+from bridge.process.embedded import free_port
 from tests.conftest import ROOT, Snow, eventually, mapping, require
 
 pytestmark = pytest.mark.e2e

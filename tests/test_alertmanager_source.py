@@ -10,9 +10,9 @@ import orjson
 import pytest
 
 from adapters.sources.alertmanager import fingerprint, parse
-from adapters.sources.base import ParseContext, Parsed
-from bridge.errors import PayloadError
-from bridge.models import Alert, Severity, Status
+from bridge.core.errors import PayloadError
+from bridge.core.models import Alert, Severity, Status
+from bridge.core.source import ParseContext, Parsed
 from tests.amp import alert, group
 from tests.conftest import fixture_bytes, fixture_json
 

@@ -13,10 +13,10 @@ import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from bridge import keys
-from bridge.batch import Batcher
-from bridge.embedded import EmbeddedRedis
-from bridge.store import Scripts
+from bridge.core import keys
+from bridge.process.embedded import EmbeddedRedis
+from bridge.runtime.batch import Batcher
+from bridge.runtime.scripts import Scripts
 
 
 class Counting(Batcher):

@@ -10,12 +10,12 @@ from typing import Any
 
 import pytest
 
-from bridge import config
-from bridge.config import MappingConfig, parse_duration
-from bridge.errors import ConfigError
-from bridge.matchers import Op, parse_matchers
-from bridge.models import Alert, stable_hash
-from bridge.routing import Router
+from bridge.core import config
+from bridge.core.config import MappingConfig, parse_duration
+from bridge.core.errors import ConfigError
+from bridge.core.matchers import Op, parse_matchers
+from bridge.core.models import Alert, stable_hash
+from bridge.core.routing import Router
 from tests.conftest import ROOT
 
 EXAMPLE = ROOT / "mappings" / "example.yaml"
@@ -395,7 +395,9 @@ def test_example_mapping_enables_every_source_kind() -> None:
     """mappings/example.yaml listens for every source kind at /webhook/<kind>, each with its own optional secret."""
     import re
 
-    from adapters.sources import SOURCES
+    from bridge.core.plugins import sources
+
+    SOURCES = sources()
 
     example = Path(__file__).resolve().parents[1] / "mappings" / "example.yaml"
     open_config = config.load([example], env={})

@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from redis.asyncio.connection import Connection
 
-from bridge.connect import _PackedByHiredis
+from bridge.runtime.connect import _PackedByHiredis
 
 ARGS = st.lists(
     st.one_of(st.text(), st.binary(), st.integers(-(2**63), 2**63 - 1), st.floats(allow_nan=False)), max_size=12

@@ -8,8 +8,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from bridge.desk_guard import IN_PASS_RETRY_AFTER_S, BreakerOpen, retrying
-from bridge.errors import DeskAuthExpired, DeskRejected, DeskTransient
+from bridge.core.errors import DeskAuthExpired, DeskRejected, DeskTransient
+from bridge.delivery.guard import IN_PASS_RETRY_AFTER_S, BreakerOpen, retrying
 
 
 class Script:

@@ -14,9 +14,10 @@ from typing import Any
 import orjson
 import redis.asyncio as aioredis
 
-from bridge import keys, outbox
-from bridge.embedded import EmbeddedRedis, free_port
-from bridge.server import Bridge
+from bridge.core import keys
+from bridge.process.embedded import EmbeddedRedis, free_port
+from bridge.process.server import Bridge
+from bridge.runtime import outbox
 from tests.amp import alert, group
 from tests.conftest import FAST, Snow, eventually, mapping, post
 

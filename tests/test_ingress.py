@@ -16,12 +16,12 @@ import redis.asyncio as aioredis
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from bridge import keys
-from bridge.app import make_app
-from bridge.embedded import EmbeddedRedis
-from bridge.models import Alert
-from bridge.runtime import Runtime
-from bridge.store import Scripts
+from bridge.core import keys
+from bridge.core.models import Alert
+from bridge.process.app import make_app
+from bridge.process.embedded import EmbeddedRedis
+from bridge.runtime.context import Runtime
+from bridge.runtime.scripts import Scripts
 from tests.amp import GO_ZERO, alert, group
 from tests.conftest import Snow, eventually, fixture_bytes, mapping, post, start_app
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import redis.asyncio as aioredis
 
-from bridge import keys
-from bridge.store import Scripts
+from bridge.core import keys
+from bridge.runtime.scripts import Scripts
 
 IK = keys.IncidentKeys("route:abc")
 

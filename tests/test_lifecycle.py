@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from bridge.incidents import show_incident
+from bridge.admin.incidents import show_incident
 from tests.amp import alert, group
 from tests.conftest import Snow, eventually, mapping, post
 

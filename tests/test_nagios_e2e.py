@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from bridge import keys
-from bridge.config import MappingConfig
-from bridge.incidents import show_incident
+from bridge.admin.incidents import show_incident
+from bridge.core import keys
+from bridge.core.config import MappingConfig
 from tests.conftest import ROOT, Snow, eventually, require
 
 pytestmark = pytest.mark.e2e

@@ -6,7 +6,7 @@ import asyncio
 import time
 from typing import Any
 
-from bridge.config import MappingConfig
+from bridge.core.config import MappingConfig
 from tests.amp import alert, group
 from tests.conftest import Snow, eventually, mapping, post
 

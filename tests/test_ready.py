@@ -13,9 +13,10 @@ import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bridge import keys, outbox
-from bridge.embedded import EmbeddedRedis
-from bridge.store import _source
+from bridge.core import keys
+from bridge.process.embedded import EmbeddedRedis
+from bridge.runtime import outbox
+from bridge.runtime.scripts import _source
 
 BASE = "route:abc"
 OUTBOX = keys.IncidentKeys(BASE).outbox

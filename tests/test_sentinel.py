@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 import redis
 
-from bridge.embedded import EmbeddedRedis, find_redis_server, free_port
-from bridge.server import Bridge
+from bridge.process.embedded import EmbeddedRedis, find_redis_server, free_port
+from bridge.process.server import Bridge
 from tests.amp import alert, group
 from tests.conftest import FAST, Snow, eventually, mapping, post
 

@@ -16,12 +16,12 @@ import pydantic
 import pytest
 from aiohttp import web
 
-from adapters.desks.base import TicketPhase, TicketRef
 from adapters.desks.servicenow import ServiceNowConfig, ServiceNowDesk
 from adapters.simulators.faults import FAULTS, Faults
 from adapters.simulators.servicenow import STORE, make_app
 from adapters.simulators.servicenow_store import ServiceNowStore
-from bridge.errors import ConfigError, DeskAuthExpired, DeskRejected, DeskTransient
+from bridge.core.desk import TicketPhase, TicketRef
+from bridge.core.errors import ConfigError, DeskAuthExpired, DeskRejected, DeskTransient
 from tests.tls import private_ca as make_private_ca
 
 PASSWORD = "s3cret-pw"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bridge.config import MappingConfig
+from bridge.core.config import MappingConfig
 from tests.conftest import Snow, fixture_bytes, post
 
 SECRET = "change-me-shared-secret"  # the secret the recorded Grafana signature was made with

@@ -9,8 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from bridge import templates
-from bridge.templates import compile_template, render
+from bridge.core import templates
+from bridge.core.templates import compile_template, render
 
 NAMES = st.sampled_from(["labels", "alert", "instance", "items", "keys", "get", "_x", "severity", "a", "b"])
 SCALARS = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8)

@@ -1,1 +1,1 @@
-"""Service-desk clients. The registry is the discriminated union of desk configs in bridge.config."""
+"""Service-desk clients, each with its config model registered by kind in `pyproject.toml`'s entry points."""

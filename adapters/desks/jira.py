@@ -34,10 +34,10 @@ from typing import Any, Literal, Self
 import aiohttp
 from pydantic import BaseModel, ConfigDict, SecretStr, field_validator, model_validator
 
-from adapters.desks.base import TicketPhase, TicketRef, TicketState
 from adapters.desks.jira_fields import RICH_TEXT, adf, field_text, jira_fields, jql_string, labels
 from adapters.desks.transport import Answer, Seconds, Transport, https_url, json_reason, tls_context
-from bridge.errors import DeskError, DeskRejected
+from bridge.core.desk import TicketPhase, TicketRef, TicketState
+from bridge.core.errors import DeskError, DeskRejected
 
 _JSM_ONLY = frozenset({"requestTypeId", "serviceDeskId"})
 

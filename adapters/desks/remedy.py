@@ -34,9 +34,9 @@ import orjson
 import structlog
 from pydantic import BaseModel, ConfigDict, SecretStr, field_validator
 
-from adapters.desks.base import TicketPhase, TicketRef, TicketState
 from adapters.desks.transport import Answer, Seconds, Transport, https_url, tls_context
-from bridge.errors import DeskError, DeskRejected
+from bridge.core.desk import TicketPhase, TicketRef, TicketState
+from bridge.core.errors import DeskError, DeskRejected
 
 log = structlog.get_logger("adapters.desks.remedy")
 

@@ -15,9 +15,9 @@ from typing import Any, Literal
 
 import aiohttp
 
-from adapters.desks.base import TicketPhase, TicketRef, TicketState
 from adapters.desks.servicenow_auth import ServiceNowCredentials, ServiceNowSignIn, call
 from adapters.desks.transport import Answer, Transport, tls_context
+from bridge.core.desk import TicketPhase, TicketRef, TicketState
 
 # Incident `state` values (itsm-apis.md §1.4): 1 New, 2 In Progress, 3 On Hold, 6 Resolved,
 # 7 Closed, 8 Canceled. Anything else (a custom state) counts as open.

@@ -26,7 +26,7 @@ from typing import Any, Literal, Self
 from pydantic import BaseModel, ConfigDict, SecretStr, field_validator, model_validator
 
 from adapters.desks.transport import Answer, Seconds, Transport, https_url, json_reason
-from bridge.errors import DeskAuthExpired, DeskRejected
+from bridge.core.errors import DeskAuthExpired, DeskRejected
 
 _RENEW_MARGIN_S = 60.0  # renew this long before the announced expiry, so a token never dies in flight
 

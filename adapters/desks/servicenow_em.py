@@ -29,10 +29,10 @@ from urllib.parse import quote
 import aiohttp
 import orjson
 
-from adapters.desks.base import TicketPhase, TicketRef, TicketState
 from adapters.desks.servicenow_auth import ServiceNowCredentials, ServiceNowSignIn, call
 from adapters.desks.transport import Transport, tls_context
-from bridge.errors import DeskRejected
+from bridge.core.desk import TicketPhase, TicketRef, TicketState
+from bridge.core.errors import DeskRejected
 
 # The event fields a route may set in `ticket.fields` (message_key is always the correlation id).
 EVENT_FIELDS = (

@@ -26,7 +26,7 @@ import orjson
 from pydantic import AfterValidator
 from yarl import URL
 
-from bridge.errors import ConfigError, DeskAuthExpired, DeskError, DeskRejected, DeskTransient
+from bridge.core.errors import ConfigError, DeskAuthExpired, DeskError, DeskRejected, DeskTransient
 
 Json = Mapping[str, Any] | list[Any]
 _MASK = "********"

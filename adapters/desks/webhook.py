@@ -30,10 +30,10 @@ import jmespath
 from jmespath.exceptions import JMESPathError
 from pydantic import BaseModel, ConfigDict, SecretStr, field_validator, model_validator
 
-from adapters.desks.base import TicketPhase, TicketRef, TicketState
 from adapters.desks.transport import Answer, Seconds, Transport, https_url, json_reason, tls_context
-from bridge.errors import DeskRejected
-from bridge.templates import compile_template, render
+from bridge.core.desk import TicketPhase, TicketRef, TicketState
+from bridge.core.errors import DeskRejected
+from bridge.core.templates import compile_template, render
 
 _JSONPATH_PART = re.compile(r"\.([A-Za-z_][A-Za-z0-9_]*)|\[(\d+|\*)\]|\[['\"]([^'\"]+)['\"]\]")
 

@@ -13,9 +13,9 @@ from typing import Any
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from adapters.sources.base import ParseContext, Parsed, Rejected, SourceAdapter
-from bridge.errors import PayloadError
-from bridge.models import Alert, Severity, Status
+from bridge.core.errors import PayloadError
+from bridge.core.models import Alert, Severity, Status
+from bridge.core.source import ParseContext, Parsed, Rejected, SourceAdapter
 
 # The `severity` label is free text in the Prometheus world; these are the spellings seen in the
 # kube-prometheus, node-exporter and Grafana mixins. Anything else falls back to `warning`.

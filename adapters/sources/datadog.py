@@ -12,9 +12,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from adapters.sources import lenient
-from adapters.sources.base import ParseContext, Parsed, SourceAdapter
-from bridge.errors import PayloadError
-from bridge.models import Alert, Severity, Status
+from bridge.core.errors import PayloadError
+from bridge.core.models import Alert, Severity, Status
+from bridge.core.source import ParseContext, Parsed, SourceAdapter
 
 # $ALERT_TRANSITION. Warn and No Data fire (the ticket should say so); Renotify repeats.
 TRANSITIONS: Mapping[str, Status] = {

@@ -33,9 +33,9 @@ from jmespath.exceptions import JMESPathError
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from adapters.sources import lenient
-from adapters.sources.base import ParseContext, Parsed, Rejected, SourceAdapter
-from bridge.errors import PayloadError
-from bridge.models import Alert, Severity, Status, stable_hash
+from bridge.core.errors import PayloadError
+from bridge.core.models import Alert, Severity, Status, stable_hash
+from bridge.core.source import ParseContext, Parsed, Rejected, SourceAdapter
 
 MAX_ALERTS = 1_000  # per request; a bigger batch should be split by the sender
 

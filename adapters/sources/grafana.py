@@ -21,9 +21,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from adapters.sources import lenient
 from adapters.sources.alertmanager import SEVERITY_LABELS, describe, fingerprint
-from adapters.sources.base import ParseContext, Parsed, Rejected, SourceAdapter
-from bridge.errors import AuthError, PayloadError
-from bridge.models import Alert, Severity, Status
+from bridge.core.errors import AuthError, PayloadError
+from bridge.core.models import Alert, Severity, Status
+from bridge.core.source import ParseContext, Parsed, Rejected, SourceAdapter
 
 _GO_ZERO_TIME = "0001-01-01T00:00:00Z"  # Go's zero time.Time: the alert is still firing
 
@@ -201,4 +201,4 @@ def configured(raw_options: Mapping[str, Any]) -> SourceAdapter:
     return replace(ADAPTER, verify=partial(verify, options=opts))
 
 
-ADAPTER = SourceAdapter(kind="grafana", parse=parse, verify=verify, options=GrafanaOptions)
+ADAPTER = SourceAdapter(kind="grafana", parse=parse, verify=verify, options=GrafanaOptions, bind=configured)

@@ -20,7 +20,7 @@ from urllib.parse import parse_qsl
 import orjson
 from pydantic import BaseModel, ValidationError
 
-from bridge.errors import ConfigError, PayloadError
+from bridge.core.errors import ConfigError, PayloadError
 
 MAX_DEPTH = 32  # vendor payloads are 2-4 levels deep; deeper is a mistake or an attack
 MAX_TEXT = 65_536  # characters in one value: far above any real message, far below a desk's limit

@@ -18,9 +18,9 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from adapters.sources import lenient
-from adapters.sources.base import ParseContext, Parsed, ParseFn, SourceAdapter
-from bridge.errors import PayloadError
-from bridge.models import Alert, Severity, Status
+from bridge.core.errors import PayloadError
+from bridge.core.models import Alert, Severity, Status
+from bridge.core.source import ParseContext, Parsed, ParseFn, SourceAdapter
 
 NagiosField = Literal[
     "notification_type", "object_type", "host_name", "host_alias", "host_address", "host_state",

@@ -22,9 +22,9 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 
 from adapters.sources import lenient
 from adapters.sources.alertmanager import describe
-from adapters.sources.base import ParseContext, Parsed, SourceAdapter
-from bridge.errors import AuthError, PayloadError
-from bridge.models import Alert, Severity, Status
+from bridge.core.errors import AuthError, PayloadError
+from bridge.core.models import Alert, Severity, Status
+from bridge.core.source import ParseContext, Parsed, SourceAdapter
 
 SEVERITIES: Mapping[str, Severity] = {
     "critical": Severity.CRITICAL,
@@ -192,4 +192,4 @@ def configured(raw_options: Mapping[str, Any]) -> SourceAdapter:
     return replace(ADAPTER, verify=partial(verify, options=opts))
 
 
-ADAPTER = SourceAdapter(kind="signalfx", parse=parse, verify=verify, options=SignalFxOptions)
+ADAPTER = SourceAdapter(kind="signalfx", parse=parse, verify=verify, options=SignalFxOptions, bind=configured)

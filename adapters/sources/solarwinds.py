@@ -18,9 +18,9 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from adapters.sources import lenient
-from adapters.sources.base import ParseContext, Parsed, SourceAdapter
-from bridge.errors import AuthError, PayloadError
-from bridge.models import Alert, Severity, Status
+from bridge.core.errors import AuthError, PayloadError
+from bridge.core.models import Alert, Severity, Status
+from bridge.core.source import ParseContext, Parsed, SourceAdapter
 
 SolarWindsField = Literal[
     "event_type", "reset", "alert_name", "alert_message", "alert_description", "alert_severity",

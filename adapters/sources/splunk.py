@@ -20,9 +20,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from adapters.sources import lenient
 from adapters.sources.alertmanager import SEVERITY_LABELS, describe
-from adapters.sources.base import ParseContext, Parsed, SourceAdapter
-from bridge.errors import AuthError, PayloadError
-from bridge.models import Alert, Severity, Status, stable_hash
+from bridge.core.errors import AuthError, PayloadError
+from bridge.core.models import Alert, Severity, Status, stable_hash
+from bridge.core.source import ParseContext, Parsed, SourceAdapter
 
 # Splunk's alert severities by number (savedsearches.conf alert.severity: 1 debug … 6 fatal) and by
 # the names the UI shows (Info, Low, Medium, High, Critical), over the Prometheus spellings.

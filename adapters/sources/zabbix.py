@@ -18,9 +18,9 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from adapters.sources import lenient
-from adapters.sources.base import ParseContext, Parsed, SourceAdapter
-from bridge.errors import PayloadError
-from bridge.models import Alert, Severity, Status
+from bridge.core.errors import PayloadError
+from bridge.core.models import Alert, Severity, Status
+from bridge.core.source import ParseContext, Parsed, SourceAdapter
 
 ZabbixField = Literal[
     "event_id", "event_value", "event_status", "event_update_status", "event_update_action",

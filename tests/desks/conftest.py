@@ -13,10 +13,10 @@ import pytest
 from aiohttp import web
 from pydantic import TypeAdapter
 
-from adapters.desks.base import Desk
 from adapters.simulators.faults import FAULTS, Faults
-from bridge.config import DeskConfig
-from bridge.desk_guard import retrying
+from bridge.core.config import DeskConfig
+from bridge.core.desk import Desk
+from bridge.delivery.guard import retrying
 from tests.desks.variants import VARIANTS, Variant
 from tests.desks.views import Ticket
 from tests.tls import private_ca as make_private_ca

@@ -13,8 +13,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from adapters.desks.base import Desk, TicketPhase, TicketRef
-from bridge.errors import DeskAuthExpired, DeskError, DeskRejected, DeskTransient
+from bridge.core.desk import Desk, TicketPhase, TicketRef
+from bridge.core.errors import DeskAuthExpired, DeskError, DeskRejected, DeskTransient
 from tests.desks.conftest import Sim, build, retried, serve
 from tests.desks.variants import MAX_PAYLOAD
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from bridge.config import MappingConfig
+from bridge.core.config import MappingConfig
 from tests.amp import alert, group
 from tests.conftest import eventually, post
 from tests.desks.conftest import Sim

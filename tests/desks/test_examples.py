@@ -10,11 +10,11 @@ import orjson
 import pytest
 from aiohttp import web
 
-from adapters.desks.base import Desk, TicketPhase
 from adapters.simulators import jira, remedy, servicenow, webhook
 from bridge.cli import main
-from bridge.config import load
-from bridge.explain import explain
+from bridge.core.config import load
+from bridge.core.desk import Desk, TicketPhase
+from bridge.tools.explain import explain
 from tests.conftest import ROOT
 from tests.desks.conftest import serve
 

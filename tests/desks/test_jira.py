@@ -14,12 +14,12 @@ import pydantic
 import pytest
 from aiohttp import web
 
-from adapters.desks.base import TicketPhase, TicketRef
 from adapters.desks.jira import JiraConfig, JiraDesk
 from adapters.desks.jira_fields import adf, adf_text, jira_fields
 from adapters.simulators import jira
 from adapters.simulators.jira_adf import adf_problem
-from bridge.errors import DeskRejected, DeskTransient
+from bridge.core.desk import TicketPhase, TicketRef
+from bridge.core.errors import DeskRejected, DeskTransient
 from tests.conftest import SHARED
 from tests.desks.conftest import serve
 

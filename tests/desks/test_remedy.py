@@ -9,12 +9,12 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from adapters.desks.base import TicketPhase, TicketRef
 from adapters.desks.remedy import RemedyConfig, RemedyDesk
 from adapters.simulators import remedy
 from adapters.simulators.remedy_qual import QualificationError, parse
 from adapters.simulators.remedy_store import ENUMS, INCIDENT_FIELDS
-from bridge.errors import DeskRejected, DeskTransient
+from bridge.core.desk import TicketPhase, TicketRef
+from bridge.core.errors import DeskRejected, DeskTransient
 from tests.desks.conftest import serve
 
 FIELDS = {

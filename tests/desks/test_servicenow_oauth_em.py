@@ -18,7 +18,7 @@ from adapters.desks.servicenow import ServiceNowConfig
 from adapters.desks.servicenow_em import ServiceNowEventsConfig
 from adapters.simulators import servicenow
 from adapters.simulators.servicenow import EVENTS, OAUTH, STORE
-from bridge.errors import DeskRejected
+from bridge.core.errors import DeskRejected
 from tests.desks.conftest import serve
 
 CLIENT = {"client_id": "bridge-client", "client_secret": "client-s3cret"}

@@ -10,10 +10,10 @@ import pydantic
 import pytest
 from aiohttp import web
 
-from adapters.desks.base import TicketPhase, TicketRef
 from adapters.desks.webhook import WebhookConfig, WebhookDesk, to_jmespath
 from adapters.simulators import webhook
-from bridge.errors import DeskRejected
+from bridge.core.desk import TicketPhase, TicketRef
+from bridge.core.errors import DeskRejected
 from tests.desks.conftest import serve
 from tests.desks.variants import WEBHOOK_DESK
 

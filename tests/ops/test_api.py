@@ -12,8 +12,9 @@ import pytest
 import redis.asyncio as aioredis
 from openapi_spec_validator import validate
 
-from bridge import api, keys
-from bridge.embedded import EmbeddedRedis
+from bridge.admin import api
+from bridge.core import keys
+from bridge.process.embedded import EmbeddedRedis
 from tests.amp import alert, group
 from tests.conftest import Snow, eventually, mapping, post
 from tests.ops import TOKEN, base_url, call, cli, webhook_url

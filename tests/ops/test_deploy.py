@@ -81,7 +81,7 @@ def test_sidecar_pod_probes_and_shutdown_fit_together() -> None:
 
 def test_kubernetes_mapping_configmap_is_a_valid_mapping(tmp_path: Path) -> None:
     """The mapping shipped in the ConfigMap loads with the bridge's own validator."""
-    from bridge import config as config_mod
+    from bridge.core import config as config_mod
 
     docs = yaml.safe_load_all((DEPLOY / "kubernetes" / "sidecar" / "configmap.yaml").read_text())
     text = next(d for d in docs if d["metadata"]["name"] == "bridge-mappings")["data"]["mapping.yaml"]

@@ -15,10 +15,11 @@ from aiohttp import web
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bridge import api, logs
-from bridge.app import errors_as_json
-from bridge.embedded import EmbeddedRedis, free_port
-from bridge.logs import MASK, redact
+from bridge.admin import api
+from bridge.core import logs
+from bridge.core.logs import MASK, redact
+from bridge.ingress.webhook import errors_as_json
+from bridge.process.embedded import EmbeddedRedis, free_port
 from tests.amp import alert, group
 from tests.conftest import Snow, eventually, post, start_app
 from tests.ops import call, spawn, wait_ready, write_mapping

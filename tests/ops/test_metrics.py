@@ -9,7 +9,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from bridge import keys
+from bridge.core import keys
 from tests.amp import alert, group
 from tests.conftest import FAST, Snow, eventually, mapping, post, require
 from tests.ops import base_url, scrape, value, webhook_url

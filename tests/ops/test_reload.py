@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 
-from bridge.embedded import EmbeddedRedis, free_port
+from bridge.process.embedded import EmbeddedRedis, free_port
 from tests.amp import alert, group
 from tests.conftest import Snow, eventually, post
 from tests.ops import base_url, scrape, spawn, value, wait_ready, webhook_url, write_mapping
@@ -27,7 +27,7 @@ async def test_valid_change_applies_without_dropping_an_in_flight_alert(
     snow: Snow, make_bridge: Any, tmp_path: Path
 ) -> None:
     """An alert whose desk call is in flight during a file change is delivered once; later ones use the new mapping."""
-    from bridge import config as config_mod
+    from bridge.core import config as config_mod
 
     path = write_mapping(tmp_path / "mapping.yaml", snow)
     bridge = await make_bridge(config_mod.load([path]), config_paths=[str(path)], reload_poll_s=0.05)
@@ -53,7 +53,7 @@ async def test_invalid_change_is_rejected_and_the_running_mapping_stays(
     snow: Snow, make_bridge: Any, tmp_path: Path
 ) -> None:
     """A file with an unknown key is refused with file and line; alerts keep flowing under the old mapping."""
-    from bridge import config as config_mod
+    from bridge.core import config as config_mod
 
     path = write_mapping(tmp_path / "mapping.yaml", snow)
     bridge = await make_bridge(config_mod.load([path]), config_paths=[str(path)], reload_poll_s=0.05)

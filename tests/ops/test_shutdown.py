@@ -11,8 +11,8 @@ from typing import Any
 import aiohttp
 import redis.asyncio as aioredis
 
-from bridge import keys
-from bridge.embedded import EmbeddedRedis, free_port
+from bridge.core import keys
+from bridge.process.embedded import EmbeddedRedis, free_port
 from tests.amp import alert, group
 from tests.conftest import FAST, Snow, eventually, mapping
 from tests.ops import spawn, wait_ready, webhook_url, write_mapping

@@ -6,8 +6,8 @@ import asyncio
 import signal
 from pathlib import Path
 
-from bridge import api
-from bridge.embedded import EmbeddedRedis, free_port
+from bridge.admin import api
+from bridge.process.embedded import EmbeddedRedis, free_port
 from tests.conftest import Snow
 from tests.ops import TOKEN, call, spawn, wait_ready, write_mapping
 

@@ -8,13 +8,13 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from bridge.app import make_app
-from bridge.config import MappingConfig
-from bridge.embedded import EmbeddedRedis
-from bridge.incidents import list_incidents, show_incident
-from bridge.runtime import Runtime
-from bridge.silences import Silence, Silences
-from bridge.store import Scripts
+from bridge.admin.incidents import list_incidents, show_incident
+from bridge.core.config import MappingConfig
+from bridge.engine.silences import Silence, Silences
+from bridge.process.app import make_app
+from bridge.process.embedded import EmbeddedRedis
+from bridge.runtime.context import Runtime
+from bridge.runtime.scripts import Scripts
 from tests.amp import alert, group
 from tests.conftest import Snow, eventually, fixture_json, post, start_app
 

@@ -18,14 +18,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from adapters.simulators.servicenow import STORE, make_app
-from bridge import keys
-from bridge.delivery import Delivery
-from bridge.embedded import EmbeddedRedis
-from bridge.engine import Engine
-from bridge.models import Alert, Severity, Status
-from bridge.runtime import Runtime
-from bridge.store import Scripts
-from bridge.timers import Ticker
+from bridge.core import keys
+from bridge.core.models import Alert, Severity, Status
+from bridge.delivery.worker import Delivery
+from bridge.engine.consumer import Engine
+from bridge.engine.timers import Ticker
+from bridge.process.embedded import EmbeddedRedis
+from bridge.runtime.context import Runtime
+from bridge.runtime.scripts import Scripts
 from tests.conftest import FAST
 from tests.policy.test_knobs import config
 

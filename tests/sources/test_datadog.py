@@ -11,9 +11,9 @@ import orjson
 import pytest
 
 from adapters.sources import datadog
-from adapters.sources.base import ParseContext
-from bridge.errors import PayloadError
-from bridge.models import Alert, Severity, Status
+from bridge.core.errors import PayloadError
+from bridge.core.models import Alert, Severity, Status
+from bridge.core.source import ParseContext
 
 FIXTURES = Path(__file__).parents[3] / "shared" / "fixtures" / "sources"
 RECEIVED = datetime(2024, 5, 14, 10, 0, tzinfo=UTC)

@@ -10,9 +10,9 @@ import pytest
 from pydantic import ValidationError
 
 from adapters.sources import generic
-from adapters.sources.base import ParseContext, Parsed
-from bridge.errors import ConfigError, PayloadError
-from bridge.models import Severity, Status, stable_hash
+from bridge.core.errors import ConfigError, PayloadError
+from bridge.core.models import Severity, Status, stable_hash
+from bridge.core.source import ParseContext, Parsed
 
 RECEIVED = datetime(2024, 5, 14, 10, 0, tzinfo=UTC)
 UPTIME = {

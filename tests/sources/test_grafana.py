@@ -11,9 +11,9 @@ import pytest
 from pydantic import ValidationError
 
 from adapters.sources import grafana
-from adapters.sources.base import ParseContext
-from bridge.errors import AuthError, PayloadError
-from bridge.models import Severity, Status
+from bridge.core.errors import AuthError, PayloadError
+from bridge.core.models import Severity, Status
+from bridge.core.source import ParseContext
 
 FIXTURES = Path(__file__).parents[3] / "shared" / "fixtures" / "sources"
 RECEIVED = datetime(2024, 5, 14, 10, 0, tzinfo=UTC)

@@ -12,9 +12,9 @@ import pytest
 from pydantic import ValidationError
 
 from adapters.sources import nagios
-from adapters.sources.base import ParseContext, Parsed
-from bridge.errors import ConfigError, PayloadError
-from bridge.models import Alert, Severity, Status
+from bridge.core.errors import ConfigError, PayloadError
+from bridge.core.models import Alert, Severity, Status
+from bridge.core.source import ParseContext, Parsed
 
 FIXTURES = Path(__file__).parents[3] / "shared" / "fixtures" / "sources"
 RECEIVED = datetime(2024, 5, 14, 10, 0, tzinfo=UTC)

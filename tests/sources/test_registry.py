@@ -11,9 +11,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from adapters.sources import SOURCES, configured
-from adapters.sources.base import ParseContext, Parsed
-from bridge.errors import ConfigError, PayloadError
+from bridge.core.errors import ConfigError, PayloadError
+from bridge.core.plugins import configured, sources
+from bridge.core.source import ParseContext, Parsed
+
+SOURCES = sources()
 
 FIXTURES = Path(__file__).parents[3] / "shared" / "fixtures" / "sources"
 RECEIVED = datetime(2024, 5, 14, 10, 0, tzinfo=UTC)

@@ -14,9 +14,11 @@ import orjson
 import pytest
 import yaml
 
-from adapters.sources import SOURCES
-from adapters.sources.base import ParseContext
-from bridge.models import Alert
+from bridge.core.models import Alert
+from bridge.core.plugins import sources
+from bridge.core.source import ParseContext
+
+SOURCES = sources()
 
 ROOT = Path(__file__).parents[2]
 SNIPPETS = ROOT / "deploy" / "snippets"

@@ -1,0 +1,5 @@
+"""Administration of a running bridge: the admin API under /api/v1 and its OpenAPI document,
+health and readiness, the Prometheus endpoint, reading and resolving incidents, hot reload.
+
+May import the stages (engine, delivery, ingress), `bridge.runtime` and `bridge.core`.
+"""

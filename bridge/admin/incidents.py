@@ -1,0 +1,125 @@
+"""Reading incidents back (the list, one with its members, outbox and audit trail) and resolving
+one by hand. The CLI and the admin API both answer with these functions, so they say the same."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from bridge.core import keys
+from bridge.runtime import outbox
+from bridge.runtime.scripts import Redis, Scripts
+
+MEMBER_FIELDS = ("occurrence", "status", "severity", "seen", "resource")
+
+
+def _s(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+async def list_incidents(
+    redis: Redis, *, state: str | None = None, route: str | None = None, limit: int = 100
+) -> list[dict[str, Any]]:
+    """Newest change first; `state` filters on open, resolving, resolved (...), `route` on the route."""
+    out: list[dict[str, Any]] = []
+    start, page = 0, max(limit * 4, 100)
+    while len(out) < limit:
+        bases = await redis.zrevrange(keys.INCIDENTS, start, start + page - 1)
+        if not bases:
+            break
+        async with redis.pipeline(transaction=False) as pipe:
+            for base in bases:
+                pipe.hgetall(keys.IncidentKeys(_s(base)).state)
+            rows = await pipe.execute()
+        for base, row in zip(bases, rows, strict=True):
+            if not row:
+                continue  # expired
+            summary = _summary(_s(base), {_s(k): _s(v) for k, v in row.items()})
+            if (state is None or summary["state"] == state) and (route is None or summary["route"] == route):
+                out.append(summary)
+            if len(out) >= limit:
+                break
+        start += page
+    return out
+
+
+def base_and_epoch(incident: str) -> tuple[str, str]:
+    """An incident id `route:hash:epoch` or a base `route:hash` (epoch ""): the base and the epoch."""
+    if incident.count(":") < 2:
+        return incident, ""  # a base, or no incident at all (then nothing is found under it)
+    return keys.base_of(incident), incident.rsplit(":", 1)[1]
+
+
+async def show_incident(redis: Redis, incident: str) -> dict[str, Any] | None:
+    """By incident id (`route:hash:epoch`) or base (`route:hash`)."""
+    base, _ = base_and_epoch(incident)
+    ik = keys.IncidentKeys(base)
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.hgetall(ik.state)
+        pipe.hgetall(ik.members)
+        pipe.lrange(ik.outbox, 0, -1)
+        pipe.lrange(ik.audit, 0, -1)
+        state, members, outbox, audit = await pipe.execute()
+    if not state:
+        return None
+    summary = _summary(base, {_s(k): _s(v) for k, v in state.items()})
+    summary["members"] = {_s(identity): _member(_s(v)) for identity, v in members.items()}
+    summary["outbox"] = [orjson.loads(e) for e in outbox]
+    summary["audit"] = [orjson.loads(e) for e in audit]
+    return summary
+
+
+@dataclass(frozen=True, slots=True)
+class Resolved:
+    outcome: str  # RESOLVE, not_found, stale_epoch, already_resolved, pending
+    incident: str
+    outbox_len: int
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome == "RESOLVE"
+
+
+async def resolve_incident(
+    redis: Redis, scripts: Scripts, incident: str, *, now_ms: int, retention_ms: int, note: str, who: str
+) -> Resolved:
+    """Resolve by hand through resolve_incident.lua, then queue the desk call for delivery."""
+    base, epoch = base_and_epoch(incident)
+    outcome, incident_id, outbox_len = await scripts.resolve_incident(
+        base, epoch, now_ms, note=note, who=who, retention_ms=retention_ms
+    )
+    async with redis.pipeline(transaction=False) as pipe:
+        if outbox_len:  # also when an earlier call appended and ended before it could say so
+            outbox.signal(pipe, {base: now_ms})
+        if outcome == "RESOLVE":
+            pipe.zadd(keys.INCIDENTS, {base: now_ms})
+        await pipe.execute()
+    return Resolved(outcome, incident_id or incident, outbox_len)
+
+
+def _member(value: str) -> dict[str, Any]:
+    parts = value.split("|", len(MEMBER_FIELDS) - 1)
+    member: dict[str, Any] = dict(zip(MEMBER_FIELDS, parts, strict=False))
+    for name in ("occurrence", "seen"):
+        if name in member and member[name].lstrip("-").isdigit():
+            member[name] = int(member[name])
+    return member
+
+
+def _summary(base: str, row: dict[str, str]) -> dict[str, Any]:
+    epoch = row.get("epoch", "")
+    ticket = row.get(f"ticket:{epoch}")
+    ref = orjson.loads(ticket) if ticket else None
+    return {
+        "id": f"{base}:{epoch}",
+        "route": row.get("route", base.split(":", 1)[0]),
+        "state": row.get("state", ""),
+        "firing": int(row.get("firing", "0") or 0),
+        "opened_at": int(row.get("opened_at", "0") or 0),
+        "resolved_at": int(row.get("resolved_at", "0") or 0),
+        "reopened": int(row.get("reopened", "0") or 0),
+        "resolved_by": row.get("resolved_by", ""),
+        "ticket": {"id": ref[0], "display": ref[1], "url": ref[2]} if ref else None,
+    }

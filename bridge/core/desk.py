@@ -1,0 +1,71 @@
+"""The desk contract: a small async Protocol that every service-desk client implements, and the
+config model a desk kind registers (`DeskSettings`).
+
+Adapters never retry: they translate the desk's answer into `DeskTransient` (retry),
+`DeskAuthExpired` (re-authenticate once) or `DeskRejected` (dead-letter) and let
+`bridge.delivery` apply the one retry policy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Protocol
+
+import aiohttp
+
+
+class TicketPhase(StrEnum):
+    """The desk's state of a ticket, reduced to what the lifecycle needs."""
+
+    OPEN = "open"  # new, in progress, on hold
+    RESOLVED = "resolved"  # resolved by us or a human; may be reopened
+    CLOSED = "closed"  # closed or cancelled: read-only, never reopened
+
+
+@dataclass(frozen=True, slots=True)
+class TicketRef:
+    id: str  # the desk's key for API calls (ServiceNow sys_id, Jira issue key, Remedy Request ID)
+    display: str = ""  # what a human calls it (INC0010002)
+    url: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class TicketState:
+    phase: TicketPhase
+    raw_state: str = ""
+    fields: Mapping[str, str] = field(default_factory=dict)  # current values of the fields we write
+
+
+class Desk(Protocol):
+    """One service desk. Fields are already rendered strings, keyed by the desk's own field names."""
+
+    name: str
+
+    async def find(self, correlation_id: str) -> TicketRef | None:
+        """The newest ticket carrying this correlation id, open or not, or None."""
+        ...
+
+    async def open(self, correlation_id: str, fields: Mapping[str, str]) -> TicketRef: ...
+
+    async def note(self, ref: TicketRef, text: str) -> None: ...
+
+    async def update(self, ref: TicketRef, fields: Mapping[str, str]) -> None: ...
+
+    async def resolve(self, ref: TicketRef, note: str, fields: Mapping[str, str]) -> None: ...
+
+    async def reopen(self, ref: TicketRef, note: str) -> None: ...
+
+    async def state(self, ref: TicketRef) -> TicketState: ...
+
+    async def aclose(self) -> None: ...
+
+
+class DeskSettings(Protocol):
+    """A desk kind's config model, as a plugin registers it: a pydantic model with
+    `kind: Literal["<kind>"]` (and `extra="forbid"`) that builds the desk from one mapping section."""
+
+    kind: str
+
+    def build(self, name: str, session: aiohttp.ClientSession) -> Desk: ...

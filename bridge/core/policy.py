@@ -1,0 +1,128 @@
+"""Route policy: the lifecycle knobs, thresholds, flap detection, storm guard, topology, ticket fields
+and who owns them. Part of the mapping format (bridge/config.py), validated the same way."""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+
+from bridge.core.matchers import parse_matchers
+from bridge.core.templates import compile_template
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration(value: Any) -> float:
+    """`90`, `90s`, `5m`, `1h30m`, `250ms` -> seconds."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        if value < 0:
+            raise ValueError("duration must not be negative")
+        return float(value)
+    text = str(value).strip()
+    if re.fullmatch(r"\d+(?:\.\d+)?", text):  # a bare number is seconds, also as text (`${VAR:-90}`)
+        return float(text)
+    parts = _DURATION.findall(text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        raise ValueError(f"bad duration {value!r}: use e.g. 30s, 5m, 1h30m, 250ms")
+    return sum(float(n) * _UNITS[u] for n, u in parts)
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+def _check_template(value: str) -> str:
+    compile_template(value)
+    return value
+
+
+def _check_matcher(value: str) -> str:
+    parse_matchers(value)
+    return value
+
+
+Template = Annotated[str, BeforeValidator(lambda v: _check_template(str(v)))]
+# Checked one list item at a time, so that an error points at the bad matcher's own line.
+MatcherText = Annotated[str, AfterValidator(_check_matcher)]
+
+
+class Correlate(Strict):
+    # Templates over the alert whose rendered values form the incident key. Empty: one incident
+    # per alert identity.
+    by: list[Template] = Field(default_factory=list)
+
+
+class Threshold(Strict):
+    """Open only when this many alerts (or distinct resources) fire within the window; hold them till then."""
+
+    count: int = Field(ge=1)
+    distinct_resources: bool = False
+    window: Duration = 300.0
+
+
+class Flap(Strict):
+    """More than `changes` state changes within `window`: one note, then quiet until stable for `quiet`."""
+
+    changes: int = Field(6, ge=1)
+    window: Duration = 3600.0
+    quiet: Duration = 900.0
+
+
+class Lifecycle(Strict):
+    resolve_after: Duration = 300.0  # hold-down: all members clear this long before the ticket resolves
+    reopen_within: Duration = 3600.0  # fires again within this after resolving: reopen; later: new ticket
+    auto_resolve_after: Duration | None = None  # for sources that never send a clear (Splunk)
+    threshold: Threshold | None = None
+    flap: Flap | None = None
+    # Raw desk states meaning "closed by a human" / "won't fix": a ticket in one of them is never
+    # reopened; the next firing opens a new ticket (new epoch). Closed/cancelled always count.
+    no_reopen_states: list[str] = Field(default_factory=list)
+
+
+class Storm(Strict):
+    """More than `max_new_per_minute` new incidents on the route: one major incident takes the rest."""
+
+    max_new_per_minute: int = Field(ge=1)
+    # Ticket fields of the major incident, over the route's own (e.g. a short_description saying
+    # "Major incident: alert storm on {{ incident.route }}"); its notes list the alerts it absorbs.
+    fields: dict[str, Template] = Field(default_factory=dict)
+
+
+class Topology(Strict):
+    """Alerts matching `parent` own the incident of their `key`; other alerts with the same key join it."""
+
+    parent: list[MatcherText] = Field(min_length=1)
+    key: Template
+
+
+class Ownership(StrEnum):
+    """Who owns a ticket field after the bridge created the ticket."""
+
+    CREATE_ONLY = "create_only"  # written on open, then the desk's humans own it
+    SYNC_UNTIL_EDITED = "sync_until_edited"  # kept in step with the alerts until a human changes it
+    APPEND_NOTE = "append_note"  # changes become work-note lines, the field itself is not rewritten
+    NEVER = "never"  # never written (disables a field another mapping layer sets)
+
+
+class Ticket(Strict):
+    # Desk field name -> template. Rendered on open; the desk adapter adds the correlation fields.
+    fields: dict[str, Template] = Field(default_factory=dict)
+    ownership: dict[str, Ownership] = Field(default_factory=dict)  # field -> owner; default create_only
+    resolve_note: Template = "Resolved automatically: all alerts cleared for the hold-down period."
+    # Extra fields sent with the resolve (ServiceNow `close_code`, Remedy `Status_Reason`, Jira `resolution`)
+    resolve_fields: dict[str, Template] = Field(default_factory=dict)
+    flush_interval: Duration = 0.0  # changes within this become one work note (0: as they come)
+
+    @model_validator(mode="after")
+    def _owned_fields_exist(self) -> Ticket:
+        unknown = set(self.ownership) - set(self.fields)
+        if unknown:
+            raise ValueError(f"ownership for fields without a template: {sorted(unknown)}")
+        return self

@@ -1,0 +1,116 @@
+"""Routes an alert: which routes match, its identity under each, and the incident it belongs to."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from bridge.core.config import MappingConfig, Route
+from bridge.core.matchers import Matcher, matches_all, parse_matchers
+from bridge.core.models import Alert, stable_hash
+from bridge.core.templates import alert_context, render
+
+
+@dataclass(slots=True)  # not frozen: made per alert, and a frozen __init__ is slower
+class Routed:
+    route: Route
+    identity: str
+    key: str  # the rendered correlation key, for humans
+    base: str  # "<route>:<hash(key)>": the incident, without its epoch
+    parent: str | None = None  # topology: the parent incident this alert joins while it is live
+    is_parent: bool = False
+
+    @property
+    def storm(self) -> str | None:
+        """The route's storm incident, when the route has a storm guard."""
+        return storm_base(self.route.name) if self.route.storm else None
+
+
+def storm_base(route: str) -> str:
+    return f"{route}:storm"
+
+
+class Router:
+    """First matching route wins, unless it says `continue: true`."""
+
+    def __init__(self, config: MappingConfig, *, retention_ms: int = 7 * 86_400_000, audit_cap: int = 200) -> None:
+        self.config = config
+        self._routes: list[tuple[Route, list[Matcher], list[Matcher]]] = [
+            (r, r.matchers(), [m for t in r.topology.parent for m in parse_matchers(t)] if r.topology else [])
+            for r in config.routes
+        ]
+        self.policies = {r.name: policy_json(r, retention_ms, audit_cap) for r in config.routes}
+
+    def route(self, alert: Alert, data: dict[str, Any] | None = None) -> list[Routed]:
+        """The routes `alert` takes; `data` is the alert as JSON (the intake entry, parsed), if at hand."""
+        labels = match_labels(alert)
+        out: list[Routed] = []
+        for route, matchers, parent in self._routes:
+            if route.sources and alert.source not in route.sources:
+                continue
+            if not matches_all(matchers, labels):
+                continue
+            out.append(self.place(route, alert, is_parent=bool(parent) and matches_all(parent, labels), data=data))
+            if not route.continue_:
+                break
+        return out
+
+    def place(
+        self, route: Route, alert: Alert, *, is_parent: bool = False, data: dict[str, Any] | None = None
+    ) -> Routed:
+        identity = alert.identity
+        if route.identity:
+            identity = stable_hash([alert.field(f) for f in route.identity])
+        context = alert_context(alert if data is None else data, identity=identity)
+        if route.correlate.by and route.tickets == "per_group":
+            key = "|".join(render(t, context) for t in route.correlate.by)
+        else:
+            key = f"{alert.source}|{identity}"
+        parent = None
+        if route.topology:
+            parent = f"{route.name}:{stable_hash('topology|' + render(route.topology.key, context), length=12)}"
+            if is_parent:
+                return Routed(route, identity, key, parent, None, True)
+        return Routed(route, identity, key, f"{route.name}:{stable_hash(key, length=12)}", parent)
+
+
+def policy_json(route: Route, retention_ms: int, audit_cap: int) -> bytes:
+    """The route's lifecycle policy as apply_alert.lua and fire_timer.lua read it (times in ms)."""
+    life = route.lifecycle
+
+    def ms(seconds: float) -> int:
+        return int(seconds * 1000)
+
+    policy: dict[str, Any] = {
+        "resolve_after": ms(life.resolve_after),
+        "reopen_within": ms(life.reopen_within),
+        "retention": retention_ms + ms(life.reopen_within),
+        "audit_cap": audit_cap,
+    }
+    if life.auto_resolve_after:
+        policy["auto_resolve_after"] = ms(life.auto_resolve_after)
+    if life.threshold:
+        t = life.threshold
+        policy["threshold"] = {"count": t.count, "distinct": t.distinct_resources, "window": ms(t.window)}
+    if life.flap:
+        policy["flap"] = {
+            "changes": life.flap.changes,
+            "window": ms(life.flap.window),
+            "quiet": ms(life.flap.quiet),
+        }
+    return orjson.dumps(policy)
+
+
+def match_labels(alert: Alert) -> dict[str, str]:
+    """What matchers see: the alert's labels, plus its normalised fields where no label has the name."""
+    fields = {
+        "source": alert.source,
+        "kind": alert.kind,
+        "alertname": alert.name,
+        "resource": alert.resource,
+        "severity": alert.severity.value,
+        "status": alert.status.value,
+    }
+    return {**fields, **alert.labels}

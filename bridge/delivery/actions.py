@@ -1,0 +1,161 @@
+"""What each outbox action does at the desk: open (idempotently), note, reopen, resolve.
+
+`Delivery` (bridge/delivery.py) holds the incident's lease and decides when an action goes;
+`DeskActions.apply` makes its calls, with the templates rendered and field ownership applied.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import structlog
+
+from bridge.core import keys
+from bridge.core.config import Route
+from bridge.core.desk import Desk, TicketPhase, TicketRef
+from bridge.core.errors import DeskRejected
+from bridge.core.models import base36
+from bridge.core.routing import storm_base
+from bridge.core.templates import alert_context, render
+from bridge.delivery import ownership
+from bridge.delivery.guard import DeskGuard
+from bridge.delivery.notes import note_text
+from bridge.runtime import outbox
+from bridge.runtime.context import Runtime
+from bridge.runtime.outbox import Action
+
+log = structlog.get_logger("bridge.delivery.worker")
+ROTATED = "rotated"  # apply's answer when a closed ticket made the incident start a new epoch
+
+
+class DeskActions:
+    def __init__(self, runtime: Runtime, guard: DeskGuard) -> None:
+        self.rt = runtime
+        self.guard = guard
+
+    async def apply(self, ik: keys.IncidentKeys, action: Action, view: dict[bytes, bytes]) -> str:
+        """Make one action's desk calls; `view` is the incident's state hash as read with the outbox."""
+        route = self.route(action)
+        desk = self.rt.desks[route.desk]
+        ref = outbox.ticket_ref(view, action.epoch)
+        match action.kind:
+            case "OPEN":
+                if ref is None:
+                    ref = await self._open(ik, desk, route, action, view)
+                if action.changes:
+                    await self._note(ik, desk, ref, route, action, [])
+                return ref.display or ref.id
+            case "NOTE" | "REOPEN" | "RESOLVE" if ref is None:
+                raise DeskRejected(
+                    f"no ticket for incident {action.incident}: its open was dead-lettered",
+                    desk=desk.name,
+                    action=action.kind.lower(),
+                )
+            case "NOTE":
+                assert ref is not None
+                await self._note(ik, desk, ref, route, action, [])
+            case "REOPEN":
+                assert ref is not None
+                if await self._reopen(ik, desk, ref, route, action) is ROTATED:
+                    return ROTATED
+            case "RESOLVE":
+                assert ref is not None
+                context = self._context(action, route)
+                note = _render_or_reject(route.ticket.resolve_note, context, desk.name)
+                extra = {k: _render_or_reject(t, context, desk.name) for k, t in route.ticket.resolve_fields.items()}
+                await self.guard.call(desk, "resolve", desk.resolve(ref, note, extra))
+            case _:
+                raise DeskRejected(f"unknown action {action.kind}", desk=desk.name, action=action.kind)
+        return ref.display or ref.id
+
+    async def _reopen(self, ik: keys.IncidentKeys, desk: Desk, ref: TicketRef, route: Route, action: Action) -> str:
+        """Reopen the ticket, unless a human closed it (or set a won't-fix state): then a new epoch."""
+        current = await self.guard.call(desk, "state", desk.state(ref))
+        if current.phase is TicketPhase.CLOSED or current.raw_state in route.lifecycle.no_reopen_states:
+            state = current.raw_state or current.phase.value
+            reason = f"ticket {ref.display or ref.id} is {state} in the desk: new ticket"
+            new_epoch = base36(self.rt.clock())
+            await self.rt.scripts.rotate_epoch(ik.base, action.epoch, new_epoch, self.rt.clock(), reason)
+            log.info("epoch_rotated", reason=reason, epoch=new_epoch)
+            return ROTATED
+        text = note_text([{"reason": "reopened: fired again within the reopen window", "alert": action.alert}])
+        if action.changes:
+            text += "\n" + note_text(action.changes)
+        await self.guard.call(desk, "reopen", desk.reopen(ref, text))
+        lines = await self._sync(ik, desk, ref, route, action)
+        if lines:
+            await self.guard.call(desk, "note", desk.note(ref, "\n".join(lines)))
+        return "reopened"
+
+    async def _note(
+        self, ik: keys.IncidentKeys, desk: Desk, ref: TicketRef, route: Route, action: Action, lines: list[str]
+    ) -> None:
+        """One work note for the coalesced changes, with what field ownership has to say."""
+        lines = [note_text(action.changes), *lines, *await self._sync(ik, desk, ref, route, action)]
+        await self.guard.call(desk, "note", desk.note(ref, "\n".join(line for line in lines if line)))
+
+    async def _sync(self, ik: keys.IncidentKeys, desk: Desk, ref: TicketRef, route: Route, action: Action) -> list[str]:
+        latest = action.changes[-1]["alert"] if action.changes and action.changes[-1].get("alert") else action.alert
+        if not latest:
+            return []
+        context = self._context(action, route, latest)
+        try:
+            return await ownership.sync(self.rt.redis, ik, desk, ref, route, action.epoch, context)
+        except ValueError as exc:
+            raise DeskRejected(str(exc), desk=desk.name, action="render") from exc
+
+    async def _open(
+        self, ik: keys.IncidentKeys, desk: Desk, route: Route, action: Action, view: dict[bytes, bytes]
+    ) -> TicketRef:
+        redis = self.rt.redis
+        marker = f"opening:{action.epoch}"
+        ref: TicketRef | None = None
+        fields: dict[str, str] = {}
+        if marker.encode() in view and not action.marked:
+            # An earlier open's outcome is unknown (timeout, crash): the desk may hold the record.
+            ref = await self.guard.call(desk, "find", desk.find(action.incident))
+            if ref is not None:
+                log.info("ticket_adopted", ticket=ref.display or ref.id)
+        if ref is None:
+            context = self._context(action, route)
+            overlay = route.storm.fields if route.storm and ik.base == storm_base(route.name) else None
+            try:
+                fields = ownership.open_fields(route, context, overlay)
+            except ValueError as exc:
+                raise DeskRejected(str(exc), desk=desk.name, action="render") from exc
+            if not action.marked:  # else taking the lease set it
+                await redis.hset(ik.state, marker, action.incident)
+            action.marked = False  # from here on the outcome may be unknown: a retry looks it up first
+            view[marker.encode()] = action.incident.encode()
+            ref = await self.guard.call(desk, "open", desk.open(action.incident, fields))
+            log.info("ticket_opened", desk=desk.name, ticket=ref.display or ref.id)
+        ticket = orjson.dumps([ref.id, ref.display, ref.url])
+        entries = ownership.written(action.epoch, fields)
+        entries[f"ticket:{action.epoch}"] = ticket
+        if action.changes:  # a note follows: the ticket is recorded before it is called
+            pipe = redis.pipeline(transaction=False)
+            pipe.hset(ik.state, mapping=entries)
+            pipe.hdel(ik.state, marker)
+            await self.rt.scripts.execute(pipe)
+        else:  # recorded with the action's own bookkeeping, one round trip
+            action.writes, action.clears = entries, [marker]
+        view[f"ticket:{action.epoch}".encode()] = ticket
+        view.pop(marker.encode(), None)
+        return ref
+
+    def route(self, action: Action) -> Route:
+        if route := self.rt.config.route(action.route):
+            return route
+        raise DeskRejected(f"route {action.route!r} is no longer in the mapping", action=action.kind.lower())
+
+    def _context(self, action: Action, route: Route, alert: dict[str, Any] | None = None) -> dict[str, Any]:
+        incident = {"id": action.incident, "epoch": action.epoch, "route": route.name}
+        return alert_context(alert or action.alert or {}, incident=incident, changes=action.changes)
+
+
+def _render_or_reject(template: str, context: dict[str, Any], desk: str) -> str:
+    try:
+        return render(template, context)
+    except ValueError as exc:
+        raise DeskRejected(str(exc), desk=desk, action="render") from exc

@@ -1,0 +1,82 @@
+"""The dead-letter stream: list, retry (back into the incident's outbox) and drop."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+import orjson
+
+from bridge.core import keys
+from bridge.runtime.scripts import Redis
+
+
+def _s(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _decode(entry_id: Any, fields: dict[Any, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {"id": _s(entry_id)}
+    for key, value in fields.items():
+        text = _s(value)
+        if _s(key) in ("entries", "error", "raw"):
+            try:
+                out[_s(key)] = orjson.loads(text)
+                continue
+            except orjson.JSONDecodeError:
+                pass
+        out[_s(key)] = text
+    return out
+
+
+class Retried(StrEnum):
+    RETRIED = "retried"
+    NOT_FOUND = "not_found"
+    NOT_RETRYABLE = "not_retryable"  # not a desk call (a bad or unrouted alert): nothing to put back
+
+
+async def list_letters(
+    redis: Redis, *, limit: int = 100, kind: str | None = None, after: str | None = None
+) -> list[dict[str, Any]]:
+    """Oldest first; `kind` filters (bad_alert, unrouted, desk_rejected, ...), `after` pages on ids."""
+    out: list[dict[str, Any]] = []
+    start = "(" + after if after else "-"
+    while len(out) < limit:
+        found: Any = await redis.xrange(keys.DLQ, start, "+", count=max(limit, 100))
+        if not found:
+            break
+        for entry_id, fields in found:
+            letter = _decode(entry_id, fields)
+            if kind is None or letter.get("kind") == kind:
+                out.append(letter)
+                if len(out) >= limit:
+                    break
+        start = "(" + _s(found[-1][0])
+    return out
+
+
+async def get_letter(redis: Redis, letter_id: str) -> dict[str, Any] | None:
+    found: Any = await redis.xrange(keys.DLQ, letter_id, letter_id)
+    return _decode(*found[0]) if found else None
+
+
+async def retry(redis: Redis, letter_id: str, now_ms: int) -> Retried:
+    """Put a rejected desk action back at the head of its incident's outbox."""
+    letter = await get_letter(redis, letter_id)
+    if letter is None:
+        return Retried.NOT_FOUND
+    if letter.get("kind") != "desk_rejected":
+        return Retried.NOT_RETRYABLE
+    base = keys.base_of(letter["incident"])
+    ik = keys.IncidentKeys(base)
+    async with redis.pipeline(transaction=True) as pipe:
+        for entry in reversed(letter["entries"]):
+            pipe.lpush(ik.outbox, orjson.dumps(entry))
+        pipe.zadd(keys.READY, {base: now_ms})
+        pipe.xdel(keys.DLQ, letter_id)
+        await pipe.execute()
+    return Retried.RETRIED
+
+
+async def drop(redis: Redis, letter_id: str) -> bool:
+    return bool(await redis.xdel(keys.DLQ, letter_id))

@@ -1,0 +1,317 @@
+"""The engine: reads the intake stream as a consumer group, routes each alert and runs the Lua step.
+
+An intake entry is XACKed only after its decision is recorded (outbox, timers, index), all in the
+round trip after the scripts. Entries a crashed replica read but never acknowledged are taken over
+with XAUTOCLAIM once idle; replaying them is safe because the Lua step is idempotent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import orjson
+import redis.exceptions
+import structlog
+from pydantic import ValidationError
+
+from bridge.core import keys
+from bridge.core.models import Alert, DecisionKind, Status
+from bridge.core.routing import Routed
+from bridge.engine.placement import place
+from bridge.engine.silences import Silences
+from bridge.runtime import outbox
+from bridge.runtime.context import Runtime, wait_for_event
+from bridge.runtime.scripts import AlertStep, Applied
+
+log = structlog.get_logger("bridge.engine.consumer")
+Entry = tuple[bytes, dict[bytes, bytes]]
+
+
+@dataclass(slots=True)
+class _Work:
+    raw: bytes  # the alert's JSON as the intake stream holds it
+    alert: Alert
+    routed: Routed
+    base: str  # the incident it joins: its own, or a topology parent's or the storm's
+
+
+@dataclass(slots=True)
+class _Records:
+    """What one batch's decisions leave to record, gathered so each key costs one command."""
+
+    ready: dict[str, int] = field(default_factory=dict)  # incident base -> since when its outbox has work
+    timers: dict[str, int] = field(default_factory=dict)  # timer member -> due
+    changed: dict[str, int] = field(default_factory=dict)  # incident base -> last change
+    opened: dict[str, int] = field(default_factory=dict)  # route -> new incidents (storm guard)
+    decisions: dict[tuple[str, str], int] = field(default_factory=dict)  # (route, decision) -> count
+
+
+class Handoff(Protocol):
+    """Delivery in the engine's process (bridge.delivery.Delivery): takes incidents with new work
+    straight from the engine, as far as it has room, with their lease and first read queued after
+    the markers the engine writes, and starts on them once those are written."""
+
+    def offer(self, bases: list[str]) -> set[str]: ...
+    def queue_take(self, pipe: Any, base: str) -> list[str]: ...
+    def begin(self, taken: Mapping[str, tuple[list[str], list[Any]] | None]) -> None: ...
+
+
+class Engine:
+    def __init__(self, runtime: Runtime, silences: Silences | None = None) -> None:
+        self.rt = runtime
+        self.silences = silences or Silences(runtime.redis)
+        self.ready = asyncio.Event()  # set when an outbox gains work, so local delivery wakes at once
+        self.handoff: Handoff | None = None  # delivery in this process, if any
+        self._backlog = asyncio.Event()  # set while reads come back full: more readers join in
+
+    async def ensure_group(self) -> None:
+        try:
+            await self.rt.redis.xgroup_create(keys.INTAKE, keys.ENGINE_GROUP, id="0", mkstream=True)
+        except redis.exceptions.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Read, decide, acknowledge, until `stop`, with `tuning.engine_readers` batches in flight: one
+        is routed here while Redis runs another's Lua steps. Batches may overlap on one incident, as
+        two replicas' do; the Lua step orders an alert's versions, so they converge all the same."""
+        await self.ensure_group()
+        readers = max(1, self.rt.tuning.engine_readers)
+        await asyncio.gather(*(self._read(stop, primary=i == 0) for i in range(readers)))
+
+    async def _read(self, stop: asyncio.Event, *, primary: bool) -> None:
+        """One reader, batches until `stop`. The primary one also takes over idle entries now and then;
+        the others join in only while batches come back full (a backlog), so that at low rates an
+        alert is not split from its neighbours into batches of one."""
+        loop = asyncio.get_running_loop()
+        next_claim = 0.0
+        batch = self.rt.tuning.batch
+        while not stop.is_set():
+            try:
+                if primary and loop.time() >= next_claim:
+                    await self.claim_idle()
+                    await self.trim()
+                    next_claim = loop.time() + self.rt.tuning.claim_every_s
+                if primary:
+                    got = await self.step(block_ms=self.rt.tuning.block_ms)
+                elif self._backlog.is_set():
+                    got = await self.step(block_ms=None)
+                else:
+                    await wait_for_event(self._backlog, self.rt.tuning.block_ms / 1000)
+                    continue
+                if got >= batch:
+                    self._backlog.set()
+                elif primary or not got:
+                    self._backlog.clear()
+            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+                log.warning("engine_redis_unavailable", error=str(exc))
+                await wait_for_event(stop, 1.0)
+            except redis.exceptions.ResponseError as exc:
+                if "NOGROUP" not in str(exc):
+                    log.exception("engine_step_failed")
+                    await wait_for_event(stop, 1.0)
+                    continue
+                # Redis came back without the stream (restarted empty, or a failover to a replica
+                # that had not caught up): start the group again rather than fail every step.
+                log.warning("intake_group_recreated", error=str(exc))
+                await self.ensure_group()
+            except Exception:
+                # The entries stay pending, so XAUTOCLAIM retries them; the loop must not die.
+                log.exception("engine_step_failed")
+                await wait_for_event(stop, 1.0)
+
+    async def step(self, block_ms: int | None = None) -> int:
+        """Process one batch of new entries; returns how many were read.
+
+        The silences are read in the same round trip, right after the entries arrive.
+        """
+        async with self.rt.redis.pipeline(transaction=False) as pipe:
+            pipe.xreadgroup(
+                keys.ENGINE_GROUP, self.rt.consumer, {keys.INTAKE: ">"}, count=self.rt.tuning.batch, block=block_ms
+            )
+            pipe.hgetall(keys.SILENCES)
+            reply, silences = await pipe.execute()
+        entries: list[Entry] = reply[0][1] if reply else []
+        if entries:
+            await self.process(entries, silences)
+        return len(entries)
+
+    async def claim_idle(self) -> int:
+        """Take over entries another consumer read but did not acknowledge in time."""
+        total, start = 0, "0-0"
+        while True:
+            reply: Any = await self.rt.redis.xautoclaim(
+                keys.INTAKE,
+                keys.ENGINE_GROUP,
+                self.rt.consumer,
+                min_idle_time=self.rt.tuning.claim_idle_ms,
+                start_id=start,
+                count=self.rt.tuning.batch,
+            )
+            next_id, entries = reply[0], reply[1]
+            deleted = reply[2] if len(reply) > 2 else []  # Redis 7 also names entries trimmed meanwhile
+            if deleted:
+                await self.rt.redis.xack(keys.INTAKE, keys.ENGINE_GROUP, *deleted)
+            live = [e for e in entries if e[1]]
+            if live:
+                log.info("intake_claimed", entries=len(live))
+                await self.process(live)
+            total += len(live)
+            if next_id in (b"0-0", "0-0") or not entries:
+                return total
+            start = next_id
+
+    async def trim(self) -> None:
+        """Drop acknowledged entries: everything older than the oldest pending or undelivered one."""
+        pending = await self.rt.redis.xpending(keys.INTAKE, keys.ENGINE_GROUP)
+        groups = await self.rt.redis.xinfo_groups(keys.INTAKE)
+        last = next((g["last-delivered-id"] for g in groups if _s(g["name"]) == keys.ENGINE_GROUP), None)
+        if last is None:
+            return
+        floor = _s(pending["min"]) if pending and pending.get("pending") else _next_id(_s(last))
+        await self.rt.redis.xtrim(keys.INTAKE, minid=floor, approximate=True)
+
+    async def process(self, entries: list[Entry], silences: dict[bytes, bytes] | None = None) -> None:
+        """Decide a batch; `silences` is the silences hash as read with it (else it is read now)."""
+        now = self.rt.clock()
+        routed: list[tuple[bytes, Alert, Routed]] = []
+        dead: list[dict[str, Any]] = []
+        for _, fields in entries:
+            try:
+                alert = Alert.model_validate_json(fields[b"a"])
+                matches = self.rt.router.route(alert, orjson.loads(fields[b"a"]))
+            except (KeyError, ValidationError, ValueError) as exc:
+                dead.append({"kind": "bad_entry", "reason": str(exc), "raw": fields.get(b"a", b"")})
+                continue
+            if not matches:
+                dead.append({"kind": "unrouted", "reason": "no route matched", "raw": fields[b"a"]})
+            routed.extend((fields[b"a"], alert, r) for r in matches)
+
+        bases = await place(self.rt.redis, [(r, alert.status) for _, alert, r in routed])
+        work = [_Work(raw, alert, r, base) for (raw, alert, r), base in zip(routed, bases, strict=True)]
+        alerts = [w.alert for w in work]
+        if silences is None:
+            silenced = await self.silences.matching(alerts, now) if work else set()
+        else:
+            silenced = self.silences.covered(silences, alerts, now)
+        pipe = self.rt.redis.pipeline(transaction=False)
+        for index, w in enumerate(work):
+            await self.rt.scripts.apply_alert(self._step(w, index in silenced), now, pipe)
+        replies = await self.rt.scripts.execute(pipe, raise_on_error=False)
+
+        records = _Records()
+        for w, reply in zip(work, replies, strict=True):
+            if isinstance(reply, Exception):
+                log.error("decision_failed", identity=w.alert.identity, error=str(reply))
+                dead.append({"kind": "decision_failed", "reason": str(reply), "raw": w.raw})
+                continue
+            self._record(records, w, Applied.from_reply(reply), now)
+        for (route, decision), count in records.decisions.items():
+            self.rt.metrics.decisions.labels(route, decision).inc(count)
+        # Work delivery here takes at once needs no claim: its ready marker is scored a lease ahead, as
+        # a claim would have, so other replicas leave it be unless this one dies.
+        handoff = self.handoff
+        taken = handoff.offer(list(records.ready)) if handoff and records.ready else set()
+        # A few commands for the whole batch: the marks of the rest (outbox.signal), the timers, the
+        # incident index.
+        pipe = self.rt.redis.pipeline(transaction=False)
+        if taken:
+            pipe.zadd(keys.READY, dict.fromkeys(taken, now + self.rt.tuning.lease_ms))
+        if len(records.ready) > len(taken):
+            outbox.signal(pipe, {base: at for base, at in records.ready.items() if base not in taken})
+        if records.timers:
+            pipe.zadd(keys.TIMERS, records.timers)
+        if records.changed:
+            pipe.zadd(keys.INCIDENTS, records.changed)
+        for letter in dead:
+            pipe.xadd(keys.DLQ, {**letter, "at": now})  # type: ignore[dict-item]
+        pipe.xack(keys.INTAKE, keys.ENGINE_GROUP, *[e[0] for e in entries])
+        # The incidents delivery took: their leases and first reads, after their markers, in this
+        # same round trip. A take that failed is left to its drain to make again (it is re-entrant).
+        recorded = len(pipe.command_stack)
+        takes: dict[str, tuple[list[str], slice]] = {}  # base -> the desks read, where its replies are
+        for base in taken:
+            first = len(pipe.command_stack)
+            desks = handoff.queue_take(pipe, base) if handoff else []
+            takes[base] = (desks, slice(first, len(pipe.command_stack)))
+        started: dict[str, tuple[list[str], list[Any]] | None] = dict.fromkeys(taken)
+        try:
+            replies = await self.rt.scripts.execute(pipe, raise_on_error=False)
+            for base, (desks, where) in takes.items():
+                if not any(isinstance(reply, Exception) for reply in replies[where]):
+                    started[base] = (desks, replies[where])
+        finally:
+            if handoff and taken:
+                handoff.begin(started)
+        for reply in replies[:recorded]:
+            if isinstance(reply, Exception):
+                raise reply
+        if records.opened:
+            await self._count_opens(records.opened, now)
+        if len(records.ready) > len(taken):
+            self.ready.set()
+
+    async def _count_opens(self, opened: dict[str, int], now: int) -> None:
+        """Storm guard: more new incidents in the last minute than the route allows starts a storm.
+
+        A sliding-window counter: this minute's count plus the previous minute's, weighted by how much
+        of it still lies within the last 60 s, so a storm across a minute boundary is not split in two.
+        """
+        minute = now // 60_000
+        pipe = self.rt.redis.pipeline(transaction=False)
+        for route, count in opened.items():
+            pipe.incrby(keys.storm_count(route, minute), count)
+            pipe.expire(keys.storm_count(route, minute), 120)
+            pipe.get(keys.storm_count(route, minute - 1))
+        replies = await self.rt.scripts.execute(pipe)
+        overlap = 1 - (now % 60_000) / 60_000
+        for index, route in enumerate(opened):
+            current, previous = int(replies[index * 3]), int(replies[index * 3 + 2] or 0)
+            total = current + previous * overlap
+            limit = next(r.storm.max_new_per_minute for r in self.rt.config.routes if r.name == route and r.storm)
+            if total > limit:
+                # The flag lives a minute past the last over-limit batch: "until the storm passes".
+                await self.rt.redis.set(keys.storm_flag(route), now, px=60_000)
+                log.warning("storm_started", route=route, new_incidents_last_minute=round(total), limit=limit)
+
+    def _step(self, w: _Work, suppressed: bool) -> AlertStep:
+        alert = w.alert
+        return AlertStep(
+            base=w.base,
+            identity=w.routed.identity,
+            status=alert.status.value,
+            severity=alert.severity.value,
+            occurrence=alert.occurrence(),
+            loose=alert.starts_at is None,
+            alert_json=w.raw,  # the intake entry's own JSON: no second serialisation
+            route=w.routed.route.name,
+            resource=alert.resource,
+            policy=self.rt.router.policies[w.routed.route.name],
+            suppressed=suppressed and alert.status is not Status.RESOLVED,
+        )
+
+    def _record(self, records: _Records, w: _Work, applied: Applied, now: int) -> None:
+        decision = applied.decision
+        key = (w.routed.route.name, decision.value)
+        records.decisions[key] = records.decisions.get(key, 0) + 1
+        log.debug("alert_decided", decision=decision, incident=applied.incident_id, identity=w.alert.identity)
+        if applied.outbox_len > 0:
+            records.ready[w.base] = now
+        for kind, due in applied.timers:
+            records.timers[keys.timer_member(w.base, kind, due)] = due
+        if decision is not DecisionKind.DUPLICATE:
+            records.changed[w.base] = now
+        if decision is DecisionKind.OPEN and w.routed.storm and w.base != w.routed.storm:
+            records.opened[w.routed.route.name] = records.opened.get(w.routed.route.name, 0) + 1
+
+
+def _next_id(stream_id: str) -> str:
+    ms, _, seq = stream_id.partition("-")
+    return f"{ms}-{int(seq or 0) + 1}"
+
+
+def _s(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

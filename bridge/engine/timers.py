@@ -1,0 +1,85 @@
+"""Timers in one Redis sorted set, ticked by every replica: the resolve hold-down (and, per route
+policy, the others DESIGN §2 lists). Claiming re-scores an entry instead of removing it, so a
+replica that dies mid-tick leaves its timers to fire again; firing twice is a no-op."""
+
+from __future__ import annotations
+
+import asyncio
+
+import redis.exceptions
+import structlog
+
+from bridge.core import keys
+from bridge.runtime import outbox
+from bridge.runtime.context import Runtime, wait_for_event
+from bridge.runtime.scripts import Scripts
+
+log = structlog.get_logger("bridge.engine.timers")
+
+
+class Ticker:
+    def __init__(self, runtime: Runtime, ready: asyncio.Event | None = None) -> None:
+        self.rt = runtime
+        self.ready = ready or asyncio.Event()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await self.tick()
+            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+                log.warning("timers_redis_unavailable", error=str(exc))
+            except Exception:  # claimed timers fire again once their claim expires: the loop must not die
+                log.exception("timers_tick_failed")
+            await wait_for_event(stop, self.rt.tuning.timer_tick_s)
+
+    async def tick(self) -> int:
+        """Fire every due timer; returns how many changed an incident.
+
+        The claimed timers' scripts go in one round trip, and what they leave to record in one more:
+        a resolve storm's thousand hold-downs are not two thousand round trips one after another.
+        """
+        now = self.rt.clock()
+        claimed = await self.rt.scripts.claim_timers(now, self.rt.tuning.timer_lease_ms, 500)
+        done: list[str] = []  # members to drop: fired, or of a route that left the mapping
+        fired: list[tuple[str, str, str]] = []  # (member, base, kind)
+        pipe = self.rt.redis.pipeline(transaction=False)
+        for member in claimed:
+            base, kind, due = keys.parse_timer_member(member)
+            policy = self.rt.router.policies.get(base.split(":", 1)[0])
+            if policy is None:  # the route left the mapping: its timers go with it
+                done.append(member)
+                continue
+            self.rt.scripts.fire_timer(base, kind, due, now, policy, pipe)
+            fired.append((member, base, kind))
+        replies = await self.rt.scripts.execute(pipe, raise_on_error=False)
+        records = self.rt.redis.pipeline(transaction=False)
+        ready: dict[str, int] = {}
+        changed: dict[str, int] = {}
+        later: dict[str, int] = {}
+        decided = 0
+        for (member, base, kind), reply in zip(fired, replies, strict=True):
+            if isinstance(reply, Exception):  # left claimed: it fires again once its claim expires
+                log.error("timer_failed", base=base, kind=kind, error=str(reply))
+                continue
+            decision, outbox_len, timers = Scripts.fired(reply)
+            done.append(member)
+            if outbox_len:
+                ready[base] = now
+            later.update({keys.timer_member(base, k, d): d for k, d in timers})
+            if decision:
+                changed[base] = now
+                decided += 1
+                self.rt.metrics.decisions.labels(base.split(":", 1)[0], decision).inc()
+                log.info("timer_fired", kind=kind.split(":", 1)[0], base=base, decision=decision)
+        if ready:
+            outbox.signal(records, ready)
+        if changed:
+            records.zadd(keys.INCIDENTS, changed)
+        if later:
+            records.zadd(keys.TIMERS, later)
+        if done:
+            records.zrem(keys.TIMERS, *done)
+        await self.rt.scripts.execute(records)
+        if decided:
+            self.ready.set()
+        return decided

@@ -1,0 +1,23 @@
+"""The HTTP app of one bridge process: the webhook ingress beside the probes and the admin API."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from bridge.admin import api, probes
+from bridge.ingress.webhook import webhook
+from bridge.runtime.context import RUNTIME, Runtime
+from bridge.runtime.http import errors_as_json
+
+
+def make_app(runtime: Runtime) -> web.Application:
+    app = web.Application(middlewares=[errors_as_json], client_max_size=max_body(runtime))
+    app[RUNTIME] = runtime
+    app.router.add_post("/webhook/{source}", webhook)
+    probes.mount(app)  # /healthz, /readyz, /metrics
+    api.mount(app)  # /api/v1: the admin API
+    return app
+
+
+def max_body(runtime: Runtime) -> int:
+    return max((s.max_body for s in runtime.config.sources.values()), default=1 << 20)

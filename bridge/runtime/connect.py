@@ -1,0 +1,67 @@
+"""Connecting to Redis from a URL: standalone (`redis://`, `rediss://`, `unix://`) or through
+Sentinel (`redis+sentinel://[:password@]host:port[,host:port...]/<master name>[/<db>]`), so that
+a failover moves the bridge to the new master without a restart."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import hiredis
+import redis.asyncio as aioredis
+from redis.asyncio.sentinel import Sentinel
+from redis.connection import HiredisRespSerializer
+from redis.utils import HIREDIS_AVAILABLE
+
+from bridge.core.errors import ConfigError
+
+SENTINEL_SCHEMES = ("redis+sentinel", "rediss+sentinel")
+
+
+class _PackedByHiredis:
+    """Commands packed in C by hiredis, as redis-py's synchronous client does; its asyncio client packs
+    them in Python, which was a quarter of the engine's time (bench/OPTIMISATIONS.md). Same bytes."""
+
+    _serializer = HiredisRespSerializer()  # type: ignore[no-untyped-call,unused-ignore]
+
+    def pack_command(self, *args: Any) -> list[bytes]:
+        # A one-word command name (EVALSHA, XADD, ...) goes to hiredis as it is: redis-py's serializer
+        # first copies every argument into a new tuple, which took more than half of the time.
+        if isinstance(args[0], str) and " " not in args[0]:
+            try:
+                return [hiredis.pack_command(args)]
+            except TypeError:  # a bytearray or memoryview: the serializer converts it
+                pass
+        packed: list[bytes] = self._serializer.pack(*args)
+        return packed
+
+
+def packed_by_hiredis(client: aioredis.Redis) -> aioredis.Redis:
+    """Let `client`'s connections (plain, TLS, Unix socket or Sentinel-managed) pack with hiredis."""
+    pool = client.connection_pool
+    base = pool.connection_class
+    if HIREDIS_AVAILABLE and not issubclass(base, _PackedByHiredis):
+        pool.connection_class = type(base.__name__, (_PackedByHiredis, base), {})
+    return client
+
+
+def connect(url: str, **options: Any) -> aioredis.Redis:
+    """A client for `url`; `options` (timeouts) apply to the data connections."""
+    parts = urlsplit(url)
+    if parts.scheme not in SENTINEL_SCHEMES:
+        return packed_by_hiredis(aioredis.Redis.from_url(url, **options))
+    _, _, hosts = parts.netloc.rpartition("@")
+    path = [p for p in parts.path.split("/") if p]
+    if not hosts or not path:
+        raise ConfigError(f"bad Sentinel URL {url!r}: use redis+sentinel://host:26379[,host:26379]/<master>[/<db>]")
+    try:
+        sentinels = [(host, int(port)) for host, _, port in (h.rpartition(":") for h in hosts.split(","))]
+        db = int(path[1]) if len(path) > 1 else 0
+    except ValueError as exc:
+        raise ConfigError(f"bad Sentinel URL {url!r}: {exc}") from exc
+    password = unquote(parts.password) if parts.password else None
+    auth: dict[str, Any] = {"password": password} if password else {}
+    connection: dict[str, Any] = {**auth, **options, "ssl": parts.scheme == "rediss+sentinel"}
+    sentinel = Sentinel(sentinels, sentinel_kwargs=dict(auth), **connection)  # type: ignore[no-untyped-call,unused-ignore]
+    client: aioredis.Redis = sentinel.master_for(path[0], db=db)
+    return packed_by_hiredis(client)

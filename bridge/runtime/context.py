@@ -1,0 +1,85 @@
+"""What one bridge process holds while it runs: Redis, scripts, the current mapping, desks, metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import aiohttp
+from aiohttp import web
+
+from bridge.core.config import MappingConfig
+from bridge.core.desk import Desk
+from bridge.core.plugins import configured
+from bridge.core.routing import Router
+from bridge.core.source import SourceAdapter
+from bridge.core.tuning import Tuning
+from bridge.runtime.metrics import Metrics
+from bridge.runtime.scripts import Redis, Scripts
+
+
+async def wait_for_event(event: asyncio.Event, seconds: float) -> None:
+    """Sleep until `event` is set or `seconds` pass, whichever is first."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(event.wait(), seconds)
+
+
+def wall_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass
+class Runtime:
+    redis: Redis
+    scripts: Scripts
+    config: MappingConfig
+    tuning: Tuning = field(default_factory=Tuning)
+    metrics: Metrics = field(default_factory=Metrics)
+    clock: Callable[[], int] = wall_ms
+    consumer: str = "bridge"
+    router: Router = field(init=False)
+    sources: dict[str, SourceAdapter] = field(init=False)  # per configured source, options bound
+    desks: dict[str, Desk] = field(default_factory=dict)
+    session: aiohttp.ClientSession | None = None
+    admin_token: str = ""  # bearer token of the admin API (/api/v1); empty: the API is off
+
+    def __post_init__(self) -> None:
+        self.router = self._router(self.config)
+        self.sources = _sources(self.config)
+
+    def _router(self, config: MappingConfig) -> Router:
+        return Router(config, retention_ms=self.tuning.retention_ms, audit_cap=self.scripts.audit_cap)
+
+    def use_config(self, config: MappingConfig) -> None:
+        """Swap in a new mapping (hot reload); desks are rebuilt by `open_desks`."""
+        self.config = config
+        self.router = self._router(config)
+        self.sources = _sources(config)
+
+    async def open_desks(self) -> None:
+        if self.session is None:
+            self.session = aiohttp.ClientSession(raise_for_status=False)
+        old, self.desks = (
+            self.desks,
+            {name: desk.build(name, self.session) for name, desk in self.config.desks.items()},
+        )
+        for desk in old.values():
+            await desk.aclose()
+
+    async def aclose(self) -> None:
+        for desk in self.desks.values():
+            await desk.aclose()
+        self.desks = {}
+        if self.session is not None:
+            await self.session.close()
+            self.session = None
+
+
+RUNTIME = web.AppKey("runtime", Runtime)
+
+
+def _sources(config: MappingConfig) -> dict[str, SourceAdapter]:
+    return {name: configured(source.kind, source.options) for name, source in config.sources.items()}

@@ -1,0 +1,210 @@
+"""Prometheus metrics of one bridge process, in a registry of its own (so tests can build many).
+
+Counters and histograms are updated where things happen (ingress, engine, delivery, reload): an
+in-memory increment, nothing more. Gauges that describe the shared state in Redis (intake lag and
+pending entries, outbox, dead letters, incidents by state) are read in `collect()`, i.e. on scrape,
+never on the webhook path (DESIGN §2). Every replica reports the same shared gauges: aggregate them
+with `max`, not `sum` (the dashboard in deploy/grafana/ does).
+
+Names follow https://prometheus.io/docs/practices/naming/: `bridge_` prefix, base units (seconds),
+`_total` on counters (added by prometheus-client), no label that repeats the metric name.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter as Tally
+from typing import Any
+
+import redis.exceptions
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from bridge.core import keys
+from bridge.core.errors import DeskTransient
+from bridge.core.source import Parsed
+
+# Desk calls take tens of milliseconds when healthy and up to the desk timeout when not.
+DESK_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+INCIDENT_SCAN_LIMIT = 10_000  # incidents (most recently changed) counted per scrape
+STATES = ("pending", "open", "resolving", "resolved")
+# The classic text format, which every Prometheus 2.x parses; generate_latest writes it.
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = r = CollectorRegistry()
+        self._received: dict[tuple[str, str], Any] = {}  # (source, status) -> its child of alerts_received
+        self.alerts_received = Counter(
+            "bridge_alerts_received", "Alerts accepted from sources, by source and status.",
+            ["source", "status"], registry=r,
+        )  # fmt: skip
+        self.alerts_rejected = Counter(
+            "bridge_alerts_rejected",
+            "Alerts of a sound payload that could not be read (kept as dead letters).",
+            ["source"], registry=r,
+        )  # fmt: skip
+        self.decisions = Counter(
+            "bridge_decisions",
+            "Decisions of the engine, by route and kind.",
+            ["route", "decision"],
+            registry=r,
+        )
+        self.desk_calls = Counter(
+            "bridge_desk_calls",
+            "Calls to service desks, by desk, action and outcome (ok, transient, rate_limited, rejected).",
+            ["desk", "action", "outcome"], registry=r,
+        )  # fmt: skip
+        self.desk_latency = Histogram(
+            "bridge_desk_call_duration_seconds", "Latency of service-desk calls.",
+            ["desk", "action"], buckets=DESK_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.rate_limit_waits = Counter(
+            "bridge_desk_rate_limit_waits",
+            "Times delivery had to wait because a desk throttled it (429) or its rate limit was spent.",
+            ["desk"], registry=r,
+        )  # fmt: skip
+        self.rate_limit_wait_seconds = Counter(
+            "bridge_desk_rate_limit_wait_seconds",
+            "Seconds of waiting announced by desks (Retry-After) or imposed by the shared rate limit.",
+            ["desk"], registry=r,
+        )  # fmt: skip
+        self.reloads = Counter(
+            "bridge_config_reloads",
+            "Mapping reloads, by outcome (success, failure).",
+            ["outcome"],
+            registry=r,
+        )
+        self.reload_ok = Gauge(
+            "bridge_config_last_reload_successful",
+            "1 if the last mapping (re)load succeeded, 0 if it was rejected.", registry=r,
+        )  # fmt: skip
+        self.reload_time = Gauge(
+            "bridge_config_last_reload_success_timestamp_seconds",
+            "When the running mapping was loaded (Unix time).", registry=r,
+        )  # fmt: skip
+        for outcome in ("success", "failure"):  # known label values start at 0 (absent is not 0 in PromQL)
+            self.reloads.labels(outcome)
+        self.reload_ok.set(1)
+        self.reload_time.set_to_current_time()
+        # Shared state, read from Redis on scrape.
+        self.redis_up = Gauge("bridge_redis_up", "1 if the last scrape could read Redis.", registry=r)
+        self.intake_pending = Gauge(
+            "bridge_intake_pending_entries",
+            "Intake entries read by an engine but not yet decided and acknowledged.", registry=r,
+        )  # fmt: skip
+        self.intake_lag = Gauge(
+            "bridge_intake_lag_seconds",
+            "Age of the oldest intake entry not yet decided (0 when the engine is caught up).", registry=r,
+        )  # fmt: skip
+        self.outbox_incidents = Gauge(
+            "bridge_outbox_incidents",
+            f"Incidents with desk actions waiting for delivery (of the {INCIDENT_SCAN_LIMIT} most recent).",
+            registry=r,
+        )
+        self.outbox_actions = Gauge(
+            "bridge_outbox_actions",
+            f"Desk actions waiting for delivery (of the {INCIDENT_SCAN_LIMIT} most recently changed incidents).",
+            registry=r,
+        )
+        self.dead_letters = Gauge(
+            "bridge_dead_letters", "Entries in the dead-letter stream (see `bridge dlq list`).", registry=r
+        )
+        self.incidents = Gauge(
+            "bridge_incidents",
+            f"Incidents by state (of the {INCIDENT_SCAN_LIMIT} most recently changed).",
+            ["state"], registry=r,
+        )  # fmt: skip
+
+    # --- updated where things happen -------------------------------------------------------------
+
+    def received(self, source: str, parsed: Parsed) -> None:
+        counts = Tally(alert.status.value for alert in parsed.alerts)
+        for status, count in counts.items():
+            child = self._received.get((source, status))
+            if child is None:  # labels() checks and locks on every call: once per pair is enough
+                child = self._received[source, status] = self.alerts_received.labels(source, status)
+            child.inc(count)
+        if parsed.rejected:
+            self.alerts_rejected.labels(source).inc(len(parsed.rejected))
+
+    def transient(self, desk: str, exc: DeskTransient) -> str:
+        """The outcome label of a transient failure; a throttled call also counts as a wait."""
+        if exc.status == 429:
+            self.rate_limit_waited(desk, exc.retry_after or 0.0)
+            return "rate_limited"
+        return "transient"
+
+    def rate_limit_waited(self, desk: str, seconds: float) -> None:
+        self.rate_limit_waits.labels(desk).inc()
+        self.rate_limit_wait_seconds.labels(desk).inc(max(seconds, 0.0))
+
+    def reloaded(self, ok: bool) -> None:
+        self.reloads.labels("success" if ok else "failure").inc()
+        self.reload_ok.set(1 if ok else 0)
+        if ok:
+            self.reload_time.set_to_current_time()
+
+    # --- read on scrape --------------------------------------------------------------------------
+
+    async def collect(self, client: Any) -> bytes:
+        """Refresh the shared-state gauges from Redis, then render the exposition format.
+
+        If Redis cannot be read, `bridge_redis_up` is 0 and the shared gauges keep their last values.
+        """
+        try:
+            await self._refresh(client)
+        except (redis.exceptions.RedisError, OSError):
+            self.redis_up.set(0)
+        else:
+            self.redis_up.set(1)
+        return generate_latest(self.registry)
+
+    async def _refresh(self, client: Any) -> None:
+        async with client.pipeline(transaction=False) as pipe:
+            pipe.xpending(keys.INTAKE, keys.ENGINE_GROUP)
+            pipe.xinfo_groups(keys.INTAKE)
+            pipe.xlen(keys.DLQ)
+            pipe.zrevrange(keys.INCIDENTS, 0, INCIDENT_SCAN_LIMIT - 1)
+            pending, groups, dlq, bases = await pipe.execute(raise_on_error=False)
+        if isinstance(pending, redis.exceptions.ResponseError):
+            pending, groups = {}, []  # no intake stream or group yet: nothing received
+        if isinstance(bases, Exception) or isinstance(dlq, Exception):
+            raise bases if isinstance(bases, Exception) else dlq
+        self.intake_pending.set(int(pending.get("pending", 0)) if pending else 0)
+        self.intake_lag.set(await _intake_lag(client, pending, groups))
+        self.dead_letters.set(int(dlq))
+        async with client.pipeline(transaction=False) as pipe:
+            for base in bases:
+                ik = keys.IncidentKeys(_s(base))
+                pipe.hget(ik.state, "state")
+                pipe.llen(ik.outbox)
+            replies = await pipe.execute()
+        counts = dict.fromkeys(STATES, 0)
+        queued = [int(n or 0) for n in replies[1::2]]
+        for state in replies[0::2]:
+            if state is not None and _s(state) in counts:
+                counts[_s(state)] += 1
+        for state, count in counts.items():
+            self.incidents.labels(state).set(count)
+        self.outbox_incidents.set(sum(1 for n in queued if n))
+        self.outbox_actions.set(sum(queued))
+
+
+async def _intake_lag(client: Any, pending: Any, groups: Any) -> float:
+    """Seconds since the oldest undecided entry: the oldest pending one, else the first unread one."""
+    oldest: str | None = None
+    if pending and pending.get("pending"):
+        oldest = _s(pending["min"])
+    else:
+        last = next((g["last-delivered-id"] for g in groups or [] if _s(g["name"]) == keys.ENGINE_GROUP), None)
+        if last is not None:
+            after: Any = await client.xrange(keys.INTAKE, "(" + _s(last), "+", count=1)
+            oldest = _s(after[0][0]) if after else None
+    if oldest is None:
+        return 0.0
+    return max(0.0, time.time() - int(oldest.split("-", 1)[0]) / 1000)
+
+
+def _s(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

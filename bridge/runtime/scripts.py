@@ -1,0 +1,219 @@
+"""Typed wrappers over the Lua scripts in `bridge/lua/`, registered once at start-up."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.commands.core import AsyncScript
+
+from bridge.core import keys
+from bridge.core.models import DecisionKind
+from bridge.runtime.batch import Batcher
+from bridge.runtime.connect import connect
+
+Redis = aioredis.Redis
+Pipeline = aioredis.client.Pipeline
+
+
+def _source(name: str) -> str:
+    return resources.files("bridge.runtime").joinpath("lua", name).read_text()
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """What apply_alert.lua answered."""
+
+    decision: DecisionKind
+    incident_id: str
+    outbox_len: int
+    reason: str
+    timers: list[tuple[str, int]]  # (kind, due ms) to add to the timers set
+
+    @classmethod
+    def from_reply(cls, reply: list[Any]) -> Applied:
+        decision, incident_id, outbox_len, reason, timers = reply
+        return cls(DecisionKind(_s(decision)), _s(incident_id), int(outbox_len), _s(reason), _pairs(timers))
+
+
+@dataclass(slots=True)  # not frozen: a frozen dataclass's __init__ costs a setattr call per field
+class AlertStep:
+    """The arguments of one apply_alert.lua call."""
+
+    base: str
+    identity: str
+    status: str
+    severity: str
+    occurrence: int
+    loose: bool  # the source gave no start time: `occurrence` is the arrival time
+    alert_json: bytes
+    route: str
+    resource: str
+    policy: bytes  # the route's policy JSON (bridge.routing.policy_json)
+    suppressed: bool = False
+
+
+def open_scripts(url: str, *, timeout: float) -> Scripts:
+    """The scripts on the bridge's two clients for `url`: one for single calls, each reply timed by
+    redis-py, and one for the shared round trips, each timed as a whole (bridge/batch.py)."""
+    redis = connect(url, socket_timeout=timeout, health_check_interval=30)
+    batched = connect(url, socket_timeout=None, socket_connect_timeout=timeout, health_check_interval=30)
+    return Scripts(redis, batched=batched, timeout=timeout)
+
+
+class Scripts:
+    """The registered scripts. Calls take a client or a pipeline, so a batch is one round trip.
+
+    On a pipeline a call is queued as a bare EVALSHA and the pipeline is run by `execute`, which
+    recovers from NOSCRIPT: redis-py's own script calls on a pipeline would first ask SCRIPT EXISTS,
+    one more round trip for every pipeline.
+    """
+
+    def __init__(
+        self, redis: Redis, *, audit_cap: int = 200, batched: Redis | None = None, timeout: float | None = None
+    ) -> None:
+        """`batched` is the client of the shared round trips, each timed as a whole by `timeout`
+        (bridge/batch.py); without it they go through `redis`."""
+        self.redis = redis
+        self.audit_cap = audit_cap
+        self._apply: AsyncScript = redis.register_script(_source("apply_alert.lua"))
+        self._fire: AsyncScript = redis.register_script(_source("fire_timer.lua"))
+        self._claim: AsyncScript = redis.register_script(_source("claim_timers.lua"))
+        self._lease: AsyncScript = redis.register_script(_source("lease.lua"))
+        self._resolve: AsyncScript = redis.register_script(_source("resolve_incident.lua"))
+        self._rotate: AsyncScript = redis.register_script(_source("rotate_epoch.lua"))
+        self._token: AsyncScript = redis.register_script(_source("take_token.lua"))
+        self._settle: AsyncScript = redis.register_script(_source("settle.lua"))
+        self._all = (
+            self._apply,
+            self._fire,
+            self._claim,
+            self._lease,
+            self._resolve,
+            self._rotate,
+            self._token,
+            self._settle,
+        )
+        self._batch = Batcher(batched or redis, self.load, timeout=timeout)
+
+    async def aclose(self) -> None:
+        """Close the shared round trips' connections, and their own client if they have one."""
+        await self._batch.aclose()
+        if self._batch.redis is not self.redis:
+            await self._batch.redis.aclose()
+
+    async def load(self) -> None:
+        for script in self._all:
+            script.sha = await self.redis.script_load(script.script)
+
+    async def execute(self, pipe: Pipeline, *, raise_on_error: bool = True) -> list[Any]:
+        """Run a pipeline's commands, queued script calls included, in a round trip shared with the
+        other pipelines run this event-loop turn (bridge/batch.py); `pipe` itself is not executed."""
+        return await self._batch.execute(pipe, raise_on_error=raise_on_error)
+
+    @staticmethod
+    def _queue(pipe: Pipeline, script: AsyncScript, keys: list[str], args: list[Any]) -> Pipeline:
+        pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+        return pipe
+
+    async def loaded(self) -> bool:
+        found = await self.redis.script_exists(*[s.sha for s in self._all])
+        return all(found)
+
+    async def apply_alert(self, step: AlertStep, now_ms: int, pipe: Pipeline | None = None) -> Any:
+        """Queue on `pipe` (decode the reply with `Applied.from_reply`), or call and decode now."""
+        args: list[str | int | bytes] = [
+            now_ms,
+            step.base,
+            step.identity,
+            step.status,
+            step.severity,
+            step.occurrence,
+            "1" if step.loose else "",
+            step.alert_json,
+            step.route,
+            "suppressed" if step.suppressed else "",
+            step.resource,
+            step.policy,
+        ]
+        ik = keys.IncidentKeys(step.base)
+        if pipe is not None:
+            return self._queue(pipe, self._apply, ik.script_keys(), args)
+        return Applied.from_reply(await self._apply(keys=ik.script_keys(), args=args))
+
+    def fire_timer(self, base: str, kind: str, due_ms: int, now_ms: int, policy: bytes, pipe: Pipeline) -> None:
+        """Queue applying a due timer; decode its reply with `fired`."""
+        self._queue(pipe, self._fire, keys.IncidentKeys(base).script_keys(), [now_ms, kind, due_ms, policy])
+
+    @staticmethod
+    def fired(reply: list[Any]) -> tuple[str, int, list[tuple[str, int]]]:
+        """A fire_timer.lua reply: (decision or '', outbox length, timers to add)."""
+        return _s(reply[0]), int(reply[2]), _pairs(reply[3])
+
+    async def claim_timers(self, now_ms: int, lease_ms: int, limit: int) -> list[str]:
+        return await self.claim(keys.TIMERS, now_ms, lease_ms, limit)
+
+    async def claim(self, zset: str, now_ms: int, lease_ms: int, limit: int) -> list[str]:
+        """Up to `limit` members of `zset` due by now, re-scored to now + lease (see claim_timers.lua)."""
+        pipe = self._queue(self.redis.pipeline(transaction=False), self._claim, [zset], [now_ms, lease_ms, limit])
+        (reply,) = await self.execute(pipe)
+        return [_s(m) for m in reply]
+
+    async def take_token(self, desk: str, now_ms: int, per_second: float, burst: int) -> int:
+        """0 when the desk's shared bucket gave a token, else the ms to wait for one."""
+        return int(await self._token(keys=[keys.desk_bucket(desk)], args=[now_ms, per_second / 1000, burst]))
+
+    async def rotate_epoch(self, base: str, old: str, new: str, now_ms: int, reason: str) -> bool:
+        ik = keys.IncidentKeys(base)
+        reply = await self._rotate(
+            keys=[ik.state, ik.outbox, ik.audit], args=[old, new, now_ms, self.audit_cap, reason]
+        )
+        return bool(reply)
+
+    async def lease(self, lease_key: str, token: str, op: str, lease_ms: int = 0, pipe: Pipeline | None = None) -> Any:
+        """True if the lease was ours; on a pipeline, queued (the reply is 1 or 0)."""
+        if pipe is not None:
+            return self._queue(pipe, self._lease, [lease_key], [token, op, lease_ms])
+        return bool(await self._lease(keys=[lease_key], args=[token, op, lease_ms]))
+
+    def take(self, ik: keys.IncidentKeys, token: str, lease_ms: int, head: int, pipe: Pipeline) -> None:
+        """Queue taking the lease with the first read of the outbox (its first `head` entries) and of
+        the state (see lease.lua, "take")."""
+        self._queue(pipe, self._lease, [ik.lease, ik.outbox, ik.state], [token, "take", lease_ms, head])
+
+    def advance(self, ik: keys.IncidentKeys, token: str, lease_ms: int, entries: list[bytes], pipe: Pipeline) -> None:
+        """Queue the end of one delivered action, made of `entries` (the head of the outbox): they are
+        taken off it, once however often this runs; the reply is -1 if the lease was lost, 0 if the
+        outbox is empty (lease released), else the outbox length (lease renewed)."""
+        self._queue(pipe, self._lease, [ik.lease, ik.outbox], [token, "advance", lease_ms, len(entries), entries[0]])
+
+    def pop(self, ik: keys.IncidentKeys, token: str, entries: list[bytes], pipe: Pipeline) -> None:
+        """Queue taking an action's `entries` off the head of the outbox (once, however often this
+        runs) without ending the action's drain: for one that was dead-lettered."""
+        self._queue(pipe, self._lease, [ik.lease, ik.outbox], [token, "pop", 0, len(entries), entries[0]])
+
+    def settle(self, base: str, seen: float | None, pipe: Pipeline) -> None:
+        """Queue letting go of an incident's ready marker; `seen` is its score as read just before the
+        drain's last read of the outbox. The reply is 1 if the marker moved since and was kept (see
+        settle.lua)."""
+        self._queue(pipe, self._settle, [keys.READY], [base, "" if seen is None else int(seen)])
+
+    async def resolve_incident(
+        self, base: str, epoch: str, now_ms: int, *, note: str, who: str, retention_ms: int
+    ) -> tuple[str, str, int]:
+        """Resolve by hand; returns (outcome, incident id, outbox length). See resolve_incident.lua."""
+        reply = await self._resolve(
+            keys=keys.IncidentKeys(base).script_keys(),
+            args=[now_ms, epoch, note, who, retention_ms, self.audit_cap],
+        )
+        return _s(reply[0]), _s(reply[1]), int(reply[2])
+
+
+def _pairs(flat: list[Any]) -> list[tuple[str, int]]:
+    return [(_s(flat[i]), int(flat[i + 1])) for i in range(0, len(flat), 2)]
+
+
+def _s(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
