@@ -24,8 +24,8 @@ from bridge.process.embedded import EmbeddedRedis
 from bridge.process.server import Bridge
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
-FIXTURES = SHARED / "fixtures" / "sources"
+FIXTURES = ROOT / "tests" / "fixtures" / "sources"  # recorded payloads; provenance in their README.md
+SPECS = ROOT / "tests" / "fixtures" / "specs"  # vendor schemas; provenance in their README.md
 
 FAST = Tuning(
     block_ms=50,
