@@ -10,7 +10,7 @@ class Tuning:
     """Engine and delivery knobs that are not mapping policy (tests shrink them)."""
 
     batch: int = 256  # intake entries per XREADGROUP
-    engine_readers: int = 3  # batches in flight per engine (bench/OPTIMISATIONS.md, row 8)
+    engine_readers: int = 3  # batches in flight per engine
     block_ms: int = 1000  # XREADGROUP block
     claim_idle_ms: int = 30_000  # an intake entry unacked this long belongs to a dead consumer
     claim_every_s: float = 5.0
@@ -18,7 +18,7 @@ class Tuning:
     timer_lease_ms: int = 30_000
     lease_ms: int = 30_000  # delivery lease per incident
     delivery_poll_s: float = 0.05
-    delivery_concurrency: int = 64  # incidents in delivery at once per process (bench/OPTIMISATIONS.md, row 5)
+    delivery_concurrency: int = 64  # incidents in delivery at once per process
     attempts: int = 4  # desk call attempts within one delivery pass (tenacity)
     backoff_max_s: float = 60.0  # a desk that keeps failing is tried again at most this far apart
     retention_ms: int = 7 * 86_400_000  # keys of a resolved incident live this long (plus reopen window)

@@ -113,9 +113,8 @@ async def retrying(call: Callable[[], Awaitable[T]], attempts: int) -> T:
 
     The first attempt runs before tenacity is set up: most calls succeed at once, and tenacity's
     retry state is a few dozen objects in reference cycles per call, which only the garbage
-    collector frees (it was all the cyclic garbage of the e2e load, with 15-26 ms pauses to collect
-    it: bench/OPTIMISATIONS.md). A failed first attempt is handed to tenacity as its own first
-    attempt, so that the policy below decides on it, and waits after it, exactly as before."""
+    collector frees. A failed first attempt is handed to tenacity as its own first attempt, so that
+    the policy below decides on it, and waits after it, as on any other."""
     try:
         return await call()
     except Exception as exc:  # tenacity decides on it, just below

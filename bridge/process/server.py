@@ -33,11 +33,9 @@ GC_YOUNG = 50_000  # allocations between collections of the young generation (CP
 
 def collect_less() -> None:
     """Once started: what start-up built (modules, mapping, app) lives as long as the process, so it
-    is kept out of the collector's reach and a full collection does not walk it (40-50 ms pauses,
-    the e2e p99's largest part before). And the young generation is collected every 50,000
-    allocations rather than every 700: nearly everything a request or a batch allocates is freed by
-    its reference count, and the collections took 5-6 µs of the engine's 60-70 µs per alert, against
-    about 2 now (bench/OPTIMISATIONS.md)."""
+    is kept out of the collector's reach and a full collection does not walk it (such pauses land in
+    the webhook latency). And the young generation is collected every 50,000 allocations rather than
+    every 700: nearly everything a request or a batch allocates is freed by its reference count."""
     gc.freeze()
     gc.set_threshold(GC_YOUNG, 20, 20)
 

@@ -1,8 +1,7 @@
 """Shared round trips: the commands concurrent tasks send in one event-loop turn go to Redis together.
 
 A round trip through redis-py's asyncio client costs far more client CPU than the commands in it
-(a bare pipeline of 1 script call about 140 µs, of 256 about 12 µs per call: `python -m
-bench.roundtrip`), and under load many tasks need one in the same turn:
+(measured by `python -m bench.roundtrip`), and under load many tasks need one in the same turn:
 webhook requests writing the intake stream, deliveries taking leases and recording what the desk
 answered, engine batches. Each hands over its queued commands (a redis-py pipeline, not executed)
 and gets its own replies back, exactly as if it had executed that pipeline itself: its commands run
@@ -13,15 +12,15 @@ and then sends for all of them; batches in flight do not wait for each other.
 Round trips go out on connections of the batcher's own, made and connected by the client's pool
 (so standalone, TLS, Unix socket or Sentinel-managed alike, authenticated and with their database
 selected) but kept here: a redis-py pipeline checks a connection out of the pool and in again, and
-checks it for unread data, on every round trip, which cost as much CPU as the round trip itself
-(`bench/OPTIMISATIONS.md`). Once connected, its transport is read by `_Wire` instead of redis-py's
+checks it for unread data, on every round trip, at about the CPU of the round trip itself.
+Once connected, its transport is read by `_Wire` instead of redis-py's
 stream reader: the replies of a round trip are parsed by hiredis as they arrive, in one callback,
 and then given the client's response callbacks, which is what redis-py's reading does one reply
 and several awaits at a time. A connection Redis has closed (a restart) is replaced, and a round
 trip it failed before any reply is made once more on a new one, as redis-py's own retry would.
 A round trip is timed as a whole, and a Redis that stops answering (hung, not gone) fails it after
 `timeout` seconds; the connection it was reading is closed. The client given here must not decode
-responses (the bridge's never do: `bridge/connect.py`); its socket timeout does not apply here.
+responses (the bridge's never do: `bridge/runtime/connect.py`); its socket timeout does not apply here.
 
 Scripts are queued as bare EVALSHA. Should Redis have lost them (a restart, a failover), those
 calls answer NOSCRIPT without having run: the scripts are loaded again and just those calls made

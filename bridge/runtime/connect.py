@@ -19,14 +19,14 @@ SENTINEL_SCHEMES = ("redis+sentinel", "rediss+sentinel")
 
 
 class _PackedByHiredis:
-    """Commands packed in C by hiredis, as redis-py's synchronous client does; its asyncio client packs
-    them in Python, which was a quarter of the engine's time (bench/OPTIMISATIONS.md). Same bytes."""
+    """Commands packed in C by hiredis, as redis-py's synchronous client does (its asyncio client
+    packs them in Python, a large share of the engine's CPU). Same bytes."""
 
     _serializer = HiredisRespSerializer()  # type: ignore[no-untyped-call,unused-ignore]
 
     def pack_command(self, *args: Any) -> list[bytes]:
         # A one-word command name (EVALSHA, XADD, ...) goes to hiredis as it is: redis-py's serializer
-        # first copies every argument into a new tuple, which took more than half of the time.
+        # first copies every argument into a new tuple.
         if isinstance(args[0], str) and " " not in args[0]:
             try:
                 return [hiredis.pack_command(args)]
