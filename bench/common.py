@@ -25,7 +25,7 @@ def write_mapping(
     reopen_within: str = "1h",
     flush_interval: str = "0s",
 ) -> Path:
-    """A mapping like mappings/example.yaml: one Alertmanager source with a token, one ServiceNow desk.
+    """A mapping like bridge/samples/example.yaml: one Alertmanager source with a token, one ServiceNow desk.
 
     The ticket's short_description is the alert's `bench_id` label, so the desk simulator's clock
     can be matched with the moment the bench's alert was accepted.

@@ -28,7 +28,7 @@ from bridge.process.server import collect_less
 from bridge.runtime.context import Runtime
 from bridge.runtime.scripts import AlertStep, open_scripts
 
-CORRELATE = ["{{ labels.alertname }}", "{{ labels.instance | default('') }}"]  # as mappings/example.yaml
+CORRELATE = ["{{ labels.alertname }}", "{{ labels.instance | default('') }}"]  # as bridge/samples/example.yaml
 
 
 def backlog(n: int, *, hosts: int = 1000) -> list[bytes]:

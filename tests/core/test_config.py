@@ -18,7 +18,7 @@ from bridge.core.models import Alert, stable_hash
 from bridge.core.routing import Router
 from tests.conftest import ROOT
 
-EXAMPLE = ROOT / "mappings" / "example.yaml"
+EXAMPLE = ROOT / "bridge" / "samples" / "example.yaml"  # packaged: the default mapping
 
 BASE = """\
 sources:
@@ -62,7 +62,7 @@ def line_of(text: str, needle: str) -> int:
 
 
 def test_example_mapping_loads_with_defaults() -> None:
-    """mappings/example.yaml loads with no environment, pointing at the local simulator."""
+    """The packaged example mapping loads with no environment, pointing at the local simulator."""
     loaded = config.load([EXAMPLE], env={})
     desk = loaded.desks["servicenow"]
     assert (desk.url, desk.user, desk.password.get_secret_value()) == ("http://127.0.0.1:8081", "admin", "admin")
@@ -375,7 +375,7 @@ def check_config(path: Path) -> subprocess.CompletedProcess[str]:
 
 
 def test_check_config_accepts_the_example() -> None:
-    """`bridge check-config mappings/example.yaml` exits 0 and says ok."""
+    """`bridge check-config bridge/samples/example.yaml` exits 0 and says ok."""
     done = check_config(EXAMPLE)
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("ok: 10 source(s), 1 desk(s), 3 route(s)")
@@ -392,14 +392,14 @@ def test_check_config_refuses_a_bad_file_with_its_location(tmp_path: Path) -> No
 
 
 def test_example_mapping_enables_every_source_kind() -> None:
-    """mappings/example.yaml listens for every source kind at /webhook/<kind>, each with its own optional secret."""
+    """The example mapping listens for every source kind at /webhook/<kind>, each with its own optional secret."""
     import re
 
     from bridge.core.plugins import sources
 
     SOURCES = sources()
 
-    example = Path(__file__).resolve().parents[2] / "mappings" / "example.yaml"
+    example = EXAMPLE
     open_config = config.load([example], env={})
     assert {name: s.kind for name, s in open_config.sources.items()} == {kind: kind for kind in SOURCES}
     assert all(s.secret_value() == "" for s in open_config.sources.values())

@@ -22,7 +22,7 @@ async def test_committed_schema_is_current_and_validates_the_example() -> None:
     schema = orjson.loads(generated)
     jsonschema.Draft202012Validator.check_schema(schema)
     validator = jsonschema.Draft202012Validator(schema)
-    example = yaml.safe_load((ROOT / "mappings" / "example.yaml").read_text())
+    example = yaml.safe_load((ROOT / "bridge" / "samples" / "example.yaml").read_text())
     assert list(validator.iter_errors(example)) == []
 
     typo: dict[str, Any] = orjson.loads(orjson.dumps(example))
