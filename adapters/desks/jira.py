@@ -1,9 +1,12 @@
 """The Jira desk: issues in Jira Cloud or Data Center, and Jira Service Management requests.
 
-Wire format: itsm-apis.md §2. Cloud speaks `/rest/api/3` (rich text as ADF) and `/rest/api/2`;
-Data Center only `/rest/api/2` (rich text as wiki-markup strings). `api_type: auto` asks
-`/rest/api/2/serverInfo` once which one it is. Auth is Basic `email:api_token` (Cloud) or Bearer
-with a personal access token (Data Center).
+Wire format: the Jira Cloud platform REST API
+(https://developer.atlassian.com/cloud/jira/platform/rest/v3/ and .../rest/v2/), the Jira Data
+Center REST API (https://docs.atlassian.com/software/jira/docs/api/REST/latest/) and the Jira
+Service Management REST API (https://developer.atlassian.com/cloud/jira/service-desk/rest/). Cloud
+speaks `/rest/api/3` (rich text as ADF) and `/rest/api/2`; Data Center only `/rest/api/2` (rich text
+as wiki-markup strings). `api_type: auto` asks `/rest/api/2/serverInfo` once which one it is. Auth
+is Basic `email:api_token` (Cloud) or Bearer with a personal access token (Data Center).
 
 - open: `POST /issue` with the route's fields (adapters.desks.jira_fields) plus the correlation
   label, or, with `correlation: property`, an issue property written in the same call. When the

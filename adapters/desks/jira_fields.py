@@ -1,7 +1,8 @@
 """Jira field values from the bridge's rendered strings: each field's JSON shape, and text as ADF for API v3.
 
-A route's `ticket.fields` are strings keyed by Jira field ids (itsm-apis.md §2.3). Each becomes the
-shape Jira's create and edit screens take:
+A route's `ticket.fields` are strings keyed by Jira field ids (Jira Cloud platform REST API, "Create
+issue": https://developer.atlassian.com/cloud/jira/platform/rest/v3/api-group-issues/). Each becomes
+the shape Jira's create and edit screens take:
 
     summary, duedate, other text        the string
     description, environment (+ any     API v3: an Atlassian Document Format document (below);

@@ -1,6 +1,9 @@
 """The BMC Remedy / Helix ITSM desk: incidents through the AR System REST API, signed in with a JWT.
 
-Wire format: itsm-apis.md §3. Sign-in is `POST /api/jwt/login` (form-encoded; the answer is the raw
+Wire format: BMC's AR System REST API docs, "Login information"
+(https://docs.bmc.com/docs/ars91/en/login-information-609071516.html) and "/entry/{formName}"
+(https://docs.bmc.com/docs/ars91/en/entry-formname-609071438.html); the HPD forms are BMC Helix
+ITSM's (Remedy ITSM). Sign-in is `POST /api/jwt/login` (form-encoded; the answer is the raw
 token), then `Authorization: AR-JWT <token>` on every call. A 401 on a token that worked drops
 it and is DeskAuthExpired, so the delivery's one retry logs in again; a refused login is
 DeskRejected. `aclose` logs out (`POST /api/jwt/logout`), releasing the server-side session.

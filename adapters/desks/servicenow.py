@@ -1,11 +1,12 @@
 """The ServiceNow desk: incidents through the Table API, with its config model.
 
-Wire format: itsm-apis.md §1 (ServiceNow Table API, `/api/now/table/{table}`). Sign-in is Basic or
-OAuth (adapters.desks.servicenow_auth). One ClientSession is lent by the caller; requests go through
+Wire format: the ServiceNow Table API, `/api/now/table/{table}`
+(https://www.servicenow.com/docs/r/api-reference/rest-apis/c_TableAPI.html). Sign-in is Basic or OAuth
+(adapters.desks.servicenow_auth). One ClientSession is lent by the caller; requests go through
 adapters.desks.transport, each with its own timeout and, with `ca_file`, its own TLS context
 (verification is never turned off). Connect errors, timeouts, 429 and 5xx → `DeskTransient`; 401 →
-`DeskAuthExpired` (an OAuth token is dropped first, so the retry signs in again); any other non-2xx
-→ `DeskRejected`. The adapter never retries (bridge.delivery does, once, by type).
+`DeskAuthExpired` (an OAuth token is dropped first, so the retry signs in again); any other non-2xx →
+`DeskRejected`. The adapter never retries (bridge.delivery.guard does, once, by type).
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ from adapters.desks.servicenow_auth import ServiceNowCredentials, ServiceNowSign
 from adapters.desks.transport import Answer, Transport, tls_context
 from bridge.core.desk import TicketPhase, TicketRef, TicketState
 
-# Incident `state` values (itsm-apis.md §1.4): 1 New, 2 In Progress, 3 On Hold, 6 Resolved,
-# 7 Closed, 8 Canceled. Anything else (a custom state) counts as open.
+# Incident `state` values (ServiceNow docs, "Incident management state model":
+# https://www.servicenow.com/docs/r/it-service-management/incident-management/c_IncidentManagementStateModel.html):
+# 1 New, 2 In Progress, 3 On Hold, 6 Resolved, 7 Closed, 8 Canceled. Anything else (a custom state) counts as open.
 _PHASES: Mapping[str, TicketPhase] = {
     "6": TicketPhase.RESOLVED,
     "7": TicketPhase.CLOSED,

@@ -2,11 +2,14 @@
 
 Sign-in is Basic, or OAuth bearer tokens.
 
-OAuth (itsm-apis.md §1.2; https://docs.servicenow.com "OAuth with inbound REST"): a form-encoded
-POST to `{url}/oauth_token.do` with `grant_type=password` (client id and secret plus a user's
-name and password) or `grant_type=client_credentials` (client id and secret only; the instance
-must enable that grant and name an OAuth application user). The answer's `access_token` goes out
-as `Authorization: Bearer ...`. Shortly before it expires (`expires_in`) it is renewed with
+OAuth (ServiceNow docs, "REST OAuth example":
+https://www.servicenow.com/docs/r/api-reference/rest-api-explorer/r_RESTOAuthExample.html, and "Client
+Credentials":
+https://www.servicenow.com/docs/r/platform-security/authentication/client-credentials.html): a
+form-encoded POST to `{url}/oauth_token.do` with `grant_type=password` (client id and secret plus a
+user's name and password) or `grant_type=client_credentials` (client id and secret only; the instance
+must enable that grant and name an OAuth application user). The answer's `access_token` goes out as
+`Authorization: Bearer ...`. Shortly before it expires (`expires_in`) it is renewed with
 `grant_type=refresh_token`; when the refresh token is refused, with the original grant again.
 
 A 401 on a token that worked is the desk's to report: it calls `forget(header)`, which drops the

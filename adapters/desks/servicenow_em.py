@@ -1,8 +1,10 @@
 """ServiceNow Event Management: events to `/api/global/em/jsonv2` instead of incidents, for shops that run EM.
 
-Wire format: itsm-apis.md §1.9 (docs "Send events via web service"). EM has no ticket to write
-notes on or reopen: the instance turns events into alerts, and its own alert rules open incidents.
-So the "ticket" of this desk is the event's `message_key`, which is the bridge's correlation id:
+Wire format: ServiceNow docs, "Send events via web service"
+(https://www.servicenow.com/docs/r/it-operations-management/event-management/send-events-via-web-service.html).
+EM has no ticket to write notes on or reopen: the instance turns events into alerts, and its own alert
+rules open incidents. So the "ticket" of this desk is the event's `message_key`, which is the bridge's
+correlation id:
 
 - `open` sends an event with severity 1-5 (Critical, Major, Minor, Warning, Info);
 - `note` and `update` send the key's latest event again, `update` with the given fields, `note`

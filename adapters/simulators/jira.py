@@ -1,14 +1,17 @@
-"""A faithful local Jira site, Cloud or Data Center, with Jira Service Management (itsm-apis.md §2).
+"""A faithful local Jira site, Cloud or Data Center, with Jira Service Management.
 
-Follows the fake-server checklist of itsm-apis.md §2.11: Basic `email:api_token` (Cloud; also
-`user:password` on Data Center) and Bearer personal access tokens (Data Center only); `/rest/api/2`
-(rich text as strings) and, on Cloud only, `/rest/api/3` (rich text as ADF, strings refused); create
-201 `{id, key, self}`, edit 204, comments, workflow transitions with screens, issue properties;
-`/search/jql` (Cloud: `nextPageToken`/`isLast`, fields default to the id) and the legacy `/search`
-(Data Center; 410 Gone on Cloud); JQL per adapters.simulators.jira_jql, with issue properties
-searchable only when listed in `indexed_properties` (an app must index them on a real site);
-JSM requests and comments (adapters.simulators.jira_jsm); ErrorCollection errors; and the shared
-fault switches, with Jira's 429 (Retry-After, X-RateLimit-*, an HTML body).
+Follows Atlassian's REST API references
+(https://developer.atlassian.com/cloud/jira/platform/rest/v3/,
+https://docs.atlassian.com/software/jira/docs/api/REST/latest/ for Data Center): Basic
+`email:api_token` (Cloud; also `user:password` on Data Center) and Bearer personal access tokens
+(Data Center only); `/rest/api/2` (rich text as strings) and, on Cloud only, `/rest/api/3` (rich
+text as ADF, strings refused); create 201 `{id, key, self}`, edit 204, comments, workflow
+transitions with screens, issue properties; `/search/jql` (Cloud: `nextPageToken`/`isLast`, fields
+default to the id) and the legacy `/search` (Data Center; 410 Gone on Cloud); JQL per
+adapters.simulators.jira_jql, with issue properties searchable only when listed in
+`indexed_properties` (an app must index them on a real site); JSM requests and comments
+(adapters.simulators.jira_jsm); ErrorCollection errors; and the shared fault switches, with Jira's
+429 (Retry-After, X-RateLimit-*, an HTML body).
 
 Knobs: `search_lag_s` hides new issues from `/search/jql` for that long (Cloud search is eventually
 consistent); `app[STORE].read_only` holds project keys the user may not write (403).
@@ -100,7 +103,8 @@ def _error(error: JiraError | JsmError, headers: dict[str, str] | None = None) -
 
 
 def _rate_limited(retry_after: int) -> web.Response:
-    # Cloud burst limits (itsm-apis.md §2.10): Retry-After, X-RateLimit-*, and often an HTML body.
+    # Cloud burst limits (https://developer.atlassian.com/cloud/jira/platform/rate-limiting/): Retry-After,
+    # X-RateLimit-*, and often an HTML body.
     reset = (datetime.now(UTC) + timedelta(seconds=retry_after)).strftime("%Y-%m-%dT%H:%MZ")
     headers = {
         "Retry-After": str(retry_after),

@@ -1,4 +1,7 @@
-"""Jira Service Management on the simulated site: `/rest/servicedeskapi` requests and comments (itsm-apis.md §2.9).
+"""Jira Service Management on the simulated site: `/rest/servicedeskapi` requests and comments.
+
+Wire format: the Jira Service Management REST API, "Request" group
+(https://developer.atlassian.com/cloud/jira/service-desk/rest/api-group-request/).
 
 Service desk "10" (project HELP) has two request types: "25" Report a system problem (summary,
 description, priority) and "26" Report an incident (the same plus labels). A request is an issue of

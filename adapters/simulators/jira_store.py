@@ -1,4 +1,7 @@
-"""The simulated Jira site's projects, workflows, issues and the rules a REST client meets (itsm-apis.md §2).
+"""The simulated Jira site's projects, workflows, issues and the rules a REST client meets.
+
+Those rules follow https://developer.atlassian.com/cloud/jira/platform/rest/v3/ (create, edit,
+transitions, the ErrorCollection) and Atlassian's workflow and screen documentation.
 
 Two projects: OPS (a software-style project on Jira's classic workflow: Open, In Progress,
 Reopened, Resolved, Closed) and HELP (the JSM service desk "10", on a service-request workflow:

@@ -1,8 +1,10 @@
-"""A faithful local BMC Remedy / Helix ITSM AR System REST API (itsm-apis.md §3).
+"""A faithful local BMC Remedy / Helix ITSM AR System REST API.
 
-Follows the fake-server checklist of itsm-apis.md §3.7: `/api/jwt/login` (form-encoded, answers the
-raw token as text/plain) and `/api/jwt/logout` (204); `Authorization: AR-JWT <token>` on every
-`/api/arsys/v1` call, tokens that expire after `token_ttl_s` (401 afterwards); the forms
+Follows BMC's AR System REST API docs
+(https://docs.bmc.com/docs/ars91/en/login-information-609071516.html,
+https://docs.bmc.com/docs/ars91/en/entry-formname-609071438.html): `/api/jwt/login` (form-encoded,
+answers the raw token as text/plain) and `/api/jwt/logout` (204); `Authorization: AR-JWT <token>` on
+every `/api/arsys/v1` call, tokens that expire after `token_ttl_s` (401 afterwards); the forms
 `HPD:IncidentInterface_Create` (POST only), `HPD:IncidentInterface` and `HPD:Help Desk` (GET, PUT),
 `HPD:WorkLog` (GET, POST), with `:` and spaces sent literally or %-encoded; separate Request ID and
 Incident Number sequences and the composite `id|id` on the interface form; `fields=values(...)`,

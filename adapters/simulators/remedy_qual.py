@@ -1,11 +1,11 @@
 """AR System qualifications (the `q=` of `/api/arsys/v1/entry/{form}`), the subset clients send.
 
-Grammar (docs.bmc.com "Endpoints in AR REST API"; itsm-apis.md §3.3): `'Field Name' op value`
-with `=`, `!=`, `<`, `<=`, `>`, `>=`, `LIKE` (`%` any run, `_` one character); AND, OR, NOT
+Grammar (BMC docs, "Endpoints in AR REST API", https://docs.bmc.com/docs/ars91/): `'Field Name' op
+value` with `=`, `!=`, `<`, `<=`, `>`, `>=`, `LIKE` (`%` any run, `_` one character); AND, OR, NOT
 (AND binds tighter), parentheses; values are "double-quoted" strings, numbers or `$NULL$`. Field
-labels are 'single-quoted' (with '' for a quote). Selection fields (enums) compare by their
-ordinal, so `'Status' < "Resolved"` means New, Assigned, In Progress or Pending.
-An unknown field is ARERR 314; an unreadable qualification ARERR 1587.
+labels are 'single-quoted' (with '' for a quote). Selection fields (enums) compare by their ordinal,
+so `'Status' < "Resolved"` means New, Assigned, In Progress or Pending. An unknown field is ARERR
+314; an unreadable qualification ARERR 1587.
 """
 
 from __future__ import annotations

@@ -1,15 +1,16 @@
 """The simulated Remedy / Helix ITSM server's incidents and work logs, and the workflow a REST client meets.
 
-Rules followed (itsm-apis.md §3): incidents are created through `HPD:IncidentInterface_Create` with
-`z1D_Action` "CREATE" and the required fields (First_Name, Last_Name of a known person,
-Description, Impact, Urgency, Status, Reported Source, Service_Type), with create-form names
-(underscores, BMC's own `Detailed_Decription`) shown under their display names elsewhere; entry ids
-(`Request ID`) and `Incident Number` come from different sequences, and the interface form shows
-the Request ID as `id|id`; Priority and Priority Weight follow Impact x Urgency; a status needs a
-Status_Reason from its list (Pending, Resolved, Closed, Cancelled), Resolved also a Resolution and
-an Assigned Group (given, or routed when the incident is created as Assigned); Closed and Cancelled
-incidents are read-only. Errors are AR error lists; numbers and wording of workflow errors are
-[INFERRED] (sites differ), core errors (302, 303, 306, 314, 326) are AR System's.
+Rules followed (BMC's AR System REST API docs,
+https://docs.bmc.com/docs/ars91/en/entry-formname-609071438.html, and the Helix ITSM incident interface
+forms): incidents are created through `HPD:IncidentInterface_Create` with `z1D_Action` "CREATE" and the
+required fields (First_Name, Last_Name of a known person, Description, Impact, Urgency, Status, Reported
+Source, Service_Type), with create-form names (underscores, BMC's own `Detailed_Decription`) shown under
+their display names elsewhere; entry ids (`Request ID`) and `Incident Number` come from different
+sequences, and the interface form shows the Request ID as `id|id`; Priority and Priority Weight follow
+Impact x Urgency; a status needs a Status_Reason from its list (Pending, Resolved, Closed, Cancelled),
+Resolved also a Resolution and an Assigned Group (given, or routed when the incident is created as
+Assigned); Closed and Cancelled incidents are read-only. Errors are AR error lists; numbers and wording
+of workflow errors are [INFERRED] (sites differ), core errors (302, 303, 306, 314, 326) are AR System's.
 """
 
 from __future__ import annotations

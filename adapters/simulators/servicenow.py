@@ -1,6 +1,8 @@
 """A faithful local ServiceNow Table API: the wire format, auth, errors and rate limits of a real instance.
 
-Follows the fake-server checklist of itsm-apis.md §1.10: Basic auth and OAuth bearer tokens from
+Follows ServiceNow's docs: "Table API" (https://www.servicenow.com/docs/r/api-reference/rest-apis/c_TableAPI.html),
+"REST API HTTP response codes" and "Inbound REST API rate limiting" (under
+https://www.servicenow.com/docs/r/api-reference/rest-api-explorer/): Basic auth and OAuth bearer tokens from
 `/oauth_token.do` (servicenow_oauth), string values, `{"result": ...}` and `{"error": ...,
 "status": "failure"}` envelopes, 201 + Location, encoded queries, paging headers, journal fields,
 the resolve data policy, Event Management's `/api/global/em/jsonv2` (servicenow_em), the
@@ -118,7 +120,8 @@ def _unauthorized() -> web.Response:
 
 
 def _rate_limited(retry_after: int) -> web.Response:
-    # Inbound REST rate limiting (itsm-apis.md §1.8): Retry-After plus the X-RateLimit-* headers.
+    # Inbound REST rate limiting (https://www.servicenow.com/docs/r/api-reference/rest-api-explorer/inbound-REST-API-rate-limiting.html):
+    # Retry-After plus the X-RateLimit-* headers.
     headers = {
         "Retry-After": str(retry_after),
         "X-RateLimit-Limit": "10",

@@ -1,8 +1,10 @@
 """Event Management on the simulated instance: `POST /api/global/em/jsonv2` into `em_event`, then `em_alert`.
 
-Wire format (itsm-apis.md §1.9; docs "Send events via web service"): `{"records": [event, ...]}`,
-answered `200 {"result": {"Default Bulk Endpoint": "N events were inserted"}}` whatever becomes of
-the events. A real instance processes them later; this one at once, with the same outcome:
+Wire format (ServiceNow docs, "Send events via web service":
+https://www.servicenow.com/docs/r/it-operations-management/event-management/send-events-via-web-service.html):
+`{"records": [event, ...]}`, answered `200 {"result": {"Default Bulk Endpoint": "N events were
+inserted"}}` whatever becomes of the events. A real instance processes them later; this one at once, with
+the same outcome:
 
 - an event whose `additional_info` is not a JSON object of strings, whose `severity` is not "0"-"5"
   or which has no `source` is stored with `state` "Error" and a `processing_notes` reason;

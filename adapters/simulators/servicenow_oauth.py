@@ -1,4 +1,8 @@
-"""The simulated instance's OAuth token endpoint, `POST /oauth_token.do` (itsm-apis.md §1.2).
+"""The simulated instance's OAuth token endpoint, `POST /oauth_token.do`.
+
+As ServiceNow documents it: "REST OAuth example"
+(https://www.servicenow.com/docs/r/api-reference/rest-api-explorer/r_RESTOAuthExample.html) and "Client Credentials"
+(https://www.servicenow.com/docs/r/platform-security/authentication/client-credentials.html).
 
 Grants, as an instance with one Application Registry entry answers them: `password` (client id
 and secret plus the instance user's name and password), `client_credentials` (client id and

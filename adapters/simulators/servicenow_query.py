@@ -1,12 +1,12 @@
 """ServiceNow encoded queries (`sysparm_query`), the subset a desk client uses: parse, filter, sort.
 
-Grammar followed (https://docs.servicenow.com, "Encoded query strings"; itsm-apis.md §1.6):
-terms joined by `^` (AND); a term starting `OR` is OR-ed with the term before it (OR binds tighter
-than AND); `ORDERBY<field>` / `ORDERBYDESC<field>` sort; operators `=`, `!=`, `IN`, `NOT IN`, `LIKE`,
-`NOT LIKE`, `STARTSWITH`, `ENDSWITH`, `ISEMPTY`, `ISNOTEMPTY`, `<`, `<=`, `>`, `>=`. Names and values
-are case-sensitive. A condition on an unknown field, or one that cannot be read, is silently
-dropped and the query runs with the rest, as on an instance without
-`glide.invalid_query.returns_no_rows`.
+Grammar followed (ServiceNow docs, "Encoded query strings", and the Table API's `sysparm_query`:
+https://www.servicenow.com/docs/r/api-reference/rest-apis/c_TableAPI.html): terms joined by `^` (AND); a
+term starting `OR` is OR-ed with the term before it (OR binds tighter than AND); `ORDERBY<field>` /
+`ORDERBYDESC<field>` sort; operators `=`, `!=`, `IN`, `NOT IN`, `LIKE`, `NOT LIKE`, `STARTSWITH`,
+`ENDSWITH`, `ISEMPTY`, `ISNOTEMPTY`, `<`, `<=`, `>`, `>=`. Names and values are case-sensitive. A
+condition on an unknown field, or one that cannot be read, is silently dropped and the query runs with
+the rest, as on an instance without `glide.invalid_query.returns_no_rows`.
 """
 
 from __future__ import annotations

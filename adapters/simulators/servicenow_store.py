@@ -1,12 +1,15 @@
 """The simulated ServiceNow instance's tables and the business rules a Table API client meets.
 
-Rules followed (itsm-apis.md §1.4-1.7): every value is a string; `sys_id` is 32 lowercase hex
-characters; numbers run INC0010001, INC0010002, ...; priority is computed from impact x urgency
-(sent values are overwritten); `incident_state` mirrors `state`; `active` is "false" once Closed or
-Canceled; `sys_mod_count` counts saves; journal fields (`work_notes`, `comments`) append rows to
-`sys_journal_field` and read back ""; the data policy refuses state 6/7 without `close_code` and
-`close_notes` (403), and a `close_code` outside the configured choice list; unknown fields in a
-body are silently ignored.
+Rules followed, from ServiceNow's docs: "Table API"
+(https://www.servicenow.com/docs/r/api-reference/rest-apis/c_TableAPI.html), "Incident management state
+model", "Priority lookup rules" and "Resolve and close an incident" (under
+https://www.servicenow.com/docs/r/it-service-management/incident-management/): every value is a string;
+`sys_id` is 32 lowercase hex characters; numbers run INC0010001, INC0010002, ...; priority is computed
+from impact x urgency (sent values are overwritten); `incident_state` mirrors `state`; `active` is
+"false" once Closed or Canceled; `sys_mod_count` counts saves; journal fields (`work_notes`, `comments`)
+append rows to `sys_journal_field` and read back ""; the data policy refuses state 6/7 without
+`close_code` and `close_notes` (403), and a `close_code` outside the configured choice list; unknown
+fields in a body are silently ignored.
 """
 
 from __future__ import annotations
@@ -18,7 +21,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-# The current base-system resolution codes (itsm-apis.md §1.4); older instances use other labels.
+# The current base-system resolution codes (the instance's `close_code` choice list); older instances use
+# other labels.
 CLOSE_CODES: tuple[str, ...] = (
     "Duplicate",
     "Known error",
@@ -246,7 +250,9 @@ class ServiceNowStore:
             )
 
     def _priority(self, impact: str, urgency: str) -> str:
-        # Priority Lookup Rules, doc sample (itsm-apis.md §1.4); the 3/3 cell differs between instances.
+        # Priority Lookup Rules, the sample in ServiceNow docs "Priority lookup rules"
+        # (https://www.servicenow.com/docs/r/it-service-management/incident-management/def-prio-lookup-rules.html);
+        # the 3/3 cell differs between instances.
         if (impact, urgency) == ("3", "3"):
             return self.priority_3_3
         table = {"11": "1", "12": "2", "13": "3", "21": "2", "22": "3", "23": "4", "31": "3", "32": "4"}

@@ -1,6 +1,7 @@
 """Prometheus Alertmanager webhook (version 4): one group of alerts per request.
 
-Format: prometheus/alertmanager notify/webhook/webhook.go and template/template.go (reference/sources.md §1).
+Format: https://github.com/prometheus/alertmanager, notify/webhook/webhook.go (`Message`) and
+template/template.go (`Data`, `Alert`); https://prometheus.io/docs/alerting/latest/configuration/#webhook_config.
 Newer Alertmanagers add keys without bumping the version, so unknown keys are ignored.
 """
 
@@ -42,7 +43,7 @@ SEVERITY_LABELS: Mapping[str, Severity] = {
     "p5": Severity.INFO,
 }
 
-_GO_ZERO_TIME = "0001-01-01T00:00:00Z"  # Go's zero time.Time: the alert is still firing (§1.3)
+_GO_ZERO_TIME = "0001-01-01T00:00:00Z"  # Go's zero time.Time: still firing (alert/alert.go hides a future end)
 _FNV_OFFSET, _FNV_PRIME, _MASK = 14695981039346656037, 1099511628211, (1 << 64) - 1
 
 

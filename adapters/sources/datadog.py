@@ -1,8 +1,8 @@
 """Datadog Webhooks integration with a custom payload of its documented $VARIABLES: one notification.
 
-Variables: https://docs.datadoghq.com/integrations/webhooks/#usage (reference/sources.md §6.2); the
-payload to configure is deploy/snippets/datadog/webhook.json. JSON, or form fields when the webhook
-is set to "Encode as form". `$DATE` and `$LAST_UPDATED` are epoch milliseconds.
+Variables: https://docs.datadoghq.com/integrations/webhooks/#usage; the payload to configure is
+deploy/snippets/datadog/payload.json. JSON, or form fields when the webhook is set to "Encode as
+form". `$DATE` and `$LAST_UPDATED` are epoch milliseconds.
 """
 
 from __future__ import annotations

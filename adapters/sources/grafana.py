@@ -1,10 +1,10 @@
 """Grafana unified alerting webhook contact point (payload version 1): one group of alerts per request.
 
-Format: grafana/alerting receivers/webhook/v1/webhook.go and templates/template_data.go
-(reference/sources.md §2); https://grafana.com/docs/grafana/latest/alerting/configure-notifications/
-manage-contact-points/integrations/webhook-notifier/. Like Alertmanager's, but `version` is "1" and
-each alert carries dashboard, panel and silence links. Unknown keys are ignored (Grafana adds some
-without bumping the version).
+Format: https://github.com/grafana/alerting, receivers/webhook/v1/webhook.go and
+templates/template_data.go; Grafana's webhook notifier docs,
+https://grafana.com/docs/grafana/latest/alerting/configure-notifications/manage-contact-points/integrations/webhook-notifier/.
+Like Alertmanager's, but `version` is "1" and each alert carries dashboard, panel and silence links.
+Unknown keys are ignored (Grafana adds some without bumping the version).
 """
 
 from __future__ import annotations

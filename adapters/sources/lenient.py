@@ -1,10 +1,11 @@
 """Reading webhook bodies safely: bounded JSON, JSON broken by template senders, forms, placeholders.
 
-Template senders (Nagios, Icinga 2 scripts, SolarWinds, Zabbix, Datadog) paste values into a body
-without escaping them, so a quote or a backslash in a plugin's output breaks the JSON
-(reference/sources.md §3.2, §5.3, §9.5). Everything here turns what such a tool really sends into
-plain Python values, and anything it cannot read into a `PayloadError` that names the problem:
-never another exception, whatever the bytes.
+Template senders (Nagios, Icinga 2 scripts, SolarWinds, Zabbix, Datadog) paste values into a body without
+escaping them, so a quote or a backslash in a plugin's output breaks the JSON (Nagios substitutes macros
+verbatim, https://assets.nagios.com/downloads/nagioscore/docs/nagioscore/4/en/macros.html; SolarWinds
+"Variable construction"; Zabbix macros; Datadog $VARIABLES). Everything here turns what such a tool
+really sends into plain Python values, and anything it cannot read into a `PayloadError` that names the
+problem: never another exception, whatever the bytes.
 """
 
 from __future__ import annotations

@@ -2,10 +2,10 @@
 
 Nagios macros: https://assets.nagios.com/downloads/nagioscore/docs/nagioscore/4/en/macrolist.html;
 notification types: nagioscore base/notifications.c. Icinga 2 runtime macros and its type strings
-(FLAPPINGEND, DOWNTIMECANCELLED): https://icinga.com/docs/icinga-2/latest/doc/03-monitoring-basics/
-(reference/sources.md §3). The body is whatever the notification command builds, so field names
-are matched loosely (`host_name`, `HOSTNAME`, `NAGIOS_HOSTNAME` are one field) and a source can
-map any field to its own key with the `fields` option.
+(FLAPPINGEND, DOWNTIMECANCELLED): https://icinga.com/docs/icinga-2/latest/doc/03-monitoring-basics/. The
+body is whatever the notification command builds, so field names are matched loosely (`host_name`,
+`HOSTNAME`, `NAGIOS_HOSTNAME` are one field) and a source can map any field to its own key with the
+`fields` option.
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
 """Splunk Observability Cloud (SignalFx) detector webhook: one incident state change per request.
 
-Format: splunk/public-o11y-docs admin/notif-services/webhook.rst (field table) and
-https://dev.splunk.com/observability/docs/integrations/webhook_integration_overview/ (reference/sources.md
-§4.2). The payload can be rewritten with a Handlebars template, so every field but `incidentId` is
-optional. Signing: `X-SFX-Signature` = base64(HMAC-SHA256(shared secret, raw body)).
-Splunk Observability retries for 24 h until it gets a 200, so a payload it cannot fix is a 400.
+Format: https://github.com/splunk/public-o11y-docs, admin/notif-services/webhook.rst (field table), and
+https://dev.splunk.com/observability/docs/integrations/webhook_integration_overview/. The payload can be
+rewritten with a Handlebars template, so every field but `incidentId` is optional. Signing:
+`X-SFX-Signature` = base64(HMAC-SHA256(shared secret, raw body)). Splunk Observability retries for 24 h
+until it gets a 200, so a payload it cannot fix is a 400.
 """
 
 from __future__ import annotations

@@ -1,11 +1,11 @@
 """SolarWinds Orion / SolarWinds Platform "Send a GET or POST Request to a Web Server" alert actions.
 
-Trigger and reset are separate actions with the same "Body to post" except `event_type`
-(reference/sources.md §5; variables: https://documentation.solarwinds.com/en/success_center/orionplatform/
-content/core-variable-construction-sw1109.htm; AlertObjectID: solarwinds/OrionSDK docs/alerts.md).
-SolarWinds pastes values unescaped and leaves variables it cannot resolve as literal `${N=…}`, so
-the body is read leniently and those remnants count as empty. JSON (the snippet in
-deploy/snippets/solarwinds/) and iLert-style forms are both read; `fields` maps other names.
+Trigger and reset are separate actions with the same "Body to post" except `event_type`. Variables:
+https://documentation.solarwinds.com/en/success_center/orionplatform/content/core-variable-construction-sw1109.htm;
+AlertObjectID: https://github.com/solarwinds/OrionSDK, docs/alerts.md. SolarWinds pastes values
+unescaped and leaves variables it cannot resolve as literal `${N=…}`, so the body is read leniently
+and those remnants count as empty. JSON (the snippet in deploy/snippets/solarwinds/) and iLert-style
+forms are both read; `fields` maps other names.
 """
 
 from __future__ import annotations
@@ -189,7 +189,8 @@ def _time(value: str) -> datetime | None:
 
 def verify(body: bytes, headers: Mapping[str, str], query: Mapping[str, str], secret: str, now: datetime) -> None:
     """`Authorization: Bearer <secret>`, or `?token=<secret>` for SolarWinds versions whose HTTP
-    action cannot set headers (integrators put the key in the URL: reference/sources.md §5.1)."""
+    action cannot set headers (integrators put the key in the URL, as Datadog's SolarWinds integration
+    does: https://docs.datadoghq.com/integrations/solarwinds/)."""
     if not secret:
         raise AuthError("no secret is configured for this source")
     scheme, _, token = lenient.header(headers, "Authorization").partition(" ")

@@ -1,12 +1,12 @@
 """Splunk Enterprise / Splunk Cloud built-in "Webhook" alert action: one triggered alert per request.
 
-Format: the stock alert_webhook/bin/webhook.py posts {sid, search_name, app, owner, results_link,
-result} where `result` is the first result row (reference/sources.md §4.1;
+Format: the stock alert_webhook/bin/webhook.py posts {sid, search_name, app, owner, results_link, result}
+where `result` is the first result row (Splunk docs, "Use a webhook alert action":
 https://help.splunk.com/splunk-enterprise/alert-and-respond/alerting-manual/9.4/configure-alert-actions/use-a-webhook-alert-action).
-There is no status, no severity and no resolve: every request means "triggered", and the incident
-closes by the route's `auto_resolve_after`. Severity and identity come from result fields the
-search itself computes (`| eval severity="high", alert_key=host."|".Name`).
-The action cannot send headers, so the only authentication is a token in the URL (`?token=`).
+There is no status, no severity and no resolve: every request means "triggered", and the incident closes
+by the route's `auto_resolve_after`. Severity and identity come from result fields the search itself
+computes (`| eval severity="high", alert_key=host."|".Name`). The action cannot send headers, so the only
+authentication is a token in the URL (`?token=`).
 """
 
 from __future__ import annotations

@@ -1,10 +1,11 @@
 """Zabbix webhook media type whose script posts its parameters as they are: one alert per request.
 
-Parameters and macros: https://www.zabbix.com/documentation/current/en/manual/config/notifications/media/webhook
-and "Macros supported by location"; the problem/update/recovery logic follows Zabbix's own PagerDuty
-media script (zabbix/zabbix templates/media/pagerduty; reference/sources.md §6.1). Everything
-arrives as a string, and a macro Zabbix could not resolve stays as its literal text
-(`{EVENT.RECOVERY.ID}` in a problem notification): such remnants count as empty.
+Parameters and macros:
+https://www.zabbix.com/documentation/current/en/manual/config/notifications/media/webhook and "Macros
+supported by location"; the problem/update/recovery logic follows Zabbix's own PagerDuty media script
+(https://github.com/zabbix/zabbix, templates/media/pagerduty/media_pagerduty.yaml). Everything arrives as
+a string, and a macro Zabbix could not resolve stays as its literal text (`{EVENT.RECOVERY.ID}` in a
+problem notification): such remnants count as empty.
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ _KEYS: Mapping[str, tuple[str, ...]] = {
 }
 
 # {EVENT.NSEVERITY} 0..5 onto the six-step scale one to one, so no Zabbix distinction is lost
-# (reference/sources.md §8 folds High into critical; set `severities: {"4": critical}` for that).
+# (many integrations fold High into critical; set `severities: {"4": critical}` for that).
 SEVERITIES: Mapping[str, Severity] = {
     "5": Severity.CRITICAL,
     "disaster": Severity.CRITICAL,
