@@ -1,4 +1,4 @@
-"""The bridge's request path alone: `bridge.app` exactly as `Bridge.start` serves it, no engine.
+"""The bridge's request path alone: `bridge.process.app.make_app` as `Bridge.start` serves it, no engine.
 
 For the ingest benchmark's "ingress only" row, which isolates the request path (auth, size,
 content type, parse, pipelined XADD, 202) from the engine draining the stream in the same

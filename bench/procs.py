@@ -34,7 +34,7 @@ def redis_binary() -> str:
 
 @contextlib.contextmanager
 def redis_server(data_dir: Path, *, appendonly: bool = True) -> Iterator[EmbeddedRedis]:
-    """A private redis-server with AOF (fsync every second, the default), as DESIGN §6 runs it."""
+    """A private redis-server with AOF (fsync every second, the default), as production runs it."""
     server = EmbeddedRedis(data_dir, appendonly=appendonly)
     server.binary = redis_binary()
     server.start()

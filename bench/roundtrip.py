@@ -1,4 +1,4 @@
-"""Client CPU per Redis round trip: the bridge's shared round trips (bridge/batch.py) against bare
+"""Client CPU per Redis round trip: the bridge's shared round trips (bridge/runtime/batch.py) against bare
 redis-py pipelines of the same EVALSHA calls, interleaved in one process.
 
     python -m bench.roundtrip [--rounds 10]

@@ -1,9 +1,10 @@
 """The admin API under /api/v1: incidents, silences and dead letters, behind a bearer token.
 
-A sub-application mounted by `bridge.app.make_app`; errors leave through the same JSON middleware
-as the rest. Its OpenAPI document is built in `bridge.openapi` and served, without auth, at
-/api/v1/openapi.json. The answers are those of `bridge.incidents`, `bridge.silences` and
-`bridge.dlq`, the functions the CLI prints, so the API and `bridge incidents|silences|dlq` agree.
+A sub-application mounted by `bridge.process.app.make_app`; errors leave through the same JSON
+middleware as the rest. Its OpenAPI document is built in `bridge.admin.openapi` and served, without
+auth, at /api/v1/openapi.json. The answers are those of `bridge.admin.incidents`,
+`bridge.engine.silences` and `bridge.delivery.dlq`, the functions the CLI prints, so the API and
+`bridge incidents|silences|dlq` agree.
 
 Auth: `Authorization: Bearer <BRIDGE_ADMIN_TOKEN>`. With no token configured the API answers 403
 `admin_api_disabled` (no credential could succeed, so 401's "authenticate and retry" would be a

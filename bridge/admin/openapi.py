@@ -1,8 +1,9 @@
 """The OpenAPI 3.1 document of the admin API (/api/v1), built from pydantic models at import.
 
 Request bodies are the models here that `bridge.admin.api` validates with; answers are described by the models
-below, which follow what `bridge.incidents`, `bridge.silences` and `bridge.dlq` return. The tests
-check the document against the running app (tests/ops/test_api.py, with schemathesis).
+below, which follow what `bridge.admin.incidents`, `bridge.engine.silences` and `bridge.delivery.dlq`
+return. The tests check the document against the running app (tests/admin/test_api.py, with
+schemathesis).
 """
 
 from __future__ import annotations

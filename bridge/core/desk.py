@@ -3,7 +3,7 @@ config model a desk kind registers (`DeskSettings`).
 
 Adapters never retry: they translate the desk's answer into `DeskTransient` (retry),
 `DeskAuthExpired` (re-authenticate once) or `DeskRejected` (dead-letter) and let
-`bridge.delivery` apply the one retry policy.
+`bridge.delivery.guard` apply the one retry policy.
 """
 
 from __future__ import annotations

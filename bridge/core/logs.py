@@ -3,7 +3,7 @@
 Every event passes `redact` last before rendering: values of keys that name a credential, bearer
 and basic credentials inside any text, and passwords in URLs are replaced by "***". Code does not
 log secrets in the first place (SecretStr, header maps kept out of events); this is the net under
-that rule, and tests/ops/test_logs.py scans a real bridge's log for every secret it was given.
+that rule, and tests/core/test_logs.py scans a real bridge's log for every secret it was given.
 """
 
 from __future__ import annotations

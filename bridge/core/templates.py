@@ -59,7 +59,7 @@ def _lookup(context: Mapping[str, Any], path: tuple[str, ...]) -> str | None:
 
 def render(source: str, context: Mapping[str, Any]) -> str:
     """Render a template; a plain `{{ a.b }}` is looked up directly, with Jinja's result, at a
-    tenth of the cost (tests/test_templates.py compares the two)."""
+    tenth of the cost (tests/core/test_templates.py compares the two)."""
     path = _plain_path(source)
     if path is not None:
         text = _lookup(context, path)

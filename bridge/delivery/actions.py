@@ -1,6 +1,6 @@
 """What each outbox action does at the desk: open (idempotently), note, reopen, resolve.
 
-`Delivery` (bridge/delivery.py) holds the incident's lease and decides when an action goes;
+`Delivery` (bridge/delivery/worker.py) holds the incident's lease and decides when an action goes;
 `DeskActions.apply` makes its calls, with the templates rendered and field ownership applied.
 """
 

@@ -1,6 +1,7 @@
 """Timers in one Redis sorted set, ticked by every replica: the resolve hold-down (and, per route
-policy, the others DESIGN §2 lists). Claiming re-scores an entry instead of removing it, so a
-replica that dies mid-tick leaves its timers to fire again; firing twice is a no-op."""
+policy, auto-resolve and the end of a flap's quiet period). Claiming re-scores an entry instead of
+removing it, so a replica that dies mid-tick leaves its timers to fire again; firing twice is a
+no-op."""
 
 from __future__ import annotations
 

@@ -87,7 +87,7 @@ async def enqueue(runtime: Runtime, source: str, parsed: Parsed) -> None:
     """One round trip: every alert to the intake stream, every unreadable one to the dead letters.
 
     The round trip is shared with the other requests (and the engine's and delivery's commands) of
-    the same event-loop turn (bridge/batch.py); it raises what Redis raised for any of this request's.
+    the same event-loop turn (bridge/runtime/batch.py); it raises what Redis raised for any of this request's.
     """
     pipe = runtime.redis.pipeline(transaction=False)
     for alert in parsed.alerts:

@@ -3,8 +3,8 @@
 Counters and histograms are updated where things happen (ingress, engine, delivery, reload): an
 in-memory increment, nothing more. Gauges that describe the shared state in Redis (intake lag and
 pending entries, outbox, dead letters, incidents by state) are read in `collect()`, i.e. on scrape,
-never on the webhook path (DESIGN §2). Every replica reports the same shared gauges: aggregate them
-with `max`, not `sum` (the dashboard in deploy/grafana/ does).
+never on the webhook path. Every replica reports the same shared gauges: aggregate them with `max`,
+not `sum` (the dashboard in deploy/grafana/ does).
 
 Names follow https://prometheus.io/docs/practices/naming/: `bridge_` prefix, base units (seconds),
 `_total` on counters (added by prometheus-client), no label that repeats the metric name.

@@ -1,6 +1,7 @@
 """Smoke test of the benchmark harness: a tiny run writes its JSON and Markdown results.
 
-It measures nothing and asserts no timing (STYLE §14); it only keeps `python -m bench` runnable.
+It measures nothing and asserts no timing (timings on a shared machine are noise); it only keeps
+`python -m bench` runnable.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The delivery's retry policy (`bridge.desk_guard.retrying`): what is retried, how often, and that a
+"""The delivery's retry policy (`bridge.delivery.guard.retrying`): what is retried, how often, and that a
 call that succeeds at once leaves nothing for the garbage collector."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Shared round trips (bridge/batch.py): the pipelines of one event-loop turn go to Redis together, and
+"""Shared round trips (bridge/runtime/batch.py): the pipelines of one event-loop turn go to Redis together, and
 each caller gets exactly what its own pipeline would have got."""
 
 from __future__ import annotations
@@ -175,7 +175,7 @@ def _every_reply_shape(pipe: Any) -> Any:
 
 @pytest.mark.parametrize("protocol", [2, 3])
 async def test_replies_are_parsed_as_redis_py_parses_them(redis_server: EmbeddedRedis, protocol: int) -> None:
-    """The batcher reads replies itself (bridge/batch.py `_Wire`) and applies the client's response
+    """The batcher reads replies itself (bridge/runtime/batch.py `_Wire`) and applies the client's response
     callbacks: every reply is what the same pipeline executed by redis-py returns, in RESP2 and RESP3."""
     client = aioredis.Redis.from_url(redis_server.url, protocol=protocol)
     await client.hset("h", mapping={"a": "1", "b": "2"})

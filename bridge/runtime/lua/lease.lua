@@ -13,7 +13,7 @@ state hash (flat), marked}: when the head is an OPEN whose epoch has no ticket y
 earlier attempt); 0 means an earlier open's outcome is unknown. Not acquired: {0}. A lease this
 token holds already is taken again (and renewed): one replica drains an incident once at a time, so
 it is this replica's own, left by a drain here that failed before releasing it, or by this same take
-made again after its round trip failed (bridge/batch.py); either way no one else is draining.
+made again after its round trip failed (bridge/runtime/batch.py); either way no one else is draining.
 
 Returns 1 if the lease was ours, 0 otherwise (then the caller must stop working on the incident).
 "advance" and "pop" take the finished action's entries off the outbox only if they are still at its

@@ -75,7 +75,7 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
 
 
 def build(config: dict[str, Any], session: aiohttp.ClientSession, name: str = "desk") -> Desk:
-    """A desk from its mapping config, through the registry (`bridge.config.DeskConfig`)."""
+    """A desk from its mapping config, through the registry (`bridge.core.config.DeskConfig`)."""
     return cast(Desk, DESKS.validate_python(config).build(name, session))
 
 
@@ -95,7 +95,7 @@ async def desk(make_desk: Callable[..., Desk]) -> AsyncIterator[Desk]:
 
 
 async def retried(call: Callable[[], Awaitable[T]], attempts: int = 4) -> T:
-    """Run `call` under delivery's retry policy (bridge.desk_guard), the one place where retries live."""
+    """Run `call` under delivery's retry policy (bridge.delivery.guard), the one place where retries live."""
     return await retrying(call, attempts)
 
 

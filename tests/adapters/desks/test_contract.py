@@ -2,7 +2,7 @@
 
 Parametrised over tests.adapters.desks.variants.VARIANTS (ServiceNow Basic and OAuth, ServiceNow Event
 Management, Jira Cloud, Jira Data Center, JSM, Remedy, the generic webhook). Retries are always
-those of bridge.delivery (`retried`): the adapters themselves never retry.
+those of bridge.delivery.guard (`retried`): the adapters themselves never retry.
 """
 
 from __future__ import annotations

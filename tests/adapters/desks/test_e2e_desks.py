@@ -1,6 +1,6 @@
 """The core lifecycle scenarios end to end, against every desk: Alertmanager payloads in, simulator records out.
 
-The same scenarios as tests/test_lifecycle.py, through a real bridge (real Redis) and each desk
+The same scenarios as tests/engine/test_lifecycle.py, through a real bridge (real Redis) and each desk
 adapter against its simulator: one ticket per correlated group (also from an HA pair), one note
 per change, resolve only after the hold-down, reopen within the window and a new ticket after it,
 and one ticket despite 429, 5xx, a lost answer and an expired session.
