@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from adapters.sources import lenient
 from bridge.core.errors import PayloadError
-from bridge.core.models import Alert, Severity, Status
+from bridge.core.models import Alert, FollowUp, FollowUpKind, Severity, Status
 from bridge.core.source import ParseContext, Parsed, ParseFn, SourceAdapter
 
 NagiosField = Literal[
@@ -86,6 +86,18 @@ EVENTS: Mapping[str, str] = {
     "DOWNTIMECANCELLED": "downtime_cancelled",
     "DOWNTIMEREMOVED": "downtime_cancelled",
     "CUSTOM": "custom",
+}
+
+# The event labels that are follow-ups on a problem: notes on its ticket (docs/sources.md).
+FOLLOW_UPS: Mapping[str, FollowUpKind] = {
+    "acknowledgement": FollowUpKind.ACKNOWLEDGEMENT,
+    "custom": FollowUpKind.COMMENT,
+    "flapping_start": FollowUpKind.FLAPPING_START,
+    "flapping_stop": FollowUpKind.FLAPPING_STOP,
+    "flapping_disabled": FollowUpKind.FLAPPING_STOP,
+    "downtime_start": FollowUpKind.DOWNTIME_START,
+    "downtime_end": FollowUpKind.DOWNTIME_END,
+    "downtime_cancelled": FollowUpKind.DOWNTIME_END,
 }
 
 # UNKNOWN and UNREACHABLE say "we cannot see it", which ops teams usually treat as major, not minor.
@@ -182,6 +194,7 @@ def _to_alert(kind: str, read: lenient.Record, opts: NagiosOptions, ctx: ParseCo
         "perfdata": read("service_perfdata") if is_service else "",
     }
     url = read("url")
+    follow_up = FOLLOW_UPS.get(event)
     return Alert(
         source=ctx.source,
         kind=kind,
@@ -198,6 +211,14 @@ def _to_alert(kind: str, read: lenient.Record, opts: NagiosOptions, ctx: ParseCo
         starts_at=starts_at,
         ends_at=ends_at,
         links=[url] if url.startswith(("http://", "https://")) else [],
+        event=FollowUp(
+            kind=follow_up,
+            author=read("notification_author"),
+            comment=read("notification_comment"),
+            at=lenient.epoch(read("timet"), "timet"),  # a notification sent twice is one follow-up
+        )
+        if follow_up
+        else None,
         received_at=ctx.received_at,
         raw={key: value for key, value in raw.items() if value},
     )

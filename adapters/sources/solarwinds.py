@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from adapters.sources import lenient
 from bridge.core.errors import AuthError, PayloadError
-from bridge.core.models import Alert, Severity, Status
+from bridge.core.models import Alert, FollowUp, FollowUpKind, Severity, Status
 from bridge.core.source import ParseContext, Parsed, SourceAdapter
 
 SolarWindsField = Literal[
@@ -149,9 +149,12 @@ def parse(body: bytes, content_type: str, headers: Mapping[str, str], ctx: Parse
         summary=read("alert_message") or (f"{name} on {node}" if node else name),
         description=read("alert_description"),
         labels={key: value for key, value in labels.items() if value},
-        starts_at=at if status is not Status.RESOLVED else None,
+        starts_at=at if status is Status.FIRING else None,  # an acknowledgement's time is not the problem's
         ends_at=at if status is Status.RESOLVED else None,
         links=[link for link in links if link.startswith(("http://", "https://"))],
+        event=FollowUp(kind=FollowUpKind.ACKNOWLEDGEMENT, author=read("acknowledged_by"), at=at)
+        if status is Status.ACKNOWLEDGED
+        else None,
         received_at=ctx.received_at,
         raw={key: value for key, value in raw.items() if value},
     )

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from adapters.sources import lenient
 from bridge.core.errors import PayloadError
-from bridge.core.models import Alert, Severity, Status
+from bridge.core.models import Alert, FollowUp, FollowUpKind, Severity, Status
 from bridge.core.source import ParseContext, Parsed, SourceAdapter
 
 ZabbixField = Literal[
@@ -169,10 +169,24 @@ def parse(body: bytes, content_type: str, headers: Mapping[str, str], ctx: Parse
         starts_at=started,
         ends_at=ended if status is Status.RESOLVED else None,
         links=[link for link in links if link.startswith(("http://", "https://"))],
+        event=_follow_up(read, status) if event == "update" else None,
         received_at=ctx.received_at,
         raw={key: value for key, value in raw.items() if value},
     )
     return Parsed(alerts=[alert])
+
+
+def _follow_up(read: Callable[[str], str], status: Status) -> FollowUp | None:
+    """An update that did not close the problem: an acknowledgement with its message, else a comment
+    (the message, or what the update did: `changed severity from Average to High`). The update's
+    action says which: once acknowledged, every later update of the problem says so in its status."""
+    if status is Status.RESOLVED:
+        return None
+    user, message, action = read("event_update_user"), read("event_update_message"), read("event_update_action")
+    said = action.lower()
+    if "acknowledged" in said and "unacknowledged" not in said:
+        return FollowUp(kind=FollowUpKind.ACKNOWLEDGEMENT, author=user, comment=message)
+    return FollowUp(kind=FollowUpKind.COMMENT, author=user, comment=message or action or "updated the problem")
 
 
 def _status(read: Callable[[str], str]) -> tuple[Status, str, str]:

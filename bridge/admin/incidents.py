@@ -100,8 +100,13 @@ async def resolve_incident(
 
 
 def _member(value: str) -> dict[str, Any]:
+    """A member record, `occurrence|status|severity|seen|resource` with `~marks|` (the follow-ups seen,
+    apply_alert.lua) before the resource once there are any."""
     parts = value.split("|", len(MEMBER_FIELDS) - 1)
     member: dict[str, Any] = dict(zip(MEMBER_FIELDS, parts, strict=False))
+    marks, bar, resource = member.get("resource", "").partition("|")
+    if bar and marks.startswith("~") and all(c in "0123456789abcdef," for c in marks[1:]):
+        member["resource"], member["marks"] = resource, [m for m in marks[1:].split(",") if m]
     for name in ("occurrence", "seen"):
         if name in member and member[name].lstrip("-").isdigit():
             member[name] = int(member[name])

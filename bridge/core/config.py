@@ -31,10 +31,12 @@ from bridge.core.desk import DeskSettings
 from bridge.core.errors import ConfigError
 from bridge.core.matchers import Matcher, parse_matchers
 from bridge.core.policy import (
+    DEFAULT_NOTES,
     Correlate,
     Duration,
     Lifecycle,
     MatcherText,
+    Note,
     Ownership,
     Storm,
     Strict,
@@ -103,6 +105,8 @@ class Route(Strict):
     storm: Storm | None = None
     lifecycle: Lifecycle = Lifecycle()
     ticket: Ticket = Ticket()
+    # Which follow-ups become ticket notes (identical repeats never do); default all but `summary`.
+    notes: list[Note] = Field(default_factory=lambda: list(DEFAULT_NOTES))
 
     def matchers(self) -> list[Matcher]:
         return [m for text in self.match for m in parse_matchers(text)]

@@ -50,6 +50,53 @@ class DecisionKind(StrEnum):
     DUPLICATE = "DUPLICATE"
 
 
+class FollowUpKind(StrEnum):
+    """What a notification about a problem says besides its state: news for the ticket."""
+
+    ACKNOWLEDGEMENT = "acknowledgement"
+    COMMENT = "comment"  # a comment, a custom notification, another update by a human
+    FLAPPING_START = "flapping_start"
+    FLAPPING_STOP = "flapping_stop"
+    DOWNTIME_START = "downtime_start"
+    DOWNTIME_END = "downtime_end"
+
+    @property
+    def note(self) -> str:
+        """The route's `notes:` entry that takes it: acknowledgement, comment, flapping or downtime."""
+        return self.value.split("_", 1)[0]
+
+
+_FOLLOW_UP_WORDS = {
+    FollowUpKind.ACKNOWLEDGEMENT: "Acknowledged",
+    FollowUpKind.COMMENT: "Comment",
+    FollowUpKind.FLAPPING_START: "Flapping started",
+    FollowUpKind.FLAPPING_STOP: "Flapping stopped",
+    FollowUpKind.DOWNTIME_START: "Scheduled downtime started",
+    FollowUpKind.DOWNTIME_END: "Scheduled downtime ended",
+}
+
+
+class FollowUp(BaseModel):
+    """A follow-up on an alert (an acknowledgement, a comment, flapping, downtime), as the source said it.
+
+    `at` is when the tool sent it, where it says (Nagios `$TIMET$`): two acknowledgements with the same
+    words at different times are two follow-ups, one notification sent twice is one.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kind: FollowUpKind
+    author: str = ""
+    comment: str = ""
+    at: datetime | None = None
+
+    def text(self) -> str:
+        """The note line: `Acknowledged by alice: restarting the pool`."""
+        by = f" by {self.author}" if self.author else ""
+        said = f": {self.comment}" if self.comment else ""
+        return f"{_FOLLOW_UP_WORDS[self.kind]}{by}{said}"
+
+
 class Alert(BaseModel):
     """One alert from one monitoring tool, normalised. Frozen: adapters build it, nobody edits it."""
 
@@ -69,6 +116,7 @@ class Alert(BaseModel):
     starts_at: datetime | None = None
     ends_at: datetime | None = None
     links: list[str] = Field(default_factory=list)
+    event: FollowUp | None = None  # what a follow-up notification says (an acknowledgement, a comment, ...)
     received_at: datetime
     raw: dict[str, Any] = Field(default_factory=dict)
 

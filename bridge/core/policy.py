@@ -111,6 +111,20 @@ class Ownership(StrEnum):
     NEVER = "never"  # never written (disables a field another mapping layer sets)
 
 
+class Note(StrEnum):
+    """What a route turns into ticket notes besides new members, clears and re-fires (`notes:`)."""
+
+    ACKNOWLEDGEMENT = "acknowledgement"  # with its author and comment; see `ticket.acknowledge_fields`
+    COMMENT = "comment"  # a comment or custom notification, another update by a human
+    FLAPPING = "flapping"  # the tool's flapping start and stop
+    DOWNTIME = "downtime"  # the tool's scheduled downtime start and end
+    SEVERITY = "severity"  # a change of severity (and of the fields `sync_until_edited` derives from it)
+    SUMMARY = "summary"  # a change of summary (off by default: many tools put live values in it)
+
+
+DEFAULT_NOTES: list[Note] = [n for n in Note if n is not Note.SUMMARY]
+
+
 class Ticket(Strict):
     # Desk field name -> template. Rendered on open; the desk adapter adds the correlation fields.
     fields: dict[str, Template] = Field(default_factory=dict)
@@ -118,6 +132,8 @@ class Ticket(Strict):
     resolve_note: Template = "Resolved automatically: all alerts cleared for the hold-down period."
     # Extra fields sent with the resolve (ServiceNow `close_code`, Remedy `Status_Reason`, Jira `resolution`)
     resolve_fields: dict[str, Template] = Field(default_factory=dict)
+    # Fields sent with the note of an acknowledgement, e.g. ServiceNow `state: "2"` (In Progress).
+    acknowledge_fields: dict[str, Template] = Field(default_factory=dict)
     flush_interval: Duration = 0.0  # changes within this become one work note (0: as they come)
 
     @model_validator(mode="after")

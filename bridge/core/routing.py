@@ -10,6 +10,7 @@ import orjson
 from bridge.core.config import MappingConfig, Route
 from bridge.core.matchers import Matcher, matches_all, parse_matchers
 from bridge.core.models import Alert, stable_hash
+from bridge.core.policy import Note
 from bridge.core.templates import alert_context, render
 
 
@@ -89,6 +90,11 @@ def policy_json(route: Route, retention_ms: int, audit_cap: int) -> bytes:
         "retention": retention_ms + ms(life.reopen_within),
         "audit_cap": audit_cap,
     }
+    # The changes the Lua step sees for itself that the route does not note (follow-ups are marked
+    # by the engine, `follow_up`, only when the route notes them).
+    quiet = [n.value for n in (Note.SEVERITY, Note.ACKNOWLEDGEMENT) if n not in route.notes]
+    if quiet:
+        policy["quiet"] = dict.fromkeys(quiet, True)
     if life.auto_resolve_after:
         policy["auto_resolve_after"] = ms(life.auto_resolve_after)
     if life.threshold:
@@ -101,6 +107,41 @@ def policy_json(route: Route, retention_ms: int, audit_cap: int) -> bytes:
             "quiet": ms(life.flap.quiet),
         }
     return orjson.dumps(policy)
+
+
+@dataclass(frozen=True, slots=True)
+class Mark:
+    """A follow-up the route notes, as the Lua step takes it: a short hash that tells it from the
+    member's earlier ones, what it is (acknowledgement, ..., summary) and the note's text; all ""
+    when there is nothing to note. `event` says the alert is a follow-up, noted or not: the status
+    change it comes with (an acknowledgement's, a downtime's) is then no news of its own."""
+
+    mark: str = ""
+    kind: str = ""
+    text: str = ""
+    event: bool = False
+
+
+NO_MARK = Mark()
+
+
+def follow_up(route: Route, alert: Alert) -> Mark:
+    """The alert's follow-up (`alert.event`) where the route's `notes:` take it, and its summary where
+    they take `summary`."""
+    event = alert.event
+    noted = event is not None and event.kind.note in route.notes
+    summary = Note.SUMMARY in route.notes and bool(alert.summary)
+    if not (noted or summary):
+        return Mark(event=True) if event is not None else NO_MARK
+    parts: list[Any] = []
+    kind = text = ""
+    if event is not None and noted:
+        parts.append([event.kind.value, event.author, event.comment, event.at.isoformat() if event.at else ""])
+        kind, text = event.kind.value, event.text()
+    if summary:
+        parts.append(alert.summary)
+        kind, text = kind or Note.SUMMARY.value, text or f"summary: {alert.summary}"
+    return Mark(stable_hash(parts, version="mark", length=8), kind, text, event is not None)
 
 
 def match_labels(alert: Alert) -> dict[str, str]:

@@ -20,7 +20,7 @@ from bridge.core.routing import storm_base
 from bridge.core.templates import alert_context, render
 from bridge.delivery import ownership
 from bridge.delivery.guard import DeskGuard
-from bridge.delivery.notes import note_text
+from bridge.delivery.notes import acknowledged, note_text
 from bridge.runtime import outbox
 from bridge.runtime.context import Runtime
 from bridge.runtime.outbox import Action
@@ -91,7 +91,13 @@ class DeskActions:
     async def _note(
         self, ik: keys.IncidentKeys, desk: Desk, ref: TicketRef, route: Route, action: Action, lines: list[str]
     ) -> None:
-        """One work note for the coalesced changes, with what field ownership has to say."""
+        """One work note for the coalesced changes, with what field ownership has to say; with an
+        acknowledgement among them, the route's `acknowledge_fields` (a desk state) are set first (a
+        retry sets them again, harmlessly, rather than write the note twice)."""
+        if route.ticket.acknowledge_fields and acknowledged(action.changes):
+            context = self._context(action, route, action.changes[-1].get("alert"))
+            fields = {k: _render_or_reject(t, context, desk.name) for k, t in route.ticket.acknowledge_fields.items()}
+            await self.guard.call(desk, "update", desk.update(ref, fields))
         lines = [note_text(action.changes), *lines, *await self._sync(ik, desk, ref, route, action)]
         await self.guard.call(desk, "note", desk.note(ref, "\n".join(line for line in lines if line)))
 

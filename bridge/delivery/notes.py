@@ -14,9 +14,14 @@ def change_line(change: dict[str, Any]) -> str:
     if alert.get("severity"):
         head += f" ({alert['severity']})"
     line = f"{head}: {change.get('reason', 'changed')}"
-    if alert.get("summary"):
+    if alert.get("summary") and not change.get("followup"):  # a follow-up's reason is its own text
         line += f" - {alert['summary']}"
     return line
+
+
+def acknowledged(changes: Sequence[dict[str, Any]]) -> bool:
+    """Whether the changes of a note include an acknowledgement (`ticket.acknowledge_fields` go with it)."""
+    return any(c.get("followup") == "acknowledgement" for c in changes)
 
 
 def note_text(changes: Sequence[dict[str, Any]]) -> str:

@@ -19,7 +19,7 @@ from pydantic import ValidationError
 
 from bridge.core import keys
 from bridge.core.models import Alert, DecisionKind, Status
-from bridge.core.routing import Routed
+from bridge.core.routing import Routed, follow_up
 from bridge.engine.placement import place
 from bridge.engine.silences import Silences
 from bridge.runtime import outbox
@@ -279,6 +279,7 @@ class Engine:
 
     def _step(self, w: _Work, suppressed: bool) -> AlertStep:
         alert = w.alert
+        mark = follow_up(w.routed.route, alert)
         return AlertStep(
             base=w.base,
             identity=w.routed.identity,
@@ -291,6 +292,10 @@ class Engine:
             resource=alert.resource,
             policy=self.rt.router.policies[w.routed.route.name],
             suppressed=suppressed and alert.status is not Status.RESOLVED,
+            mark=mark.mark,
+            followup=mark.kind,
+            note=mark.text,
+            event=mark.event,
         )
 
     def _record(self, records: _Records, w: _Work, applied: Applied, now: int) -> None:

@@ -53,6 +53,10 @@ class AlertStep:
     resource: str
     policy: bytes  # the route's policy JSON (bridge.routing.policy_json)
     suppressed: bool = False
+    mark: str = ""  # the follow-up's mark, kind and note text (bridge.core.routing.follow_up)
+    followup: str = ""
+    note: str = ""
+    event: bool = False  # the alert is a follow-up, noted by the route or not
 
 
 def open_scripts(url: str, *, timeout: float) -> Scripts:
@@ -137,6 +141,10 @@ class Scripts:
             "suppressed" if step.suppressed else "",
             step.resource,
             step.policy,
+            step.mark,
+            step.followup,
+            step.note,
+            "1" if step.event else "",
         ]
         ik = keys.IncidentKeys(step.base)
         if pipe is not None:

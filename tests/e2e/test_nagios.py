@@ -277,6 +277,15 @@ async def test_real_nagios_opens_and_resolves_an_incident(
     await nagios.wait(repeat_seen, "the bridge to see the re-notification")
     assert len(nagios.notifications("CRITICAL")) == 2
 
+    # An operator acknowledges the problem in Nagios (sticky, notify, not persistent): its ACKNOWLEDGEMENT
+    # notification, sent with the problem's start unchanged, becomes a work note with author and comment.
+    assert nagios.command(f"ACKNOWLEDGE_SVC_PROBLEM;web-01;{service};2;1;0;jdoe;Looking into it - INC42")
+    await nagios.wait(lambda: snow.notes(ticket), "the acknowledgement's work note")
+    assert snow.notes(ticket) == [
+        f"[acknowledged] {service} on web-01 (critical): Acknowledged by jdoe: Looking into it - INC42"
+    ]
+    assert len(nagios.notifications(r"ACKNOWLEDGEMENT \(CRITICAL\)")) == 1
+
     assert nagios.service_result(service, 0, "OK - 200 in 0.01s")
     await nagios.wait(lambda: snow.incidents()[0]["state"] == "6", "the incident to resolve")
     assert len(nagios.notifications("OK")) == 1
@@ -291,8 +300,10 @@ async def test_real_nagios_opens_and_resolves_an_incident(
     assert [e["decision"] for e in await audit(redis, ticket["correlation_id"]) if e["decision"] != "DESK"] == [
         "RESOLVE",
         "RESOLVE_PENDING",
+        "NOTE",
         "DUPLICATE",
         "OPEN",
     ]
+    assert len(snow.notes(ticket)) == 1
     assert await redis.xlen(keys.DLQ) == 0
     assert nagios.failed_notifications() == []

@@ -2,7 +2,8 @@
 
 KEYS[1] incident state hash   (state, epoch, firing, opened_at, resolved_at, resolve_due, desk_open,
                                flapping, flips, last_change, ...)
-KEYS[2] incident members hash (identity -> "occurrence|status|severity|seen ms|resource")
+KEYS[2] incident members hash (identity -> "occurrence|status|severity|seen ms|~marks|resource", the
+                               "~marks|" part only once a follow-up was marked: older records lack it)
 KEYS[3] incident outbox list  (desk actions, JSON, oldest first)
 KEYS[4] incident audit list   (JSON, newest first, capped)
 
@@ -14,14 +15,22 @@ ARGV[8]  alert JSON (copied into outbox entries for rendering)
 ARGV[9]  route name                ARGV[10] flags: "" or "suppressed" (a silence matched)
 ARGV[11] resource (for distinct-resource thresholds)
 ARGV[12] policy JSON: {resolve_after, reopen_within, retention, audit_cap, auto_resolve_after,
-         threshold = {count, distinct, window} | nil, flap = {changes, window, quiet} | nil}  (ms)
+         threshold = {count, distinct, window} | nil, flap = {changes, window, quiet} | nil,
+         quiet = {severity, acknowledgement} | nil: changes the route does not note}  (ms)
+ARGV[13] mark: a short hash of the follow-up the route notes (an acknowledgement with its author and
+         comment, a comment, flapping, downtime, the summary where asked), "" for none
+ARGV[14] what the follow-up is (acknowledgement, comment, ..., summary)   ARGV[15] its note text
+ARGV[16] "1" when the alert is a follow-up at all, noted by the route or not
 
 Returns {decision, incident_id, outbox length, reason, timers} where timers is a flat list
 {kind, due, kind, due, ...} for the caller to add to the timers set (idempotently).
 
 A member's versions are ordered by (occurrence, rank) with firing < acknowledged < resolved, so an
 older occurrence or a late repeat can never undo a newer state: replays, HA double-sends and two
-consumers racing on the same incident all converge.
+consumers racing on the same incident all converge. Follow-ups are told apart by their marks: the
+member keeps the last few of its occurrence, so a follow-up not seen yet is news (a note, even when
+its status is behind the member's: a comment after an acknowledgement), and a copy of one seen is a
+repeat, in whatever order the copies come.
 ]]
 local K_STATE, K_MEMBERS, K_OUTBOX, K_AUDIT = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local now = tonumber(ARGV[1])
@@ -29,7 +38,10 @@ local base, identity, status, sev = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local occ, loose = tonumber(ARGV[6]), ARGV[7] == "1"
 local alert_json, route, suppressed, resource = ARGV[8], ARGV[9], ARGV[10] == "suppressed", ARGV[11]
 local policy = cjson.decode(ARGV[12])
+local mark, followup, note_text, is_event = ARGV[13] or "", ARGV[14] or "", ARGV[15] or "", ARGV[16] == "1"
+local unnoted = policy.quiet or {}
 local RANK = {firing = 0, acknowledged = 1, resolved = 2}
+local MARKS_KEPT = 4
 local timers = {}
 
 local inc = redis.call("HMGET", K_STATE, "state", "epoch", "firing", "resolved_at", "resolve_due",
@@ -41,10 +53,36 @@ local flapping = inc[7] == "1"
 
 local function parse_member(value)
   if not value then return nil end
-  local o, s, v, seen, res = string.match(value, "^(%-?%d+)|(%a+)|(%a*)|(%d+)|(.*)$")
-  return {occ = tonumber(o), status = s, sev = v, seen = tonumber(seen), resource = res}
+  local o, s, v, seen, marks, res = string.match(value, "^(%-?%d+)|(%a+)|(%a*)|(%d+)|~([%x,]*)|(.*)$")
+  if not o then
+    o, s, v, seen, res = string.match(value, "^(%-?%d+)|(%a+)|(%a*)|(%d+)|(.*)$")
+    marks = ""
+  end
+  return {occ = tonumber(o), status = s, sev = v, seen = tonumber(seen), resource = res, marks = marks}
 end
 local prev = parse_member(redis.call("HGET", K_MEMBERS, identity))
+
+local function has_mark(marks, m)
+  return string.find("," .. marks .. ",", "," .. m .. ",", 1, true) ~= nil
+end
+
+-- The marks the member keeps: those of its current occurrence, this one added (a new occurrence
+-- starts afresh). `fresh`: this alert is a follow-up the route notes that the member has not seen.
+local same_occurrence, fresh, marks = false, mark ~= "", mark
+if prev then
+  same_occurrence = occ == prev.occ or (loose and status ~= "resolved" and prev.status ~= "resolved")
+  if same_occurrence then
+    fresh = mark ~= "" and not has_mark(prev.marks, mark)
+    marks = prev.marks
+    if fresh then
+      local kept = {}
+      for m in string.gmatch(marks, "%x+") do kept[#kept + 1] = m end
+      kept[#kept + 1] = mark
+      while #kept > MARKS_KEPT do table.remove(kept, 1) end
+      marks = table.concat(kept, ",")
+    end
+  end
+end
 
 local function base36(n)
   local digits, out = "0123456789abcdefghijklmnopqrstuvwxyz", ""
@@ -64,10 +102,13 @@ local function audit(decision, reason)
   redis.call("LTRIM", K_AUDIT, 0, policy.audit_cap - 1)
 end
 
-local function emit(kind, reason)
+-- `tag`: the follow-up a note is about (acknowledgement, comment, ...), for its text and the desk.
+local function emit(kind, reason, tag)
+  local extra = ""
+  if tag and tag ~= "" then extra = ',"followup":' .. cjson.encode(tag) end
   redis.call("RPUSH", K_OUTBOX, '{"kind":' .. cjson.encode(kind) .. ',"incident":'
     .. cjson.encode(incident_id()) .. ',"epoch":' .. cjson.encode(epoch) .. ',"route":'
-    .. cjson.encode(route) .. ',"at":' .. now .. ',"reason":' .. cjson.encode(reason)
+    .. cjson.encode(route) .. ',"at":' .. now .. ',"reason":' .. cjson.encode(reason) .. extra
     .. ',"alert":' .. alert_json .. '}')
   audit(kind, reason)
 end
@@ -82,7 +123,8 @@ local function arm(kind, due)
 end
 
 local function set_member(st)
-  redis.call("HSET", K_MEMBERS, identity, occ .. "|" .. st .. "|" .. sev .. "|" .. now .. "|" .. resource)
+  local kept = marks ~= "" and ("~" .. marks .. "|") or ""
+  redis.call("HSET", K_MEMBERS, identity, occ .. "|" .. st .. "|" .. sev .. "|" .. now .. "|" .. kept .. resource)
   if st ~= "resolved" and policy.auto_resolve_after then
     arm("auto:" .. identity, now + policy.auto_resolve_after)
   end
@@ -120,19 +162,25 @@ end
 
 -- 1. Dedupe: an identical repeat, or an older version of this member, changes nothing.
 if prev then
-  if occ < prev.occ or (occ == prev.occ and RANK[status] < RANK[prev.status]) then
+  local older = occ < prev.occ or (occ == prev.occ and RANK[status] < RANK[prev.status])
+  if older and fresh and occ == prev.occ and prev.status ~= "resolved" then
+    -- A follow-up of the current problem whose status is behind the member's (a comment or the end of
+    -- a downtime after an acknowledgement): news all the same; the member keeps its status.
+    status, older = prev.status, false
+  end
+  if older then
     rearm()
     audit("DUPLICATE", "stale: an older state of this alert")
     return done("DUPLICATE", "stale")
   end
-  local same_occurrence = occ == prev.occ or (loose and status ~= "resolved" and prev.status ~= "resolved")
-  if same_occurrence and status == prev.status and sev == prev.sev then
-    if policy.auto_resolve_after and status ~= "resolved" then
+  if same_occurrence and status == prev.status and not fresh and (sev == prev.sev or unnoted.severity) then
+    local reason = sev == prev.sev and "repeat" or "severity change the route does not note"
+    if sev ~= prev.sev or (policy.auto_resolve_after and status ~= "resolved") then
       set_member(status)  -- the source repeats the alert: it is not stale yet
     end
     rearm()
-    audit("DUPLICATE", "repeat")
-    return done("DUPLICATE", "repeat")
+    audit("DUPLICATE", reason)
+    return done("DUPLICATE", reason)
   end
 end
 local live = state == "open" or state == "resolving"
@@ -189,32 +237,46 @@ if suppressed and not was_active then
   return done("SUPPRESSED", "silenced")
 end
 
--- 4. Firing into a live incident: a note (or silence while flapping).
+-- 4. Firing into a live incident: a note (or silence while flapping). A follow-up's note says what
+-- it is (`Acknowledged by alice: on it`); a status change that comes with a follow-up the route does
+-- not note, or an acknowledgement or severity change it does not note, is recorded without one.
 if live then
   set_member(status)
-  local reason
+  local reason, tag = nil, fresh and followup or ""
   if not was_active then
     firing = redis.call("HINCRBY", K_STATE, "firing", 1)
     reason = prev and "re-fired" or "new member"
+    if fresh then reason = reason .. ": " .. note_text end
   elseif occ > prev.occ and not loose then
     reason = "re-fired"
-  elseif status ~= prev.status then
-    reason = status
+    if fresh then reason = reason .. ": " .. note_text end
   else
-    reason = "severity " .. prev.sev .. " -> " .. sev
+    local parts = {}
+    if fresh then
+      parts[1] = note_text
+    elseif status ~= prev.status and not is_event and not (status == "acknowledged" and unnoted.acknowledgement) then
+      parts[1] = status
+      if status == "acknowledged" then tag = "acknowledgement" end
+    end
+    if sev ~= prev.sev and not unnoted.severity then parts[#parts + 1] = "severity " .. prev.sev .. " -> " .. sev end
+    if #parts == 0 then
+      audit("DUPLICATE", status .. ": not a change the route notes")
+      return done("DUPLICATE", "not noted")
+    end
+    reason = table.concat(parts, "; ")
   end
   local flipped = not was_active or (occ > prev.occ and not loose)
-  local quiet = flipped and note_flip() or flapping
+  local quiet_flap = flipped and note_flip() or flapping
   if state == "resolving" then
     redis.call("HSET", K_STATE, "state", "open", "resolve_due", 0)
     reason = reason .. " during hold-down"
   end
   redis.call("HSET", K_STATE, "changed_at", now)
-  if quiet then
+  if quiet_flap and not fresh then
     audit("FLAPPING", reason .. " while flapping")
     return done("FLAPPING", reason .. " while flapping")
   end
-  emit("NOTE", reason)
+  emit("NOTE", reason, tag)
   return done("NOTE", reason)
 end
 

@@ -88,15 +88,17 @@ end
 local identity = string.sub(kind, 6)
 local value = redis.call("HGET", K_MEMBERS, identity)
 if not value or not policy.auto_resolve_after then return result("") end
-local occ, status, sev, seen, res = string.match(value, "^(%-?%d+)|(%a+)|(%a*)|(%d+)|(.*)$")
+-- "occurrence|status|severity|seen|rest", where rest is the resource, after "~marks|" when marked.
+local occ, status, sev, seen, rest = string.match(value, "^(%-?%d+)|(%a+)|(%a*)|(%d+)|(.*)$")
 if status == "resolved" or (state ~= "open" and state ~= "pending") then return result("") end
 seen = tonumber(seen)
 if seen + policy.auto_resolve_after > now then
   timers = {kind, seen + policy.auto_resolve_after}
   return result("")
 end
-redis.call("HSET", K_MEMBERS, identity, occ .. "|resolved|" .. sev .. "|" .. now .. "|" .. res)
+redis.call("HSET", K_MEMBERS, identity, occ .. "|resolved|" .. sev .. "|" .. now .. "|" .. rest)
 firing = redis.call("HINCRBY", K_STATE, "firing", -1)
+local res = string.match(rest, "^~[%x,]*|(.*)$") or rest
 local alert = {identity = identity, name = identity, status = "resolved", severity = sev, resource = res}
 if state == "pending" then
   audit("PENDING", "member auto-resolved before the threshold")
