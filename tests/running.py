@@ -9,6 +9,7 @@ import asyncio
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +84,40 @@ def spawn(config: Path, redis_url: str, port: int, *args: str, **env: str) -> su
     }
     command = [sys.executable, "-m", "bridge.cli", "serve", "--config", str(config), "--port", str(port), *args]
     return subprocess.Popen(command, env=environ, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+class LogTail:
+    """The log of a spawned bridge as it comes, read by a thread (so the pipe never fills up)."""
+
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        self.lines: list[str] = []
+        self._thread = threading.Thread(target=self._read, args=(proc,), daemon=True)
+        self._thread.start()
+
+    def _read(self, proc: subprocess.Popen[bytes]) -> None:
+        assert proc.stderr is not None
+        with proc.stderr:
+            for raw in proc.stderr:
+                self.lines.append(raw.decode(errors="replace"))
+
+    def text(self) -> str:
+        return "".join(self.lines)
+
+    def events(self, name: str | None = None) -> list[dict[str, Any]]:
+        """The JSON events so far (of that name); other lines (a traceback) are only in `text`."""
+        found = []
+        for line in list(self.lines):
+            try:
+                event = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                continue
+            if isinstance(event, dict) and (name is None or event.get("event") == name):
+                found.append(event)
+        return found
+
+    def join(self, timeout: float = 10.0) -> None:
+        """Wait for the end of the log (the process has exited)."""
+        self._thread.join(timeout)
 
 
 async def wait_ready(port: int) -> None:

@@ -4,8 +4,11 @@ Every desk client sends through a `Transport`. It never retries and never raises
 Connect errors and timeouts become `DeskTransient` in `send`; a status becomes an error in
 `Transport.error` by one rule for every desk (429 and 5xx transient, honouring Retry-After; 401
 auth expired; any other non-2xx rejected), which a desk may refine before calling it (Remedy reads
-its AR error numbers, token desks drop their token on a 401). The request kept with an error is
-method, URL with query and body; never a header, and form fields named secret are masked.
+its AR error numbers, token desks drop their token on a 401). Every such error names where the
+call went (`url`: scheme://host:port) and the cause in a few words (`cause`: connection refused,
+DNS lookup failed, TLS error (certificate), timeout, HTTP <status>; see `cause_of`). The request
+kept with an error is method, URL with query and body; never a header, and form fields named
+secret are masked.
 
 Also here, for every desk config: `https_url` (the base URL check) and `tls_context` (a custom CA;
 verification is never turned off).
@@ -13,6 +16,9 @@ verification is never turned off).
 
 from __future__ import annotations
 
+import errno
+import re
+import socket
 import ssl
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
@@ -26,7 +32,7 @@ import orjson
 from pydantic import AfterValidator
 from yarl import URL
 
-from bridge.core.errors import ConfigError, DeskAuthExpired, DeskError, DeskRejected, DeskTransient
+from bridge.core.errors import Cause, ConfigError, DeskAuthExpired, DeskError, DeskRejected, DeskTransient
 
 Json = Mapping[str, Any] | list[Any]
 _MASK = "********"
@@ -81,7 +87,8 @@ class Transport:
         request = describe(method, url, params, json)
         if form is not None:
             request["form"] = {k: (_MASK if k in secret_form_keys else v) for k, v in form.items()}
-        context: dict[str, Any] = {"desk": self.desk, "action": action, "request": request}
+        where = origin(url)
+        context: dict[str, Any] = {"desk": self.desk, "action": action, "request": request, "url": where}
         send_headers = dict(headers)
         data: bytes | aiohttp.FormData | None = None
         if json is not None:
@@ -111,15 +118,17 @@ class Transport:
                     content_type=response.content_type,
                 )
         except TimeoutError as exc:
-            message = f"{self.desk} {action}: no answer within {self._seconds}s"
-            raise DeskTransient(message, **context) from exc
+            message = f"{self.desk} {action}: {Cause.TIMEOUT} at {where}: no answer within {self._seconds}s"
+            raise DeskTransient(message, cause=Cause.TIMEOUT, **context) from exc
         except aiohttp.ClientError as exc:
-            raise DeskTransient(f"{self.desk} {action}: {type(exc).__name__}: {exc}", **context) from exc
+            cause = cause_of(exc)
+            message = f"{self.desk} {action}: {cause} at {where} ({type(exc).__name__}: {exc})"
+            raise DeskTransient(message, cause=cause, **context) from exc
 
     def error(self, action: str, answer: Answer, reason: str = "") -> DeskError:
         """The desk error a non-2xx answer amounts to, by status."""
-        message = f"{self.desk} {action}: HTTP {answer.status}" + (f": {reason}" if reason else "")
         context = self.context(action, answer)
+        message = f"{self.desk} {action}: HTTP {answer.status} at {context['url']}" + (f": {reason}" if reason else "")
         if answer.status == 429 or answer.status >= 500:
             return DeskTransient(message, retry_after=answer.retry_after, **context)
         if answer.status == 401:
@@ -132,12 +141,14 @@ class Transport:
             return orjson.loads(answer.text) if answer.text.strip() else None
         except orjson.JSONDecodeError as exc:
             # A hibernating or proxied desk answers 200 with an HTML page: transient.
-            message = f"{self.desk} {action}: answer is not JSON"
-            raise DeskTransient(message, **self.context(action, answer)) from exc
+            context = self.context(action, answer)
+            message = f"{self.desk} {action}: answer is not JSON at {context['url']}"
+            raise DeskTransient(message, cause="answer is not JSON", **context) from exc
 
     def unexpected(self, action: str, answer: Answer, what: str) -> DeskTransient:
         """A 2xx answer without what the client needs: transient, so that an open is searched for first."""
-        return DeskTransient(f"{self.desk} {action}: {what}", **self.context(action, answer))
+        context = self.context(action, answer)
+        return DeskTransient(f"{self.desk} {action}: {what} at {context['url']}", cause="unexpected answer", **context)
 
     def context(self, action: str, answer: Answer) -> dict[str, Any]:
         return {
@@ -146,7 +157,41 @@ class Transport:
             "status": answer.status,
             "request": answer.request,
             "answer": answer.text,
+            "url": origin(str(answer.request.get("url", ""))),
         }
+
+
+def origin(url: str) -> str:
+    """Where a request goes, without path or query: scheme://host[:port]."""
+    try:
+        return str(URL(url).origin())
+    except ValueError:  # not absolute: keep what there is
+        return url
+
+
+_ERRNO = re.compile(r"\[Errno (-?\d+)\]")
+
+
+def cause_of(exc: aiohttp.ClientError) -> str:
+    """Why a request got no answer, in a few words: a `Cause`, or the error's own short description."""
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        return Cause.TLS
+    if isinstance(exc, aiohttp.ClientSSLError):
+        return "TLS error"
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+        return Cause.DNS
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        os_error = exc.os_error
+        if isinstance(os_error, socket.gaierror):
+            return Cause.DNS
+        # Several addresses (localhost: ::1 and 127.0.0.1) fail as one OSError listing each errno.
+        numbers = {int(n) for n in _ERRNO.findall(str(os_error))} or {os_error.errno or 0}
+        if isinstance(os_error, ConnectionRefusedError) or numbers == {errno.ECONNREFUSED}:
+            return Cause.REFUSED
+        return f"cannot connect ({os_error.strerror or os_error})"
+    if isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientOSError):
+        return "connection lost"
+    return type(exc).__name__
 
 
 def describe(method: str, url: str, params: Mapping[str, str] | None, body: Json | None) -> dict[str, Any]:

@@ -15,9 +15,13 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
+    """200 once started and Redis answers; 503 with the reason otherwise."""
     runtime = request.app[RUNTIME]
     try:
         await runtime.redis.ping()
+        if runtime.not_ready:  # started listening, still waiting to reach Redis: it answers now
+            runtime.redis_answered.set()  # so the start tries again at once rather than after its backoff
+            return json_response({"status": "unready", "redis": "ok", "detail": "starting: Redis answers now"}, 503)
         if not await runtime.scripts.loaded():
             # Redis 7 keeps no script cache across a restart or failover (SCRIPT LOAD is not written
             # to the AOF nor replicated). The bridge itself recovers (redis-py reloads on NOSCRIPT),
@@ -25,7 +29,8 @@ async def readyz(request: web.Request) -> web.Response:
             # which it never would while the probe keeps this replica out of the load balancer.
             await runtime.scripts.load()
     except redis.exceptions.RedisError as exc:
-        return json_response({"status": "unready", "detail": f"redis unavailable: {exc}"}, 503)
+        detail = runtime.not_ready or f"Redis is unreachable: {exc}"
+        return json_response({"status": "unready", "redis": "unreachable", "detail": detail}, 503)
     return json_response({"status": "ready"})
 
 

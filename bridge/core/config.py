@@ -8,14 +8,17 @@ This module and the CLI entry are the only places that read the environment.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
 import re
-from collections.abc import Mapping, Sequence
+import types
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
 from pydantic import (
+    BaseModel,
     ConfigDict,
     Field,
     GetCoreSchemaHandler,
@@ -28,7 +31,7 @@ from pydantic_core import CoreSchema, PydanticCustomError
 
 from bridge.core import plugins
 from bridge.core.desk import DeskSettings
-from bridge.core.errors import ConfigError
+from bridge.core.errors import ConfigError, Problem
 from bridge.core.matchers import Matcher, parse_matchers
 from bridge.core.policy import (
     DEFAULT_NOTES,
@@ -47,6 +50,7 @@ from bridge.core.policy import (
 from bridge.core.tuning import Tuning
 
 __all__ = ["DeskConfig", "Duration", "MappingConfig", "Ownership", "Route", "SourceConfig", "load", "parse_duration"]
+Path_ = tuple[str | int, ...]  # a key path: mapping keys and list indices
 
 
 class _RegisteredDesks:
@@ -76,14 +80,18 @@ class SourceConfig(Strict):
     def _known_kind(cls, kind: str) -> str:
         known = plugins.sources()
         if kind not in known:
-            raise ValueError(f"unknown source kind {kind!r}; known: {', '.join(sorted(known))}")
+            raise ValueError(unknown("source kind", kind, known) + f" (known: {', '.join(sorted(known))})")
         return kind
 
     @model_validator(mode="after")
     def _valid_options(self) -> SourceConfig:
         model = plugins.sources()[self.kind].options
         if model is not None:
-            model.model_validate(self.options)
+            try:
+                model.model_validate(self.options)
+            except ValidationError as exc:  # each error at its own key, under `options`
+                details: list[Any] = [{**e, "loc": ("options", *e["loc"])} for e in exc.errors()]
+                raise ValidationError.from_exception_data(exc.title, details) from None
         elif self.options:
             raise ValueError(f"source kind {self.kind!r} takes no options")
         return self
@@ -129,26 +137,55 @@ class MappingConfig(Strict):
 
     @model_validator(mode="after")
     def _references(self) -> MappingConfig:
-        names = [r.name for r in self.routes]
-        for index, name in enumerate(names):
-            if name in names[:index]:
-                raise _misreference(f"route name {name!r} is used twice", ("routes", index, "name"))
-        for index, route in enumerate(self.routes):
-            if route.desk not in self.desks:
-                raise _misreference(f"route {route.name!r}: unknown desk {route.desk!r}", ("routes", index, "desk"))
-            for item, source in enumerate(route.sources):
-                if source not in self.sources:
-                    raise _misreference(
-                        f"route {route.name!r}: unknown source {source!r}", ("routes", index, "sources", item)
-                    )
-        for desk in self.limits:
-            if desk not in self.desks:
-                raise _misreference(f"limits: unknown desk {desk!r}", ("limits", desk))
+        routes = [{"name": r.name, "desk": r.desk, "sources": r.sources} for r in self.routes]
+        found = misreferences({"sources": self.sources, "desks": self.desks, "limits": self.limits, "routes": routes})
+        if found:
+            message, at = found[0]
+            raise _misreference(message, at)
         return self
 
     def route(self, name: str) -> Route | None:
         """The route of that name (an incident's outbox names its route), if still in the mapping."""
         return next((r for r in self.routes if r.name == name), None)
+
+
+def unknown(what: str, name: str, known: Iterable[str]) -> str:
+    """`unknown <what> 'name'`, with `; did you mean 'x'?` when a known name is a near miss."""
+    close = difflib.get_close_matches(name, [str(k) for k in known], n=1, cutoff=0.6)
+    return f"unknown {what} {name!r}" + (f"; did you mean {close[0]!r}?" if close else "")
+
+
+def misreferences(data: Mapping[str, Any]) -> list[tuple[str, Path_]]:
+    """Names the mapping uses that it does not define (route -> desk or source, limits -> desk) and route
+    names used twice, each with its key path; `data` may be the raw mapping, wrong shapes are skipped."""
+
+    def names(section: str) -> list[str]:
+        value = data.get(section)
+        return [str(k) for k in value] if isinstance(value, Mapping) else []
+
+    desks, sources = names("desks"), names("sources")
+    routes = data.get("routes")
+    routes = [r if isinstance(r, Mapping) else {} for r in routes] if isinstance(routes, list) else []
+    found: list[tuple[str, Path_]] = []
+    seen: set[str] = set()
+    for index, route in enumerate(routes):
+        name = route.get("name")
+        if isinstance(name, str):
+            if name in seen:
+                found.append((f"route name {name!r} is used twice", ("routes", index, "name")))
+            seen.add(name)
+        label = f"route {name!r}: " if isinstance(name, str) else ""
+        desk = route.get("desk")
+        if isinstance(desk, str) and desk not in desks:
+            found.append((label + unknown("desk", desk, desks), ("routes", index, "desk")))
+        used = route.get("sources")
+        for item, source in enumerate(used if isinstance(used, list) else []):
+            if isinstance(source, str) and source not in sources:
+                found.append((label + unknown("source", source, sources), ("routes", index, "sources", item)))
+    for desk in names("limits"):
+        if desk not in desks:
+            found.append((unknown("desk", desk, desks), ("limits", desk)))
+    return found
 
 
 def _misreference(message: str, at: tuple[str | int, ...]) -> PydanticCustomError:
@@ -164,36 +201,104 @@ def _misreference(message: str, at: tuple[str | int, ...]) -> PydanticCustomErro
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _SECRET_KEYS = ("password", "secret", "token", "client_secret", "api_token")
-Path_ = tuple[str | int, ...]
+SECTIONS = ("sources", "desks", "limits", "routes")
+
+
+class _Found:
+    """The problems found while loading, each located in its own file. One reported at a key hides
+    those found later at or under it (a missing variable would otherwise also be a bad URL)."""
+
+    def __init__(self, files: list[str]) -> None:
+        self.files = files
+        self.problems: list[Problem] = []
+        self._reported: set[tuple[str, Path_]] = set()
+
+    def add(self, message: str, file: str, path: Path_ = (), line: int | None = None) -> None:
+        if any((file, path[:n]) in self._reported for n in range(1, len(path) + 1)):
+            return
+        self.hide(file, path)
+        self.problems.append(Problem(message, file, _dotted(path), line))
+
+    def hide(self, file: str, path: Path_) -> None:
+        """Report nothing more at or under `path` (its value stands in for one already reported)."""
+        if path:
+            self._reported.add((file, path))
+
+    def raise_any(self) -> None:
+        """One ConfigError with every problem so far, in file and line order; nothing if none."""
+        if self.problems:
+            order = {file: index for index, file in enumerate(self.files)}
+            self.problems.sort(key=lambda p: (order.get(p.file, len(order)), p.line or 0))
+            raise ConfigError(problems=self.problems)
 
 
 def load(paths: Sequence[str | Path], env: Mapping[str, str] | None = None) -> MappingConfig:
-    """Load and validate one or more mapping files (merged: sources, desks, routes in file order)."""
+    """Load and validate one or more mapping files (merged: sources, desks, routes in file order).
+
+    Every mistake found is reported at once, in one ConfigError (`problems`); a file that cannot be
+    read or parsed stops the load after the reading, as the rest would only be guesses.
+    """
     env = os.environ if env is None else env
+    files = [str(p) for p in paths]
+    found = _Found(files)
+    lines: dict[str, dict[Path_, int]] = {}
+    read: list[tuple[str, dict[str, Any]]] = []
+    for path in files:
+        try:
+            data, lines[path] = _read_yaml(path)
+        except ConfigError as exc:
+            found.problems.extend(exc.problems)
+            continue
+        if not isinstance(data, dict):
+            found.add("a mapping file must be a YAML mapping (sources:, desks:, routes:)", path)
+            continue
+        read.append((path, data))
+    found.raise_any()
+
     merged: dict[str, Any] = {"sources": {}, "desks": {}, "limits": {}, "routes": []}
     origin: dict[Path_, tuple[str, Path_]] = {}  # merged path prefix -> (file, path in that file)
-    lines: dict[str, dict[Path_, int]] = {}
-    for raw_path in paths:
-        path = str(raw_path)
-        data, lines[path] = _read_yaml(path)
-        data = _resolve(data, (), path, lines[path], env)
-        if not isinstance(data, dict):
-            raise ConfigError("a mapping file must be a YAML mapping", file=path)
+    for path, raw in read:
+        at = lines[path]
+        data = _resolve(raw, (), path, at, env, found)
         for section in ("sources", "desks", "limits"):
-            for name, value in (data.pop(section, None) or {}).items():
+            value = data.pop(section, None) or {}
+            if not isinstance(value, dict):
+                found.add(f"must be a mapping of names to {section}", path, (section,), at.get((section,)))
+                continue
+            for name, item in value.items():
                 if name in merged[section]:
-                    raise ConfigError(f"{section[:-1]} {name!r} defined twice", file=path, path=f"{section}.{name}")
-                merged[section][name] = value
+                    where = f" (first in {origin[(section, name)][0]})"
+                    found.add(
+                        f"{section[:-1]} {name!r} defined twice{where}", path, (section, name), at.get((section, name))
+                    )
+                    continue
+                merged[section][name] = item
                 origin[(section, name)] = (path, (section, name))
-        for index, route in enumerate(data.pop("routes", None) or []):
+        routes = data.pop("routes", None) or []
+        if not isinstance(routes, list):
+            found.add("must be a list of routes (- name: ...)", path, ("routes",), at.get(("routes",)))
+            routes = []
+        for index, route in enumerate(routes):
             origin[("routes", len(merged["routes"]))] = (path, ("routes", index))
             merged["routes"].append(route)
         for key in data:
-            raise ConfigError(f"unknown top-level key {key!r}", file=path, path=str(key), line=lines[path].get((key,)))
+            found.add(unknown("top-level key", str(key), SECTIONS), path, (str(key),), at.get((key,)))
+
+    def locate(message: str, loc: Path_) -> None:
+        found.add(message, *_located(loc, merged, origin, lines, files))
+
+    for message, loc in misreferences(merged):
+        locate(message, loc)
+    config: MappingConfig | None = None
     try:
-        return MappingConfig.model_validate(merged)
+        config = MappingConfig.model_validate(merged)
     except ValidationError as exc:
-        raise _located(exc, merged, origin, lines, [str(p) for p in paths]) from None
+        for error in exc.errors():
+            if error["type"] != "unknown_reference":  # all of those were found just above
+                locate(*_described(error, merged))
+    found.raise_any()
+    assert config is not None
+    return config
 
 
 def _read_yaml(path: str) -> tuple[Any, dict[Path_, int]]:
@@ -226,29 +331,28 @@ def _index_lines(node: yaml.Node | None, path: Path_, out: dict[Path_, int]) -> 
             _index_lines(item, (*path, i), out)
 
 
-def _resolve(value: Any, path: Path_, file: str, lines: dict[Path_, int], env: Mapping[str, str]) -> Any:
-    """Substitute `${VAR}` in strings and read `<secret>_file` keys."""
+def _resolve(value: Any, path: Path_, file: str, lines: dict[Path_, int], env: Mapping[str, str], found: _Found) -> Any:
+    """Substitute `${VAR}` in strings and read `<secret>_file` keys; what cannot be is a problem
+    (and an empty string meanwhile)."""
     if isinstance(value, dict):
         out: dict[str, Any] = {}
         for key, item in value.items():
             key = str(key)
             if key.endswith("_file") and key[: -len("_file")] in _SECRET_KEYS:
                 target = key[: -len("_file")]
-                file_name = _resolve(item, (*path, key), file, lines, env)
+                file_name = _resolve(item, (*path, key), file, lines, env, found)
                 try:
                     out[target] = Path(file_name).read_text().rstrip("\n")
                 except OSError as exc:
-                    raise ConfigError(
-                        f"cannot read secret file {file_name!r}: {exc.strerror}",
-                        file=file,
-                        path=_dotted((*path, key)),
-                        line=lines.get((*path, key)),
-                    ) from exc
+                    where = (*path, key)
+                    found.add(f"cannot read secret file {file_name!r}: {exc.strerror}", file, where, lines.get(where))
+                    found.hide(file, (*path, target))
+                    out[target] = ""
                 continue
-            out[key] = _resolve(item, (*path, key), file, lines, env)
+            out[key] = _resolve(item, (*path, key), file, lines, env, found)
         return out
     if isinstance(value, list):
-        return [_resolve(item, (*path, i), file, lines, env) for i, item in enumerate(value)]
+        return [_resolve(item, (*path, i), file, lines, env, found) for i, item in enumerate(value)]
     if isinstance(value, str) and "${" in value:
 
         def substitute(m: re.Match[str]) -> str:
@@ -257,26 +361,86 @@ def _resolve(value: Any, path: Path_, file: str, lines: dict[Path_, int], env: M
                 return env[name]
             if default is not None:
                 return default
-            raise ConfigError(
-                f"environment variable {name} is not set (use ${{{name}:-}} to make it optional)",
-                file=file,
-                path=_dotted(path),
-                line=lines.get(path),
-            )
+            message = f"environment variable {name} is not set (use ${{{name}:-}} to make it optional)"
+            found.add(message, file, path, lines.get(path))
+            return ""
 
         return _ENV_REF.sub(substitute, value)
     return value
 
 
+def _described(error: Any, data: dict[str, Any]) -> tuple[str, Path_]:
+    """A pydantic error in plain words, and the key path it is about (still with union tags)."""
+    kind, loc, ctx = error["type"], tuple(error["loc"]), error.get("ctx") or {}
+    if kind == "extra_forbidden":
+        return unknown("key", str(loc[-1]), _keys_at(loc[:-1], data)), loc
+    if kind == "missing":
+        return f"missing required key {loc[-1]!r}", loc
+    what = "desk kind" if loc[:1] == ("desks",) else "kind"
+    if kind == "union_tag_invalid":
+        known = [t.strip("'") for t in str(ctx.get("expected_tags", "")).split(", ")]
+        return unknown(what, str(ctx.get("tag")), known) + f" (known: {', '.join(known)})", (*loc, "kind")
+    if kind == "union_tag_not_found":
+        return f"missing required key 'kind' (the {what}: one of {', '.join(plugins.desks())})", loc
+    if kind == "too_short" and loc == ("routes",):
+        return "no routes: a mapping needs at least one", loc
+    return str(error["msg"]).removeprefix("Value error, "), (*loc, *ctx.get("at", ()))
+
+
+_DESK_KINDS = object()  # `_step`'s mark for a desk section, told apart by its `kind` (the next part)
+
+
+def _keys_at(loc: Path_, data: dict[str, Any]) -> list[str]:
+    """The keys the model at `loc` (a pydantic error location, union tags included) takes."""
+    node: Any = MappingConfig
+    if loc[:1] == ("sources",) and loc[2:3] == ("options",):  # the model of the source's kind
+        source = data["sources"].get(loc[1])
+        adapter = plugins.sources().get(str(source.get("kind"))) if isinstance(source, dict) else None
+        node, loc = (adapter.options if adapter else None), loc[3:]
+    for part in loc:
+        node = _step(node, part)
+    if not (isinstance(node, type) and issubclass(node, BaseModel)):
+        return []
+    keys: list[str] = []
+    for name, field in node.model_fields.items():
+        keys.append(field.alias or name)
+        if name in _SECRET_KEYS:
+            keys.append(f"{name}_file")
+    return keys
+
+
+def _step(node: Any, part: str | int) -> Any:
+    """The type one key (or list index, or union tag) below `node`; None when there is none."""
+    while True:  # Annotated[X, ...] -> X, X | None -> X
+        if get_origin(node) is Annotated:
+            node, *extra = get_args(node)
+            if _RegisteredDesks in extra:
+                node = _DESK_KINDS
+        elif get_origin(node) in (Union, types.UnionType):
+            options = [a for a in get_args(node) if a is not type(None)]
+            node = options[0] if len(options) == 1 else None
+        else:
+            break
+    if node is _DESK_KINDS:
+        return plugins.desks().get(str(part))
+    if isinstance(node, type) and issubclass(node, BaseModel):
+        return next((f.annotation for n, f in node.model_fields.items() if part in (n, f.alias)), None)
+    if get_origin(node) is dict:
+        return get_args(node)[1]
+    if get_origin(node) is list:
+        return get_args(node)[0]
+    return None
+
+
 def _located(
-    exc: ValidationError,
+    loc: Path_,
     data: Any,
     origin: dict[Path_, tuple[str, Path_]],
     lines: dict[str, dict[Path_, int]],
     files: list[str],
-) -> ConfigError:
-    error = exc.errors()[0]
-    loc = _without_tags(tuple(error["loc"]) + tuple((error.get("ctx") or {}).get("at", ())), data)
+) -> tuple[str, Path_, int | None]:
+    """A location in the merged mapping as (file, path in that file, line of the deepest key there)."""
+    loc = _without_tags(loc, data)
     file, local = files[0], loc
     for size in (2, 1):
         if loc[:size] in origin:
@@ -288,11 +452,7 @@ def _located(
     for part in local:
         if (*known, part) in lines[file]:
             known = (*known, part)
-    message = error["msg"].removeprefix("Value error, ")
-    extra = len(exc.errors()) - 1
-    if extra:
-        message += f" (and {extra} more error{'s' if extra > 1 else ''})"
-    return ConfigError(message, file=file, path=_dotted(local), line=lines[file].get(known))
+    return file, local, lines[file].get(known)
 
 
 def _without_tags(loc: Path_, data: Any) -> Path_:

@@ -19,12 +19,13 @@ import functools
 import uuid
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 import redis.exceptions
 import structlog
 
 from bridge.core import keys, logs
-from bridge.core.errors import DeskError, DeskTransient
+from bridge.core.errors import Cause, DeskError, DeskTransient
 from bridge.delivery.actions import ROTATED, DeskActions
 from bridge.delivery.guard import BreakerOpen, DeskGuard, breaker_until, delivering, jitter, retrying
 from bridge.runtime import outbox
@@ -317,7 +318,9 @@ class Delivery:
             return jitter(self.rt.clock() + int((exc.retry_after or 1.0) * 1000))
         failures = await self.rt.redis.hincrby(ik.state, "failures", 1)
         delay = exc.retry_after or min(self.rt.tuning.backoff_max_s, 2.0**failures)
-        log.warning("desk_unavailable", desk=exc.desk, action=exc.action, status=exc.status, retry_in_s=delay)
+        # One line per retry round of the incident (its in-pass retries are not logged; the incidents
+        # that wait on the desk's breaker meanwhile log nothing).
+        log.warning("desk_unavailable", **self._unavailable(exc), action=exc.action, retry_in_s=delay)
         # Keep the desk's breaker open while this incident waits: the others wait with it.
         until = await self.guard.trip(exc.desk or self._desk_of(action), delay, nx=False)
         pipe = self.rt.redis.pipeline(transaction=False)
@@ -325,9 +328,47 @@ class Delivery:
         await self.rt.scripts.execute(pipe)
         return until
 
+    def _unavailable(self, exc: DeskTransient) -> dict[str, Any]:
+        """What a transient failure's log line says: desk, URL, cause, the error and, where one helps, a hint."""
+        fields: dict[str, Any] = {"desk": exc.desk, "url": exc.url, "cause": exc.cause}
+        if exc.status is not None:
+            fields["status"] = exc.status
+        fields["error"] = str(exc)
+        desk = self.rt.config.desks.get(exc.desk)
+        hint = desk_hint(exc.desk, getattr(desk, "kind", ""), exc.url, exc.cause)
+        if hint:
+            fields["hint"] = hint
+        return fields
+
     async def _dead_letter(self, ik: keys.IncidentKeys, action: Action, exc: DeskError) -> None:
         log.error("desk_rejected", desk=exc.desk, action=exc.action, status=exc.status, error=str(exc))
         pipe = self.rt.redis.pipeline(transaction=False)
         outbox.dead_letter(pipe, ik, self.rt, action, exc)
         self.rt.scripts.pop(ik, self.token, action.entries, pipe)
         await self.rt.scripts.execute(pipe)
+
+
+# Desk kind -> its simulator (`bridge simulate <name>`).
+SIMULATORS = {"servicenow": "servicenow", "servicenow_em": "servicenow", "jira": "jira", "remedy": "remedy",
+              "webhook": "webhook"}  # fmt: skip
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def desk_hint(desk: str, kind: str, url: str, cause: str) -> str:
+    """What to do about a desk that gave no answer, where the cause says it; '' otherwise.
+
+    A refused connection to a local address is most often the simulator not started (the example
+    mapping's default desk is http://127.0.0.1:8081): the hint is the command that starts it.
+    """
+    parts = urlsplit(url)
+    if cause == Cause.REFUSED:
+        if parts.hostname in LOCAL_HOSTS and kind in SIMULATORS and parts.port:
+            return f"start the simulator: bridge simulate {SIMULATORS[kind]} --port {parts.port}"
+        return f"nothing accepts connections at {url}: is the desk up, and is desks.{desk}.url right?"
+    if cause == Cause.DNS:
+        return f"the host {parts.hostname} is not known to DNS: check desks.{desk}.url"
+    if cause == Cause.TLS:
+        return f"the desk's certificate is not trusted: set desks.{desk}.ca_file to the CA bundle that signed it"
+    if cause == Cause.TIMEOUT:
+        return f"no answer within desks.{desk}.timeout: check the network path to {url}, or raise the timeout"
+    return ""

@@ -11,8 +11,10 @@ import socket
 from collections.abc import Sequence
 from pathlib import Path
 
+import redis.exceptions
 import structlog
 from aiohttp import web
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential
 
 from bridge.admin.reload import Reloader
 from bridge.core import config as config_mod
@@ -23,12 +25,27 @@ from bridge.engine.consumer import Engine
 from bridge.engine.timers import Ticker
 from bridge.process.app import make_app
 from bridge.process.embedded import embedded_redis
+from bridge.runtime.connect import without_password
 from bridge.runtime.context import Runtime
 from bridge.runtime.scripts import open_scripts
 
 log = structlog.get_logger("bridge.process.server")
 REDIS_TIMEOUT_S = 5.0  # a Redis that does not answer within this fails the call (webhooks get a 503)
+REDIS_FIRST_WAIT_S = 0.5  # Redis unreachable at start-up: the first wait before trying again, doubling
+REDIS_MAX_WAIT_S = 10.0  # up to this
+REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 GC_YOUNG = 50_000  # allocations between collections of the young generation (CPython's default: 700)
+
+
+def warn_unauthenticated(config: MappingConfig) -> None:
+    """One warning line naming every source that takes requests without a secret, if any does."""
+    open_sources = [name for name, source in config.sources.items() if not source.secret_value()]
+    if open_sources:
+        log.warning(
+            "sources_unauthenticated",
+            sources=open_sources,
+            hint="anyone who can reach the bridge can post alerts to these; set each one's secret to require a token",
+        )
 
 
 def collect_less() -> None:
@@ -57,8 +74,11 @@ class Bridge:
         config_paths: Sequence[str] = (),
         reload_poll_s: float = 2.0,
         admin_token: str = "",
+        announce: bool = True,
     ) -> None:
+        """`announce`: log the start-up warnings (open sources); off in all but one of several workers."""
         self.config, self.redis_url = config, redis_url
+        self.announce = announce
         self.config_paths, self.reload_poll_s = list(config_paths), reload_poll_s
         self.admin_token = admin_token
         self.reloader: Reloader | None = None
@@ -72,21 +92,33 @@ class Bridge:
         self.delivery: Delivery | None = None
         self._runner: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._stopped = False
 
     async def start(self) -> Bridge:
+        """Listen, reach Redis, then start the stages; returns once started, or once stopped before.
+
+        The HTTP server listens first, so that /healthz answers while Redis cannot be reached and
+        /readyz says why the process is not ready; Redis is tried again with a growing wait (one
+        `redis_unreachable` line per try) until it answers or `stop` is called.
+        """
         scripts = open_scripts(self.redis_url, timeout=REDIS_TIMEOUT_S)
-        redis = scripts.redis
-        await scripts.load()
         rt = Runtime(
-            redis, scripts, self.config, tuning=self.tuning, consumer=self.consumer, admin_token=self.admin_token
+            scripts.redis,
+            scripts,
+            self.config,
+            tuning=self.tuning,
+            consumer=self.consumer,
+            admin_token=self.admin_token,
         )
+        rt.not_ready = f"starting: connecting to Redis at {without_password(self.redis_url)}"
         self.runtime = rt
         await rt.open_desks()
-        for name, source in self.config.sources.items():
-            if source.secret is None or not source.secret_value():
-                log.warning("source_unauthenticated", source=name, hint="set its secret to require a token")
+        if self.announce:
+            warn_unauthenticated(self.config)
         engine = Engine(rt)
-        await engine.ensure_group()
+        await self._listen(rt)
+        if not await self._reach_redis(rt, engine):
+            return self  # stopped while waiting
         self.delivery = delivery = Delivery(rt, engine.ready)
         engine.handoff = delivery
         ticker = Ticker(rt, engine.ready)
@@ -98,6 +130,11 @@ class Bridge:
         if self.config_paths:
             self.reloader = Reloader(rt, self.config_paths, poll_s=self.reload_poll_s)
             self._tasks.append(asyncio.create_task(self.reloader.run(self.stopping), name="reload"))
+        rt.not_ready = ""
+        log.info("bridge_started", host=self.host, port=self.port, consumer=self.consumer)
+        return self
+
+    async def _listen(self, rt: Runtime) -> None:
         # In-flight requests get the grace period too: an alert being written to Redis is answered.
         self._runner = web.AppRunner(make_app(rt), access_log=None, handle_signals=False, shutdown_timeout=self.grace_s)
         await self._runner.setup()
@@ -105,19 +142,70 @@ class Bridge:
         await site.start()
         if self.port == 0:
             self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        log.info("bridge_started", host=self.host, port=self.port, consumer=self.consumer)
-        return self
+
+    async def _reach_redis(self, rt: Runtime, engine: Engine) -> bool:
+        """Load the scripts and make the intake group, trying again while Redis is unreachable (waits
+        from REDIS_FIRST_WAIT_S doubling up to REDIS_MAX_WAIT_S, cut short when /readyz sees Redis
+        answer); False when `stop` came first."""
+        url = without_password(self.redis_url)
+
+        async def contact() -> bool:
+            if self.stopping.is_set():
+                return False
+            await rt.scripts.load()
+            await engine.ensure_group()
+            return True
+
+        async def pause(seconds: float) -> None:
+            rt.redis_answered.clear()
+            waits = [asyncio.ensure_future(e.wait()) for e in (self.stopping, rt.redis_answered)]
+            try:
+                await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for waiter in waits:
+                    waiter.cancel()
+
+        def unreachable(state: RetryCallState) -> None:
+            error = state.outcome.exception() if state.outcome else None
+            seconds = state.next_action.sleep if state.next_action else 0.0
+            rt.not_ready = (
+                f"Redis at {url} is unreachable: {error} (attempt {state.attempt_number}; next try in {seconds:.1f} s)"
+            )
+            log.warning(
+                "redis_unreachable",
+                url=url,
+                attempt=state.attempt_number,
+                retry_in_s=round(seconds, 1),
+                error=str(error),
+                hint="start Redis there, or set BRIDGE_REDIS_URL to where it runs; the bridge waits for it",
+            )
+
+        retrying = AsyncRetrying(
+            retry=retry_if_exception_type(REDIS_DOWN),
+            wait=wait_exponential(multiplier=REDIS_FIRST_WAIT_S, max=REDIS_MAX_WAIT_S),
+            stop=lambda state: self.stopping.is_set(),
+            sleep=pause,
+            before_sleep=unreachable,
+            retry_error_callback=lambda state: False,
+        )
+        reached: bool = await retrying(contact)
+        attempts = retrying.statistics.get("attempt_number", 1)
+        if reached and attempts > 1:
+            log.info("redis_reached", url=url, attempts=attempts)
+        return reached
 
     async def stop(self) -> None:
         """Stop accepting, let in-flight work finish within the grace period, then cancel and await.
+        A start still waiting for Redis ends first (`stopping` ends its wait).
 
         The grace period bounds the whole stop (Kubernetes kills at terminationGracePeriodSeconds):
         open requests are answered, the engine finishes its batch (entries it did not acknowledge
         stay pending for another replica's XAUTOCLAIM) and delivery its current desk calls (the
         rest of each outbox stays in Redis, and leases are released so others resume at once).
         """
-        if self.stopping.is_set():
+        if self._stopped:
             return
+        self._stopped = True
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.grace_s
         self.stopping.set()
@@ -149,26 +237,37 @@ async def serve(
     tuning: Tuning | None = None,
     admin_token: str = "",
     reload_poll_s: float = 2.0,
+    announce: bool = True,
 ) -> None:
     """Run until SIGTERM or SIGINT; SIGHUP reloads the mapping files (so does saving one).
 
-    Without a Redis URL, run an embedded redis-server meanwhile.
+    Without a Redis URL, run an embedded redis-server meanwhile. A Redis that cannot be reached is
+    waited for (`Bridge.start`); a signal meanwhile stops the process as cleanly as later.
     """
     config = config_mod.load(config_paths)
     with contextlib.ExitStack() as stack:
         redis_url = redis_url or embedded_redis(stack, data_dir)
         bridge = Bridge(
             config, redis_url, host=host, port=port, grace_s=grace_s, reuse_port=reuse_port, tuning=tuning,
-            config_paths=config_paths, reload_poll_s=reload_poll_s, admin_token=admin_token,
+            config_paths=config_paths, reload_poll_s=reload_poll_s, admin_token=admin_token, announce=announce,
         )  # fmt: skip
-        await bridge.start()
-        collect_less()
         signalled = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, signalled.set)
-        if bridge.reloader is not None:
-            loop.add_signal_handler(signal.SIGHUP, bridge.reloader.request)
-        await signalled.wait()
-        log.info("bridge_stopping", grace_s=grace_s)
-        await bridge.stop()
+        # From the start, so that a SIGHUP while still starting does not end the process (its default).
+        loop.add_signal_handler(signal.SIGHUP, lambda: bridge.reloader.request() if bridge.reloader else None)
+        starting = asyncio.create_task(bridge.start(), name="start")
+        signal_wait = asyncio.create_task(signalled.wait(), name="signal")
+        try:
+            await asyncio.wait({starting, signal_wait}, return_when=asyncio.FIRST_COMPLETED)
+            if not starting.done():  # a signal while waiting for Redis: end the wait, then stop
+                bridge.stopping.set()
+            await starting
+            if not signalled.is_set():
+                collect_less()
+                await signal_wait
+        finally:
+            signal_wait.cancel()
+            log.info("bridge_stopping", grace_s=grace_s)
+            await bridge.stop()

@@ -71,6 +71,7 @@ def _worker_main(spec: WorkerSpec) -> None:
             tuning=spec.tuning,
             admin_token=spec.admin_token,
             reload_poll_s=spec.reload_poll_s,
+            announce=False,  # the parent gave the start-up warnings, once
         )
     )
 
@@ -93,8 +94,9 @@ def serve_workers(
     if workers < 1:
         raise ConfigError(f"--workers must be at least 1, got {workers}")
     from bridge.core import config as config_mod
+    from bridge.process.server import warn_unauthenticated
 
-    config_mod.load(config_paths)  # fail here, once, rather than in every worker
+    warn_unauthenticated(config_mod.load(config_paths))  # fail or warn here, once, rather than in every worker
     port = port or free_port()  # port 0 would give each worker a port of its own
     with contextlib.ExitStack() as stack:
         redis_url = redis_url or embedded_redis(stack, data_dir)

@@ -45,6 +45,15 @@ def packed_by_hiredis(client: aioredis.Redis) -> aioredis.Redis:
     return client
 
 
+def without_password(url: str) -> str:
+    """`url` as it may be shown (logs, /readyz): its password, if any, replaced by ***."""
+    parts = urlsplit(url)
+    if not parts.password:
+        return url
+    user = f"{parts.username}:" if parts.username else ":"
+    return parts._replace(netloc=f"{user}***@{parts.netloc.rpartition('@')[2]}").geturl()
+
+
 def connect(url: str, **options: Any) -> aioredis.Redis:
     """A client for `url`; `options` (timeouts) apply to the data connections."""
     parts = urlsplit(url)

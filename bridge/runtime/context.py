@@ -45,6 +45,9 @@ class Runtime:
     desks: dict[str, Desk] = field(default_factory=dict)
     session: aiohttp.ClientSession | None = None
     admin_token: str = ""  # bearer token of the admin API (/api/v1); empty: the API is off
+    # Why this process is not ready yet while it starts (waiting for Redis), for /readyz; "" once started.
+    not_ready: str = ""
+    redis_answered: asyncio.Event = field(default_factory=asyncio.Event)  # set by /readyz: try again now
 
     def __post_init__(self) -> None:
         self.router = self._router(self.config)

@@ -137,7 +137,7 @@ BAD = {
 
 @pytest.mark.parametrize("case", list(BAD))
 def test_a_bad_mapping_names_file_path_and_line(tmp_path: Path, case: str) -> None:
-    """Every kind of mistake is a ConfigError naming the file, the dotted key path and its line."""
+    """Every kind of mistake is a ConfigError naming the file, the dotted key path and its line, once."""
     old, new, needle, dotted = BAD[case]
     text = BASE + new if old == "" else BASE.replace(old, new, 1)
     assert text != BASE
@@ -147,7 +147,124 @@ def test_a_bad_mapping_names_file_path_and_line(tmp_path: Path, case: str) -> No
     line = line_of(text, needle)
     error = caught.value
     assert (error.file, error.path, error.line) == (str(path), dotted, line), str(error)
-    assert f"{path}:{line} at {dotted}: " in str(error)
+    assert str(error).startswith(f"{path}:{line}: {dotted}: "), str(error)
+    assert len(error.problems) == 1, str(error)  # one mistake, one problem (a missing variable is not also a bad value)
+
+
+# case -> (old text, new text, the message the one problem must end with)
+NEAR_MISSES = {
+    "route key": (
+        "    desk: snow\n",
+        "    desk: snow\n    continu: true\n",
+        "unknown key 'continu'; did you mean 'continue'?",
+    ),
+    "lifecycle key": (
+        "resolve_after: 5m",
+        "reopen_witin: 5m",
+        "unknown key 'reopen_witin'; did you mean 'reopen_within'?",
+    ),
+    "secret file key": (
+        "    password: ${SNOW_PASSWORD:-pw}\n",
+        "    password: pw\n    pasword_file: /x\n",
+        "unknown key 'pasword_file'; did you mean 'password_file'?",
+    ),
+    "top-level key": ("routes:\n", "desk:\n  x: 1\nroutes:\n", "unknown top-level key 'desk'; did you mean 'desks'?"),
+    "source kind": ("kind: alertmanager", "kind: alertmanagr", "did you mean 'alertmanager'? (known: alertmanager, "),
+    "desk kind": ("kind: servicenow", "kind: servicenw", "unknown desk kind 'servicenw'; did you mean 'servicenow'?"),
+    "desk reference": ("    desk: snow\n", "    desk: snwo\n", "route 'db': unknown desk 'snwo'; did you mean 'snow'?"),
+    "source reference": (
+        "[alertmanager]",
+        "[alertmanagr]",
+        "route 'db': unknown source 'alertmanagr'; did you mean 'alertmanager'?",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(NEAR_MISSES))
+def test_a_near_miss_gets_did_you_mean(tmp_path: Path, case: str) -> None:
+    """An unknown key, kind or name close to a valid one says which one was probably meant, in plain words."""
+    old, new, ending = NEAR_MISSES[case]
+    path = write(tmp_path, BASE.replace(old, new, 1))
+    with pytest.raises(ConfigError) as caught:
+        config.load([path], env={})
+    (problem,) = caught.value.problems
+    assert ending in problem.message, problem.message
+    assert "Extra inputs" not in str(caught.value) and "Input tag" not in str(caught.value)
+
+
+def test_an_unknown_key_far_from_any_valid_one_gets_no_guess(tmp_path: Path) -> None:
+    """`colour` under a route is reported as unknown without a made-up suggestion."""
+    path = write(tmp_path, BASE.replace("    desk: snow\n", "    desk: snow\n    colour: red\n"))
+    with pytest.raises(ConfigError) as caught:
+        config.load([path], env={})
+    assert caught.value.message == "unknown key 'colour'"
+
+
+SEVERAL = """\
+sources:
+  alertmanager:
+    kind: alertmanager
+    secrte: x
+desks:
+  snow:
+    kind: servicenow
+    url: ftp://acme
+    user: bridge
+    password: ${SNOW_PASSWORD}
+limit:
+  snow: {per_second: 1}
+routes:
+  - name: db
+    desk: snwo
+    sources: [alertmanager, grafana]
+    lifecycle:
+      reopen_witin: 1h
+      resolve_afer: 5m
+  - name: db  # again
+    desk: snow
+    match: ['team~"db"']
+"""
+# SEVERAL's mistakes in line order: (text on the line, dotted key path, what the message says)
+SEVERAL_PROBLEMS = [
+    ("secrte: x", "sources.alertmanager.secrte", "unknown key 'secrte'; did you mean 'secret'?"),
+    ("url: ftp", "desks.snow.url", "must be an http(s) URL"),
+    ("password: ${", "desks.snow.password", "environment variable SNOW_PASSWORD is not set"),
+    ("limit:", "limit", "unknown top-level key 'limit'; did you mean 'limits'?"),
+    ("desk: snwo", "routes[0].desk", "route 'db': unknown desk 'snwo'; did you mean 'snow'?"),
+    ("sources: [", "routes[0].sources[1]", "route 'db': unknown source 'grafana'"),
+    ("reopen_witin", "routes[0].lifecycle.reopen_witin", "unknown key 'reopen_witin'; did you mean 'reopen_within'?"),
+    ("resolve_afer", "routes[0].lifecycle.resolve_afer", "unknown key 'resolve_afer'; did you mean 'resolve_after'?"),
+    ("# again", "routes[1].name", "route name 'db' is used twice"),
+    ('team~"db"', "routes[1].match[0]", "bad matcher"),
+]
+
+
+def test_every_mistake_in_a_file_is_reported_at_once(tmp_path: Path) -> None:
+    """Ten mistakes in one file: one ConfigError lists all ten in line order, as `file:line: key.path: message`."""
+    path = write(tmp_path, SEVERAL)
+    with pytest.raises(ConfigError) as caught:
+        config.load([path], env={})
+    problems = caught.value.problems
+    found = [(p.file, p.line, p.path) for p in problems]
+    assert found == [(str(path), line_of(SEVERAL, needle), dotted) for needle, dotted, _ in SEVERAL_PROBLEMS]
+    lines = str(caught.value).splitlines()
+    assert lines[0] == "10 problems:"
+    for (_, _, message), problem, text in zip(SEVERAL_PROBLEMS, problems, lines[1:], strict=True):
+        assert message in problem.message, problem
+        assert text == f"{path}:{problem.line}: {problem.path}: {problem.message}"
+
+
+def test_mistakes_in_several_files_each_name_their_own_file(tmp_path: Path) -> None:
+    """Problems from two files come in one error, each with its own file and line, in file order."""
+    first = write(tmp_path, BASE.replace("resolve_after: 5m", "resolve_afer: 5m"), "base.yaml")
+    second = write(tmp_path, "routes:\n  - name: web\n    desk: jira\n", "web.yaml")
+    with pytest.raises(ConfigError) as caught:
+        config.load([first, second], env={})
+    located = [(p.file, p.path, p.line) for p in caught.value.problems]
+    assert located == [
+        (str(first), "routes[0].lifecycle.resolve_afer", line_of(BASE, "resolve_after")),
+        (str(second), "routes[0].desk", 3),
+    ]
 
 
 def test_not_yaml_names_the_line(tmp_path: Path) -> None:
@@ -382,13 +499,23 @@ def test_check_config_accepts_the_example() -> None:
 
 
 def test_check_config_refuses_a_bad_file_with_its_location(tmp_path: Path) -> None:
-    """A bad mapping exits non-zero with `file:line at path` on stderr."""
+    """A bad mapping exits non-zero with `file:line: path: message` on stderr."""
     text = BASE.replace("    desk: snow\n", "    desk: jira\n")
     path = write(tmp_path, text)
     done = check_config(path)
     assert done.returncode != 0
-    assert f"{path}:{line_of(text, 'desk: jira')} at routes[0].desk" in done.stderr
+    assert f"{path}:{line_of(text, 'desk: jira')}: routes[0].desk: route 'db': unknown desk 'jira'" in done.stderr
     assert done.stdout == ""
+
+
+def test_check_config_prints_every_problem(tmp_path: Path) -> None:
+    """`bridge check-config` on a file with several mistakes prints one line per mistake, no traceback."""
+    path = write(tmp_path, SEVERAL)
+    done = check_config(path)
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    assert f"{path}:{line_of(SEVERAL, 'reopen_witin')}: routes[0].lifecycle.reopen_witin: unknown key" in done.stderr
+    assert sum(line.startswith(f"{path}:") for line in done.stderr.splitlines()) == 10, done.stderr
 
 
 def test_example_mapping_enables_every_source_kind() -> None:
