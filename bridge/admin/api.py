@@ -144,8 +144,9 @@ async def resolve_incident(request: web.Request) -> web.Response:
 
 def _retention(rt: Runtime, incident: str) -> int:
     """Keys of the resolved incident outlive its route's reopen window, as the timers' do."""
-    route = incident.split(":", 1)[0]
-    found = rt.config.route(route)
+    route = incident.split(":", 1)[0]  # the route's id
+    retired = rt.retired.get(route)
+    found = rt.config.by_id(route) or (retired.route() if retired else None)
     reopen = found.lifecycle.reopen_within if found else 0.0
     return rt.tuning.retention_ms + int(reopen * 1000)
 

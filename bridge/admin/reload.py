@@ -21,6 +21,7 @@ import structlog
 from bridge.core import config as config_mod
 from bridge.core.config import MappingConfig
 from bridge.core.errors import ConfigError
+from bridge.runtime import routebook
 from bridge.runtime.context import Runtime
 
 log = structlog.get_logger("bridge.admin.reload")
@@ -106,6 +107,10 @@ class Reloader:
             return self._rejected(reason, exc)
         self.last_error = None
         self.rt.metrics.reloaded(True)
+        try:  # record the new mapping's routes; say which it retired with incidents still live
+            await routebook.refresh(self.rt, reason="reload")
+        except Exception:  # their incidents still reach their desk: delivery and timers ask Redis themselves
+            log.exception("routebook_refresh_failed")
         log.info(
             "config_reloaded",
             reason=reason,

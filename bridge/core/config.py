@@ -102,6 +102,9 @@ class SourceConfig(Strict):
 
 class Route(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    # What incidents know the route by (`<id>:<key hash>:<epoch>`); default: its name. A route renamed
+    # with its old name as `id` keeps its open incidents and their tickets.
+    id: str = Field("", pattern=r"^[A-Za-z0-9_.-]*$")
     match: list[MatcherText] = Field(default_factory=list)  # Alertmanager matchers, all must match
     sources: list[str] = Field(default_factory=list)  # source names; empty = any
     desk: str
@@ -115,6 +118,13 @@ class Route(Strict):
     ticket: Ticket = Ticket()
     # Which follow-ups become ticket notes (identical repeats never do); default all but `summary`.
     notes: list[Note] = Field(default_factory=lambda: list(DEFAULT_NOTES))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _id_is_the_name_by_default(cls, data: Any) -> Any:
+        if isinstance(data, dict) and not data.get("id") and isinstance(data.get("name"), str):
+            return {**data, "id": data["name"]}
+        return data
 
     def matchers(self) -> list[Matcher]:
         return [m for text in self.match for m in parse_matchers(text)]
@@ -144,9 +154,25 @@ class MappingConfig(Strict):
             raise _misreference(message, at)
         return self
 
+    @model_validator(mode="after")
+    def _ids_unique(self) -> MappingConfig:
+        seen: dict[str, int] = {}
+        for index, route in enumerate(self.routes):
+            first = seen.setdefault(route.id, index)
+            if first != index and not (route.id == route.name == self.routes[first].name):  # (a name used twice)
+                message = f"route id {route.id!r} is used twice (routes {self.routes[first].name!r} and {route.name!r})"
+                raise PydanticCustomError(
+                    "duplicate_route_id", "{message}", {"message": message, "at": ("routes", index, "id")}
+                )
+        return self
+
     def route(self, name: str) -> Route | None:
-        """The route of that name (an incident's outbox names its route), if still in the mapping."""
+        """The route of that name, if in the mapping."""
         return next((r for r in self.routes if r.name == name), None)
+
+    def by_id(self, route_id: str) -> Route | None:
+        """The route of that id (incidents and their outboxes name their route by it), if in the mapping."""
+        return next((r for r in self.routes if r.id == route_id), None)
 
 
 def unknown(what: str, name: str, known: Iterable[str]) -> str:

@@ -18,6 +18,9 @@ READY = PREFIX + "ready"  # zset of incident bases whose outbox has work, scored
 INCIDENTS = PREFIX + "incidents"  # zset of incident bases by last change, for listing
 SILENCES = PREFIX + "silences"  # hash silence id -> JSON
 SCRIPTS_LOADED = PREFIX + "scripts"  # marker that readiness checks
+# hash of the routes every mapping loaded had: "<route id>" -> its latest settings' hash, and
+# "<route id>@<hash>" -> those settings (JSON), so incidents outlive their route (bridge.runtime.routebook)
+ROUTES = PREFIX + "routes"
 
 
 def desk_breaker(desk: str) -> str:
@@ -42,7 +45,7 @@ def storm_flag(route: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class IncidentKeys:
-    """The keys of one incident, addressed by its base `<route>:<key hash>` (no epoch)."""
+    """The keys of one incident, addressed by its base `<route id>:<key hash>` (no epoch)."""
 
     base: str
 

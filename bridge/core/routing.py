@@ -19,14 +19,14 @@ class Routed:
     route: Route
     identity: str
     key: str  # the rendered correlation key, for humans
-    base: str  # "<route>:<hash(key)>": the incident, without its epoch
+    base: str  # "<route id>:<hash(key)>": the incident, without its epoch
     parent: str | None = None  # topology: the parent incident this alert joins while it is live
     is_parent: bool = False
 
     @property
     def storm(self) -> str | None:
         """The route's storm incident, when the route has a storm guard."""
-        return storm_base(self.route.name) if self.route.storm else None
+        return storm_base(self.route.id) if self.route.storm else None
 
 
 def storm_base(route: str) -> str:
@@ -42,7 +42,7 @@ class Router:
             (r, r.matchers(), [m for t in r.topology.parent for m in parse_matchers(t)] if r.topology else [])
             for r in config.routes
         ]
-        self.policies = {r.name: policy_json(r, retention_ms, audit_cap) for r in config.routes}
+        self.policies = {r.id: policy_json(r, retention_ms, audit_cap) for r in config.routes}  # by route id
 
     def route(self, alert: Alert, data: dict[str, Any] | None = None) -> list[Routed]:
         """The routes `alert` takes; `data` is the alert as JSON (the intake entry, parsed), if at hand."""
@@ -71,10 +71,10 @@ class Router:
             key = f"{alert.source}|{identity}"
         parent = None
         if route.topology:
-            parent = f"{route.name}:{stable_hash('topology|' + render(route.topology.key, context), length=12)}"
+            parent = f"{route.id}:{stable_hash('topology|' + render(route.topology.key, context), length=12)}"
             if is_parent:
                 return Routed(route, identity, key, parent, None, True)
-        return Routed(route, identity, key, f"{route.name}:{stable_hash(key, length=12)}", parent)
+        return Routed(route, identity, key, f"{route.id}:{stable_hash(key, length=12)}", parent)
 
 
 def policy_json(route: Route, retention_ms: int, audit_cap: int) -> bytes:
@@ -89,6 +89,10 @@ def policy_json(route: Route, retention_ms: int, audit_cap: int) -> bytes:
         "reopen_within": ms(life.reopen_within),
         "retention": retention_ms + ms(life.reopen_within),
         "audit_cap": audit_cap,
+        # What an incident records when it opens a ticket: the desk it goes to, and the route's settings
+        # as they are (bridge.runtime.routebook), should the route leave the mapping.
+        "desk": route.desk,
+        "settings": settings_hash(route),
     }
     # The changes the Lua step sees for itself that the route does not note (follow-ups are marked
     # by the engine, `follow_up`, only when the route notes them).
@@ -142,6 +146,27 @@ def follow_up(route: Route, alert: Alert) -> Mark:
         parts.append(alert.summary)
         kind, text = kind or Note.SUMMARY.value, text or f"summary: {alert.summary}"
     return Mark(stable_hash(parts, version="mark", length=8), kind, text, event is not None)
+
+
+def settings_hash(route: Route) -> str:
+    """The hash of a route's settings: which version of its route an incident was opened under."""
+    return stable_hash(route.model_dump(mode="json", by_alias=True), version="route", length=12)
+
+
+@dataclass(slots=True)
+class Retired:
+    """A route that left the mapping while incidents of it were live, as Redis remembers it: the
+    settings each of its versions had (by `settings_hash`), its last ones, and its last policy JSON."""
+
+    id: str
+    latest: str
+    versions: dict[str, Route]
+    policy: bytes
+    live: int = 0  # its live incidents, as last counted
+
+    def route(self, settings: str = "") -> Route:
+        """The route as an incident opened under `settings` knew it, else as it last was."""
+        return self.versions.get(settings) or self.versions[self.latest]
 
 
 def match_labels(alert: Alert) -> dict[str, str]:

@@ -21,7 +21,7 @@ from bridge.core.templates import alert_context, render
 from bridge.delivery import ownership
 from bridge.delivery.guard import DeskGuard
 from bridge.delivery.notes import acknowledged, note_text
-from bridge.runtime import outbox
+from bridge.runtime import outbox, routebook
 from bridge.runtime.context import Runtime
 from bridge.runtime.outbox import Action
 
@@ -36,8 +36,8 @@ class DeskActions:
 
     async def apply(self, ik: keys.IncidentKeys, action: Action, view: dict[bytes, bytes]) -> str:
         """Make one action's desk calls; `view` is the incident's state hash as read with the outbox."""
-        route = self.route(action)
-        desk = self.rt.desks[route.desk]
+        route = await self.bind(action, view)
+        desk = self.rt.desks[action.desk]
         ref = outbox.ticket_ref(view, action.epoch)
         match action.kind:
             case "OPEN":
@@ -125,7 +125,7 @@ class DeskActions:
                 log.info("ticket_adopted", ticket=ref.display or ref.id)
         if ref is None:
             context = self._context(action, route)
-            overlay = route.storm.fields if route.storm and ik.base == storm_base(route.name) else None
+            overlay = route.storm.fields if route.storm and ik.base == storm_base(route.id) else None
             try:
                 fields = ownership.open_fields(route, context, overlay)
             except ValueError as exc:
@@ -150,10 +150,29 @@ class DeskActions:
         view.pop(marker.encode(), None)
         return ref
 
-    def route(self, action: Action) -> Route:
-        if route := self.rt.config.route(action.route):
-            return route
-        raise DeskRejected(f"route {action.route!r} is no longer in the mapping", action=action.kind.lower())
+    async def bind(self, action: Action, view: dict[bytes, bytes]) -> Route:
+        """The route an action goes by and (`action.desk`) its desk. The route: as in the mapping, else, for
+        a route gone from it, as it was when the incident opened its ticket (bridge.runtime.routebook). The
+        desk: the one the incident opened its ticket in, while the mapping has it (a route may have moved
+        to another desk since: its existing tickets stay where they are), else the route's."""
+        if action.settings is not None:
+            return action.settings
+        route = self.rt.config.by_id(action.route)
+        if route is None:
+            retired = await routebook.lookup(self.rt, action.route)
+            if retired is None:
+                raise DeskRejected(
+                    f"route {action.route!r} is no longer in the mapping and Redis has no record of it",
+                    action=action.kind.lower(),
+                )
+            route = retired.route(view.get(b"settings", b"").decode())
+        desk = view.get(b"desk", b"").decode()
+        if desk not in self.rt.desks:
+            desk = route.desk
+        if desk not in self.rt.desks:
+            raise DeskRejected(f"desk {desk!r} is no longer in the mapping", desk=desk, action=action.kind.lower())
+        action.settings, action.desk = route, desk
+        return route
 
     def _context(self, action: Action, route: Route, alert: dict[str, Any] | None = None) -> dict[str, Any]:
         incident = {"id": action.incident, "epoch": action.epoch, "route": route.name}

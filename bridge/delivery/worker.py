@@ -242,6 +242,11 @@ class Delivery:
             if actions and marked:
                 actions[0].marked = True
             for action in actions:
+                try:  # its route and desk: as in the mapping, else as its incident opened (a retired route)
+                    await self.actions.bind(action, view)
+                except DeskError as exc:
+                    await self._dead_letter(ik, action, exc)
+                    continue
                 flush_ms, now = self._flush_ms(action), self.rt.clock()
                 flush_at = outbox.flush_at(action, flush_ms, now)
                 if flush_at is not None:
@@ -306,12 +311,11 @@ class Delivery:
         return ENDED
 
     def _flush_ms(self, action: Action) -> int:
-        route = self.rt.config.route(action.route)
+        route = action.settings
         return int((route.ticket.flush_interval if route else 0.0) * 1000)
 
     def _desk_of(self, action: Action) -> str:
-        route = self.rt.config.route(action.route)
-        return route.desk if route else ""
+        return action.desk
 
     async def _back_off(self, ik: keys.IncidentKeys, action: Action, exc: DeskTransient) -> int:
         if isinstance(exc, BreakerOpen):

@@ -22,7 +22,7 @@ from bridge.core.models import Alert, DecisionKind, Status
 from bridge.core.routing import Routed, follow_up
 from bridge.engine.placement import place
 from bridge.engine.silences import Silences
-from bridge.runtime import outbox
+from bridge.runtime import outbox, routebook
 from bridge.runtime.context import Runtime, wait_for_event
 from bridge.runtime.scripts import AlertStep, Applied
 
@@ -79,6 +79,10 @@ class Engine:
         is routed here while Redis runs another's Lua steps. Batches may overlap on one incident, as
         two replicas' do; the Lua step orders an alert's versions, so they converge all the same."""
         await self.ensure_group()
+        try:  # record the mapping's routes; find those it retired (a reload does it again)
+            await routebook.refresh(self.rt, reason="start")
+        except Exception:  # their incidents' states find their way there anyway (placement misses them)
+            log.exception("routebook_refresh_failed")
         readers = max(1, self.rt.tuning.engine_readers)
         await asyncio.gather(*(self._read(stop, primary=i == 0) for i in range(readers)))
 
@@ -190,7 +194,7 @@ class Engine:
                 dead.append({"kind": "unrouted", "reason": "no route matched", "raw": fields[b"a"]})
             routed.extend((fields[b"a"], alert, r) for r in matches)
 
-        bases = await place(self.rt.redis, [(r, alert.status) for _, alert, r in routed])
+        bases = await place(self.rt.redis, [(r, alert.status) for _, alert, r in routed], list(self.rt.retired))
         work = [_Work(raw, alert, r, base) for (raw, alert, r), base in zip(routed, bases, strict=True)]
         alerts = [w.alert for w in work]
         if silences is None:
@@ -271,7 +275,7 @@ class Engine:
         for index, route in enumerate(opened):
             current, previous = int(replies[index * 3]), int(replies[index * 3 + 2] or 0)
             total = current + previous * overlap
-            limit = next(r.storm.max_new_per_minute for r in self.rt.config.routes if r.name == route and r.storm)
+            limit = next(r.storm.max_new_per_minute for r in self.rt.config.routes if r.id == route and r.storm)
             if total > limit:
                 # The flag lives a minute past the last over-limit batch: "until the storm passes".
                 await self.rt.redis.set(keys.storm_flag(route), now, px=60_000)
@@ -280,6 +284,11 @@ class Engine:
     def _step(self, w: _Work, suppressed: bool) -> AlertStep:
         alert = w.alert
         mark = follow_up(w.routed.route, alert)
+        # The incident's route: the alert's own, or a retired one whose live incident it is a member of.
+        route_id = w.base.split(":", 1)[0]
+        policy = self.rt.router.policies.get(route_id)
+        if policy is None:
+            policy = self.rt.retired[route_id].policy
         return AlertStep(
             base=w.base,
             identity=w.routed.identity,
@@ -288,9 +297,9 @@ class Engine:
             occurrence=alert.occurrence(),
             loose=alert.starts_at is None,
             alert_json=w.raw,  # the intake entry's own JSON: no second serialisation
-            route=w.routed.route.name,
+            route=route_id,
             resource=alert.resource,
-            policy=self.rt.router.policies[w.routed.route.name],
+            policy=policy,
             suppressed=suppressed and alert.status is not Status.RESOLVED,
             mark=mark.mark,
             followup=mark.kind,
@@ -300,7 +309,7 @@ class Engine:
 
     def _record(self, records: _Records, w: _Work, applied: Applied, now: int) -> None:
         decision = applied.decision
-        key = (w.routed.route.name, decision.value)
+        key = (w.base.split(":", 1)[0], decision.value)
         records.decisions[key] = records.decisions.get(key, 0) + 1
         log.debug("alert_decided", decision=decision, incident=applied.incident_id, identity=w.alert.identity)
         if applied.outbox_len > 0:
@@ -310,7 +319,7 @@ class Engine:
         if decision is not DecisionKind.DUPLICATE:
             records.changed[w.base] = now
         if decision is DecisionKind.OPEN and w.routed.storm and w.base != w.routed.storm:
-            records.opened[w.routed.route.name] = records.opened.get(w.routed.route.name, 0) + 1
+            records.opened[w.routed.route.id] = records.opened.get(w.routed.route.id, 0) + 1
 
 
 def _next_id(stream_id: str) -> str:

@@ -11,7 +11,7 @@ import redis.exceptions
 import structlog
 
 from bridge.core import keys
-from bridge.runtime import outbox
+from bridge.runtime import outbox, routebook
 from bridge.runtime.context import Runtime, wait_for_event
 from bridge.runtime.scripts import Scripts
 
@@ -46,10 +46,14 @@ class Ticker:
         pipe = self.rt.redis.pipeline(transaction=False)
         for member in claimed:
             base, kind, due = keys.parse_timer_member(member)
-            policy = self.rt.router.policies.get(base.split(":", 1)[0])
-            if policy is None:  # the route left the mapping: its timers go with it
-                done.append(member)
-                continue
+            route_id = base.split(":", 1)[0]
+            policy = self.rt.router.policies.get(route_id)
+            if policy is None:  # the route left the mapping: its incidents' timers still fire, with its last policy
+                retired = await routebook.lookup(self.rt, route_id)
+                if retired is None:  # not even Redis remembers the route: nothing to fire them with
+                    done.append(member)
+                    continue
+                policy = retired.policy
             self.rt.scripts.fire_timer(base, kind, due, now, policy, pipe)
             fired.append((member, base, kind))
         replies = await self.rt.scripts.execute(pipe, raise_on_error=False)

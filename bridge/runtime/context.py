@@ -14,7 +14,7 @@ from aiohttp import web
 from bridge.core.config import MappingConfig
 from bridge.core.desk import Desk
 from bridge.core.plugins import configured
-from bridge.core.routing import Router
+from bridge.core.routing import Retired, Router
 from bridge.core.source import SourceAdapter
 from bridge.core.tuning import Tuning
 from bridge.runtime.metrics import Metrics
@@ -48,6 +48,8 @@ class Runtime:
     # Why this process is not ready yet while it starts (waiting for Redis), for /readyz; "" once started.
     not_ready: str = ""
     redis_answered: asyncio.Event = field(default_factory=asyncio.Event)  # set by /readyz: try again now
+    # Routes gone from the mapping whose incidents still live, by id (bridge.runtime.routebook).
+    retired: dict[str, Retired] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.router = self._router(self.config)

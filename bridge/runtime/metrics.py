@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter as Tally
+from collections.abc import Mapping
 from typing import Any
 
 import redis.exceptions
@@ -87,6 +88,13 @@ class Metrics:
             self.reloads.labels(outcome)
         self.reload_ok.set(1)
         self.reload_time.set_to_current_time()
+        self.retired_route_incidents = Gauge(
+            "bridge_retired_route_incidents",
+            "Live incidents of routes the mapping no longer has (by route id), as counted when the mapping "
+            "was loaded (start-up, reload); they still resolve (bridge.runtime.routebook).",
+            ["route"], registry=r,
+        )  # fmt: skip
+        self._retired: set[str] = set()
         # Shared state, read from Redis on scrape.
         self.redis_up = Gauge("bridge_redis_up", "1 if the last scrape could read Redis.", registry=r)
         self.intake_pending = Gauge(
@@ -138,6 +146,14 @@ class Metrics:
     def rate_limit_waited(self, desk: str, seconds: float) -> None:
         self.rate_limit_waits.labels(desk).inc()
         self.rate_limit_wait_seconds.labels(desk).inc(max(seconds, 0.0))
+
+    def retired_routes(self, live: Mapping[str, Any]) -> None:
+        """Route id -> its retired record (with `live`): the gauge's series, those no longer retired dropped."""
+        for route in self._retired - set(live):
+            self.retired_route_incidents.remove(route)
+        for route, found in live.items():
+            self.retired_route_incidents.labels(route).set(found.live)
+        self._retired = set(live)
 
     def reloaded(self, ok: bool) -> None:
         self.reloads.labels("success" if ok else "failure").inc()

@@ -12,6 +12,7 @@ import orjson
 from redis.typing import EncodableT
 
 from bridge.core import keys
+from bridge.core.config import Route
 from bridge.core.desk import TicketRef
 from bridge.core.errors import DeskError
 from bridge.runtime.context import Runtime
@@ -33,6 +34,8 @@ class Action:
     writes: dict[EncodableT, EncodableT] = field(default_factory=dict)  # state-hash entries to record once done
     clears: list[str] = field(default_factory=list)  # state-hash fields to remove once done
     marked: bool = False  # an OPEN whose `opening:` marker this drain set: no earlier attempt to look up
+    settings: Route | None = None  # its route and desk, once bound (bridge.delivery.actions.DeskActions.bind)
+    desk: str = ""
 
 
 def coalesce(raw: list[bytes]) -> list[Action]:

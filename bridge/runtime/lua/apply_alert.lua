@@ -12,11 +12,12 @@ ARGV[3]  alert identity            ARGV[4]  status: firing | acknowledged | reso
 ARGV[5]  severity                  ARGV[6]  occurrence (ms of starts_at, else of arrival)
 ARGV[7]  "1" when the source gave no start time (then a repeat while firing is not a re-fire)
 ARGV[8]  alert JSON (copied into outbox entries for rendering)
-ARGV[9]  route name                ARGV[10] flags: "" or "suppressed" (a silence matched)
+ARGV[9]  route id                  ARGV[10] flags: "" or "suppressed" (a silence matched)
 ARGV[11] resource (for distinct-resource thresholds)
 ARGV[12] policy JSON: {resolve_after, reopen_within, retention, audit_cap, auto_resolve_after,
          threshold = {count, distinct, window} | nil, flap = {changes, window, quiet} | nil,
-         quiet = {severity, acknowledgement} | nil: changes the route does not note}  (ms)
+         quiet = {severity, acknowledgement} | nil: changes the route does not note,
+         desk, settings: the route's desk and settings hash, recorded when a ticket is opened}  (ms)
 ARGV[13] mark: a short hash of the follow-up the route notes (an acknowledgement with its author and
          comment, a comment, flapping, downtime, the summary where asked), "" for none
 ARGV[14] what the follow-up is (acknowledgement, comment, ..., summary)   ARGV[15] its note text
@@ -335,7 +336,7 @@ if epoch == inc[2] then epoch = base36(now + 1) end
 if state == "resolved" then firing = 1 end
 redis.call("HSET", K_STATE, "state", "open", "epoch", epoch, "firing", firing, "opened_at", now,
   "resolve_due", 0, "resolved_at", 0, "changed_at", now, "route", route, "reopened", 0,
-  "desk_open", 1, "flapping", 0, "flips", "")
+  "desk_open", 1, "flapping", 0, "flips", "", "desk", policy.desk or "", "settings", policy.settings or "")
 redis.call("HDEL", K_STATE, "pending_since", "pending_count")
 emit("OPEN", reason)
 return done("OPEN", reason)
