@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 from bridge.admin import api
 from bridge.core import logs
 from bridge.core.logs import MASK, redact
-from bridge.runtime.http import errors_as_json
 from bridge.process.embedded import EmbeddedRedis, free_port
+from bridge.runtime.http import errors_as_json
 from tests.amp import alert, group
 from tests.conftest import Snow, eventually, post, start_app
 from tests.running import call, spawn, wait_ready, write_mapping
