@@ -31,21 +31,23 @@ VARIANTS = ("whole", "no-xadd", "read-answer")
 
 def serve(variant: str) -> None:
     """Run `bench.ingress_only` (its arguments after the variant's) with the request path stripped."""
-    import bridge.app as app
+    import bridge.ingress.webhook as ingress
+    import bridge.process.app as app
+    from bridge.runtime.http import json_response
 
     if variant == "no-xadd":
 
         async def enqueue(*_: object) -> None:
             return None
 
-        app.enqueue = enqueue  # type: ignore[assignment]
+        ingress.enqueue = enqueue  # type: ignore[assignment]
     elif variant == "read-answer":
 
         async def webhook(request: web.Request) -> web.Response:
             await request.read()
-            return app.json_response({"accepted": 1, "rejected": 0}, 202)
+            return json_response({"accepted": 1, "rejected": 0}, 202)
 
-        app.webhook = webhook
+        app.webhook = webhook  # make_app routes to the name it imported
     runpy.run_module("bench.ingress_only", run_name="__main__")
 
 
