@@ -54,8 +54,14 @@ LAYERS = (  # the first layer named from the leaf up takes the sample
     ("logging (structlog render, write and flush per line)", ("structlog", "bridge/core/logs.py", "PrintLogger")),
     ("redis-py (pipeline pack, send, parse)", ("redis/", "bridge/runtime/batch.py")),
     ("parse and validate (pydantic)", ("adapters/sources", "pydantic")),
-    ("bridge handler and middleware", ("bridge/ingress", "bridge/runtime/http.py", "uuid", "prometheus_client", "bridge/runtime/metrics")),
-    ("engine (routing, Jinja, Lua step wrappers)", ("bridge/engine", "bridge/core/routing", "jinja2", "bridge/runtime/scripts")),
+    (
+        "bridge handler and middleware",
+        ("bridge/ingress", "bridge/runtime/http.py", "uuid", "prometheus_client", "bridge/runtime/metrics"),
+    ),
+    (
+        "engine (routing, Jinja, Lua step wrappers)",
+        ("bridge/engine", "bridge/core/routing", "jinja2", "bridge/runtime/scripts"),
+    ),
     ("delivery (leases, outbox, desk calls)", ("bridge/delivery", "adapters/desks")),
 )
 

@@ -47,7 +47,7 @@ def serve(variant: str) -> None:
             await request.read()
             return json_response({"accepted": 1, "rejected": 0}, 202)
 
-        app.webhook = webhook  # make_app routes to the name it imported
+        app.webhook = webhook  # type: ignore[attr-defined]  # make_app routes to the name it imported
     runpy.run_module("bench.ingress_only", run_name="__main__")
 
 
