@@ -10,7 +10,8 @@
 # Usage: deploy/ci/stand-ins.sh [python|compose|all]   (default: all; run as root: debootstrap)
 # Each image carries a label with the hash of what it is made from (this script, its Dockerfile, the
 # mirror, the CA certificates); an image whose label matches is kept, so a rerun takes a second.
-# An image of that name that is not a stand-in (a real pull) is left alone. The lock and the
+# An image of that name that is not a stand-in (a real pull) is left alone, and then neither the base
+# nor debootstrap is needed. The lock and the
 # debootstrap scratch space live outside any checkout (DEPLOY_CACHE_DIR, else $XDG_CACHE_HOME, else
 # /var/cache when writable, else ~/.cache).
 #
@@ -66,7 +67,10 @@ base_image() {
   want=$(recipe)
   have=$(carried "$base")
   if [[ $have == "$want" || $have == real ]]; then return; fi
-  command -v debootstrap >/dev/null || { say "debootstrap is not installed (apt-get install debootstrap)"; exit 1; }
+  command -v debootstrap >/dev/null || {
+    say "debootstrap is not installed (apt-get install debootstrap), or pull the images deploy/ names"
+    exit 1
+  }
   say "$base: debootstrap --variant=minbase $suite from $mirror"
   root=$(mktemp -d "$cache/rootfs.XXXXXX")
   # shellcheck disable=SC2064
@@ -88,6 +92,11 @@ base_image() {
 stand_in() {
   local name=$1 dockerfile=$2 want have context
   [[ -n $name ]] || { say "no image name found for $dockerfile"; exit 1; }
+  if [[ $(carried "$name") == real ]]; then
+    say "$name: a real image is there, kept"
+    return
+  fi
+  base_image
   context=$(mktemp -d "$cache/context.XXXXXX")
   mkdir "$context/certs"
   if [[ $dockerfile == python.Dockerfile && -d $certs ]]; then
@@ -100,8 +109,6 @@ stand_in() {
   have=$(carried "$name")
   if [[ $have == "$want" ]]; then
     say "$name: cached"
-  elif [[ $have == real ]]; then
-    say "$name: a real image is there, kept"
   else
     say "$name: building from Debian's packages"
     docker build -q --network host --build-arg "BASE=$base" --label "$label=$want" \
@@ -110,7 +117,6 @@ stand_in() {
   rm -rf "$context"
 }
 
-base_image
 if [[ $what == python || $what == all ]]; then
   stand_in "$(from_name)" python.Dockerfile
 fi
