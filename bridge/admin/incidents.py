@@ -3,6 +3,7 @@ one by hand. The CLI and the admin API both answer with these functions, so they
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,14 +62,39 @@ async def show_incident(redis: Redis, incident: str) -> dict[str, Any] | None:
         pipe.hgetall(ik.members)
         pipe.lrange(ik.outbox, 0, -1)
         pipe.lrange(ik.audit, 0, -1)
-        state, members, outbox, audit = await pipe.execute()
+        pipe.lrange(ik.changes, 0, -1)
+        state, members, outbox, audit, changes = await pipe.execute()
     if not state:
         return None
-    summary = _summary(base, {_s(k): _s(v) for k, v in state.items()})
+    row = {_s(k): _s(v) for k, v in state.items()}
+    summary = _summary(base, row)
     summary["members"] = {_s(identity): _member(_s(v)) for identity, v in members.items()}
     summary["outbox"] = [orjson.loads(e) for e in outbox]
-    summary["audit"] = [orjson.loads(e) for e in audit]
+    summary["audit"] = _story(row.get("first"), audit, changes, orjson.loads)
+    summary["repeats"] = {k.removeprefix("repeats:"): int(v) for k, v in row.items() if k.startswith("repeats:")}
+    summary["changes_dropped"] = int(row.get("changes_dropped", "0") or 0)
     return summary
+
+
+def _story(first: str | None, audit: list[Any], changes: list[Any], load: Callable[[Any], Any]) -> list[Any]:
+    """The audit trail, newest first: the milestones (opens, resolves, what the desk did, the first alert)
+    and the other decisions kept, merged by time; repeats are counted apart (`repeats`), and the changes
+    that made room for newer ones in `changes_dropped` (apply_alert.lua)."""
+    raw = [*audit, *changes]
+    if first and first.encode() not in {_b(e) for e in raw}:  # the first alert, unless still listed
+        raw.append(first.encode())
+    entries = [load(e) for e in raw]
+    order = sorted(range(len(entries)), key=lambda i: -_at(entries[i]))  # stable: ties keep list order
+    return [entries[i] for i in order]
+
+
+def _at(entry: Any) -> int:
+    at = entry.get("at") if isinstance(entry, dict) else None
+    return at if isinstance(at, int) else 0
+
+
+def _b(value: Any) -> bytes:
+    return value if isinstance(value, bytes) else str(value).encode()
 
 
 @dataclass(frozen=True, slots=True)

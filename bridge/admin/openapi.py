@@ -71,7 +71,7 @@ class Ticket(BaseModel):
 
 
 class Incident(BaseModel):
-    id: str = Field(description="<route>:<key hash>:<epoch>, the correlation id in the desk")
+    id: str = Field(description="<route id>:<key hash>:<epoch>, the correlation id in the desk")
     route: str
     state: str = Field(description="pending, open, resolving or resolved")
     firing: int
@@ -85,7 +85,12 @@ class Incident(BaseModel):
 class IncidentDetail(Incident):
     members: dict[str, dict[str, Any]] = Field(description="alert identity -> occurrence, status, ...")
     outbox: list[dict[str, Any]] = Field(description="desk actions not yet delivered, oldest first")
-    audit: list[dict[str, Any]] = Field(description="what happened, newest first (capped)")
+    audit: list[dict[str, Any]] = Field(
+        description="what happened, newest first: the first alert, opens, reopens, resolves and every desk action "
+        "with its outcome (capped at 200 of them), and the latest 200 other decisions (notes, pending, ...)"
+    )
+    repeats: dict[str, int] = Field(description="alerts that changed nothing (why -> how many): counted, not listed")
+    changes_dropped: int = Field(description="older decisions no longer listed, to make room for newer ones")
 
 
 class Resolution(BaseModel):

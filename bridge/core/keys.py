@@ -23,6 +23,12 @@ SCRIPTS_LOADED = PREFIX + "scripts"  # marker that readiness checks
 ROUTES = PREFIX + "routes"
 
 
+def opsgenie_alert(source: str, alias_hash: str) -> str:
+    """The Opsgenie door's record of one alert of a source (hash: `a` its last create's Alert JSON, `s` its
+    status), by a hash of its alias: Opsgenie's calls other than create name only the alias."""
+    return f"{PREFIX}opsgenie:{source}:{alias_hash}"
+
+
 def desk_breaker(desk: str) -> str:
     """Set while a desk is failing: when (ms) it may be tried again. Shared by every replica."""
     return f"{PREFIX}breaker:{desk}"
@@ -36,6 +42,11 @@ def desk_bucket(desk: str) -> str:
 def storm_count(route: str, minute: int) -> str:
     """New incidents opened on a route in one wall-clock minute."""
     return f"{PREFIX}storm:{route}:{minute}"
+
+
+def replay(source: str, nonce: str) -> str:
+    """A signed request's nonce seen on a source, kept for its replay window (bridge.ingress.webhook)."""
+    return PREFIX + "seen:" + source + ":" + nonce
 
 
 def storm_flag(route: str) -> str:
@@ -54,7 +65,7 @@ class IncidentKeys:
         return PREFIX + "inc:{" + self.base + "}"
 
     @property
-    def state(self) -> str:  # hash: state, epoch, counters, ticket:<epoch>, opening:<epoch>
+    def state(self) -> str:  # hash: state, epoch, counters, ticket:<epoch>, opening:<epoch>, repeats:<why>
         return self.tag
 
     @property
@@ -66,16 +77,20 @@ class IncidentKeys:
         return self.tag + ":outbox"
 
     @property
-    def audit(self) -> str:  # capped list of what happened, newest first
+    def audit(self) -> str:  # capped list of the milestones (opens, resolves, desk actions...), newest first
         return self.tag + ":audit"
+
+    @property
+    def changes(self) -> str:  # capped list of the other decisions (notes, pending, ...), newest first
+        return self.tag + ":changes"
 
     @property
     def lease(self) -> str:  # delivery lease: one replica applies this incident's actions
         return self.tag + ":lease"
 
     def script_keys(self) -> list[str]:
-        """KEYS[1..4] of apply_alert.lua and fire_timer.lua."""
-        return [self.state, self.members, self.outbox, self.audit]
+        """KEYS[1..5] of apply_alert.lua, fire_timer.lua and resolve_incident.lua."""
+        return [self.state, self.members, self.outbox, self.audit, self.changes]
 
 
 def timer_member(base: str, kind: str, due_ms: int) -> str:

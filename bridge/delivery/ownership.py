@@ -9,8 +9,10 @@ lines. `create_only` (the default) fields are written on open only; `never` fiel
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
+import orjson
 from redis.typing import EncodableT
 
 from bridge.core import keys
@@ -72,6 +74,8 @@ async def sync(
         if name in current and current[name] != written[name]:
             await redis.hset(ik.state, f"edited:{epoch}:{name}", 1)
             lines.append(f"{name} was changed in the desk; the bridge no longer updates it")
+            change = {"at": int(time.time() * 1000), "decision": "DESK_CHANGE", "field": name, "epoch": epoch}
+            await redis.lpush(ik.audit, orjson.dumps({**change, "reason": f"{name} was changed in the desk"}))
             continue
         updates[name] = value
     if updates:

@@ -327,9 +327,10 @@ class Delivery:
         log.warning("desk_unavailable", **self._unavailable(exc), action=exc.action, retry_in_s=delay)
         # Keep the desk's breaker open while this incident waits: the others wait with it.
         until = await self.guard.trip(exc.desk or self._desk_of(action), delay, nx=False)
-        pipe = self.rt.redis.pipeline(transaction=False)
-        outbox.audit(pipe, ik, self.rt, action, "retrying", f"{exc} (retry in {delay:.1f}s)")
-        await self.rt.scripts.execute(pipe)
+        if failures & (failures - 1) == 0:  # rounds 1, 2, 4, 8...: a long outage is a few audit entries
+            pipe = self.rt.redis.pipeline(transaction=False)
+            outbox.audit(pipe, ik, self.rt, action, "retrying", f"{exc} (round {failures}, retry in {delay:.1f}s)")
+            await self.rt.scripts.execute(pipe)
         return until
 
     def _unavailable(self, exc: DeskTransient) -> dict[str, Any]:

@@ -5,7 +5,8 @@ KEYS[1] incident state hash   (state, epoch, firing, opened_at, resolved_at, res
 KEYS[2] incident members hash (identity -> "occurrence|status|severity|seen ms|~marks|resource", the
                                "~marks|" part only once a follow-up was marked: older records lack it)
 KEYS[3] incident outbox list  (desk actions, JSON, oldest first)
-KEYS[4] incident audit list   (JSON, newest first, capped)
+KEYS[4] incident audit list   (the milestones, JSON, newest first, capped: see `audit` below)
+KEYS[5] incident changes list (the other decisions, JSON, newest first, capped)
 
 ARGV[1]  now (ms)                  ARGV[2]  incident base "<route>:<key hash>"
 ARGV[3]  alert identity            ARGV[4]  status: firing | acknowledged | resolved
@@ -33,7 +34,7 @@ member keeps the last few of its occurrence, so a follow-up not seen yet is news
 its status is behind the member's: a comment after an acknowledgement), and a copy of one seen is a
 repeat, in whatever order the copies come.
 ]]
-local K_STATE, K_MEMBERS, K_OUTBOX, K_AUDIT = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local K_STATE, K_MEMBERS, K_OUTBOX, K_AUDIT, K_CHANGES = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local now = tonumber(ARGV[1])
 local base, identity, status, sev = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local occ, loose = tonumber(ARGV[6]), ARGV[7] == "1"
@@ -97,10 +98,39 @@ end
 
 local function incident_id() return base .. ":" .. (epoch or "") end
 
+-- The audit trail keeps the story whatever the number of repeats. Milestones (opens, reopens, resolves;
+-- delivery adds what the desk did) go to the audit list; the other decisions (notes, flapping, pending,
+-- suppressed) to the changes list, whose oldest entries make room for new ones (counted in
+-- `changes_dropped`); repeats are only counted (`repeats:<why>`); the first alert of an incident is
+-- kept in `first`, whatever else comes.
+local MILESTONE = {OPEN = true, REOPEN = true, RESOLVE_PENDING = true, RESOLVE = true}
 local function audit(decision, reason)
-  redis.call("LPUSH", K_AUDIT, cjson.encode({at = now, decision = decision, reason = reason,
-    identity = identity, status = status, severity = sev, route = route, incident = incident_id()}))
-  redis.call("LTRIM", K_AUDIT, 0, policy.audit_cap - 1)
+  if decision == "DUPLICATE" then
+    if state then
+      redis.call("HINCRBY", K_STATE, "repeats:" .. string.match(reason, "^[^:]*"), 1)
+      redis.call("HSET", K_STATE, "repeated_at", now)
+    end
+    return
+  end
+  local entry = cjson.encode({at = now, decision = decision, reason = reason, identity = identity,
+    status = status, severity = sev, route = route, incident = incident_id()})
+  if not inc[1] then redis.call("HSETNX", K_STATE, "first", entry) end
+  if MILESTONE[decision] then
+    redis.call("LPUSH", K_AUDIT, entry)
+    redis.call("LTRIM", K_AUDIT, 0, policy.audit_cap - 1)
+    return
+  end
+  local kept = redis.call("LPUSH", K_CHANGES, entry)
+  if kept == 1 then  -- a new list lives as long as the incident's state
+    local ttl = redis.call("PTTL", K_STATE)
+    if ttl > 0 then redis.call("PEXPIRE", K_CHANGES, ttl) end
+  end
+  if kept > policy.audit_cap then
+    redis.call("LTRIM", K_CHANGES, 0, policy.audit_cap - 1)
+    if redis.call("EXISTS", K_STATE) == 1 then
+      redis.call("HINCRBY", K_STATE, "changes_dropped", kept - policy.audit_cap)
+    end
+  end
 end
 
 -- `tag`: the follow-up a note is about (acknowledgement, comment, ...), for its text and the desk.

@@ -1,6 +1,6 @@
 --[[ fire_timer.lua: apply one due timer to its incident.
 
-KEYS[1..4] as apply_alert.lua (state hash, members hash, outbox list, audit list)
+KEYS[1..5] as apply_alert.lua (state hash, members hash, outbox list, audit list, changes list)
 ARGV[1] now (ms)
 ARGV[2] timer kind: "resolve" (hold-down passed), "flap" (quiet period check),
         "auto:<identity>" (the member was not repeated for auto_resolve_after)
@@ -12,7 +12,7 @@ Returns {decision or "", incident_id, outbox length, timers} (timers: flat {kind
 A timer whose incident moved on (fired again during the hold-down, a newer timer replaced it, the
 member repeated since) is a no-op or re-arms itself, so claiming a timer twice is safe.
 ]]
-local K_STATE, K_MEMBERS, K_OUTBOX, K_AUDIT = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local K_STATE, K_MEMBERS, K_OUTBOX, K_AUDIT, K_CHANGES = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local now, kind, due = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3])
 local policy = cjson.decode(ARGV[4])
 local inc = redis.call("HMGET", K_STATE, "state", "epoch", "resolve_due", "route", "firing", "desk_open",
@@ -25,10 +25,13 @@ if not state or not epoch then return {"", "", 0, timers} end
 local base = string.match(K_STATE, "{(.*)}")
 local incident_id = base .. ":" .. epoch
 
+-- Milestones (resolves, reopens) to the audit list, notes and pending to the changes list (as
+-- apply_alert.lua's `audit`).
 local function audit(decision, reason)
-  redis.call("LPUSH", K_AUDIT, cjson.encode({at = now, decision = decision, reason = reason,
+  local list = (decision == "NOTE" or decision == "PENDING") and K_CHANGES or K_AUDIT
+  redis.call("LPUSH", list, cjson.encode({at = now, decision = decision, reason = reason,
     incident = incident_id, timer = kind}))
-  redis.call("LTRIM", K_AUDIT, 0, policy.audit_cap - 1)
+  redis.call("LTRIM", list, 0, policy.audit_cap - 1)
 end
 
 local function emit(decision, reason, alert)

@@ -1,6 +1,6 @@
 --[[ resolve_incident.lua: resolve an incident by hand (admin API, `bridge incidents resolve`).
 
-KEYS[1..4] as apply_alert.lua (state hash, members hash, outbox list, audit list)
+KEYS[1..5] as apply_alert.lua (state hash, members hash, outbox list, audit list, changes list)
 ARGV[1] now (ms)   ARGV[2] epoch the caller means ("" = the current one)
 ARGV[3] note (free text, may be "")   ARGV[4] who (may be "")
 ARGV[5] retention (ms): how long the resolved incident's keys live (covers the reopen window)

@@ -216,7 +216,7 @@ async def test_alertmanager_summary_changes_are_noted_only_where_asked(
 
     async def decided() -> bool:
         shown = await show_incident(redis, ticket["correlation_id"])
-        return shown is not None and len(shown["audit"]) >= 4
+        return shown is not None and len(shown["audit"]) + sum(shown["repeats"].values()) >= 4
 
     await eventually(decided)
     await asyncio.sleep(0.3)
