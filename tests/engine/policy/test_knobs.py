@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 from typing import Any
 
+import orjson
+import pytest
 import redis.asyncio as aioredis
 
 from bridge.admin.incidents import list_incidents, show_incident
@@ -17,6 +20,7 @@ from bridge.runtime.context import Runtime
 from bridge.runtime.scripts import Scripts
 from tests.amp import alert, group
 from tests.conftest import Snow, eventually, fixture_json, post, start_app
+from tests.running import cli
 
 FIELDS = {
     "short_description": "[{{ severity | upper }}] {{ name }} on {{ resource }}",
@@ -285,6 +289,93 @@ async def test_ticket_closed_by_a_human_is_not_reopened(snow: Snow, make_bridge:
     assert old["state"] == "7" and new["state"] == "1"
     assert new["correlation_id"] != old["correlation_id"]
     assert ("PATCH", "reopen") not in calls(snow)
+
+
+async def test_hold_down_waits_until_every_member_stays_clear(snow: Snow, make_bridge: Any) -> None:
+    """`lifecycle.resolve_after`: a member firing again during the hold-down cancels the resolve; once all
+    members have stayed clear for the hold-down, the ticket resolves, once."""
+    bridge = await make_bridge(config(snow.url, lifecycle={"resolve_after": "1s"}))
+    await post(webhook(bridge), group(alert(), alert(device="/dev/sdc1")))
+    ticket = (await eventually(lambda: snow.incidents()))[0]
+    await post(webhook(bridge), group(alert("resolved"), alert("resolved", device="/dev/sdc1")))
+    await asyncio.sleep(0.3)
+    await post(webhook(bridge), group(alert(device="/dev/sdc1", starts="2024-05-14T12:00:00Z")))  # fires again
+    await asyncio.sleep(1.5)  # past the first hold-down: cancelled, nothing resolved
+    assert snow.store.get(ticket["sys_id"])["state"] == "1"
+    await post(webhook(bridge), group(alert("resolved", device="/dev/sdc1", starts="2024-05-14T12:00:00Z")))
+    await eventually(lambda: snow.store.get(ticket["sys_id"])["state"] == "6", within=5)
+    await asyncio.sleep(0.3)
+    assert calls(snow).count(("PATCH", "resolve")) == 1
+
+
+async def test_reopen_window_reopens_within_and_opens_a_new_ticket_after(snow: Snow, make_bridge: Any) -> None:
+    """`lifecycle.reopen_within`: firing again within the window after the resolve reopens the same ticket;
+    firing again after it opens a new ticket with a new correlation id."""
+    bridge = await make_bridge(config(snow.url, lifecycle={"resolve_after": "100ms", "reopen_within": "1500ms"}))
+    await post(webhook(bridge), group(alert()))
+    ticket = (await eventually(lambda: snow.incidents()))[0]
+    await post(webhook(bridge), group(alert("resolved")))
+    await eventually(lambda: snow.store.get(ticket["sys_id"])["state"] == "6", within=5)
+    await post(webhook(bridge), group(alert(starts="2024-05-14T12:00:00Z")))
+    await eventually(lambda: snow.store.get(ticket["sys_id"])["state"] == "2", within=5)  # reopened
+    await post(webhook(bridge), group(alert("resolved", starts="2024-05-14T12:00:00Z")))
+    await eventually(lambda: snow.store.get(ticket["sys_id"])["state"] == "6", within=5)
+    await asyncio.sleep(1.8)  # the window is over
+    await post(webhook(bridge), group(alert(starts="2024-05-14T13:00:00Z")))
+    await eventually(lambda: len(snow.incidents()) == 2, within=5)
+    old, new = snow.incidents()
+    assert old["state"] == "6" and new["state"] == "1" and new["correlation_id"] != old["correlation_id"]
+    assert calls(snow).count(("PATCH", "reopen")) == 1
+
+
+@pytest.mark.parametrize("listed", [True, False], ids=["listed", "not-listed"])
+async def test_no_reopen_states_make_a_new_ticket_instead_of_a_reopen(
+    snow: Snow, make_bridge: Any, listed: bool
+) -> None:
+    """`lifecycle.no_reopen_states`: a resolved ticket a human moved to a listed state (a custom "won't fix",
+    9) is not reopened when its alert fires again within the window: a new ticket opens. Not listed, that
+    state is reopened like any open one."""
+    lifecycle = {"no_reopen_states": ["9"]} if listed else {}
+    bridge = await make_bridge(config(snow.url, lifecycle=lifecycle))
+    await post(webhook(bridge), group(alert()))
+    first = (await eventually(lambda: snow.incidents()))[0]
+    await post(webhook(bridge), group(alert("resolved")))
+    await eventually(lambda: snow.store.get(first["sys_id"])["state"] == "6", within=5)
+    snow.store.update(first["sys_id"], {"state": "9"})  # a human: won't fix
+    await post(webhook(bridge), group(alert(starts="2024-05-14T12:00:00Z")))
+    if listed:
+        await eventually(lambda: len(snow.incidents()) == 2, within=5)
+        old, new = snow.incidents()
+        assert old["state"] == "9" and new["state"] == "1" and new["correlation_id"] != old["correlation_id"]
+        assert ("PATCH", "reopen") not in calls(snow)
+    else:
+        await eventually(lambda: snow.store.get(first["sys_id"])["state"] == "2", within=5)
+        await asyncio.sleep(0.3)
+        assert len(snow.incidents()) == 1
+
+
+async def test_explain_says_what_the_running_bridge_then_does(snow: Snow, make_bridge: Any, tmp_path: Path) -> None:
+    """`bridge test-mapping` names the route, the incident and the ticket fields that a running bridge on the
+    same mapping then uses for the same payload."""
+    cfg = config(snow.url)
+    data = cfg.model_dump(mode="json", by_alias=True, exclude_none=True)
+    data["desks"]["snow"]["password"] = "s3cret"  # SecretStr dumps masked
+    mapping_file, payload = tmp_path / "mapping.json", tmp_path / "payload.json"
+    mapping_file.write_bytes(orjson.dumps(data))
+    payload.write_bytes(orjson.dumps(group(alert(severity="major"))))
+    explained = orjson.loads(
+        (await cli("test-mapping", str(payload), "--source", "alertmanager", "--config", str(mapping_file))).stdout
+    )
+    (placement,) = explained["alerts"][0]["routes"]
+    bridge = await make_bridge(cfg)
+    await post(webhook(bridge), payload.read_bytes())
+    ticket = (await eventually(lambda: snow.incidents()))[0]
+    assert placement["route"] == "ops" and ticket["correlation_id"].startswith(placement["incident"] + ":")
+    assert all(ticket[name] == value for name, value in placement["ticket_fields"].items())
+    assert (
+        placement["ticket_fields"]["short_description"]
+        == "[MAJOR] NodeFilesystemAlmostOutOfSpace on db-prod-01.example.com:9100"
+    )
 
 
 async def test_per_alert_tickets_switch(snow: Snow, make_bridge: Any) -> None:
