@@ -38,6 +38,7 @@ FAST = Tuning(
     attempts=4,
     backoff_max_s=0.5,
     desk_timeout_s=2.0,
+    gauges_every_s=0.1,
 )
 
 

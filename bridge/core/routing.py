@@ -43,6 +43,9 @@ class Router:
             for r in config.routes
         ]
         self.policies = {r.id: policy_json(r, retention_ms, audit_cap) for r in config.routes}  # by route id
+        # RE2 instructions of every regex an alert may meet here: with the values' length, the bound on
+        # the work of routing it (the engine matches a batch off the event loop when that is large).
+        self.regex_size = sum(m.pattern.size for _, own, up in self._routes for m in own + up if m.pattern is not None)
 
     def route(self, alert: Alert, data: dict[str, Any] | None = None) -> list[Routed]:
         """The routes `alert` takes; `data` is the alert as JSON (the intake entry, parsed), if at hand."""

@@ -22,4 +22,8 @@ class Tuning:
     attempts: int = 4  # desk call attempts within one delivery pass (tenacity)
     backoff_max_s: float = 60.0  # a desk that keeps failing is tried again at most this far apart
     retention_ms: int = 7 * 86_400_000  # keys of a resolved incident live this long (plus reopen window)
+    dlq_max_len: int = 10_000  # dead letters kept at most (the oldest dropped first, counted and logged)
+    dlq_max_age_ms: int = 7 * 86_400_000  # dead letters older than this are dropped (counted and logged)
+    gauges_every_s: float = 15.0  # the shared-state gauges of /metrics are read from Redis this often
+    upkeep_every_s: float = 60.0  # trims: the incidents index, expired silences, old dead letters
     desk_timeout_s: float = 10.0

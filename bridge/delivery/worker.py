@@ -350,7 +350,7 @@ class Delivery:
         pipe = self.rt.redis.pipeline(transaction=False)
         outbox.dead_letter(pipe, ik, self.rt, action, exc)
         self.rt.scripts.pop(ik, self.token, action.entries, pipe)
-        await self.rt.scripts.execute(pipe)
+        outbox.dead_lettered(self.rt, await self.rt.scripts.execute(pipe))
 
 
 # Desk kind -> its simulator (`bridge simulate <name>`).

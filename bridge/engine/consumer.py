@@ -8,7 +8,7 @@ with XAUTOCLAIM once idle; replaying them is safe because the Lua step is idempo
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -19,15 +19,18 @@ from pydantic import ValidationError
 
 from bridge.core import keys
 from bridge.core.models import Alert, DecisionKind, Status
-from bridge.core.routing import Routed, follow_up
+from bridge.core.routing import Routed, Router, follow_up
 from bridge.engine.placement import place
-from bridge.engine.silences import Silences
-from bridge.runtime import outbox, routebook
+from bridge.engine.silences import Silence, Silences, silenced
+from bridge.runtime import dead_letters, outbox, routebook
 from bridge.runtime.context import Runtime, wait_for_event
 from bridge.runtime.scripts import AlertStep, Applied
 
 log = structlog.get_logger("bridge.engine.consumer")
 Entry = tuple[bytes, dict[bytes, bytes]]
+# Above this bound on a batch's matching work (characters of its entries x RE2 instructions of the
+# regexes they may meet; ~7 ns each at worst), the batch is matched on a thread: ~5 ms at worst here.
+INLINE_MATCHING = 700_000
 
 
 @dataclass(slots=True)
@@ -181,26 +184,25 @@ class Engine:
     async def process(self, entries: list[Entry], silences: dict[bytes, bytes] | None = None) -> None:
         """Decide a batch; `silences` is the silences hash as read with it (else it is read now)."""
         now = self.rt.clock()
-        routed: list[tuple[bytes, Alert, Routed]] = []
-        dead: list[dict[str, Any]] = []
-        for _, fields in entries:
-            try:
-                alert = Alert.model_validate_json(fields[b"a"])
-                matches = self.rt.router.route(alert, orjson.loads(fields[b"a"]))
-            except (KeyError, ValidationError, ValueError) as exc:
-                dead.append({"kind": "bad_entry", "reason": str(exc), "raw": fields.get(b"a", b"")})
-                continue
-            if not matches:
-                dead.append({"kind": "unrouted", "reason": "no route matched", "raw": fields[b"a"]})
-            routed.extend((fields[b"a"], alert, r) for r in matches)
+        stored: Any = await self.rt.redis.hgetall(keys.SILENCES) if silences is None else silences
+        if self.silences.known(stored):
+            active = self.silences.active(stored, now)
+        else:  # new silences: their regexes compile off the event loop
+            active = await asyncio.to_thread(self.silences.active, stored, now)
+        # Matching is linear in the values' length times the regexes' size (bridge/core/matchers.py);
+        # a batch whose worst case could hold the event loop is matched on a thread (RE2 lets go of
+        # the GIL while it matches), a small one here.
+        router = self.rt.router
+        work_bound = sum(len(fields.get(b"a", b"")) for _, fields in entries) * (
+            router.regex_size + sum(s.regex_size for s in active)
+        )
+        if work_bound > INLINE_MATCHING:
+            routed, dead, silenced = await asyncio.to_thread(self._match, router, entries, active)
+        else:
+            routed, dead, silenced = self._match(router, entries, active)
 
         bases = await place(self.rt.redis, [(r, alert.status) for _, alert, r in routed], list(self.rt.retired))
         work = [_Work(raw, alert, r, base) for (raw, alert, r), base in zip(routed, bases, strict=True)]
-        alerts = [w.alert for w in work]
-        if silences is None:
-            silenced = await self.silences.matching(alerts, now) if work else set()
-        else:
-            silenced = self.silences.covered(silences, alerts, now)
         pipe = self.rt.redis.pipeline(transaction=False)
         for index, w in enumerate(work):
             await self.rt.scripts.apply_alert(self._step(w, index in silenced), now, pipe)
@@ -230,8 +232,8 @@ class Engine:
             pipe.zadd(keys.TIMERS, records.timers)
         if records.changed:
             pipe.zadd(keys.INCIDENTS, records.changed)
-        for letter in dead:
-            pipe.xadd(keys.DLQ, {**letter, "at": now})  # type: ignore[dict-item]
+        queued = len(pipe.command_stack)
+        letters = slice(queued, queued + dead_letters.add(pipe, self.rt.tuning, [{**d, "at": now} for d in dead], now))
         pipe.xack(keys.INTAKE, keys.ENGINE_GROUP, *[e[0] for e in entries])
         # The incidents delivery took: their leases and first reads, after their markers, in this
         # same round trip. A take that failed is left to its drain to make again (it is re-entrant).
@@ -253,10 +255,32 @@ class Engine:
         for reply in replies[:recorded]:
             if isinstance(reply, Exception):
                 raise reply
+        if dead:
+            dead_letters.dropped(self.rt.metrics, replies[letters])
         if records.opened:
             await self._count_opens(records.opened, now)
         if len(records.ready) > len(taken):
             self.ready.set()
+
+    @staticmethod
+    def _match(
+        router: Router, entries: list[Entry], active: Sequence[Silence]
+    ) -> tuple[list[tuple[bytes, Alert, Routed]], list[dict[str, Any]], set[int]]:
+        """Parse and route a batch, and which of the routed alerts an active silence covers (by index)."""
+        routed: list[tuple[bytes, Alert, Routed]] = []
+        dead: list[dict[str, Any]] = []
+        for _, fields in entries:
+            try:
+                alert = Alert.model_validate_json(fields[b"a"])
+                matches = router.route(alert, orjson.loads(fields[b"a"]))
+            except (KeyError, ValidationError, ValueError) as exc:
+                dead.append({"kind": "bad_entry", "reason": str(exc), "raw": fields.get(b"a", b"")})
+                continue
+            if not matches:
+                dead.append({"kind": "unrouted", "reason": "no route matched", "raw": fields[b"a"]})
+            routed.extend((fields[b"a"], alert, r) for r in matches)
+        covered = silenced(active, [alert for _, alert, _ in routed]) if active else set()
+        return routed, dead, covered
 
     async def _count_opens(self, opened: dict[str, int], now: int) -> None:
         """Storm guard: more new incidents in the last minute than the route allows starts a storm.

@@ -8,23 +8,26 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping, Sequence
+from functools import cached_property
 from typing import Any
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from bridge.core import keys
-from bridge.core.matchers import matches_all, parse_matchers
+from bridge.core.matchers import Matcher, matches_all, parse_matchers
 from bridge.core.models import Alert
 from bridge.core.routing import match_labels
 from bridge.runtime.scripts import Redis
+
+MAX_MATCHERS = 64  # per silence
 
 
 class Silence(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     id: str = Field(default_factory=lambda: uuid.uuid4().hex[:12])
-    matchers: list[str] = Field(min_length=1)
+    matchers: list[str] = Field(min_length=1, max_length=MAX_MATCHERS)
     starts_at: int  # ms
     ends_at: int  # ms
     comment: str = ""
@@ -33,8 +36,8 @@ class Silence(BaseModel):
     @field_validator("matchers")
     @classmethod
     def _valid(cls, value: list[str]) -> list[str]:
-        for text in value:
-            parse_matchers(text)
+        if sum(len(parse_matchers(text)) for text in value) > MAX_MATCHERS:
+            raise ValueError(f"a silence has at most {MAX_MATCHERS} matchers")
         return value
 
     def active(self, now_ms: int) -> bool:
@@ -50,9 +53,18 @@ class Silence(BaseModel):
         """What the CLI prints and the API answers."""
         return {**self.model_dump(), "status": self.status(now_ms)}
 
+    @cached_property
+    def parsed(self) -> list[Matcher]:
+        """The matchers, parsed (and their regexes compiled) once per silence."""
+        return [m for text in self.matchers for m in parse_matchers(text)]
+
+    @cached_property
+    def regex_size(self) -> int:
+        """RE2 instructions of its regexes: with a value's length, what bounds the work of matching it."""
+        return sum(m.pattern.size for m in self.parsed if m.pattern is not None)
+
     def matches(self, alert: Alert) -> bool:
-        labels = match_labels(alert)
-        return all(matches_all(parse_matchers(text), labels) for text in self.matchers)
+        return matches_all(self.parsed, match_labels(alert))
 
 
 def new_silence(
@@ -67,7 +79,8 @@ def new_silence(
 ) -> Silence:
     """A silence from `now` (or `starts_at`) for `duration_s` (or until `ends_at`), both in ms.
 
-    Raises ValueError (pydantic's ValidationError is one) naming what is wrong.
+    Raises ValueError naming what is wrong. Its regexes are compiled here (milliseconds each at worst,
+    holding the GIL): a server calls it off the event loop.
     """
     start = now_ms if starts_at is None else starts_at
     if ends_at is None:
@@ -76,7 +89,21 @@ def new_silence(
         ends_at = start + int(duration_s * 1000)
     if ends_at <= start:
         raise ValueError("a silence must end after it starts")
-    return Silence(matchers=list(matchers), starts_at=start, ends_at=ends_at, comment=comment, created_by=created_by)
+    try:
+        silence = Silence(
+            matchers=list(matchers), starts_at=start, ends_at=ends_at, comment=comment, created_by=created_by
+        )
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise ValueError(f"{where}: {first['msg'].removeprefix('Value error, ')}") from None
+    silence.parsed  # noqa: B018 (compiled now, where the caller chose to spend the time)
+    return silence
+
+
+def silenced(active: Sequence[Silence], alerts: Sequence[Alert]) -> set[int]:
+    """Indices of the alerts that one of the `active` silences covers."""
+    return {i for i, alert in enumerate(alerts) if any(s.matches(alert) for s in active)}
 
 
 class Silences:
@@ -113,16 +140,31 @@ class Silences:
 
     def covered(self, stored: Mapping[Any, Any], alerts: Sequence[Alert], now_ms: int) -> set[int]:
         """As `matching`, from the silences hash as read (the engine reads it with its batch)."""
-        active = [s for s in map(self._parsed, stored.values()) if s.active(now_ms)]
-        if not active:
-            return set()
-        return {i for i, alert in enumerate(alerts) if any(s.matches(alert) for s in active)}
+        active = self.active(stored, now_ms)
+        return silenced(active, alerts) if active else set()
+
+    def active(self, stored: Mapping[Any, Any], now_ms: int) -> Sequence[Silence]:
+        """The silences active at `now_ms`, from the silences hash as read."""
+        return [s for s in map(self._parsed, stored.values()) if s.active(now_ms)]
+
+    async def delete_expired(self, now_ms: int, *, keep_ms: int = 0) -> Sequence[str]:
+        """Delete the silences that ended more than `keep_ms` ago; their ids."""
+        gone = [s.id for s in await self.list() if s.ends_at + keep_ms <= now_ms]
+        if gone:
+            await self.redis.hdel(keys.SILENCES, *gone)
+        return gone
+
+    def known(self, stored: Mapping[Any, Any]) -> bool:
+        """Whether every silence as read was parsed before (then `active` compiles nothing)."""
+        return all(raw in self._cache for raw in stored.values())
 
     def _parsed(self, raw: Any) -> Silence:
-        """Parsed once per stored version, not once per batch."""
+        """Parsed, its regexes compiled, once per stored version, not once per batch."""
         silence = self._cache.get(raw)
         if silence is None:
             if len(self._cache) > 1000:
                 self._cache.clear()
-            silence = self._cache[raw] = Silence.model_validate(orjson.loads(raw))
+            silence = Silence.model_validate(orjson.loads(raw))
+            silence.parsed  # noqa: B018 (compiled now: `known` tells a caller whether this may take time)
+            self._cache[raw] = silence
         return silence

@@ -17,6 +17,7 @@ from aiohttp import web
 from bridge.core import keys
 from bridge.core.errors import AuthError, PayloadError, TooLarge, UnsupportedMedia
 from bridge.core.source import ParseContext, Parsed
+from bridge.runtime import dead_letters
 from bridge.runtime.context import RUNTIME, Runtime
 from bridge.runtime.http import json_response
 
@@ -92,7 +93,11 @@ async def enqueue(runtime: Runtime, source: str, parsed: Parsed) -> None:
     pipe = runtime.redis.pipeline(transaction=False)
     for alert in parsed.alerts:
         pipe.xadd(keys.INTAKE, {"a": alert.model_dump_json()})
-    for rejected in parsed.rejected:
-        raw = orjson.dumps(rejected.raw, default=str)
-        pipe.xadd(keys.DLQ, {"kind": "bad_alert", "source": source, "reason": rejected.reason, "raw": raw})
-    await runtime.scripts.execute(pipe)
+    letters = [
+        {"kind": "bad_alert", "source": source, "reason": bad.reason, "raw": orjson.dumps(bad.raw, default=str)}
+        for bad in parsed.rejected
+    ]
+    queued = dead_letters.add(pipe, runtime.tuning, letters, runtime.clock())
+    replies = await runtime.scripts.execute(pipe)
+    if queued:
+        dead_letters.dropped(runtime.metrics, replies)

@@ -2,9 +2,11 @@
 
 Counters and histograms are updated where things happen (ingress, engine, delivery, reload): an
 in-memory increment, nothing more. Gauges that describe the shared state in Redis (intake lag and
-pending entries, outbox, dead letters, incidents by state) are read in `collect()`, i.e. on scrape,
-never on the webhook path. Every replica reports the same shared gauges: aggregate them with `max`,
-not `sum` (the dashboard in deploy/grafana/ does).
+pending entries, outbox, dead letters, incidents by state) are read by `refresh()` in the background,
+every `gauges_every_s` (bridge.admin.upkeep), never on the webhook path nor on scrape: a scrape
+renders what is in memory and costs the same with no incident and with 100,000. Every replica
+reports the same shared gauges: aggregate them with `max`, not `sum` (the dashboard in
+deploy/grafana/ does).
 
 Names follow https://prometheus.io/docs/practices/naming/: `bridge_` prefix, base units (seconds),
 `_total` on counters (added by prometheus-client), no label that repeats the metric name.
@@ -26,7 +28,8 @@ from bridge.core.source import Parsed
 
 # Desk calls take tens of milliseconds when healthy and up to the desk timeout when not.
 DESK_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
-INCIDENT_SCAN_LIMIT = 10_000  # incidents (most recently changed) counted per scrape
+INCIDENT_SCAN_LIMIT = 10_000  # incidents (most recently changed) counted per refresh
+INCIDENT_PAGE = 200  # of them read per round trip (~10 ms of the event loop), the loop free in between
 STATES = ("pending", "open", "resolving", "resolved")
 # The classic text format, which every Prometheus 2.x parses; generate_latest writes it.
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -88,6 +91,13 @@ class Metrics:
             self.reloads.labels(outcome)
         self.reload_ok.set(1)
         self.reload_time.set_to_current_time()
+        self.dead_letters_dropped = Counter(
+            "bridge_dead_letters_dropped",
+            "Dead letters dropped by this process's trims of the stream, by reason (length, age).",
+            ["reason"], registry=r,
+        )  # fmt: skip
+        for reason in ("length", "age"):
+            self.dead_letters_dropped.labels(reason)
         self.retired_route_incidents = Gauge(
             "bridge_retired_route_incidents",
             "Live incidents of routes the mapping no longer has (by route id), as counted when the mapping "
@@ -95,8 +105,21 @@ class Metrics:
             ["route"], registry=r,
         )  # fmt: skip
         self._retired: set[str] = set()
-        # Shared state, read from Redis on scrape.
-        self.redis_up = Gauge("bridge_redis_up", "1 if the last scrape could read Redis.", registry=r)
+        self.bad_records = Counter(
+            "bridge_bad_records",
+            "Records in Redis that could not be read and were skipped, by kind (silence, incident, outbox_entry).",
+            ["kind"], registry=r,
+        )  # fmt: skip
+        for kind in ("silence", "incident", "outbox_entry"):
+            self.bad_records.labels(kind)
+        # Shared state, read from Redis in the background (`refresh`).
+        self.redis_up = Gauge(
+            "bridge_redis_up", "1 if the last refresh of the shared gauges could read Redis.", registry=r
+        )
+        self.refreshed = Gauge(
+            "bridge_shared_gauges_refresh_timestamp_seconds",
+            "When the shared-state gauges were last read from Redis (Unix time).", registry=r,
+        )  # fmt: skip
         self.intake_pending = Gauge(
             "bridge_intake_pending_entries",
             "Intake entries read by an engine but not yet decided and acknowledged.", registry=r,
@@ -161,46 +184,52 @@ class Metrics:
         if ok:
             self.reload_time.set_to_current_time()
 
-    # --- read on scrape --------------------------------------------------------------------------
+    # --- read in the background ------------------------------------------------------------------
 
-    async def collect(self, client: Any) -> bytes:
-        """Refresh the shared-state gauges from Redis, then render the exposition format.
+    def collect(self) -> bytes:
+        """The exposition format, from memory: a scrape sends Redis nothing."""
+        return generate_latest(self.registry)
 
-        If Redis cannot be read, `bridge_redis_up` is 0 and the shared gauges keep their last values.
-        """
+    async def refresh(self, client: Any) -> None:
+        """Read the shared-state gauges from Redis. If it cannot be read, `bridge_redis_up` is 0 and
+        the shared gauges keep their last values."""
         try:
             await self._refresh(client)
         except (redis.exceptions.RedisError, OSError):
             self.redis_up.set(0)
         else:
             self.redis_up.set(1)
-        return generate_latest(self.registry)
+            self.refreshed.set_to_current_time()
 
     async def _refresh(self, client: Any) -> None:
         async with client.pipeline(transaction=False) as pipe:
             pipe.xpending(keys.INTAKE, keys.ENGINE_GROUP)
             pipe.xinfo_groups(keys.INTAKE)
             pipe.xlen(keys.DLQ)
-            pipe.zrevrange(keys.INCIDENTS, 0, INCIDENT_SCAN_LIMIT - 1)
-            pending, groups, dlq, bases = await pipe.execute(raise_on_error=False)
+            pending, groups, dlq = await pipe.execute(raise_on_error=False)
         if isinstance(pending, redis.exceptions.ResponseError):
             pending, groups = {}, []  # no intake stream or group yet: nothing received
-        if isinstance(bases, Exception) or isinstance(dlq, Exception):
-            raise bases if isinstance(bases, Exception) else dlq
+        if isinstance(dlq, Exception):
+            raise dlq
         self.intake_pending.set(int(pending.get("pending", 0)) if pending else 0)
         self.intake_lag.set(await _intake_lag(client, pending, groups))
         self.dead_letters.set(int(dlq))
-        async with client.pipeline(transaction=False) as pipe:
-            for base in bases:
-                ik = keys.IncidentKeys(_s(base))
-                pipe.hget(ik.state, "state")
-                pipe.llen(ik.outbox)
-            replies = await pipe.execute()
         counts = dict.fromkeys(STATES, 0)
-        queued = [int(n or 0) for n in replies[1::2]]
-        for state in replies[0::2]:
-            if state is not None and _s(state) in counts:
-                counts[_s(state)] += 1
+        queued: list[int] = []
+        for start in range(0, INCIDENT_SCAN_LIMIT, INCIDENT_PAGE):
+            bases = await client.zrevrange(keys.INCIDENTS, start, start + INCIDENT_PAGE - 1)
+            async with client.pipeline(transaction=False) as pipe:
+                for base in bases:
+                    ik = keys.IncidentKeys(_s(base))
+                    pipe.hget(ik.state, "state")
+                    pipe.llen(ik.outbox)
+                replies = await pipe.execute()
+            queued.extend(int(n or 0) for n in replies[1::2])
+            for state in replies[0::2]:
+                if state is not None and _s(state) in counts:
+                    counts[_s(state)] += 1
+            if len(bases) < INCIDENT_PAGE:
+                break
         for state, count in counts.items():
             self.incidents.labels(state).set(count)
         self.outbox_incidents.set(sum(1 for n in queued if n))

@@ -15,8 +15,10 @@ from bridge.core import keys
 from bridge.core.config import Route
 from bridge.core.desk import TicketRef
 from bridge.core.errors import DeskError
+from bridge.runtime import dead_letters
 from bridge.runtime.context import Runtime
 
+DEAD_LETTER_REPLIES = 3  # `dead_letter` queues the letter and the stream's two trims first
 HEAD = 100  # outbox entries a drain reads at once (with the lease, and after)
 
 
@@ -124,13 +126,18 @@ def audit(pipe: Any, ik: keys.IncidentKeys, rt: Runtime, action: Action, outcome
     pipe.ltrim(ik.audit, 0, rt.scripts.audit_cap - 1)
 
 
+def dead_lettered(rt: Runtime, replies: list[Any]) -> None:
+    """Count and log what the dead-letter stream's trims dropped, from the replies of a pipeline that
+    `dead_letter` queued on first."""
+    dead_letters.dropped(rt.metrics, replies[:DEAD_LETTER_REPLIES])
+
+
 def dead_letter(pipe: Any, ik: keys.IncidentKeys, rt: Runtime, action: Action, exc: DeskError) -> None:
     """Queue a rejected action's dead letter, with the desk's answer, and its audit entry (the caller
-    takes it off the outbox: `Scripts.pop`)."""
+    takes it off the outbox: `Scripts.pop`). Hand the pipeline's replies to `dead_lettered`."""
     entries = orjson.dumps([orjson.loads(e) for e in action.entries])
     error = orjson.dumps(exc.record(), default=str)
-    pipe.xadd(
-        keys.DLQ,
-        {"kind": "desk_rejected", "incident": action.incident, "entries": entries, "error": error, "at": rt.clock()},
-    )
+    now = rt.clock()
+    letter = {"kind": "desk_rejected", "incident": action.incident, "entries": entries, "error": error, "at": now}
+    dead_letters.add(pipe, rt.tuning, [letter], now)
     audit(pipe, ik, rt, action, "dead-lettered", str(exc))

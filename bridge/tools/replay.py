@@ -39,6 +39,7 @@ from bridge.delivery.worker import Delivery
 from bridge.engine.consumer import Engine
 from bridge.engine.timers import Ticker
 from bridge.process.embedded import EmbeddedRedis
+from bridge.runtime import dead_letters
 from bridge.runtime.context import Runtime
 from bridge.runtime.scripts import Scripts
 
@@ -192,8 +193,8 @@ async def replay(
         async with client.pipeline(transaction=False) as pipe:  # as the ingress writes them
             for item in parsed.alerts:
                 pipe.xadd(keys.INTAKE, {"a": item.model_dump_json()})
-            for bad in parsed.rejected:
-                pipe.xadd(keys.DLQ, {"kind": "bad_alert", "source": hook.source, "reason": bad.reason})
+            letters = [{"kind": "bad_alert", "source": hook.source, "reason": bad.reason} for bad in parsed.rejected]
+            dead_letters.add(pipe, rt.tuning, letters, clock())
             await pipe.execute()
         while await engine.step():
             pass

@@ -1,4 +1,4 @@
-"""/metrics: counters move as alerts flow, shared-state gauges are read on scrape, promtool agrees."""
+"""/metrics: counters move as alerts flow, shared-state gauges are read in the background, promtool agrees."""
 
 from __future__ import annotations
 
@@ -9,9 +9,15 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from bridge.admin.upkeep import Upkeep
 from bridge.core import keys
+from bridge.process.app import make_app
+from bridge.runtime.context import Runtime
+from bridge.runtime.metrics import INCIDENT_SCAN_LIMIT
+from bridge.runtime.scripts import open_scripts
+from tests.admin.test_hostile_input import loop_lag
 from tests.amp import alert, group
-from tests.conftest import FAST, Snow, eventually, mapping, post, require
+from tests.conftest import FAST, Snow, eventually, mapping, post, require, start_app
 from tests.running import base_url, scrape, value, webhook_url
 
 
@@ -36,10 +42,8 @@ async def test_metrics_change_as_alerts_flow(snow: Snow, make_bridge: Any) -> No
     assert value(after, "bridge_intake_pending_entries") == 0
 
 
-async def test_backlog_gauges_are_read_from_redis_on_scrape(
-    snow: Snow, make_bridge: Any, redis: aioredis.Redis
-) -> None:
-    """Undecided intake entries, queued desk actions and dead letters are counted from Redis at scrape time."""
+async def test_backlog_gauges_are_read_from_redis(snow: Snow, make_bridge: Any, redis: aioredis.Redis) -> None:
+    """Undecided intake entries, queued desk actions and dead letters are counted from Redis (every gauges_every_s)."""
     slow_claim = dataclasses.replace(FAST, claim_idle_ms=600_000)
     bridge = await make_bridge(mapping(snow.url), tuning=slow_claim)
     snow.faults.set(fail_5xx=1000)  # the desk is down: actions wait in the outbox
@@ -76,11 +80,15 @@ async def test_rate_limited_desk_calls_count_as_waits(snow: Snow, make_bridge: A
 
 
 async def test_metrics_survive_redis_down(snow: Snow, make_bridge: Any, redis_server: Any) -> None:
-    """With Redis gone the scrape still answers, with bridge_redis_up 0."""
+    """With Redis gone the scrape still answers, with bridge_redis_up 0 once a refresh failed."""
     bridge = await make_bridge(mapping(snow.url))
     redis_server.stop(kill=True)
-    _, samples = await scrape(base_url(bridge))
-    assert value(samples, "bridge_redis_up") == 0
+
+    async def down() -> bool:
+        _, samples = await scrape(base_url(bridge))
+        return value(samples, "bridge_redis_up") == 0
+
+    await eventually(down, within=5)
     redis_server.start()
 
 
@@ -99,3 +107,63 @@ async def test_promtool_check_metrics_passes(snow: Snow, make_bridge: Any) -> No
     )
     assert checked.returncode == 0, checked.stdout.decode() + checked.stderr.decode()
     assert checked.stdout.decode().strip() == "", checked.stdout.decode()
+
+
+async def seed_incidents(redis: aioredis.Redis, count: int) -> None:
+    """`count` open incidents in the index, each with its state hash, as the engine leaves them."""
+    for start in range(0, count, 10_000):
+        async with redis.pipeline(transaction=False) as pipe:
+            for n in range(start, min(count, start + 10_000)):
+                base = f"prometheus:{n:012x}"
+                pipe.zadd(keys.INCIDENTS, {base: n})
+                pipe.hset(keys.IncidentKeys(base).state, mapping={"state": "open", "epoch": "1"})
+            await pipe.execute()
+
+
+async def commands(redis: aioredis.Redis, action: Any) -> int:
+    """Redis commands run while `action` runs (INFO commandstats of the private server), less the counting's own."""
+    await redis.config_resetstat()
+    await action()
+    stats = await redis.info("commandstats")
+    return sum(
+        int(s["calls"]) for name, s in stats.items() if name.split("|")[0] not in ("cmdstat_info", "cmdstat_config")
+    )
+
+
+async def test_a_scrape_costs_the_same_with_no_incident_and_with_100000(redis: aioredis.Redis) -> None:
+    """A scrape sends Redis nothing, with 0 or 100,000 incidents; the background refresh reads a bounded number."""
+    scripts = open_scripts(_url(redis), timeout=5.0)
+    rt = Runtime(scripts.redis, scripts, mapping("http://127.0.0.1:1"), tuning=FAST)
+    runner, url = await start_app(make_app(rt))  # the app alone: no engine, delivery or upkeep talks to Redis
+    upkeep = Upkeep(rt)
+
+    async def scrapes() -> None:
+        for _ in range(5):
+            await scrape(url)
+
+    try:
+        await upkeep.refresh()
+        empty = await commands(redis, scrapes)
+        refresh_few = await commands(redis, upkeep.refresh)
+        await seed_incidents(redis, INCIDENT_SCAN_LIMIT + 1)
+        refresh_cap = await commands(redis, upkeep.refresh)
+        await seed_incidents(redis, 100_000)
+        async with loop_lag() as worst:
+            refresh_many = await commands(redis, upkeep.refresh)
+        full = await commands(redis, scrapes)
+        _, samples = await scrape(url)
+    finally:
+        await runner.cleanup()
+        await rt.aclose()
+        await scripts.aclose()
+        await scripts.redis.aclose()
+    assert empty == full == 0
+    assert refresh_few < 10
+    assert refresh_many == refresh_cap  # capped at INCIDENT_SCAN_LIMIT, read in pages
+    assert value(samples, "bridge_incidents", state="open") == INCIDENT_SCAN_LIMIT
+    assert worst[0] < 0.05, f"the refresh held the event loop {worst[0] * 1000:.0f} ms"
+
+
+def _url(redis: aioredis.Redis) -> str:
+    kwargs = redis.get_connection_kwargs()
+    return f"redis://{kwargs['host']}:{kwargs['port']}"
