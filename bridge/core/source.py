@@ -19,6 +19,9 @@ class ParseContext:
     source: str  # the configured source name, e.g. "alertmanager" or "prom-eu"
     received_at: datetime
     options: Mapping[str, Any] = field(default_factory=dict)  # the source's own per-kind settings
+    # What a door read from the request besides the body, for a kind whose calls say more in their URL
+    # (the Opsgenie door: the action, the alert it is about); empty at /webhook/{source}.
+    params: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from bridge.admin import api, probes
+from bridge.ingress import opsgenie
 from bridge.ingress.webhook import webhook
 from bridge.runtime.context import RUNTIME, Runtime
 from bridge.runtime.http import errors_as_json
@@ -14,6 +15,14 @@ def make_app(runtime: Runtime) -> web.Application:
     app = web.Application(middlewares=[errors_as_json], client_max_size=max_body(runtime))
     app[RUNTIME] = runtime
     app.router.add_post("/webhook/{source}", webhook)
+    # Opsgenie's Alert API for its clients (an API URL of http://<bridge>/opsgenie/<source>/)
+    og = "/opsgenie/{source}/v2/alerts"
+    app.router.add_post(og, opsgenie.create)
+    app.router.add_post(og + "/", opsgenie.create)  # clients that join paths with a slash (Zabbix)
+    app.router.add_get(og + "/requests/{request_id}", opsgenie.request_status)
+    app.router.add_post(og + "/{identifier:.+}/{action}", opsgenie.action)
+    app.router.add_put(og + "/{identifier:.+}/{action}", opsgenie.action)
+    app.router.add_post("/opsgenie/{source}/v1/json/{integration}", opsgenie.integration)  # nagios2opsgenie
     probes.mount(app)  # /healthz, /readyz, /metrics
     api.mount(app)  # /api/v1: the admin API
     return app

@@ -38,11 +38,12 @@ def am_config(bridge_port: int, token_file: Path) -> dict[str, Any]:
 def start_alertmanager(alertmanager_binary: str, tmp_path: Path) -> Iterator[Any]:
     procs: list[subprocess.Popen[bytes]] = []
 
-    def start(bridge_port: int) -> str:
+    def start(bridge_port: int, make_config: Any = am_config, secret: str = TOKEN) -> str:
+        """Alertmanager with `make_config(bridge port, secret file)`; its URL."""
         token_file = tmp_path / "bridge.token"
-        token_file.write_text(TOKEN)
+        token_file.write_text(secret)
         config_file = tmp_path / "alertmanager.yml"
-        config_file.write_text(yaml.safe_dump(am_config(bridge_port, token_file)))
+        config_file.write_text(yaml.safe_dump(make_config(bridge_port, token_file)))
         port = free_port()
         args = [
             alertmanager_binary, f"--config.file={config_file}", f"--storage.path={tmp_path / 'am-data'}",
@@ -95,6 +96,62 @@ async def test_real_alertmanager_opens_and_resolves_an_incident(
     await eventually(lambda: snow.incidents(), within=20)
     ticket = snow.incidents()[0]
     assert ticket["short_description"] == "[CRITICAL] HostDown on web-01:9100"
+    assert len(snow.incidents()) == 1
+
+    ended = (now + timedelta(seconds=1)).isoformat()
+    await am_post(session, am, [{**a, "endsAt": ended} for a in firing])
+    await eventually(lambda: snow.incidents()[0]["state"] == "6", within=30)
+    assert len(snow.incidents()) == 1
+    assert snow.incidents()[0]["close_code"] == "Solution provided"
+
+
+OPSGENIE_KEY = "am-genie-key"
+
+
+def opsgenie_am_config(bridge_port: int, key_file: Path) -> dict[str, Any]:
+    """The migration snippet's receiver (opsgenie_configs), its api_url at the test bridge."""
+    config = yaml.safe_load((ROOT / "deploy" / "snippets" / "opsgenie-migration" / "alertmanager.yml").read_text())
+    config["route"].update(group_wait="1s", group_interval="1s", repeat_interval="1h")
+    opsgenie = config["receivers"][0]["opsgenie_configs"][0]
+    opsgenie["api_url"] = f"http://127.0.0.1:{bridge_port}/opsgenie/opsgenie/"
+    opsgenie["api_key_file"] = str(key_file)
+    return dict(config)
+
+
+async def test_real_alertmanager_opsgenie_receiver_opens_and_closes_one_ticket(
+    snow: Snow, make_bridge: Any, start_alertmanager: Any, session: aiohttp.ClientSession
+) -> None:
+    """opsgenie_configs with api_url at the bridge: a firing group opens one ticket, its resolution closes it."""
+    config = mapping(snow.url, resolve_after="500ms")
+    data = config.model_dump(mode="json", by_alias=True, exclude_none=True)
+    data["desks"]["snow"]["password"] = "s3cret"
+    data["sources"] = {"opsgenie": {"kind": "opsgenie", "secret": OPSGENIE_KEY}}
+    data["routes"][0]["sources"] = ["opsgenie"]
+    bridge = await make_bridge(type(config).model_validate(data))
+    am = start_alertmanager(bridge.port, opsgenie_am_config, OPSGENIE_KEY)
+
+    async def am_ready() -> bool:
+        try:
+            async with session.get(f"{am}/-/ready") as resp:
+                return resp.status == 200
+        except aiohttp.ClientError:
+            return False
+
+    await eventually(am_ready, within=20)
+    now = datetime.now(UTC)
+    labels = [
+        {"alertname": "HostDown", "instance": "web-01:9100", "severity": "critical", "device": d}
+        for d in ("sda", "sdb")
+    ]
+    firing = [
+        {"labels": lab, "annotations": {"summary": "web-01 is down"}, "startsAt": now.isoformat()} for lab in labels
+    ]
+    await am_post(session, am, firing)
+    await eventually(lambda: snow.incidents(), within=20)
+    ticket = snow.incidents()[0]
+    # one Opsgenie alert per group: its details are the group's common labels, its priority from `severity`
+    assert ticket["short_description"] == "[CRITICAL] HostDown on web-01:9100"
+    assert ticket["impact"] == "1"
     assert len(snow.incidents()) == 1
 
     ended = (now + timedelta(seconds=1)).isoformat()

@@ -20,7 +20,9 @@ SOURCES = sources()
 
 
 RECEIVED = datetime(2024, 5, 14, 10, 0, tzinfo=UTC)
-KINDS = ["alertmanager", "grafana", "nagios", "icinga2", "splunk", "signalfx", "solarwinds", "zabbix", "datadog"]
+KINDS = [
+    "alertmanager", "grafana", "nagios", "icinga2", "splunk", "signalfx", "solarwinds", "zabbix", "datadog", "opsgenie",
+]  # fmt: skip
 OPTIONS: dict[str, dict[str, Any]] = {"generic": {"alerts": "alerts", "name": "name", "status": "status"}}
 ALL_KINDS = [*KINDS, "generic"]
 RECORDED = sorted(path for path in FIXTURES.iterdir() if path.suffix in (".json", ".form"))
@@ -51,7 +53,7 @@ def test_options_models_forbid_unknown_keys(kind: str) -> None:
     """Every kind that takes options validates them with a model that refuses unknown keys."""
     model = SOURCES[kind].options
     if model is None:
-        assert kind in ("alertmanager", "datadog")
+        assert kind in ("alertmanager", "datadog", "opsgenie")
         return
     model.model_validate(OPTIONS.get(kind, {}))
     with pytest.raises(ValueError, match="bogus"):
