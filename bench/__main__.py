@@ -1,6 +1,6 @@
 """`python -m bench`: run the benchmark sections and write bench/results/<UTC time>.{json,md}.
 
-python -m bench                              # everything, default sizes (about 6 minutes)
+python -m bench                              # all but the soak, default sizes (about 6 minutes)
 python -m bench --only ingest --seconds 5    # one section
 python -m bench --quick                      # a tiny configuration (for the smoke test)
 """
@@ -21,7 +21,8 @@ from typing import Any
 
 from bench import procs, report
 
-SECTIONS = ("ingest", "engine", "e2e", "storm")
+SECTIONS = ("ingest", "engine", "e2e", "storm", "soak")
+DEFAULT = SECTIONS[:-1]  # the soak runs when asked for: `--only soak`
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -43,6 +44,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--storm-names", type=int, default=100)
     p.add_argument("--storm-correlate", choices=["host", "alertname", "alert"], default="host")
     p.add_argument("--storm-flush", default="1s", help="the storm route's ticket.flush_interval (0s: none)")
+    p.add_argument("--soak-alerts", type=int, default=100_000, help="unique alerts the soak sends (bench/README.md)")
+    p.add_argument("--soak-rate", type=int, default=300, help="alerts/s the soak sends (2 desk calls each)")
+    p.add_argument("--soak-hosts", type=int, default=1000, help="rotating hosts")
+    p.add_argument("--soak-retention", type=float, default=10.0, help="seconds a resolved incident's keys live")
     p.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     p.add_argument("--tag", default="", help="appended to the result file names")
     args = p.parse_args(argv)
@@ -50,6 +55,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.seconds, args.warmup, args.sizes, args.connections = 1.0, 0.0, "1,50", 4
         args.engine_alerts, args.e2e_rate, args.e2e_seconds, args.e2e_warmup = 500, 50, 1.0, 0.2
         args.storm_hosts, args.storm_names, args.desk_latency_ms = 10, 5, 5
+        args.soak_alerts, args.soak_rate, args.soak_retention = 400, 200, 1.0
     return args
 
 
@@ -98,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     logs.configure(level="info")  # in-process sections (engine) log as `bridge serve` does
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
-    sections = args.only or list(SECTIONS)
+    sections = args.only or list(DEFAULT)
     results: dict[str, Any] = {"meta": meta(args, argv)}
     with tempfile.TemporaryDirectory(prefix="bridge-bench-") as tmp:
         work = Path(tmp)
@@ -145,6 +151,17 @@ def main(argv: list[str] | None = None) -> int:
                     flush=args.storm_flush,
                 )
             )
+        if "soak" in sections:
+            from bench import soak
+
+            print(f"soak: {args.soak_alerts} alerts at {args.soak_rate}/s ...", flush=True)
+            results["soak"] = asyncio.run(
+                soak.run(
+                    work / "soak", alerts=args.soak_alerts, rate=args.soak_rate, hosts=args.soak_hosts, batch=10,
+                    retention_s=args.soak_retention, auto_resolve_s=2.0, workers=args.workers,
+                    sample_s=0.5 if args.quick else 2.0,
+                )
+            )  # fmt: skip
     results["targets"] = report.targets(results)
     stem = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + (f"-{args.tag}" if args.tag else "")
     json_path, md_path = report.write(results, args.out, stem)

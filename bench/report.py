@@ -14,6 +14,8 @@ TARGETS = {
     "e2e_overhead_p99_ms": "< 25",
     "storm_desk_calls": "<= bound",
     "storm_bytes_per_open_alert": "< 1024",
+    "soak_redis_memory_plateau": "last half within 10 %",
+    "soak_bridge_rss_plateau": "last half within 10 %",
 }
 
 
@@ -22,6 +24,10 @@ def write(results: dict[str, Any], out_dir: Path, stem: str) -> tuple[Path, Path
     json_path, md_path = out_dir / f"{stem}.json", out_dir / f"{stem}.md"
     json_path.write_text(json.dumps(results, indent=2) + "\n")
     md_path.write_text(markdown(results))
+    if "soak" in results:
+        from bench.soak import svg
+
+        (out_dir / f"{stem}-soak.svg").write_text(svg(results["soak"]))
     return json_path, md_path
 
 
@@ -128,6 +134,10 @@ def markdown(r: dict[str, Any]) -> str:
             f"{_fmt(s['bridge_rss_mb'])} MB |",
             "",
         ]
+    if "soak" in r:
+        from bench.soak import rows
+
+        lines += rows(r["soak"])
     if "targets" in r:
         lines += ["## Targets", "", "| target | wanted | measured | met |", "|---|---|---:|---|"]
         for t in r["targets"]:
@@ -159,4 +169,8 @@ def targets(r: dict[str, Any]) -> list[dict[str, Any]]:
         add("storm_desk_calls", r["storm"]["desk_calls"], r["storm"]["desk_calls"] <= r["storm"]["desk_call_bound"])
         per = r["storm"]["bytes_per_open_alert"]
         add("storm_bytes_per_open_alert", per, per < 1024)
+    if "soak" in r:
+        soak = r["soak"]
+        add("soak_redis_memory_plateau", soak["redis_spread_last_half"], soak["redis_plateau"])
+        add("soak_bridge_rss_plateau", soak["rss_spread_last_half"], soak["rss_plateau"])
     return out

@@ -48,3 +48,23 @@ def test_roundtrip_compares_the_batcher_with_bare_pipelines() -> None:
     rows = [line for line in done.stdout.splitlines() if line.startswith("| ") and line[2].isdigit()]
     assert [row.split(" | ")[0] for row in rows] == ["| 1", "| 3", "| 10", "| 256"]
     assert all(float(row.rstrip(" |").rsplit(" | ", 1)[1]) > 0 for row in rows)
+
+
+@pytest.mark.timeout(90)
+def test_quick_soak_writes_its_samples_and_figure(tmp_path: Path) -> None:
+    """`python -m bench --quick --only soak` samples Redis memory and the bridge's RSS and draws them as an SVG."""
+    require("redis-server")
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--only", "soak", "--workers", "1", "--out", str(tmp_path),
+         "--tag", "soak"],
+        cwd=ROOT, capture_output=True, text=True, timeout=85, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    [json_file] = tmp_path.glob("*-soak.json")
+    [svg_file] = tmp_path.glob("*-soak-soak.svg")
+    soak = json.loads(json_file.read_text())["soak"]
+    assert soak["sent"] == soak["alerts"] and soak["failures"] == 0
+    assert len(soak["samples"]) >= 2 and all(
+        s["redis_used_memory"] > 0 and s["bridge_rss"] > 0 for s in soak["samples"]
+    )
+    assert svg_file.read_text().startswith("<svg") and "<polyline" in svg_file.read_text()
