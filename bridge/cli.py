@@ -90,6 +90,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             log_level=args.log_level or "info",
             admin_token=os.environ.get("BRIDGE_ADMIN_TOKEN", ""),
             reload_poll_s=args.reload_interval,
+            allow_unauthenticated=args.allow_unauthenticated,
         )
     _use_uvloop()
     asyncio.run(
@@ -103,6 +104,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             tuning=config_mod.tuning(),
             admin_token=os.environ.get("BRIDGE_ADMIN_TOKEN", ""),
             reload_poll_s=args.reload_interval,
+            allow_unauthenticated=args.allow_unauthenticated,
         )
     )
     return 0
@@ -296,7 +298,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add_parser("serve", help="run the bridge (ingress, engine, delivery, timers)")
     p.add_argument("--config", action="append", help=f"mapping file, repeatable (default: {DEFAULT_CONFIG})")
-    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument(
+        "--host", default="127.0.0.1",
+        help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0 for every interface)",
+    )  # fmt: skip
     p.add_argument("--port", type=int, default=8080)
     p.add_argument(
         "--grace",
@@ -309,6 +314,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--workers", type=int, default=1, help="bridge processes sharing the port (SO_REUSEPORT) and Redis")
     p.set_defaults(func=cmd_serve)
+    p.add_argument(
+        "--allow-unauthenticated", action="store_true",
+        help="start on a --host other machines can reach even though some sources have no secret"
+        " (by default that is refused: anyone who can reach the port could open tickets)",
+    )  # fmt: skip
 
     p = add_parser("init", help="write a starter mapping (mapping.yaml, commented) and its JSON Schema to edit")
     p.add_argument("directory", nargs="?", default=".", help="where to write them (default: here)")

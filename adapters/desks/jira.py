@@ -31,21 +31,24 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import re
 from collections.abc import Mapping
 from typing import Any, Literal, Self
 
 import aiohttp
-from pydantic import BaseModel, ConfigDict, SecretStr, field_validator, model_validator
+from pydantic import ConfigDict, SecretStr, field_validator, model_validator
 
 from adapters.desks.jira_fields import RICH_TEXT, adf, field_text, jira_fields, jql_string, labels
-from adapters.desks.transport import Answer, Seconds, Transport, https_url, json_reason, tls_context
+from adapters.desks.transport import Answer, DeskAddress, Seconds, Transport, https_url, json_reason, tls_context
 from bridge.core.desk import TicketPhase, TicketRef, TicketState
 from bridge.core.errors import DeskError, DeskRejected
 
 _JSM_ONLY = frozenset({"requestTypeId", "serviceDeskId"})
+# A correlation id as a label: `<route id>:<key hash>:<epoch>` (spaces as `_`; bridge.core.keys).
+_CORRELATION = re.compile(r"[A-Za-z0-9_.-]+:[0-9a-f]{6,}:[0-9a-z]+")
 
 
-class JiraConfig(BaseModel):
+class JiraConfig(DeskAddress):
     """One Jira site (Cloud or Data Center), optionally with a JSM service desk."""
 
     model_config = ConfigDict(extra="forbid")
@@ -67,6 +70,8 @@ class JiraConfig(BaseModel):
     resolution: str = "Done"
     closed_statuses: list[str] = ["Closed", "Canceled", "Cancelled", "Won't Do"]
     rich_text_fields: list[str] = list(RICH_TEXT)
+    # Fields whose rendered text is JSON (option fields: `{"value": "Sev 1"}`); every other one is text.
+    json_fields: list[str] = []
     service_desk: str | None = None  # JSM service desk id: notes become internal JSM comments
     request_type: str | None = None  # JSM request type id for every open (a route may set requestTypeId)
     request_labels: list[str] = []  # JSM request types whose form shows Labels: label set in the request
@@ -318,10 +323,22 @@ class JiraDesk:
         return TicketRef(id=key, display=key, url=f"{self._config.url}/browse/{key}")
 
     def _fields(self, fields: Mapping[str, str], *, adf_rich_text: bool, cloud: bool) -> dict[str, Any]:
-        values = jira_fields(fields, adf_rich_text=adf_rich_text, rich_text=self._config.rich_text_fields, cloud=cloud)
+        config = self._config
+        values = jira_fields(
+            fields, adf_rich_text=adf_rich_text, rich_text=config.rich_text_fields, cloud=cloud,
+            json_fields=config.json_fields,
+        )  # fmt: skip
         if "labels" in values:
-            values["labels"] = labels(" ".join(values["labels"]))
+            # Rendered labels may carry alert text: none of them may pass for a correlation label, which
+            # would make `find` adopt this issue for another incident. Only `_label` writes those.
+            shaped = self._forged
+            values["labels"] = [label for label in labels(" ".join(values["labels"])) if not shaped(label)]
         return values
+
+    def _forged(self, label: str) -> bool:
+        """Whether a label has the shape of a correlation label (prefix + `<route>:<key hash>:<epoch>`)."""
+        prefix = self._config.label_prefix
+        return label.startswith(prefix) and _CORRELATION.fullmatch(label[len(prefix) :]) is not None
 
     async def _is_cloud(self, action: str) -> bool:
         """Cloud or Data Center: from the config, else from serverInfo's deploymentType, asked once."""

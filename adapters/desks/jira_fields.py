@@ -13,8 +13,10 @@ the shape Jira's create and edit screens take:
     labels                              a list, split on commas and white space (labels have no spaces)
     components, fixVersions, versions   [{"name": ...}, ...], split on commas
     assignee, reporter                  Cloud {"accountId": value}; Data Center {"name": value}
-    anything else (customfield_10010)   JSON when the value is a JSON object or array (option fields:
-                                        {"value": "Sev 1"}), otherwise the string
+    a field the desk lists in           JSON when the value is a JSON object or array (option fields:
+      `json_fields` (customfield_10010)   {"value": "Sev 1"}), otherwise the string
+    anything else                       the string, whatever it looks like: alert text that starts
+                                        with `{` or `[` never becomes structure
 
 ADF (https://developer.atlassian.com/cloud/jira/platform/apis/document/structure/): blank lines
 separate paragraphs, single line breaks become `hardBreak` nodes, and http(s) URLs carry a `link`
@@ -85,9 +87,12 @@ def jira_fields(
     adf_rich_text: bool,
     rich_text: Iterable[str] = RICH_TEXT,
     cloud: bool = True,
+    json_fields: Iterable[str] = (),
 ) -> dict[str, Any]:
-    """Rendered strings keyed by field id → the JSON values Jira expects for them."""
+    """Rendered strings keyed by field id → the JSON values Jira expects for them; only the fields in
+    `json_fields` are read as JSON."""
     rich = frozenset(rich_text)
+    as_json = frozenset(json_fields)
     out: dict[str, Any] = {}
     for name, value in fields.items():
         if name in rich:
@@ -102,8 +107,10 @@ def jira_fields(
             out[name] = [{"name": part.strip()} for part in value.split(",") if part.strip()]
         elif name in _USERS:
             out[name] = {"accountId": value} if cloud else {"name": value}
-        else:
+        elif name in as_json:
             out[name] = _json_or_text(value)
+        else:
+            out[name] = value
     return out
 
 

@@ -35,9 +35,9 @@ from typing import Any, Literal
 import aiohttp
 import orjson
 import structlog
-from pydantic import BaseModel, ConfigDict, SecretStr, field_validator
+from pydantic import ConfigDict, SecretStr, field_validator
 
-from adapters.desks.transport import Answer, Seconds, Transport, https_url, tls_context
+from adapters.desks.transport import Answer, DeskAddress, Seconds, Transport, https_url, tls_context
 from bridge.core.desk import TicketPhase, TicketRef, TicketState
 from bridge.core.errors import DeskError, DeskRejected
 
@@ -60,7 +60,7 @@ _CREATE_NAMES = {
 }
 
 
-class RemedyConfig(BaseModel):
+class RemedyConfig(DeskAddress):
     """One AR System server (on premises or Helix), as an ops team writes it in the mappings."""
 
     model_config = ConfigDict(extra="forbid")

@@ -26,15 +26,15 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, SecretStr, field_validator, model_validator
+from pydantic import ConfigDict, SecretStr, field_validator, model_validator
 
-from adapters.desks.transport import Answer, Seconds, Transport, https_url, json_reason
+from adapters.desks.transport import Answer, DeskAddress, Seconds, Transport, https_url, json_reason
 from bridge.core.errors import DeskAuthExpired, DeskRejected
 
 _RENEW_MARGIN_S = 60.0  # renew this long before the announced expiry, so a token never dies in flight
 
 
-class ServiceNowSignIn(BaseModel):
+class ServiceNowSignIn(DeskAddress):
     """The address and credentials of one instance; both ServiceNow desk kinds extend this."""
 
     model_config = ConfigDict(extra="forbid")

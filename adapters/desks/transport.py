@@ -17,6 +17,7 @@ verification is never turned off).
 from __future__ import annotations
 
 import errno
+import ipaddress
 import re
 import socket
 import ssl
@@ -24,12 +25,12 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Self
 from urllib.parse import urlsplit
 
 import aiohttp
 import orjson
-from pydantic import AfterValidator
+from pydantic import AfterValidator, BaseModel, ConfigDict, model_validator
 from yarl import URL
 
 from bridge.core.errors import Cause, ConfigError, DeskAuthExpired, DeskError, DeskRejected, DeskTransient
@@ -230,6 +231,43 @@ def https_url(value: str, example: str) -> str:
     if parts.query or parts.fragment:
         raise ValueError("must be the desk's address only, without query or fragment")
     return value.rstrip("/")
+
+
+def plain_http(url: str) -> bool:
+    """Whether requests to `url` would cross a network unencrypted: http:// to a host that is not this
+    one (a loopback address or `localhost`, where the simulators and sidecars run, is exempt)."""
+    parts = urlsplit(url)
+    if parts.scheme != "http":
+        return False
+    host = (parts.hostname or "").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return False
+    try:
+        return not ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a name: it may resolve anywhere
+        return True
+
+
+class DeskAddress(BaseModel):
+    """What every built-in desk config has besides its own keys: `allow_insecure_http`.
+
+    A plain http:// URL to another host sends the desk's credentials and the tickets in clear: it is
+    refused unless `allow_insecure_http: true`, and then warned about at start-up (bridge.process.server).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    allow_insecure_http: bool = False
+
+    @model_validator(mode="after")
+    def _https_unless_allowed(self) -> Self:
+        url = getattr(self, "url", "")
+        if isinstance(url, str) and plain_http(url) and not self.allow_insecure_http:
+            raise ValueError(
+                f"url {origin(url)!r} is plain http://: the desk's credentials and tickets would cross the network"
+                " in clear; use https://, or set allow_insecure_http: true to accept that (a warning is logged)"
+            )
+        return self
 
 
 def positive(value: float) -> float:

@@ -2,7 +2,10 @@
 
 Each action (`open`, `note`, `update`, `resolve`, `reopen`, `find`, `state`) is a request made
 from templates (Jinja2, sandboxed, as in the mappings): `path` (joined to `url`), `params` and a
-JSON `body` whose string leaves are templates and whose other leaves are sent as they are. A
+JSON `body` whose string leaves are templates and whose other leaves are sent as they are. What
+`path` puts in from values is escaped as one path segment each, and a `.` or `..` segment is
+refused (DeskRejected), so that alert text cannot turn the call into another one; `params` are
+query-encoded. A
 template sees `correlation_id`, `fields` (the route's rendered ticket fields), `note` (resolve,
 reopen and note text), `ticket` (`id`, `display`, `url`) and `action`.
 
@@ -30,10 +33,10 @@ import jmespath
 from jmespath.exceptions import JMESPathError
 from pydantic import BaseModel, ConfigDict, SecretStr, field_validator, model_validator
 
-from adapters.desks.transport import Answer, Seconds, Transport, https_url, json_reason, tls_context
+from adapters.desks.transport import Answer, DeskAddress, Seconds, Transport, https_url, json_reason, tls_context
 from bridge.core.desk import TicketPhase, TicketRef, TicketState
 from bridge.core.errors import DeskRejected
-from bridge.core.templates import compile_template, render
+from bridge.core.templates import compile_path_template, compile_template, render, render_path
 
 _JSONPATH_PART = re.compile(r"\.([A-Za-z_][A-Za-z0-9_]*)|\[(\d+|\*)\]|\[['\"]([^'\"]+)['\"]\]")
 
@@ -96,10 +99,16 @@ class WebhookAction(BaseModel):
     state: str | None = None  # expression: the ticket's state (state)
     fields: str | None = None  # expression: the object holding the ticket's fields (state; default: all)
 
-    @field_validator("path", "params", "body")
+    @field_validator("params", "body")
     @classmethod
     def _compiles(cls, value: Any) -> Any:
         return _templates(value)
+
+    @field_validator("path")
+    @classmethod
+    def _path_compiles(cls, value: str) -> str:
+        compile_path_template(value)
+        return value
 
     @field_validator("id", "display", "state", "fields")
     @classmethod
@@ -107,7 +116,7 @@ class WebhookAction(BaseModel):
         return _compiled(value)
 
 
-class WebhookConfig(BaseModel):
+class WebhookConfig(DeskAddress):
     """An in-house ticketing API described action by action."""
 
     model_config = ConfigDict(extra="forbid")
@@ -240,7 +249,7 @@ class WebhookDesk:
     async def _call(self, name: str, action: WebhookAction, context: dict[str, Any]) -> tuple[Answer, Any]:
         context = {"correlation_id": "", "fields": {}, "note": "", "ticket": {}, "action": name} | context
         try:
-            path = render(action.path, context)
+            path = render_path(action.path, context)  # values escaped per segment; `..` refused
             params = {k: render(v, context) for k, v in action.params.items()}
             body = _rendered(action.body, context) if action.body is not None else None
         except ValueError as exc:

@@ -8,14 +8,13 @@ Newer Alertmanagers add keys without bumping the version, so unknown keys are ig
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime
 from typing import Any
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from bridge.core.errors import PayloadError
-from bridge.core.models import Alert, Severity, Status
+from bridge.core.models import Alert, Moment, Severity, Status
 from bridge.core.source import ParseContext, Parsed, Rejected, SourceAdapter
 
 # The `severity` label is free text in the Prometheus world; these are the spellings seen in the
@@ -63,8 +62,8 @@ class _AmAlert(BaseModel):
     status: Status = Field(...)
     labels: dict[str, str]
     annotations: dict[str, str] = Field(default_factory=dict)
-    startsAt: datetime
-    endsAt: datetime | None = None
+    startsAt: Moment
+    endsAt: Moment | None = None
     generatorURL: str = ""
     fingerprint: str = ""
 
@@ -108,11 +107,9 @@ def parse(body: bytes, content_type: str, headers: Mapping[str, str], ctx: Parse
     out = Parsed()
     for index, raw in enumerate(env.alerts):
         try:
-            am = _AmAlert.model_validate(raw)
+            out.alerts.append(_to_alert(_AmAlert.model_validate(raw), env, ctx))
         except ValidationError as exc:
             out.rejected.append(Rejected(describe(exc, at=f"alerts[{index}]"), raw))
-            continue
-        out.alerts.append(_to_alert(am, env, ctx))
     return out
 
 
@@ -147,7 +144,7 @@ def describe(exc: ValidationError, *, at: str = "") -> str:
     """
     first = exc.errors()[0]
     where = at + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in first["loc"])
-    return f"{where.lstrip('.') or 'body'}: {first['msg']}"
+    return f"{where.lstrip('.') or 'body'}: {first['msg'].removeprefix('Value error, ')}"
 
 
 ADAPTER = SourceAdapter(kind="alertmanager", parse=parse)

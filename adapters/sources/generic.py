@@ -30,11 +30,11 @@ import jmespath
 import orjson
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jmespath.exceptions import JMESPathError
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from adapters.sources import lenient
 from bridge.core.errors import PayloadError
-from bridge.core.models import Alert, Severity, Status, stable_hash
+from bridge.core.models import Alert, Severity, Status, in_range, stable_hash
 from bridge.core.source import ParseContext, Parsed, Rejected, SourceAdapter
 
 MAX_ALERTS = 1_000  # per request; a bigger batch should be split by the sender
@@ -192,6 +192,10 @@ def parse(body: bytes, content_type: str, headers: Mapping[str, str], ctx: Parse
             out.alerts.append(_alert(plan, element, doc, ctx))
         except _Bad as exc:
             out.rejected.append(Rejected(f"alerts[{index}]: {exc}", element))
+        except ValidationError as exc:  # what the Alert model refuses (a time out of range)
+            first = exc.errors()[0]
+            where = ".".join(str(part) for part in first["loc"])
+            out.rejected.append(Rejected(f"alerts[{index}].{where}: {first['msg']}", element))
     return out
 
 
@@ -226,6 +230,9 @@ def _alert(plan: _Plan, element: Any, doc: Any, ctx: ParseContext) -> Alert:
         found = _run(getter, element, doc, f"links[{index}]")
         links.extend(_text(item, f"links[{index}]") for item in (found if isinstance(found, list) else [found]))
     raw = {key: _run(getter, element, doc, f"raw.{key}") for key, getter in plan.raw.items()}
+    problem = lenient.shape_problem(raw, "raw") if raw else None
+    if problem:  # kept with the alert in Redis: bounded like the payload it came from
+        raise _Bad(problem)
     return Alert(
         source=ctx.source,
         kind="generic",
@@ -312,7 +319,10 @@ def _time(value: Any, field: str) -> datetime | None:
         at = datetime.fromisoformat(str(value))
     except (ValueError, PayloadError) as exc:
         raise _Bad(f"{field}: {str(value)[:40]!r} is not an ISO 8601 time or a Unix time") from exc
-    return at.replace(tzinfo=UTC) if at.tzinfo is None else at
+    try:
+        return in_range(at.replace(tzinfo=UTC) if at.tzinfo is None else at)
+    except ValueError as exc:
+        raise _Bad(f"{field}: {exc}") from None
 
 
 ADAPTER = SourceAdapter(kind="generic", parse=parse, options=GenericOptions)

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from adapters.sources import lenient
 from adapters.sources.alertmanager import SEVERITY_LABELS, describe, fingerprint
 from bridge.core.errors import AuthError, PayloadError
-from bridge.core.models import Alert, Severity, Status
+from bridge.core.models import Alert, Moment, Severity, Status
 from bridge.core.source import ParseContext, Parsed, Rejected, SourceAdapter
 
 _GO_ZERO_TIME = "0001-01-01T00:00:00Z"  # Go's zero time.Time: the alert is still firing
@@ -37,8 +37,10 @@ class GrafanaOptions(BaseModel):
     # Grafana signs `timestamp + ":" + body` only when the contact point names a timestamp header.
     timestamp_header: str = "X-Grafana-Alerting-Timestamp"
     replay_window: int = Field(300, ge=1, le=86_400, description="seconds a signed timestamp stays valid")
-    require_signature: bool = False  # False: a request without a signature may use `Authorization: Bearer`
-    require_timestamp: bool = False  # True: refuse signatures without a timestamp (no replay protection)
+    # Both on by default: an unsigned request, or one signed without a timestamp (which could be replayed
+    # forever), is refused. Off: `Authorization: Bearer <secret>` passes, or a signature alone.
+    require_signature: bool = True
+    require_timestamp: bool = True
 
 
 class _GrafanaAlert(BaseModel):
@@ -47,8 +49,8 @@ class _GrafanaAlert(BaseModel):
     status: Literal["firing", "resolved"]
     labels: dict[str, str]
     annotations: dict[str, str] = Field(default_factory=dict)
-    startsAt: datetime
-    endsAt: datetime | None = None
+    startsAt: Moment
+    endsAt: Moment | None = None
     generatorURL: str = ""
     fingerprint: str = ""
     silenceURL: str = ""
@@ -103,11 +105,9 @@ def parse(body: bytes, content_type: str, headers: Mapping[str, str], ctx: Parse
             out.rejected.append(Rejected(problem, raw))
             continue
         try:
-            alert = _GrafanaAlert.model_validate(raw)
+            out.alerts.append(_to_alert(_GrafanaAlert.model_validate(raw), env, ctx))
         except ValidationError as exc:
             out.rejected.append(Rejected(f"{where}: {describe(exc)}", raw))
-            continue
-        out.alerts.append(_to_alert(alert, env, ctx))
     return out
 
 
@@ -195,10 +195,22 @@ def _check_bearer(headers: Mapping[str, str], secret: str, signature_header: str
         raise AuthError("bearer token does not match this source's secret")
 
 
+def replayed(headers: Mapping[str, str], *, options: GrafanaOptions | None = None) -> tuple[str, float] | None:
+    """What tells a signed request from a replay of it: its signature, remembered (by the ingress, in
+    Redis, so by every replica) for twice the replay window, the span its timestamp is accepted in."""
+    opts = options or GrafanaOptions()
+    signature = lenient.header(headers, opts.signature_header).strip().lower()
+    if not signature or not lenient.header(headers, opts.timestamp_header).strip():
+        return None  # no signed timestamp: nothing bounds how long to remember it
+    return signature, 2.0 * opts.replay_window
+
+
 def configured(raw_options: Mapping[str, Any]) -> SourceAdapter:
-    """This adapter with `verify` bound to a source's options (header names, replay window)."""
+    """This adapter with `verify` and `replay` bound to a source's options (header names, replay window)."""
     opts = GrafanaOptions.model_validate(dict(raw_options))
-    return replace(ADAPTER, verify=partial(verify, options=opts))
+    return replace(ADAPTER, verify=partial(verify, options=opts), replay=partial(replayed, options=opts))
 
 
-ADAPTER = SourceAdapter(kind="grafana", parse=parse, verify=verify, options=GrafanaOptions, bind=configured)
+ADAPTER = SourceAdapter(
+    kind="grafana", parse=parse, verify=verify, options=GrafanaOptions, bind=configured, replay=replayed
+)

@@ -75,7 +75,8 @@ async def _body(request: web.Request, model: type[M], *, optional: bool = False)
 
 def _limit(request: web.Request, default: int = 100) -> int:
     raw = request.query.get("limit", str(default))
-    if not raw.isdigit() or not 1 <= int(raw) <= 1000:
+    # ASCII digits only: str.isdigit() also takes '²' and '٣', which int() refuses or reads otherwise.
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 4) or not 1 <= int(raw) <= 1000:
         raise PayloadError("limit must be an integer from 1 to 1000")
     return int(raw)
 
@@ -116,16 +117,18 @@ async def list_incidents(request: web.Request) -> web.Response:
     rt = _runtime(request)
     state = _choice(request, "state", openapi.INCIDENT_STATES)
     found = await incidents.list_incidents(
-        rt.redis, state=state, route=request.query.get("route") or None, limit=_limit(request)
-    )
+        rt.redis, state=state, route=request.query.get("route") or None, limit=_limit(request),
+        bad_record=rt.bad_record,
+    )  # fmt: skip
     return _json(found)
 
 
 async def show_incident(request: web.Request) -> web.Response:
-    found = await incidents.show_incident(_runtime(request).redis, request.match_info["id"])
+    rt = _runtime(request)
+    found = await incidents.show_incident(rt.redis, request.match_info["id"], rt.bad_record)
     if found is None:
         raise NotFound(f"no incident {request.match_info['id']}")
-    return _json(found)
+    return _json(rt.masker.value(found))  # also what was stored before its secrets were masked
 
 
 async def resolve_incident(request: web.Request) -> web.Response:
@@ -160,7 +163,7 @@ async def list_silences(request: web.Request) -> web.Response:
     rt = _runtime(request)
     status = _choice(request, "status", openapi.SILENCE_STATES)
     now = rt.clock()
-    views = [s.view(now) for s in await Silences(rt.redis).list()]
+    views = [s.view(now) for s in await Silences(rt.redis, rt.bad_record).list()]
     return _json([v for v in views if status is None or v["status"] == status])
 
 
@@ -179,14 +182,14 @@ async def create_silence(request: web.Request) -> web.Response:
         raise PayloadError(exc.errors()[0]["msg"].removeprefix("Value error, ")) from None
     except ValueError as exc:
         raise PayloadError(str(exc)) from None
-    await Silences(rt.redis).add(silence)
+    await Silences(rt.redis, rt.bad_record).add(silence)
     log.info("silence_created", silence=silence.id, matchers=silence.matchers, by=silence.created_by)
     return _json(silence.view(rt.clock()), 201)
 
 
 async def show_silence(request: web.Request) -> web.Response:
     rt = _runtime(request)
-    found = await Silences(rt.redis).get(request.match_info["id"])
+    found = await Silences(rt.redis, rt.bad_record).get(request.match_info["id"])
     if found is None:
         raise NotFound(f"no silence {request.match_info['id']}")
     return _json(found.view(rt.clock()))
@@ -195,7 +198,7 @@ async def show_silence(request: web.Request) -> web.Response:
 async def expire_silence(request: web.Request) -> web.Response:
     rt = _runtime(request)
     silence_id = request.match_info["id"]
-    if not await Silences(rt.redis).expire(silence_id, rt.clock()):
+    if not await Silences(rt.redis, rt.bad_record).expire(silence_id, rt.clock()):
         raise NotFound(f"no silence {silence_id}")
     log.info("silence_expired", silence=silence_id)
     return _json({"id": silence_id, "expired": True})
@@ -210,7 +213,7 @@ async def list_letters(request: web.Request) -> web.Response:
     after = request.query.get("after") or None
     if after is not None and not openapi.is_stream_id(after):
         raise PayloadError("after must be a dead-letter id such as 1700000000000-0")
-    return _json(await dlq.list_letters(rt.redis, limit=_limit(request), kind=kind, after=after))
+    return _json(rt.masker.value(await dlq.list_letters(rt.redis, limit=_limit(request), kind=kind, after=after)))
 
 
 def _letter_id(request: web.Request) -> str:
@@ -222,10 +225,11 @@ def _letter_id(request: web.Request) -> str:
 
 async def show_letter(request: web.Request) -> web.Response:
     letter_id = _letter_id(request)
-    found = await dlq.get_letter(_runtime(request).redis, letter_id)
+    rt = _runtime(request)
+    found = await dlq.get_letter(rt.redis, letter_id)
     if found is None:
         raise NotFound(f"no dead letter {letter_id}")
-    return _json(found)
+    return _json(rt.masker.value(found))
 
 
 async def retry_letter(request: web.Request) -> web.Response:

@@ -11,6 +11,7 @@ import orjson
 
 from bridge.core import keys
 from bridge.runtime import outbox
+from bridge.runtime.bad_records import Reporter
 from bridge.runtime.scripts import Redis, Scripts
 
 MEMBER_FIELDS = ("occurrence", "status", "severity", "seen", "resource")
@@ -21,9 +22,16 @@ def _s(value: Any) -> str:
 
 
 async def list_incidents(
-    redis: Redis, *, state: str | None = None, route: str | None = None, limit: int = 100
+    redis: Redis,
+    *,
+    state: str | None = None,
+    route: str | None = None,
+    limit: int = 100,
+    bad_record: Reporter | None = None,
 ) -> list[dict[str, Any]]:
-    """Newest change first; `state` filters on open, resolving, resolved (...), `route` on the route."""
+    """Newest change first; `state` filters on open, resolving, resolved (...), `route` on the route.
+    An incident whose state cannot be read is left out, and reported to `bad_record`."""
+    report = bad_record or Reporter()
     out: list[dict[str, Any]] = []
     start, page = 0, max(limit * 4, 100)
     while len(out) < limit:
@@ -37,7 +45,11 @@ async def list_incidents(
         for base, row in zip(bases, rows, strict=True):
             if not row:
                 continue  # expired
-            summary = _summary(_s(base), {_s(k): _s(v) for k, v in row.items()})
+            try:
+                summary = _summary(_s(base), {_s(k): _s(v) for k, v in row.items()})
+            except _UNREADABLE as exc:
+                report("incident", _s(base), exc, tuple(sorted(row.items())))
+                continue
             if (state is None or summary["state"] == state) and (route is None or summary["route"] == route):
                 out.append(summary)
             if len(out) >= limit:
@@ -53,8 +65,10 @@ def base_and_epoch(incident: str) -> tuple[str, str]:
     return keys.base_of(incident), incident.rsplit(":", 1)[1]
 
 
-async def show_incident(redis: Redis, incident: str) -> dict[str, Any] | None:
-    """By incident id (`route:hash:epoch`) or base (`route:hash`)."""
+async def show_incident(redis: Redis, incident: str, bad_record: Reporter | None = None) -> dict[str, Any] | None:
+    """By incident id (`route:hash:epoch`) or base (`route:hash`). What cannot be read of it (its state,
+    an outbox or audit entry) is shown as `{"unreadable": <the stored text>}`, and reported."""
+    report = bad_record or Reporter()
     base, _ = base_and_epoch(incident)
     ik = keys.IncidentKeys(base)
     async with redis.pipeline(transaction=False) as pipe:
@@ -67,10 +81,14 @@ async def show_incident(redis: Redis, incident: str) -> dict[str, Any] | None:
     if not state:
         return None
     row = {_s(k): _s(v) for k, v in state.items()}
-    summary = _summary(base, row)
+    try:
+        summary = _summary(base, row)
+    except _UNREADABLE as exc:
+        report("incident", base, exc, tuple(sorted(state.items())))
+        summary = {"id": base, "unreadable": row}
     summary["members"] = {_s(identity): _member(_s(v)) for identity, v in members.items()}
-    summary["outbox"] = [orjson.loads(e) for e in outbox]
-    summary["audit"] = _story(row.get("first"), audit, changes, orjson.loads)
+    summary["outbox"] = [_entry(e, base, "outbox_entry", report) for e in outbox]
+    summary["audit"] = _story(row.get("first"), audit, changes, lambda e: _entry(e, base, "incident", report))
     summary["repeats"] = {k.removeprefix("repeats:"): int(v) for k, v in row.items() if k.startswith("repeats:")}
     summary["changes_dropped"] = int(row.get("changes_dropped", "0") or 0)
     return summary
@@ -95,6 +113,17 @@ def _at(entry: Any) -> int:
 
 def _b(value: Any) -> bytes:
     return value if isinstance(value, bytes) else str(value).encode()
+
+
+_UNREADABLE = (ValueError, TypeError, IndexError, KeyError)  # of a stored record: orjson's errors are ValueErrors
+
+
+def _entry(raw: Any, base: str, kind: str, report: Reporter) -> Any:
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        report(kind, base, exc, raw)
+        return {"unreadable": _s(raw)[:1000]}
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,6 +15,8 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 from pydantic.json_schema import models_json_schema
 
+from bridge.core.models import MAX_TIME_MS
+
 INCIDENT_STATES = ("pending", "open", "resolving", "resolved")
 SILENCE_STATES = ("pending", "active", "expired")
 STREAM_ID = re.compile(r"\d{1,20}-\d{1,20}")
@@ -49,8 +51,8 @@ class SilenceRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     matchers: list[MatcherText] = Field(min_length=1, description='Alertmanager matchers, e.g. team="db"')
-    starts_at: int | None = Field(None, ge=0, description="ms since the epoch; default now")
-    ends_at: int | None = Field(None, ge=0, description="ms since the epoch; or give duration")
+    starts_at: int | None = Field(None, ge=0, le=MAX_TIME_MS, description="ms since the epoch; default now")
+    ends_at: int | None = Field(None, ge=0, le=MAX_TIME_MS, description="ms since the epoch; or give duration")
     duration: str | None = Field(None, description="e.g. 2h, 30m; used when ends_at is not given")
     comment: str = Field("", max_length=4000)
     created_by: str = Field("", max_length=200)

@@ -15,6 +15,7 @@ import types
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
@@ -22,6 +23,7 @@ from pydantic import (
     ConfigDict,
     Field,
     GetCoreSchemaHandler,
+    PrivateAttr,
     SecretStr,
     ValidationError,
     field_validator,
@@ -47,6 +49,7 @@ from bridge.core.policy import (
     Topology,
     parse_duration,
 )
+from bridge.core.secrets import configured
 from bridge.core.tuning import Tuning
 
 __all__ = ["DeskConfig", "Duration", "MappingConfig", "Ownership", "Route", "SourceConfig", "load", "parse_duration"]
@@ -144,6 +147,7 @@ class MappingConfig(Strict):
     desks: dict[str, DeskConfig]
     limits: dict[str, DeskLimit] = Field(default_factory=dict)  # desk name -> shared rate limit
     routes: list[Route] = Field(min_length=1)
+    _from_env: frozenset[str] = PrivateAttr(default=frozenset())  # set by `load`: see `secrets`
 
     @model_validator(mode="after")
     def _references(self) -> MappingConfig:
@@ -165,6 +169,11 @@ class MappingConfig(Strict):
                     "duplicate_route_id", "{message}", {"message": message, "at": ("routes", index, "id")}
                 )
         return self
+
+    def secrets(self) -> set[str]:
+        """Every secret of the mapping (bridge.core.secrets.configured): the values that dead letters, the
+        audit trail, the admin API and the log mask."""
+        return configured([*self.sources.values(), *self.desks.values()], self._from_env)  # type: ignore[list-item]
 
     def route(self, name: str) -> Route | None:
         """The route of that name, if in the mapping."""
@@ -238,6 +247,16 @@ class _Found:
         self.files = files
         self.problems: list[Problem] = []
         self._reported: set[tuple[str, Path_]] = set()
+        self.from_env: set[str] = set()  # values sources and desks take from the environment or files
+
+    def took(self, path: Path_, value: str) -> None:
+        """A value at `path` came from the environment or a file: a secret, if in a source or desk (of a
+        `url`, its path: a webhook URL may carry its token there; the rest of it is not secret)."""
+        if path[:1] in (("sources",), ("desks",)) and value:
+            if path[-1:] != ("url",):
+                self.from_env.add(value)
+            elif len(urlsplit(value).path) >= 16:  # `/api/now` is no secret; `/hooks/T0B1X9...` may be
+                self.from_env.add(urlsplit(value).path)
 
     def add(self, message: str, file: str, path: Path_ = (), line: int | None = None) -> None:
         if any((file, path[:n]) in self._reported for n in range(1, len(path) + 1)):
@@ -324,6 +343,7 @@ def load(paths: Sequence[str | Path], env: Mapping[str, str] | None = None) -> M
                 locate(*_described(error, merged))
     found.raise_any()
     assert config is not None
+    config._from_env = frozenset(found.from_env)
     return config
 
 
@@ -369,6 +389,7 @@ def _resolve(value: Any, path: Path_, file: str, lines: dict[Path_, int], env: M
                 file_name = _resolve(item, (*path, key), file, lines, env, found)
                 try:
                     out[target] = Path(file_name).read_text().rstrip("\n")
+                    found.took((*path, target), out[target])
                 except OSError as exc:
                     where = (*path, key)
                     found.add(f"cannot read secret file {file_name!r}: {exc.strerror}", file, where, lines.get(where))
@@ -384,6 +405,8 @@ def _resolve(value: Any, path: Path_, file: str, lines: dict[Path_, int], env: M
         def substitute(m: re.Match[str]) -> str:
             name, default = m.group(1), m.group(2)
             if name in env:
+                if path[-1:] != ("url",):
+                    found.took(path, env[name])
                 return env[name]
             if default is not None:
                 return default
@@ -391,7 +414,10 @@ def _resolve(value: Any, path: Path_, file: str, lines: dict[Path_, int], env: M
             found.add(message, file, path, lines.get(path))
             return ""
 
-        return _ENV_REF.sub(substitute, value)
+        resolved = _ENV_REF.sub(substitute, value)
+        if path[-1:] == ("url",) and resolved != value:
+            found.took(path, resolved)
+        return resolved
     return value
 
 

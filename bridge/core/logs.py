@@ -1,5 +1,9 @@
 """structlog, configured once at the entry point: JSON off a terminal, console on one.
 
+Every line the process writes to its log is one event in that format, also those of libraries that
+log through the standard `logging` module (aiohttp, asyncio) and uncaught exceptions: a traceback is
+the `exception` field of its event, never lines of plain text between the JSON ones.
+
 Every event passes `redact` last before rendering: values of keys that name a credential, bearer
 and basic credentials inside any text, and passwords in URLs are replaced by "***". Code does not
 log secrets in the first place (SecretStr, header maps kept out of events); this is the net under
@@ -11,7 +15,8 @@ from __future__ import annotations
 import logging
 import re
 import sys
-from collections.abc import MutableMapping
+import threading
+from collections.abc import Iterable, MutableMapping
 from typing import Any, TextIO
 
 import orjson
@@ -29,8 +34,20 @@ _IN_TEXT = [
 _MAYBE = re.compile(r"(?i)bearer|basic|://|passw|token|secret|api_key")
 
 
+_SECRETS: list[str] = []  # the running mapping's secret values (`mask`), longest first
+
+
+def mask(secrets: Iterable[str]) -> None:
+    """Also mask these values wherever they appear in an event (the mapping's secrets, set by the
+    runtime: bridge.core.secrets); they add to those given before."""
+    _SECRETS[:] = sorted(set(_SECRETS) | set(secrets), key=len, reverse=True)
+
+
 def _scrub(value: Any) -> Any:
     if isinstance(value, str):
+        for secret in _SECRETS:
+            if secret in value:
+                value = value.replace(secret, MASK)
         if not _MAYBE.search(value):
             return value
         for pattern, replacement in _IN_TEXT:
@@ -97,6 +114,7 @@ def configure(*, level: str = "info", json: bool | None = None, file: TextIO | N
         if json
         else structlog.dev.ConsoleRenderer(colors=False)
     )
+    _foreign(stream, renderer, logging.getLevelName(level.upper()))
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
@@ -110,3 +128,42 @@ def configure(*, level: str = "info", json: bool | None = None, file: TextIO | N
         logger_factory=structlog.PrintLoggerFactory(file=stream),
         cache_logger_on_first_use=True,
     )
+
+
+def _foreign(stream: Any, renderer: structlog.typing.Processor, level: int) -> None:
+    """Route the standard `logging` module (aiohttp's and asyncio's loggers) and uncaught exceptions
+    through the same processors and renderer: one event per line, the traceback in `exception`."""
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[
+            structlog.stdlib.add_logger_name,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+        ],
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            structlog.processors.format_exc_info,
+            redact,
+            renderer,
+        ],
+    )
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        if getattr(old, "_bridge", False):
+            root.removeHandler(old)
+    handler._bridge = True  # type: ignore[attr-defined]
+    root.addHandler(handler)
+    # Libraries say much at info (aiohttp: every odd request); warnings and errors are what matter here.
+    root.setLevel(max(level, logging.WARNING))
+    log = structlog.get_logger("bridge")
+
+    def uncaught(kind: type[BaseException], value: BaseException, trace: Any) -> None:
+        log.critical("uncaught_exception", exc_info=(kind, value, trace))
+
+    def uncaught_in_thread(args: threading.ExceptHookArgs) -> None:
+        if args.exc_value is not None:
+            log.critical("uncaught_exception", thread=getattr(args.thread, "name", ""), exc_info=args.exc_value)
+
+    sys.excepthook = uncaught
+    threading.excepthook = uncaught_in_thread

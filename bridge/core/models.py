@@ -3,12 +3,30 @@
 from __future__ import annotations
 
 import hashlib
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+# The times the bridge takes from outside (an alert's start and end, a follow-up's, a silence's) lie
+# within these, so that every stored one reads back: Redis's Lua writes a number of 15 digits or more
+# as `2.53402300799e+14`, which it cannot parse again; milliseconds before the year 3000 have 14.
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(3000, 1, 1, tzinfo=UTC)
+MAX_TIME_MS = int(LATEST.timestamp() * 1000)
+
+
+def in_range(value: datetime) -> datetime:
+    """`value` if it lies from 1970 to 2999 (naive: as UTC); ValueError naming it otherwise."""
+    aware = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+    if not EARLIEST <= aware < LATEST:
+        raise ValueError(f"time {value.isoformat()} is out of range: from 1970 to 2999 only")
+    return value
+
+
+Moment = Annotated[datetime, AfterValidator(in_range)]  # a datetime from outside, range-checked
 
 
 class Severity(StrEnum):
@@ -37,7 +55,7 @@ class Status(StrEnum):
 
 
 class DecisionKind(StrEnum):
-    """What the Lua step decided for one alert (DESIGN §4)."""
+    """What the Lua step (bridge/runtime/lua/apply_alert.lua) decided for one alert."""
 
     OPEN = "OPEN"
     PENDING = "PENDING"  # held until the route's threshold is met
@@ -88,7 +106,7 @@ class FollowUp(BaseModel):
     kind: FollowUpKind
     author: str = ""
     comment: str = ""
-    at: datetime | None = None
+    at: Moment | None = None
 
     def text(self) -> str:
         """The note line: `Acknowledged by alice: restarting the pool`."""
@@ -113,11 +131,11 @@ class Alert(BaseModel):
     description: str = ""
     labels: dict[str, str] = Field(default_factory=dict)
     annotations: dict[str, str] = Field(default_factory=dict)
-    starts_at: datetime | None = None
-    ends_at: datetime | None = None
+    starts_at: Moment | None = None
+    ends_at: Moment | None = None
     links: list[str] = Field(default_factory=list)
     event: FollowUp | None = None  # what a follow-up notification says (an acknowledgement, a comment, ...)
-    received_at: datetime
+    received_at: Moment
     raw: dict[str, Any] = Field(default_factory=dict)
 
     def occurrence(self) -> int:

@@ -1,5 +1,5 @@
 """Route policy: the lifecycle knobs, thresholds, flap detection, storm guard, topology, ticket fields
-and who owns them. Part of the mapping format (bridge/config.py), validated the same way."""
+and who owns them. Part of the mapping format (bridge/core/config.py), validated the same way."""
 
 from __future__ import annotations
 
@@ -16,19 +16,29 @@ _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 
+MAX_DURATION_S = 100 * 365 * 86400.0  # 100 years: any duration longer is a typo or an attack
+
+
 def parse_duration(value: Any) -> float:
-    """`90`, `90s`, `5m`, `1h30m`, `250ms` -> seconds."""
+    """`90`, `90s`, `5m`, `1h30m`, `250ms` -> seconds; at most 100 years (MAX_DURATION_S)."""
     if isinstance(value, int | float) and not isinstance(value, bool):
         if value < 0:
             raise ValueError("duration must not be negative")
-        return float(value)
+        return _bounded(float(value), value)
     text = str(value).strip()
     if re.fullmatch(r"\d+(?:\.\d+)?", text):  # a bare number is seconds, also as text (`${VAR:-90}`)
-        return float(text)
+        return _bounded(float(text), value)
     parts = _DURATION.findall(text)
     if not parts or "".join(n + u for n, u in parts) != text:
-        raise ValueError(f"bad duration {value!r}: use e.g. 30s, 5m, 1h30m, 250ms")
-    return sum(float(n) * _UNITS[u] for n, u in parts)
+        raise ValueError(f"bad duration {str(value)[:40]!r}: use e.g. 30s, 5m, 1h30m, 250ms")
+    return _bounded(sum(float(n) * _UNITS[u] for n, u in parts), value)
+
+
+def _bounded(seconds: float, value: Any) -> float:
+    """Durations become milliseconds stored in Redis: a longer one would not fit (nor mean anything)."""
+    if not seconds <= MAX_DURATION_S:  # also NaN and infinity
+        raise ValueError(f"duration {str(value)[:40]!r} is too long: at most 100 years")
+    return seconds
 
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]

@@ -42,6 +42,9 @@ class Parsed:
 ParseFn = Callable[[bytes, str, Mapping[str, str], ParseContext], Parsed]
 # verify(body, headers, query, secret, now) -> None; raises AuthError. `now` is passed in (no clock here).
 VerifyFn = Callable[[bytes, Mapping[str, str], Mapping[str, str], str, datetime], None]
+# replay(headers) -> (nonce, seconds) or None: a verified request's nonce (its signature), which the
+# ingress remembers in Redis for that long and refuses to see twice.
+ReplayFn = Callable[[Mapping[str, str]], "tuple[str, float] | None"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,3 +59,5 @@ class SourceAdapter:
     # For kinds whose `verify` reads options (signature header names, a replay window): this adapter
     # with them bound, made once per configured source at start-up.
     bind: Callable[[Mapping[str, Any]], SourceAdapter] | None = None
+    # For kinds whose signatures carry a timestamp: the nonce the ingress refuses to see twice.
+    replay: ReplayFn | None = None

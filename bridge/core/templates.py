@@ -6,6 +6,7 @@ import re
 from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any
+from urllib.parse import quote
 
 from jinja2 import Template, TemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
@@ -21,7 +22,14 @@ class _Environment(ImmutableSandboxedEnvironment):
         return {**self.globals, **(d or {})}
 
 
+def _path_segment(value: Any) -> str:
+    """Each value a URL path template puts in, as one escaped path segment (`/`, `?`, `#` and `%` too)."""
+    return quote("" if value is None else str(value), safe="")
+
+
 _ENV = _Environment(autoescape=False, keep_trailing_newline=False)
+# For URL paths: what the template writes stays as it is, what it puts in from values is escaped.
+_PATH_ENV = _Environment(autoescape=False, keep_trailing_newline=False, finalize=_path_segment)
 # `{{ labels.alertname }}`, optionally `| default('')`: most keys and many fields are only that.
 _PLAIN = re.compile(
     r"\{\{\s*([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*)\s*(?:\|\s*default\(\s*(?:''|\"\")\s*\)\s*)?\}\}", re.ASCII
@@ -69,6 +77,28 @@ def render(source: str, context: Mapping[str, Any]) -> str:
         return compile_template(source).render(context).strip()
     except TemplateError as exc:
         raise ValueError(f"template {source!r} failed: {exc}") from exc
+
+
+@lru_cache(maxsize=1024)
+def compile_path_template(source: str) -> Template:
+    """A URL path template: every value it puts in is escaped as one path segment."""
+    try:
+        return _PATH_ENV.from_string(source)
+    except TemplateError as exc:
+        raise ValueError(f"template does not compile: {exc}") from exc
+
+
+def render_path(source: str, context: Mapping[str, Any]) -> str:
+    """Render a URL path template so that no value can change the path's shape: each value is one
+    escaped segment (a `../admin?x=1#` in alert text stays inside its segment), and a segment that
+    is `.` or `..` is refused (ValueError), as a server or proxy would resolve it."""
+    try:
+        path = compile_path_template(source).render(context).strip()
+    except TemplateError as exc:
+        raise ValueError(f"template {source!r} failed: {exc}") from exc
+    if any(segment in (".", "..") for segment in path.split("?", 1)[0].split("/")):
+        raise ValueError(f"path {path[:200]!r} has a '.' or '..' segment: refused")
+    return path
 
 
 def alert_context(alert: Alert | Mapping[str, Any], **extra: Any) -> dict[str, Any]:

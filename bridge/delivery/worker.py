@@ -2,11 +2,11 @@
 
 One replica at a time holds an incident's lease (`SET NX PX`, renewed per action), reads its outbox,
 coalesces consecutive notes into one, and calls the desk. Retries live here and nowhere else (the
-policy itself is `desk_guard.retrying`): transient failures (connect, timeout, 429, 5xx) are retried
+policy itself is `guard.retrying`): transient failures (connect, timeout, 429, 5xx) are retried
 with backoff honouring `Retry-After`, then the incident is put back in the ready queue for later,
 its actions still durable in Redis;
 rejected calls go to the dead-letter stream with the request and the desk's answer. What each
-action does at the desk is `bridge/desk_actions.py`: there, an open is idempotent (the epoch is
+action does at the desk is `bridge/delivery/actions.py`: there, an open is idempotent (the epoch is
 marked `opening` first, and an open whose outcome is unknown is first looked up in the desk by
 correlation id, the incident id, and adopted).
 """
@@ -242,6 +242,9 @@ class Delivery:
             if actions and marked:
                 actions[0].marked = True
             for action in actions:
+                if action.kind == outbox.UNREADABLE:  # dead-lettered and skipped: the rest goes on
+                    await self._unreadable(ik, action)
+                    continue
                 try:  # its route and desk: as in the mapping, else as its incident opened (a retired route)
                     await self.actions.bind(action, view)
                 except DeskError as exc:
@@ -344,6 +347,12 @@ class Delivery:
         if hint:
             fields["hint"] = hint
         return fields
+
+    async def _unreadable(self, ik: keys.IncidentKeys, action: Action) -> None:
+        pipe = self.rt.redis.pipeline(transaction=False)
+        outbox.unreadable(pipe, ik, self.rt, action)
+        self.rt.scripts.pop(ik, self.token, action.entries, pipe)
+        outbox.dead_lettered(self.rt, await self.rt.scripts.execute(pipe))
 
     async def _dead_letter(self, ik: keys.IncidentKeys, action: Action, exc: DeskError) -> None:
         log.error("desk_rejected", desk=exc.desk, action=exc.action, status=exc.status, error=str(exc))

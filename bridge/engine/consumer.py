@@ -53,7 +53,7 @@ class _Records:
 
 
 class Handoff(Protocol):
-    """Delivery in the engine's process (bridge.delivery.Delivery): takes incidents with new work
+    """Delivery in the engine's process (bridge.delivery.worker.Delivery): takes incidents with new work
     straight from the engine, as far as it has room, with their lease and first read queued after
     the markers the engine writes, and starts on them once those are written."""
 
@@ -65,7 +65,7 @@ class Handoff(Protocol):
 class Engine:
     def __init__(self, runtime: Runtime, silences: Silences | None = None) -> None:
         self.rt = runtime
-        self.silences = silences or Silences(runtime.redis)
+        self.silences = silences or Silences(runtime.redis, runtime.bad_record)
         self.ready = asyncio.Event()  # set when an outbox gains work, so local delivery wakes at once
         self.handoff: Handoff | None = None  # delivery in this process, if any
         self._backlog = asyncio.Event()  # set while reads come back full: more readers join in
@@ -233,7 +233,8 @@ class Engine:
         if records.changed:
             pipe.zadd(keys.INCIDENTS, records.changed)
         queued = len(pipe.command_stack)
-        letters = slice(queued, queued + dead_letters.add(pipe, self.rt.tuning, [{**d, "at": now} for d in dead], now))
+        dead = [self.rt.masker.value({**d, "at": now}) for d in dead]  # without the mapping's secrets
+        letters = slice(queued, queued + dead_letters.add(pipe, self.rt.tuning, dead, now))
         pipe.xack(keys.INTAKE, keys.ENGINE_GROUP, *[e[0] for e in entries])
         # The incidents delivery took: their leases and first reads, after their markers, in this
         # same round trip. A take that failed is left to its drain to make again (it is re-entrant).

@@ -16,8 +16,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from bridge.core import keys
 from bridge.core.matchers import Matcher, matches_all, parse_matchers
-from bridge.core.models import Alert
+from bridge.core.models import MAX_TIME_MS, Alert
 from bridge.core.routing import match_labels
+from bridge.runtime.bad_records import Reporter
 from bridge.runtime.scripts import Redis
 
 MAX_MATCHERS = 64  # per silence
@@ -28,8 +29,8 @@ class Silence(BaseModel):
 
     id: str = Field(default_factory=lambda: uuid.uuid4().hex[:12])
     matchers: list[str] = Field(min_length=1, max_length=MAX_MATCHERS)
-    starts_at: int  # ms
-    ends_at: int  # ms
+    starts_at: int = Field(ge=0, le=MAX_TIME_MS)  # ms; before the year 3000, as every stored time
+    ends_at: int = Field(ge=0, le=MAX_TIME_MS)  # ms
     comment: str = ""
     created_by: str = ""
 
@@ -89,6 +90,8 @@ def new_silence(
         ends_at = start + int(duration_s * 1000)
     if ends_at <= start:
         raise ValueError("a silence must end after it starts")
+    if not 0 <= start < ends_at <= MAX_TIME_MS:
+        raise ValueError("a silence must start after 1970 and end before the year 3000: its duration or end is too far")
     try:
         silence = Silence(
             matchers=list(matchers), starts_at=start, ends_at=ends_at, comment=comment, created_by=created_by
@@ -107,9 +110,22 @@ def silenced(active: Sequence[Silence], alerts: Sequence[Alert]) -> set[int]:
 
 
 class Silences:
-    def __init__(self, redis: Redis) -> None:
+    """The silences hash. A stored silence that cannot be read is skipped wherever it is read, and
+    reported to `bad_record` (log and counter) once; expiring it deletes it."""
+
+    def __init__(self, redis: Redis, bad_record: Reporter | None = None) -> None:
         self.redis = redis
+        self.bad_record = bad_record or Reporter()
         self._cache: dict[Any, Silence] = {}
+        self._bad: set[Any] = set()  # stored versions that could not be read
+
+    def _load(self, key: Any, raw: Any) -> Silence | None:
+        """The stored silence, or None (reported) if it cannot be read."""
+        try:
+            return Silence.model_validate(orjson.loads(raw))
+        except (ValueError, TypeError) as exc:  # ValidationError and JSONDecodeError are ValueErrors
+            self.bad_record("silence", _s(key), exc, raw)
+            return None
 
     async def add(self, silence: Silence) -> Silence:
         if silence.ends_at <= silence.starts_at:
@@ -119,17 +135,21 @@ class Silences:
 
     async def list(self) -> list[Silence]:
         raw = await self.redis.hgetall(keys.SILENCES)
-        return sorted((Silence.model_validate(orjson.loads(v)) for v in raw.values()), key=lambda s: s.starts_at)
+        found = (self._load(k, v) for k, v in raw.items())
+        return sorted((s for s in found if s is not None), key=lambda s: s.starts_at)
 
     async def get(self, silence_id: str) -> Silence | None:
         raw = await self.redis.hget(keys.SILENCES, silence_id)
-        return None if raw is None else Silence.model_validate(orjson.loads(raw))
+        return None if raw is None else self._load(silence_id, raw)
 
     async def expire(self, silence_id: str, now_ms: int) -> bool:
         raw = await self.redis.hget(keys.SILENCES, silence_id)
         if raw is None:
             return False
-        silence = Silence.model_validate(orjson.loads(raw))
+        silence = self._load(silence_id, raw)
+        if silence is None:  # unreadable: nothing to keep of it
+            await self.redis.hdel(keys.SILENCES, silence_id)
+            return True
         ended = silence.model_copy(update={"ends_at": min(silence.ends_at, now_ms)})
         await self.redis.hset(keys.SILENCES, silence_id, ended.model_dump_json())
         return True
@@ -145,7 +165,8 @@ class Silences:
 
     def active(self, stored: Mapping[Any, Any], now_ms: int) -> Sequence[Silence]:
         """The silences active at `now_ms`, from the silences hash as read."""
-        return [s for s in map(self._parsed, stored.values()) if s.active(now_ms)]
+        parsed = (self._parsed(k, v) for k, v in stored.items())
+        return [s for s in parsed if s is not None and s.active(now_ms)]
 
     async def delete_expired(self, now_ms: int, *, keep_ms: int = 0) -> Sequence[str]:
         """Delete the silences that ended more than `keep_ms` ago; their ids."""
@@ -156,15 +177,30 @@ class Silences:
 
     def known(self, stored: Mapping[Any, Any]) -> bool:
         """Whether every silence as read was parsed before (then `active` compiles nothing)."""
-        return all(raw in self._cache for raw in stored.values())
+        return all(raw in self._cache or raw in self._bad for raw in stored.values())
 
-    def _parsed(self, raw: Any) -> Silence:
-        """Parsed, its regexes compiled, once per stored version, not once per batch."""
+    def _parsed(self, key: Any, raw: Any) -> Silence | None:
+        """Parsed, its regexes compiled, once per stored version, not once per batch; None if unreadable."""
         silence = self._cache.get(raw)
         if silence is None:
+            if raw in self._bad:
+                return None
             if len(self._cache) > 1000:
                 self._cache.clear()
-            silence = Silence.model_validate(orjson.loads(raw))
-            silence.parsed  # noqa: B018 (compiled now: `known` tells a caller whether this may take time)
+                self._bad.clear()
+            silence = self._load(key, raw)
+            try:
+                if silence is not None:
+                    silence.parsed  # noqa: B018 (compiled now: `known` tells a caller whether this may take time)
+            except ValueError as exc:  # stored by a version that took a regex this one refuses
+                self.bad_record("silence", _s(key), exc, raw)
+                silence = None
+            if silence is None:
+                self._bad.add(raw)
+                return None
             self._cache[raw] = silence
         return silence
+
+
+def _s(value: Any) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)

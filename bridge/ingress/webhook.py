@@ -6,6 +6,7 @@ acknowledged only once it is durable in Redis; Redis unreachable is a 503 so the
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 from datetime import UTC, datetime
 from typing import Any
@@ -13,9 +14,11 @@ from typing import Any
 import orjson
 import structlog
 from aiohttp import web
+from pydantic import ValidationError
 
 from bridge.core import keys
 from bridge.core.errors import AuthError, PayloadError, TooLarge, UnsupportedMedia
+from bridge.core.secrets import Masker
 from bridge.core.source import ParseContext, Parsed
 from bridge.runtime import dead_letters
 from bridge.runtime.context import RUNTIME, Runtime
@@ -47,9 +50,16 @@ async def webhook(request: web.Request) -> web.Response:
     now = datetime.now(UTC)
     if secret and adapter.verify is not None:
         adapter.verify(body, request.headers, request.query, secret, now)
+        if adapter.replay is not None:
+            await refuse_replay(runtime, name, adapter.replay(request.headers))
 
     ctx = ParseContext(source=name, received_at=now, options=source.options)
-    parsed = adapter.parse(body, request.content_type, request.headers, ctx)
+    try:
+        parsed = adapter.parse(body, request.content_type, request.headers, ctx)
+    except ValidationError as exc:  # what the Alert model refuses (a time out of range), from any parser
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "body"
+        raise PayloadError(f"{where}: {first['msg'].removeprefix('Value error, ')}") from None
     await enqueue(runtime, name, parsed)
     runtime.metrics.received(name, parsed)
     # Debug, not info: at storm rates a line per request costs much of the request path's CPU;
@@ -69,6 +79,16 @@ def check_bearer(header: str, secret: str) -> None:
     # to those bytes so a garbled token is a 401 and not a UnicodeEncodeError (a 500).
     if not hmac.compare_digest(token.strip().encode("utf-8", "surrogateescape"), secret.encode()):
         raise AuthError("bearer token does not match this source's secret")
+
+
+async def refuse_replay(runtime: Runtime, source: str, seen: tuple[str, float] | None) -> None:
+    """A signed request seen before within its replay window (by any replica) is refused: 401."""
+    if seen is None:
+        return
+    nonce, seconds = seen
+    key = keys.replay(source, hashlib.sha256(nonce.encode("utf-8", "surrogateescape")).hexdigest()[:32])
+    if not await runtime.redis.set(key, 1, nx=True, px=max(1, int(seconds * 1000))):
+        raise AuthError("this signed request was already received (a replay): each signature is accepted once")
 
 
 async def read_bounded(request: web.Request, limit: int) -> bytes:
@@ -93,11 +113,32 @@ async def enqueue(runtime: Runtime, source: str, parsed: Parsed) -> None:
     pipe = runtime.redis.pipeline(transaction=False)
     for alert in parsed.alerts:
         pipe.xadd(keys.INTAKE, {"a": alert.model_dump_json()})
+    mask = runtime.masker  # what the sender sent, without the mapping's secrets
     letters = [
-        {"kind": "bad_alert", "source": source, "reason": bad.reason, "raw": orjson.dumps(bad.raw, default=str)}
+        {"kind": "bad_alert", "source": source, "reason": mask.text(bad.reason), "raw": letter_json(bad.raw, mask)}
         for bad in parsed.rejected
     ]
     queued = dead_letters.add(pipe, runtime.tuning, letters, runtime.clock())
     replies = await runtime.scripts.execute(pipe)
     if queued:
         dead_letters.dropped(runtime.metrics, replies)
+
+
+LETTER_DEPTH = 32  # levels of a rejected alert kept in its dead letter; deeper ones are cut
+
+
+def letter_json(raw: Any, mask: Masker) -> bytes:
+    """A rejected alert as JSON for its dead letter, whatever it is, without the mapping's secrets: one
+    nested deeper than JSON can be written (orjson stops at 255 levels) is kept down to LETTER_DEPTH
+    levels, the rest cut."""
+    return orjson.dumps(mask.value(_cut(raw, LETTER_DEPTH)), default=str)
+
+
+def _cut(value: Any, depth: int) -> Any:
+    if not isinstance(value, dict | list):
+        return value
+    if depth <= 0:
+        return f"(cut: nested deeper than {LETTER_DEPTH} levels)"
+    if isinstance(value, dict):
+        return {str(k): _cut(v, depth - 1) for k, v in value.items()}
+    return [_cut(v, depth - 1) for v in value]

@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import ipaddress
 import os
 import signal
 import socket
 from collections.abc import Sequence
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import redis.exceptions
 import structlog
@@ -20,6 +22,7 @@ from bridge.admin.reload import Reloader
 from bridge.admin.upkeep import Upkeep
 from bridge.core import config as config_mod
 from bridge.core.config import MappingConfig
+from bridge.core.errors import ConfigError
 from bridge.core.tuning import Tuning
 from bridge.delivery.worker import Delivery
 from bridge.engine.consumer import Engine
@@ -47,6 +50,59 @@ def warn_unauthenticated(config: MappingConfig) -> None:
             sources=open_sources,
             hint="anyone who can reach the bridge can post alerts to these; set each one's secret to require a token",
         )
+
+
+def local_only(host: str) -> bool:
+    """Whether listening on `host` takes requests from this machine only (a loopback address)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:  # "", "0.0.0.0"-like names, a host name: other machines may reach it
+        return False
+
+
+def refuse_open_sources(config: MappingConfig, host: str, *, allow_unauthenticated: bool) -> None:
+    """On an address other machines can reach, a source without a secret lets anyone open tickets: the
+    bridge does not start so unless told to (`--allow-unauthenticated`). ConfigError naming them."""
+    if allow_unauthenticated or local_only(host):
+        return
+    open_sources = [name for name, source in config.sources.items() if not source.secret_value()]
+    if open_sources:
+        raise ConfigError(
+            f"--host {host} takes requests from other machines, and these sources take alerts without a secret:"
+            f" {', '.join(open_sources)}. Set each one's secret (e.g. secret: ${{ALERTMANAGER_TOKEN}}), remove the"
+            " sources you do not use, or pass --allow-unauthenticated to accept that anyone who can reach the"
+            " port may post alerts to them"
+        )
+
+
+def warn_insecure_desks(config: MappingConfig) -> None:
+    """One warning line per desk reached over plain http:// on another host (`allow_insecure_http`)."""
+    for name, desk in config.desks.items():
+        url = getattr(desk, "url", "")
+        if getattr(desk, "allow_insecure_http", False) and isinstance(url, str) and insecure_url(url):
+            log.warning(
+                "desk_insecure_http", desk=name, url=origin_of(url),
+                hint="its credentials and tickets cross the network in clear; use an https:// URL",
+            )  # fmt: skip
+
+
+def insecure_url(url: str) -> bool:
+    """http:// to a host that is not this one (loopback and `localhost` are exempt)."""
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower()
+    if parts.scheme != "http" or host == "localhost" or host.endswith(".localhost"):
+        return False
+    try:
+        return not ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return True
+
+
+def origin_of(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
 
 
 def collect_less() -> None:
@@ -116,6 +172,7 @@ class Bridge:
         await rt.open_desks()
         if self.announce:
             warn_unauthenticated(self.config)
+            warn_insecure_desks(self.config)
         engine = Engine(rt)
         await self._listen(rt)
         if not await self._reach_redis(rt, engine):
@@ -242,13 +299,18 @@ async def serve(
     admin_token: str = "",
     reload_poll_s: float = 2.0,
     announce: bool = True,
+    allow_unauthenticated: bool = False,
 ) -> None:
     """Run until SIGTERM or SIGINT; SIGHUP reloads the mapping files (so does saving one).
+
+    On an address other machines can reach, sources without a secret stop the start unless
+    `allow_unauthenticated` (`refuse_open_sources`).
 
     Without a Redis URL, run an embedded redis-server meanwhile. A Redis that cannot be reached is
     waited for (`Bridge.start`); a signal meanwhile stops the process as cleanly as later.
     """
     config = config_mod.load(config_paths)
+    refuse_open_sources(config, host, allow_unauthenticated=allow_unauthenticated)
     with contextlib.ExitStack() as stack:
         redis_url = redis_url or embedded_redis(stack, data_dir)
         bridge = Bridge(

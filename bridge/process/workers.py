@@ -1,9 +1,10 @@
 """`bridge serve --workers N`: N bridge processes on one port (SO_REUSEPORT) and one Redis.
 
 Each worker is a whole bridge (ingress, engine consumer, delivery, timers), as a replica would be:
-DESIGN §10 already makes replicas interchangeable, so N workers on one machine need no coordination
-beyond Redis. The kernel spreads connections over the workers' listening sockets. Without
-BRIDGE_REDIS_URL the parent runs the one embedded Redis that all workers share, and stops it last.
+replicas are interchangeable (all their state is in Redis: docs/architecture.md), so N workers on
+one machine need no coordination beyond Redis. The kernel spreads connections over the workers'
+listening sockets. Without BRIDGE_REDIS_URL the parent runs the one embedded Redis that all workers
+share, and stops it last.
 
 The parent only supervises: SIGTERM or SIGINT is passed on to every worker, which stops gracefully
 within its grace period. A worker that dies on its own takes the group down (exit status 1) so
@@ -47,6 +48,7 @@ class WorkerSpec:
     log_level: str
     admin_token: str = ""
     reload_poll_s: float = 2.0
+    allow_unauthenticated: bool = False
 
 
 def _worker_main(spec: WorkerSpec) -> None:
@@ -72,6 +74,7 @@ def _worker_main(spec: WorkerSpec) -> None:
             admin_token=spec.admin_token,
             reload_poll_s=spec.reload_poll_s,
             announce=False,  # the parent gave the start-up warnings, once
+            allow_unauthenticated=spec.allow_unauthenticated,
         )
     )
 
@@ -89,20 +92,24 @@ def serve_workers(
     log_level: str = "info",
     admin_token: str = "",
     reload_poll_s: float = 2.0,
+    allow_unauthenticated: bool = False,
 ) -> int:
     """Run `workers` bridge processes until SIGTERM/SIGINT; returns the exit status for the CLI."""
     if workers < 1:
         raise ConfigError(f"--workers must be at least 1, got {workers}")
     from bridge.core import config as config_mod
-    from bridge.process.server import warn_unauthenticated
+    from bridge.process.server import refuse_open_sources, warn_unauthenticated
 
-    warn_unauthenticated(config_mod.load(config_paths))  # fail or warn here, once, rather than in every worker
+    config = config_mod.load(config_paths)  # fail or warn here, once, rather than in every worker
+    refuse_open_sources(config, host, allow_unauthenticated=allow_unauthenticated)
+    warn_unauthenticated(config)
     port = port or free_port()  # port 0 would give each worker a port of its own
     with contextlib.ExitStack() as stack:
         redis_url = redis_url or embedded_redis(stack, data_dir)
         spec = WorkerSpec(
-            tuple(config_paths), host, port, redis_url, data_dir, grace_s, tuning, log_level, admin_token, reload_poll_s
-        )
+            tuple(config_paths), host, port, redis_url, data_dir, grace_s, tuning, log_level, admin_token,
+            reload_poll_s, allow_unauthenticated,
+        )  # fmt: skip
         return _supervise(spec, workers)
 
 

@@ -1,11 +1,12 @@
 """Connecting to Redis from a URL: standalone (`redis://`, `rediss://`, `unix://`) or through
-Sentinel (`redis+sentinel://[:password@]host:port[,host:port...]/<master name>[/<db>]`), so that
-a failover moves the bridge to the new master without a restart."""
+Sentinel (`redis+sentinel://[user:password@]host:port[,host:port...]/<master name>[/<db>]`), so that
+a failover moves the bridge to the new master without a restart. `rediss+sentinel://` is TLS to the
+sentinels and to the servers they name, with `?ssl_ca_certs=...` and the like for both."""
 
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 import hiredis
 import redis.asyncio as aioredis
@@ -16,6 +17,8 @@ from redis.utils import HIREDIS_AVAILABLE
 from bridge.core.errors import ConfigError
 
 SENTINEL_SCHEMES = ("redis+sentinel", "rediss+sentinel")
+# Query parameters of a `rediss+sentinel://` URL passed to every TLS connection (as redis-py's own URLs take them).
+TLS_OPTIONS = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_cert_reqs", "ssl_check_hostname")
 
 
 class _PackedByHiredis:
@@ -68,9 +71,20 @@ def connect(url: str, **options: Any) -> aioredis.Redis:
         db = int(path[1]) if len(path) > 1 else 0
     except ValueError as exc:
         raise ConfigError(f"bad Sentinel URL {url!r}: {exc}") from exc
-    password = unquote(parts.password) if parts.password else None
-    auth: dict[str, Any] = {"password": password} if password else {}
-    connection: dict[str, Any] = {**auth, **options, "ssl": parts.scheme == "rediss+sentinel"}
-    sentinel = Sentinel(sentinels, sentinel_kwargs=dict(auth), **connection)  # type: ignore[no-untyped-call,unused-ignore]
+    # The same credentials and transport for the sentinels as for the master and replicas they name:
+    # `rediss+sentinel://` is TLS to both, and an ACL user name is sent to both.
+    auth: dict[str, Any] = {}
+    if parts.username:
+        auth["username"] = unquote(parts.username)
+    if parts.password:
+        auth["password"] = unquote(parts.password)
+    tls: dict[str, Any] = {}
+    if parts.scheme == "rediss+sentinel":
+        tls["ssl"] = True
+        for name, value in parse_qsl(parts.query):
+            if name in TLS_OPTIONS:
+                tls[name] = value
+    connection: dict[str, Any] = {**auth, **tls, **options}
+    sentinel = Sentinel(sentinels, sentinel_kwargs={**auth, **tls}, **connection)  # type: ignore[no-untyped-call,unused-ignore]
     client: aioredis.Redis = sentinel.master_for(path[0], db=db)
     return packed_by_hiredis(client)

@@ -11,12 +11,15 @@ from dataclasses import dataclass, field
 import aiohttp
 from aiohttp import web
 
+from bridge.core import logs
 from bridge.core.config import MappingConfig
 from bridge.core.desk import Desk
 from bridge.core.plugins import configured
 from bridge.core.routing import Retired, Router
+from bridge.core.secrets import Masker
 from bridge.core.source import SourceAdapter
 from bridge.core.tuning import Tuning
+from bridge.runtime.bad_records import Reporter
 from bridge.runtime.metrics import Metrics
 from bridge.runtime.scripts import Redis, Scripts
 
@@ -50,10 +53,17 @@ class Runtime:
     redis_answered: asyncio.Event = field(default_factory=asyncio.Event)  # set by /readyz: try again now
     # Routes gone from the mapping whose incidents still live, by id (bridge.runtime.routebook).
     retired: dict[str, Retired] = field(default_factory=dict)
+    bad_record: Reporter = field(init=False)  # a record in Redis that cannot be read: log and count it
+    # The mapping's secrets, masked in what is stored and answered (bridge.core.secrets); those of
+    # mappings loaded before stay in it, for what was written under them.
+    masker: Masker = field(init=False)
 
     def __post_init__(self) -> None:
         self.router = self._router(self.config)
         self.sources = _sources(self.config)
+        self.bad_record = Reporter(self.metrics)
+        self.masker = Masker(self.config.secrets())
+        logs.mask(self.masker.secrets)
 
     def _router(self, config: MappingConfig) -> Router:
         return Router(config, retention_ms=self.tuning.retention_ms, audit_cap=self.scripts.audit_cap)
@@ -63,6 +73,8 @@ class Runtime:
         self.config = config
         self.router = self._router(config)
         self.sources = _sources(config)
+        self.masker = self.masker | Masker(config.secrets())
+        logs.mask(self.masker.secrets)
 
     async def open_desks(self) -> None:
         if self.session is None:

@@ -14,6 +14,7 @@ import orjson
 import redis.exceptions
 import structlog
 from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
 
 from bridge.core import logs
 from bridge.core.errors import RequestError
@@ -45,9 +46,35 @@ async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamRe
             if exc.status < 400:
                 raise
             return json_response({"error": exc.reason.lower().replace(" ", "_"), "detail": exc.text or ""}, exc.status)
+        except (RequestPayloadError, ConnectionResetError) as exc:
+            return _unreadable(request, exc)
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
             log.warning("redis_unavailable", error=str(exc), path=request.path)
             return json_response({"error": "unavailable", "detail": "state store unreachable, retry later"}, 503)
         except Exception:
             log.exception("request_failed", path=request.path)
             return json_response({"error": "internal", "detail": "internal error, see the bridge's log"}, 500)
+
+
+def _unreadable(request: web.Request, exc: Exception) -> web.Response:
+    """A body that could not be read: encoded as it says it is not (`Content-Encoding: gzip` on bytes
+    that are not gzip), or cut short by a client that hung up. The sender's problem (400), in one line;
+    a client that left gets no answer anyway."""
+    cause = exc.__cause__ or exc
+    if request.transport is None or request.transport.is_closing():
+        log.info("request_aborted", path=request.path, detail=f"the client hung up: {_first_line(cause)}")
+    else:
+        log.info("request_refused", status=400, error="bad_payload", detail=_first_line(cause), path=request.path)
+    detail = f"the body could not be read: {_first_line(cause)}"
+    response = json_response({"error": "bad_payload", "detail": detail}, 400)
+    # The rest of that body cannot be read either: aiohttp would try to drain it after the answer and
+    # log the same error again as a traceback. The body ends here, and so does the connection.
+    request.content.feed_eof()
+    response.force_close()
+    return response
+
+
+def _first_line(exc: BaseException) -> str:
+    said = getattr(exc, "message", None)  # aiohttp's HTTP errors: their own words, without the status
+    text = " ".join(str(said if isinstance(said, str) and said else exc).split()) or type(exc).__name__
+    return text[:200]

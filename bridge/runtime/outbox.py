@@ -40,14 +40,30 @@ class Action:
     desk: str = ""
 
 
+UNREADABLE = "UNREADABLE"  # the kind of an action made of an outbox entry that cannot be read
+
+
 def coalesce(raw: list[bytes]) -> list[Action]:
-    """Fold notes into the action before them when it is of the same epoch and can carry them."""
+    """Fold notes into the action before them when it is of the same epoch and can carry them.
+
+    An entry that cannot be read (not JSON, or without its kind, incident, epoch and route) is an
+    action of its own, of kind UNREADABLE, with the reason as its `alert`: delivery takes it off the
+    outbox into the dead letters and goes on with the entries after it."""
     actions: list[Action] = []
     for item in raw:
-        entry = orjson.loads(item)
-        kind, epoch = entry["kind"], entry["epoch"]
+        try:
+            entry = orjson.loads(item)
+            kind, epoch = entry["kind"], entry["epoch"]
+            if not all(isinstance(entry[k], str) for k in ("kind", "incident", "epoch", "route")):
+                raise TypeError("kind, incident, epoch and route must be strings")
+            if not isinstance(entry.get("alert"), dict | None):
+                raise TypeError("alert must be an object")
+        except (ValueError, TypeError, KeyError) as exc:
+            reason = f"{type(exc).__name__}: {exc}"
+            actions.append(Action(UNREADABLE, "", "", "", {"reason": reason}, [item]))
+            continue
         last = actions[-1] if actions else None
-        if kind == "NOTE" and last is not None and last.epoch == epoch and last.kind != "RESOLVE":
+        if kind == "NOTE" and last is not None and last.epoch == epoch and last.kind not in ("RESOLVE", UNREADABLE):
             last.changes.append(entry)
             last.entries.append(item)
             continue
@@ -119,7 +135,7 @@ def audit(pipe: Any, ik: keys.IncidentKeys, rt: Runtime, action: Action, outcome
         "decision": "DESK",
         "action": action.kind,
         "outcome": outcome,
-        "answer": answer,
+        "answer": rt.masker.text(answer),  # a desk's words may repeat what it was sent
         "incident": action.incident,
     }
     pipe.lpush(ik.audit, orjson.dumps(entry))
@@ -135,9 +151,22 @@ def dead_lettered(rt: Runtime, replies: list[Any]) -> None:
 def dead_letter(pipe: Any, ik: keys.IncidentKeys, rt: Runtime, action: Action, exc: DeskError) -> None:
     """Queue a rejected action's dead letter, with the desk's answer, and its audit entry (the caller
     takes it off the outbox: `Scripts.pop`). Hand the pipeline's replies to `dead_lettered`."""
-    entries = orjson.dumps([orjson.loads(e) for e in action.entries])
-    error = orjson.dumps(exc.record(), default=str)
+    # The request as sent and the desk's answer, without the mapping's secrets (bridge.core.secrets).
+    entries = orjson.dumps([rt.masker.value(orjson.loads(e)) for e in action.entries])
+    error = orjson.dumps(rt.masker.value(exc.record()), default=str)
     now = rt.clock()
     letter = {"kind": "desk_rejected", "incident": action.incident, "entries": entries, "error": error, "at": now}
     dead_letters.add(pipe, rt.tuning, [letter], now)
     audit(pipe, ik, rt, action, "dead-lettered", str(exc))
+
+
+def unreadable(pipe: Any, ik: keys.IncidentKeys, rt: Runtime, action: Action) -> None:
+    """Queue the dead letter of an outbox entry that cannot be read (kind `bad_record`), and report it
+    (log, `bridge_bad_records_total`); the caller takes it off the outbox (`Scripts.pop`) and hands the
+    pipeline's replies to `dead_lettered`."""
+    reason = str((action.alert or {}).get("reason", ""))
+    rt.bad_record("outbox_entry", ik.base, reason, action.entries[0])
+    now = rt.clock()
+    raw = rt.masker.value(action.entries[0])
+    letter = {"kind": "bad_record", "incident": ik.base, "reason": reason, "raw": raw, "at": now}
+    dead_letters.add(pipe, rt.tuning, [letter], now)

@@ -60,6 +60,9 @@ local function parse_member(value)
     o, s, v, seen, res = string.match(value, "^(%-?%d+)|(%a+)|(%a*)|(%d+)|(.*)$")
     marks = ""
   end
+  -- Unreadable (a start past the year 5138, as an older version wrote it: 2.5e+14): a firing member of
+  -- unknown start, so that its next version replaces it and its clear still counts.
+  if not o then return {occ = -1, status = "firing", sev = "", seen = 0, resource = "", marks = ""} end
   return {occ = tonumber(o), status = s, sev = v, seen = tonumber(seen), resource = res, marks = marks}
 end
 local prev = parse_member(redis.call("HGET", K_MEMBERS, identity))

@@ -154,7 +154,7 @@ def test_text_becomes_adf_with_paragraphs_breaks_and_links() -> None:
 
 
 def test_field_shapes_follow_jira() -> None:
-    """Named, listed, user, rich and JSON custom fields take the shapes Jira's screens expect."""
+    """Named, listed, user, rich and declared JSON fields take Jira's shapes; other JSON-looking text stays text."""
     rendered = {
         "priority": "High",
         "labels": "a, b c",
@@ -162,15 +162,18 @@ def test_field_shapes_follow_jira() -> None:
         "assignee": "5b10a2844c20165700ede21g",
         "customfield_10030": '{"value": "Sev 2"}',
         "customfield_10010": "{not json",
+        "customfield_10040": '{"value": "from alert text"}',
         "description": "x",
     }
-    assert jira_fields(rendered, adf_rich_text=False, cloud=False) == {
+    json_fields = ["customfield_10030", "customfield_10010"]
+    assert jira_fields(rendered, adf_rich_text=False, cloud=False, json_fields=json_fields) == {
         "priority": {"name": "High"},
         "labels": ["a", "b", "c"],
         "components": [{"name": "Web"}, {"name": "DB"}],
         "assignee": {"name": "5b10a2844c20165700ede21g"},
         "customfield_10030": {"value": "Sev 2"},
         "customfield_10010": "{not json",
+        "customfield_10040": '{"value": "from alert text"}',
         "description": "x",
     }
     assert jira_fields({"assignee": "abc"}, adf_rich_text=True)["assignee"] == {"accountId": "abc"}

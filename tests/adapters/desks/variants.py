@@ -216,7 +216,13 @@ JIRA_CLOUD = Variant(
 JIRA_DATACENTER = Variant(
     name="jira-datacenter",
     app=lambda: jira.make_app(mode="datacenter"),
-    config=lambda url: {"kind": "jira", "url": url, "token": "pat-token", "project": "OPS"},
+    config=lambda url: {
+        "kind": "jira",
+        "url": url,
+        "token": "pat-token",
+        "project": "OPS",
+        "json_fields": ["customfield_10030"],
+    },
     fields=_JIRA_FIELDS | {"customfield_10030": '{"value": "Sev 2"}'},
     missing_id="OPS-999",
     route_fields=_JIRA_ROUTE,

@@ -19,6 +19,7 @@ RECEIVED = datetime(2024, 5, 14, 10, 0, tzinfo=UTC)
 SECRET = "change-me-shared-secret"
 SIGNATURE = "258d62f9c3eff30ca21de4afa50eb6c9ee9ece828a4658dcdf46b059901c4fb8"
 STAMP, STAMPED_SIGNATURE = "1715678420", "941d569eecb45acc237c2f1682841618c01266401533fd1a8b1540642b62d0c2"
+LENIENT = grafana.GrafanaOptions(require_signature=False, require_timestamp=False)  # what a site may opt into
 GRAFANA = "https://grafana.example.com"
 DASHBOARD = f"{GRAFANA}/d/rYdddlPWk/node-exporter-full?from=1715674810000&orgId=1&to=1715678410000"
 
@@ -138,10 +139,12 @@ def test_unreadable_envelope_is_a_payload_error(body: bytes, message: str) -> No
         parse(body)
 
 
-def test_signature_without_timestamp_is_accepted() -> None:
-    """hex(HMAC-SHA256(secret, body)) in X-Grafana-Alerting-Signature authenticates the request."""
+def test_signature_without_timestamp_is_accepted_only_when_timestamps_are_not_required() -> None:
+    """hex(HMAC-SHA256(secret, body)) alone authenticates with require_timestamp off; by default it is refused."""
     body = (FIXTURES / "grafana_firing.json").read_bytes()
-    grafana.verify(body, {"X-Grafana-Alerting-Signature": SIGNATURE}, {}, SECRET, RECEIVED)
+    grafana.verify(body, {"X-Grafana-Alerting-Signature": SIGNATURE}, {}, SECRET, RECEIVED, options=LENIENT)
+    with pytest.raises(AuthError, match="requires signed timestamps"):
+        grafana.verify(body, {"X-Grafana-Alerting-Signature": SIGNATURE}, {}, SECRET, RECEIVED)
 
 
 def test_signature_with_timestamp_inside_window_is_accepted() -> None:
@@ -176,7 +179,7 @@ def test_bad_or_missing_signature_is_an_auth_error(headers: dict[str, str], body
     """A wrong signature, a tampered body, a bad timestamp or no credentials at all: AuthError."""
     payload = body if body is not None else (FIXTURES / "grafana_firing.json").read_bytes()
     with pytest.raises(AuthError, match=message):
-        grafana.verify(payload, headers, {}, SECRET, datetime.fromtimestamp(int(STAMP), UTC))
+        grafana.verify(payload, headers, {}, SECRET, datetime.fromtimestamp(int(STAMP), UTC), options=LENIENT)
 
 
 def test_signature_outside_replay_window_is_an_auth_error() -> None:
@@ -188,9 +191,20 @@ def test_signature_outside_replay_window_is_an_auth_error() -> None:
             grafana.verify(body, headers, {}, SECRET, datetime.fromtimestamp(int(STAMP) + skew, UTC))
 
 
-def test_bearer_token_is_accepted_without_signature() -> None:
-    """A contact point with only `Authorization: Bearer <secret>` (no HMAC config) is accepted."""
-    grafana.verify(b"{}", {"Authorization": f"Bearer {SECRET}"}, {}, SECRET, RECEIVED)
+def test_bearer_token_is_accepted_without_signature_only_when_signatures_are_not_required() -> None:
+    """`Authorization: Bearer <secret>` alone passes with require_signature off; by default it is refused."""
+    grafana.verify(b"{}", {"Authorization": f"Bearer {SECRET}"}, {}, SECRET, RECEIVED, options=LENIENT)
+    with pytest.raises(AuthError, match="missing X-Grafana-Alerting-Signature"):
+        grafana.verify(b"{}", {"Authorization": f"Bearer {SECRET}"}, {}, SECRET, RECEIVED)
+
+
+def test_only_a_signed_timestamp_gives_a_replay_nonce() -> None:
+    """The nonce is the signature, kept twice the replay window; without a timestamp there is none."""
+    stamped = {"X-Grafana-Alerting-Timestamp": STAMP, "X-Grafana-Alerting-Signature": STAMPED_SIGNATURE.upper()}
+    assert grafana.replayed(stamped) == (STAMPED_SIGNATURE, 600.0)
+    assert grafana.replayed({"X-Grafana-Alerting-Signature": SIGNATURE}) is None
+    replay = grafana.configured({"replay_window": 60}).replay
+    assert replay is not None and replay(stamped) == (STAMPED_SIGNATURE, 120.0)
 
 
 def test_configured_options_bind_into_verify() -> None:
@@ -201,14 +215,16 @@ def test_configured_options_bind_into_verify() -> None:
     verify = grafana.configured(options).verify
     assert verify is not None
     verify(body, headers, {}, SECRET, datetime.fromtimestamp(int(STAMP) + 3000, UTC))
-    strict = grafana.configured({"require_signature": True}).verify
+    strict = grafana.configured({"require_timestamp": False}).verify
     assert strict is not None
     with pytest.raises(AuthError, match="missing X-Grafana-Alerting-Signature"):
         strict(b"{}", {"Authorization": f"Bearer {SECRET}"}, {}, SECRET, RECEIVED)
-    needs_stamp = grafana.configured({"require_timestamp": True}).verify
+    strict(body, {"X-Grafana-Alerting-Signature": SIGNATURE}, {}, SECRET, RECEIVED)
+    needs_stamp = grafana.configured({"require_signature": False}).verify
     assert needs_stamp is not None
     with pytest.raises(AuthError, match="requires signed timestamps"):
         needs_stamp(body, {"X-Grafana-Alerting-Signature": SIGNATURE}, {}, SECRET, RECEIVED)
+    needs_stamp(b"{}", {"Authorization": f"Bearer {SECRET}"}, {}, SECRET, RECEIVED)
 
 
 def test_options_model_forbids_unknown_keys() -> None:
