@@ -6,10 +6,15 @@ Targets, each fresh (its own Redis where it has one), one after another for each
   ingress-only  the bridge's request path alone (`bench.ingress_only`): same app, no engine
   aiohttp       (b) a handler that reads the body and answers 202: the framework ceiling
   alertmanager  (c) Prometheus Alertmanager's POST /api/v2/alerts: the Go peer's same first step
+  bridge-fsync  the bridge with BRIDGE_DURABILITY=fsync, its Redis on `appendfsync always`
+  bridge-wait1  the bridge with BRIDGE_WAIT_REPLICAS=1, a replica of its Redis in sync
+The last two are the durability settings' cost (bridge.runtime.durability), against `bridge` of the
+same run in `durability`.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
@@ -21,6 +26,11 @@ from bench import procs
 from bench.common import WrkResult, ratio, write_mapping, wrk
 from bridge.core import keys
 
+DURABILITY: dict[str, dict[str, str]] = {
+    "bridge-fsync": {"durability": "fsync"},
+    "bridge-wait1": {"wait_replicas": "1"},
+}
+
 
 def run(
     work: Path,
@@ -30,7 +40,7 @@ def run(
     seconds: float,
     warmup_s: float,
     sizes: tuple[int, ...] = (1, 50),
-    targets: tuple[str, ...] = ("bridge", "ingress-only", "aiohttp", "alertmanager"),
+    targets: tuple[str, ...] = ("bridge", "ingress-only", "aiohttp", "alertmanager", *DURABILITY),
 ) -> dict[str, Any]:
     rows: list[dict[str, Any]] = []
     log = work / "wrk.log"
@@ -49,8 +59,8 @@ def run(
                 result = wrk(url + path, fmt=fmt, per_request=per, connections=connections, seconds=seconds, log=log)
                 cpu_used = cpu() - cpu_before
                 rows.append(_row(target, per, result, check(), cpu_used))
-    return {"rows": rows, "ratios": _ratios(rows), "workers": workers, "connections": connections,
-            "seconds": seconds}  # fmt: skip
+    return {"rows": rows, "ratios": _ratios(rows), "durability": _durability(rows), "workers": workers,
+            "connections": connections, "seconds": seconds}  # fmt: skip
 
 
 def _start(
@@ -69,7 +79,8 @@ def _start(
         proc = procs.alertmanager(work=work)
         stack.callback(proc.stop)
         return proc.url, lambda: None, proc.cpu_seconds
-    server = stack.enter_context(procs.redis_server(work / "redis"))
+    fsync = "always" if target == "bridge-fsync" else "everysec"
+    server = stack.enter_context(procs.redis_server(work / "redis", appendfsync=fsync))
     client = redis.Redis.from_url(server.url)
     stack.callback(client.close)
     redis_pid = server.process.pid if server.process else 0
@@ -85,7 +96,13 @@ def _start(
     desk = procs.desk(work=work, latency_ms=0)
     stack.callback(desk.stop)
     config = write_mapping(work / "mapping.yaml", desk_url=desk.url, correlate=["{{ labels.alertname }}"])
-    proc = procs.bridge(config, server.url, work=work, workers=workers)
+    setting = DURABILITY.get(target, {})
+    if "wait_replicas" in setting:  # a replica in sync, that WAIT waits for
+        replica = stack.enter_context(procs.redis_server(work / "replica", appendonly=False))
+        redis.Redis(port=replica.port).replicaof("127.0.0.1", server.port)
+        while redis.Redis(port=replica.port).info("replication").get("master_link_status") != "up":
+            time.sleep(0.05)
+    proc = procs.bridge(config, server.url, work=work, workers=workers, tuning=setting)
     stack.callback(proc.stop)
     return proc.url, lambda: None, lambda: proc.cpu_seconds() + redis_cpu()
 
@@ -104,6 +121,33 @@ def _row(target: str, per: int, result: WrkResult, held: int | None, cpu_s: floa
         "errors": result.errors,
         "held_in_redis": held,  # ingress-only: intake stream length, warm-up included
     }
+
+
+def _durability(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each durability setting's ingest against the default bridge of the same run (bridge.runtime.durability)."""
+    out: list[dict[str, Any]] = []
+    for row in rows:
+        if row["target"] not in DURABILITY:
+            continue
+        base = next(
+            (r for r in rows if r["target"] == "bridge" and r["alerts_per_request"] == row["alerts_per_request"]), None
+        )
+        if base is None:
+            continue
+        cpu, base_cpu = row.get("cpu_us_per_alert"), base.get("cpu_us_per_alert")
+        out.append(
+            {
+                "target": row["target"],
+                "alerts_per_request": row["alerts_per_request"],
+                "alerts_per_s_vs_default": ratio(row["alerts_per_s"], base["alerts_per_s"]),
+                "p99_ms": row["p99_ms"],
+                "default_p99_ms": base["p99_ms"],
+                "cpu_us_per_alert_extra": round(cpu - base_cpu, 1)
+                if cpu is not None and base_cpu is not None
+                else None,
+            }
+        )
+    return out
 
 
 def _ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

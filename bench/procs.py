@@ -33,9 +33,9 @@ def redis_binary() -> str:
 
 
 @contextlib.contextmanager
-def redis_server(data_dir: Path, *, appendonly: bool = True) -> Iterator[EmbeddedRedis]:
+def redis_server(data_dir: Path, *, appendonly: bool = True, appendfsync: str = "everysec") -> Iterator[EmbeddedRedis]:
     """A private redis-server with AOF (fsync every second, the default), as production runs it."""
-    server = EmbeddedRedis(data_dir, appendonly=appendonly)
+    server = EmbeddedRedis(data_dir, appendonly=appendonly, appendfsync=appendfsync)
     server.binary = redis_binary()
     server.start()
     try:

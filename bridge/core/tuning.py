@@ -27,3 +27,15 @@ class Tuning:
     gauges_every_s: float = 15.0  # the shared-state gauges of /metrics are read from Redis this often
     upkeep_every_s: float = 60.0  # trims: the incidents index, expired silences, old dead letters
     desk_timeout_s: float = 10.0
+    # What a 202 means (bridge.runtime.durability): "everysec", in Redis and on disk within a second (AOF
+    # everysec: a crash of Redis's machine may lose up to that second); "fsync", on disk before the
+    # answer (the embedded Redis runs `appendfsync always`; an external one is checked at start).
+    durability: str = "everysec"
+    wait_replicas: int = 0  # > 0: a webhook is answered 202 only once that many replicas have its alerts (WAIT)
+    wait_timeout_ms: int = 1000  # how long WAIT waits for them; fewer in time is a 503 (the sender retries)
+
+    def __post_init__(self) -> None:
+        if self.durability not in ("everysec", "fsync"):
+            raise ValueError(f"BRIDGE_DURABILITY={self.durability!r}: use everysec (the default) or fsync")
+        if self.wait_replicas < 0 or self.wait_timeout_ms < 1:
+            raise ValueError("BRIDGE_WAIT_REPLICAS must be 0 or more and BRIDGE_WAIT_TIMEOUT_MS at least 1")

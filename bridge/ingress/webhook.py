@@ -20,7 +20,7 @@ from bridge.core import keys
 from bridge.core.errors import AuthError, PayloadError, TooLarge, UnsupportedMedia
 from bridge.core.secrets import Masker
 from bridge.core.source import ParseContext, Parsed
-from bridge.runtime import dead_letters
+from bridge.runtime import dead_letters, durability
 from bridge.runtime.context import RUNTIME, Runtime
 from bridge.runtime.http import json_response
 
@@ -119,9 +119,12 @@ async def enqueue(runtime: Runtime, source: str, parsed: Parsed) -> None:
         for bad in parsed.rejected
     ]
     queued = dead_letters.add(pipe, runtime.tuning, letters, runtime.clock())
+    waited = durability.queue_wait(pipe, runtime.tuning)  # last: it covers every write before it
     replies = await runtime.scripts.execute(pipe)
     if queued:
-        dead_letters.dropped(runtime.metrics, replies)
+        dead_letters.dropped(runtime.metrics, replies[:-1] if waited else replies)
+    if waited:
+        durability.replicated(replies[-1], runtime.tuning)
 
 
 LETTER_DEPTH = 32  # levels of a rejected alert kept in its dead letter; deeper ones are cut

@@ -47,10 +47,13 @@ def free_port() -> int:
 class EmbeddedRedis:
     """`with EmbeddedRedis(dir) as r: r.url` runs a private redis-server until the block ends."""
 
-    def __init__(self, data_dir: str | Path, *, port: int | None = None, appendonly: bool = True) -> None:
+    def __init__(
+        self, data_dir: str | Path, *, port: int | None = None, appendonly: bool = True, appendfsync: str = "everysec"
+    ) -> None:
         self.data_dir = Path(data_dir)
         self.port = port or free_port()
         self.appendonly = appendonly
+        self.appendfsync = appendfsync  # "always" with BRIDGE_DURABILITY=fsync
         self.binary = find_redis_server()
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -71,7 +74,8 @@ class EmbeddedRedis:
             )
         args = [
             self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(data),
-            "--appendonly", "yes" if self.appendonly else "no", "--save", "", "--daemonize", "no",
+            "--appendonly", "yes" if self.appendonly else "no", "--appendfsync", self.appendfsync,
+            "--save", "", "--daemonize", "no",
             "--logfile", str(data / "redis.log"),
         ]  # fmt: skip
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -119,13 +123,16 @@ class EmbeddedRedis:
         self.stop()
 
 
-def embedded_redis(stack: contextlib.ExitStack, data_dir: Path) -> str:
-    """Start the embedded Redis for the life of `stack`, say so in the log, and return its URL."""
-    server = stack.enter_context(EmbeddedRedis(data_dir / "redis"))
+def embedded_redis(stack: contextlib.ExitStack, data_dir: Path, *, durability: str = "everysec") -> str:
+    """Start the embedded Redis for the life of `stack`, say so in the log, and return its URL. With
+    `durability` fsync it writes every change to disk before answering (`appendfsync always`)."""
+    fsync = "always" if durability == "fsync" else "everysec"
+    server = stack.enter_context(EmbeddedRedis(data_dir / "redis", appendfsync=fsync))
     structlog.get_logger("bridge.process.embedded").warning(
         "embedded_redis_started",
         url=server.url,
         data_dir=str(server.data_dir),
+        appendfsync=fsync,
         hint="set BRIDGE_REDIS_URL=redis://host:6379/0 to use a real Redis",
     )
     return server.url

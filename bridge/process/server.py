@@ -29,6 +29,7 @@ from bridge.engine.consumer import Engine
 from bridge.engine.timers import Ticker
 from bridge.process.app import make_app
 from bridge.process.embedded import embedded_redis
+from bridge.runtime import durability
 from bridge.runtime.connect import without_password
 from bridge.runtime.context import Runtime
 from bridge.runtime.scripts import open_scripts
@@ -177,6 +178,8 @@ class Bridge:
         await self._listen(rt)
         if not await self._reach_redis(rt, engine):
             return self  # stopped while waiting
+        if self.announce:
+            await durability.check(rt.redis, self.tuning)  # what a 202 can lose, said once
         self.delivery = delivery = Delivery(rt, engine.ready)
         engine.handoff = delivery
         ticker = Ticker(rt, engine.ready)
@@ -312,7 +315,7 @@ async def serve(
     config = config_mod.load(config_paths)
     refuse_open_sources(config, host, allow_unauthenticated=allow_unauthenticated)
     with contextlib.ExitStack() as stack:
-        redis_url = redis_url or embedded_redis(stack, data_dir)
+        redis_url = redis_url or embedded_redis(stack, data_dir, durability=(tuning or Tuning()).durability)
         bridge = Bridge(
             config, redis_url, host=host, port=port, grace_s=grace_s, reuse_port=reuse_port, tuning=tuning,
             config_paths=config_paths, reload_poll_s=reload_poll_s, admin_token=admin_token, announce=announce,

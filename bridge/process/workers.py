@@ -105,7 +105,7 @@ def serve_workers(
     warn_unauthenticated(config)
     port = port or free_port()  # port 0 would give each worker a port of its own
     with contextlib.ExitStack() as stack:
-        redis_url = redis_url or embedded_redis(stack, data_dir)
+        redis_url = redis_url or embedded_redis(stack, data_dir, durability=(tuning or Tuning()).durability)
         spec = WorkerSpec(
             tuple(config_paths), host, port, redis_url, data_dir, grace_s, tuning, log_level, admin_token,
             reload_poll_s, allow_unauthenticated,
