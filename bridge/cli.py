@@ -1,5 +1,5 @@
 """The `bridge` command: serve, init, check-config, test-mapping, simulate, demo, incidents, silences, dlq,
-schema, replay.
+heartbeats, schema, replay.
 
 The commands that take a mapping use the example packaged with the bridge when given none; `bridge
 init` writes a copy of it to edit. The options before the command (--log-level, --data-dir) may
@@ -241,6 +241,17 @@ async def _silences(ctx: Any) -> Any:
     return [s.view(now) for s in await store.list()]
 
 
+async def _heartbeats(ctx: Any) -> Any:
+    from bridge.runtime.heartbeats import forget, list_beats
+
+    client, args = ctx
+    if args.action == "forget":
+        if not await forget(client, args.id):
+            raise BridgeError(f"no heartbeat {args.id} (its id as `bridge heartbeats list` shows it)")
+        return {"id": args.id, "forgotten": True}
+    return await list_beats(client, int(time.time() * 1000))
+
+
 def cmd_schema(args: argparse.Namespace) -> int:
     from bridge.tools.schema import schema_text
 
@@ -378,6 +389,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--redis-url")
     p.set_defaults(func=_with_redis(_silences))
 
+    p = add_parser("heartbeats", help="heartbeats: list each one's state and age, forget one for good")
+    p.add_argument("action", choices=["list", "forget"], nargs="?", default="list")
+    p.add_argument("id", nargs="?", help="forget: the heartbeat's id (`<name>` or `<name>/<hash>`, as listed)")
+    p.add_argument("--redis-url")
+    p.set_defaults(func=_with_redis(_heartbeats))
+
     p = add_parser("schema", help="JSON Schema of the mapping format (committed as mappings/schema.json)")
     p.add_argument("--output", "-o", help="write to this file instead of stdout")
     p.set_defaults(func=cmd_schema)
@@ -396,7 +413,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logs.configure(level=args.log_level or ("warning" if args.command == "demo" else "info"))
-    needs_id = getattr(args, "action", None) in ("show", "retry", "drop", "expire", "resolve")
+    needs_id = getattr(args, "action", None) in ("show", "retry", "drop", "expire", "resolve", "forget")
     if needs_id and not args.id:
         print(f"bridge {args.command} {args.action}: an id is required", file=sys.stderr)
         return 2

@@ -13,6 +13,7 @@ import os
 import re
 import types
 from collections.abc import Iterable, Mapping, Sequence
+from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 from urllib.parse import urlsplit
@@ -35,6 +36,7 @@ from bridge.core import plugins
 from bridge.core.desk import DeskSettings
 from bridge.core.errors import ConfigError, Problem
 from bridge.core.matchers import Matcher, parse_matchers
+from bridge.core.models import Severity
 from bridge.core.policy import (
     DEFAULT_NOTES,
     Correlate,
@@ -52,7 +54,8 @@ from bridge.core.policy import (
 from bridge.core.secrets import configured
 from bridge.core.tuning import Tuning
 
-__all__ = ["DeskConfig", "Duration", "MappingConfig", "Ownership", "Route", "SourceConfig", "load", "parse_duration"]
+__all__ = ["DeskConfig", "Duration", "Heartbeat", "MappingConfig", "Ownership", "Route", "SourceConfig", "load"]
+__all__ += ["parse_duration"]
 Path_ = tuple[str | int, ...]  # a key path: mapping keys and list indices
 
 
@@ -140,6 +143,53 @@ class DeskLimit(Strict):
     burst: int = Field(1, ge=1)
 
 
+NAME = r"^[A-Za-z0-9_.-]+$"  # names that go into URLs and Redis keys: heartbeats
+
+
+class HeartbeatAlerts(Strict):
+    """Alerts that are a heartbeat's pings rather than alerts: an always-firing alert such as Prometheus's
+    `Watchdog` stops arriving when the pipeline that sends it dies."""
+
+    match: list[MatcherText] = Field(default_factory=lambda: ['alertname="Watchdog"'])  # all must match
+    sources: list[str] = Field(default_factory=list)  # source names; empty = any
+
+    def matchers(self) -> list[Matcher]:
+        return [m for text in self.match for m in parse_matchers(text)]
+
+
+class Heartbeat(Strict):
+    """Something that must ping the bridge at least every `interval` (+ `grace`); when it does not, one
+    ticket opens ("no heartbeat from prod-eu since 10:42"), and the next ping resolves it. Pinged by
+    `POST|GET /heartbeat/<name>`, Opsgenie's `/opsgenie/<source>/v2/heartbeats/<name>/ping`, and the alerts
+    `alerts` matches. Watched from its first ping; `key` labels tell pingers apart (one heartbeat each)."""
+
+    interval: Duration = Field(gt=0)
+    grace: Duration = 60.0  # more than the interval before it counts as missing
+    desk: str | None = None  # the desk its ticket goes to, with `ticket` (fields, resolve note) ...
+    route: str | None = None  # ... or a route: its desk, lifecycle and ticket fields take the heartbeat's alert
+    ticket: Ticket | None = None
+    severity: Severity = Severity.CRITICAL
+    secret: SecretStr | None = None  # `Authorization: Bearer <secret>` on /heartbeat/<name>; empty: open
+    key: list[str] = Field(default_factory=list)  # label names (query parameters on /heartbeat/<name>)
+    alerts: HeartbeatAlerts | None = None  # alerts that ping it (default matcher: alertname="Watchdog")
+    max_keys: int = Field(100, ge=1)  # distinct `key` label sets kept; pings of more are refused
+
+    @model_validator(mode="after")
+    def _desk_or_route(self) -> Heartbeat:
+        if (self.desk is None) == (self.route is None):
+            raise ValueError("a heartbeat needs either `desk` (with its `ticket`) or `route`")
+        if self.route is not None and self.ticket is not None:
+            raise ValueError("`ticket` goes with `desk`: with `route`, the route's ticket fields are used")
+        return self
+
+    def window_ms(self) -> int:
+        """How long after a ping it expires (interval + grace), in ms."""
+        return int((self.interval + self.grace) * 1000)
+
+    def secret_value(self) -> str:
+        return self.secret.get_secret_value() if self.secret else ""
+
+
 class MappingConfig(Strict):
     model_config = ConfigDict(defer_build=True)  # the desk kinds come from the registry, on first use
 
@@ -147,12 +197,16 @@ class MappingConfig(Strict):
     desks: dict[str, DeskConfig]
     limits: dict[str, DeskLimit] = Field(default_factory=dict)  # desk name -> shared rate limit
     routes: list[Route] = Field(min_length=1)
+    heartbeats: dict[str, Heartbeat] = Field(default_factory=dict)  # name -> heartbeat
     _from_env: frozenset[str] = PrivateAttr(default=frozenset())  # set by `load`: see `secrets`
 
     @model_validator(mode="after")
     def _references(self) -> MappingConfig:
         routes = [{"name": r.name, "desk": r.desk, "sources": r.sources} for r in self.routes]
-        found = misreferences({"sources": self.sources, "desks": self.desks, "limits": self.limits, "routes": routes})
+        beats = {n: b.model_dump(include={"desk", "route", "alerts"}) for n, b in self.heartbeats.items()}
+        found = misreferences(
+            {"sources": self.sources, "desks": self.desks, "limits": self.limits, "routes": routes, "heartbeats": beats}
+        )
         if found:
             message, at = found[0]
             raise _misreference(message, at)
@@ -175,13 +229,42 @@ class MappingConfig(Strict):
         audit trail, the admin API and the log mask."""
         return configured([*self.sources.values(), *self.desks.values()], self._from_env)  # type: ignore[list-item]
 
+    @model_validator(mode="after")
+    def _heartbeat_names(self) -> MappingConfig:
+        ids = {r.id for r in self.routes}
+        for name, beat in self.heartbeats.items():
+            message = ""
+            if not re.fullmatch(NAME, name):
+                message = "its name may hold letters, digits, '.', '_' and '-' only (it is in URLs)"
+            elif beat.desk is not None and f"heartbeat.{name}" in ids:
+                message = f"route id 'heartbeat.{name}' is this heartbeat's own: give that route another"
+            if message:
+                context = {"message": f"heartbeat {name!r}: {message}", "at": ("heartbeats", name)}
+                raise PydanticCustomError("heartbeat_name", "{message}", context)
+        return self
+
+    @cached_property
+    def heartbeat_routes(self) -> Mapping[str, Route]:
+        """Heartbeat name -> the route its alert takes: the one it names, or, for a heartbeat with a desk,
+        a route of its own (`heartbeat.<name>`: resolved as soon as it pings again, reopened within the hour)."""
+        out: dict[str, Route] = {}
+        for name, beat in self.heartbeats.items():
+            if beat.route is not None:
+                out[name] = next(r for r in self.routes if r.name == beat.route)
+            else:
+                own = {"name": f"heartbeat.{name}", "desk": beat.desk, "ticket": beat.ticket or Ticket()}
+                out[name] = Route.model_validate({**own, "lifecycle": Lifecycle(resolve_after=0)})
+        return out
+
     def route(self, name: str) -> Route | None:
         """The route of that name, if in the mapping."""
         return next((r for r in self.routes if r.name == name), None)
 
     def by_id(self, route_id: str) -> Route | None:
-        """The route of that id (incidents and their outboxes name their route by it), if in the mapping."""
-        return next((r for r in self.routes if r.id == route_id), None)
+        """The route of that id (incidents and their outboxes name their route by it), if in the mapping;
+        a heartbeat's own route too."""
+        found = next((r for r in self.routes if r.id == route_id), None)
+        return found or next((r for r in self.heartbeat_routes.values() if r.id == route_id), None)
 
 
 def unknown(what: str, name: str, known: Iterable[str]) -> str:
@@ -191,8 +274,9 @@ def unknown(what: str, name: str, known: Iterable[str]) -> str:
 
 
 def misreferences(data: Mapping[str, Any]) -> list[tuple[str, Path_]]:
-    """Names the mapping uses that it does not define (route -> desk or source, limits -> desk) and route
-    names used twice, each with its key path; `data` may be the raw mapping, wrong shapes are skipped."""
+    """Names the mapping uses that it does not define (route -> desk or source, limits -> desk, heartbeat ->
+    desk, route or source) and route names used twice, each with its key path; `data` may be the raw
+    mapping, wrong shapes are skipped."""
 
     def names(section: str) -> list[str]:
         value = data.get(section)
@@ -220,6 +304,25 @@ def misreferences(data: Mapping[str, Any]) -> list[tuple[str, Path_]]:
     for desk in names("limits"):
         if desk not in desks:
             found.append((unknown("desk", desk, desks), ("limits", desk)))
+    beats = data.get("heartbeats")
+    for name, beat in beats.items() if isinstance(beats, Mapping) else []:
+        beat = beat if isinstance(beat, Mapping) else {}
+        label = f"heartbeat {name!r}: "
+        for key, known, what in (("desk", desks, "desk"), ("route", [r.get("name") for r in routes], "route")):
+            if isinstance(beat.get(key), str) and beat[key] not in known:
+                found.append(
+                    (
+                        label + unknown(what, beat[key], [k for k in known if isinstance(k, str)]),
+                        ("heartbeats", name, key),
+                    )
+                )
+        alerts = beat.get("alerts")
+        used = alerts.get("sources") if isinstance(alerts, Mapping) else None
+        for item, source in enumerate(used if isinstance(used, list) else []):
+            if isinstance(source, str) and source not in sources:
+                found.append(
+                    (label + unknown("source", source, sources), ("heartbeats", name, "alerts", "sources", item))
+                )
     return found
 
 
@@ -236,7 +339,7 @@ def _misreference(message: str, at: tuple[str | int, ...]) -> PydanticCustomErro
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _SECRET_KEYS = ("password", "secret", "token", "client_secret", "api_token")
-SECTIONS = ("sources", "desks", "limits", "routes")
+SECTIONS = ("sources", "desks", "limits", "routes", "heartbeats")
 
 
 class _Found:
@@ -300,12 +403,12 @@ def load(paths: Sequence[str | Path], env: Mapping[str, str] | None = None) -> M
         read.append((path, data))
     found.raise_any()
 
-    merged: dict[str, Any] = {"sources": {}, "desks": {}, "limits": {}, "routes": []}
+    merged: dict[str, Any] = {"sources": {}, "desks": {}, "limits": {}, "routes": [], "heartbeats": {}}
     origin: dict[Path_, tuple[str, Path_]] = {}  # merged path prefix -> (file, path in that file)
     for path, raw in read:
         at = lines[path]
         data = _resolve(raw, (), path, at, env, found)
-        for section in ("sources", "desks", "limits"):
+        for section in ("sources", "desks", "limits", "heartbeats"):
             value = data.pop(section, None) or {}
             if not isinstance(value, dict):
                 found.add(f"must be a mapping of names to {section}", path, (section,), at.get((section,)))

@@ -23,6 +23,19 @@ SCRIPTS_LOADED = PREFIX + "scripts"  # marker that readiness checks
 ROUTES = PREFIX + "routes"
 
 
+HEARTBEATS = PREFIX + "heartbeats"  # zset heartbeat id -> its last ping (ms), for listing
+
+
+def heartbeat(beat_id: str) -> str:
+    """One heartbeat's state (hash), by its id: `<name>`, or `<name>/<hash of its key labels>`."""
+    return f"{PREFIX}heartbeat:{{{beat_id}}}"
+
+
+def heartbeat_ids(name: str) -> str:
+    """The ids a heartbeat name has (set: one per key label set), bounded by its `max_keys`."""
+    return f"{PREFIX}heartbeats:{name}"
+
+
 def opsgenie_alert(source: str, alias_hash: str) -> str:
     """The Opsgenie door's record of one alert of a source (hash: `a` its last create's Alert JSON, `s` its
     status), by a hash of its alias: Opsgenie's calls other than create name only the alias."""

@@ -33,6 +33,9 @@ def storm_base(route: str) -> str:
     return f"{route}:storm"
 
 
+HEARTBEAT_KIND = "heartbeat"  # the kind of the alerts a heartbeat that expires (and pings again) makes
+
+
 class Router:
     """First matching route wins, unless it says `continue: true`."""
 
@@ -43,12 +46,19 @@ class Router:
             for r in config.routes
         ]
         self.policies = {r.id: policy_json(r, retention_ms, audit_cap) for r in config.routes}  # by route id
+        self._heartbeats = config.heartbeat_routes  # heartbeat name -> its route
+        for beat in self._heartbeats.values():
+            self.policies.setdefault(beat.id, policy_json(beat, retention_ms, audit_cap))
         # RE2 instructions of every regex an alert may meet here: with the values' length, the bound on
         # the work of routing it (the engine matches a batch off the event loop when that is large).
         self.regex_size = sum(m.pattern.size for _, own, up in self._routes for m in own + up if m.pattern is not None)
 
     def route(self, alert: Alert, data: dict[str, Any] | None = None) -> list[Routed]:
         """The routes `alert` takes; `data` is the alert as JSON (the intake entry, parsed), if at hand."""
+        if alert.kind == HEARTBEAT_KIND:  # a heartbeat's own alert: to its route, one incident per heartbeat
+            route = self._heartbeats.get(alert.labels.get("heartbeat", ""))
+            key = f"heartbeat|{alert.identity}"
+            return [Routed(route, alert.identity, key, f"{route.id}:{stable_hash(key, length=12)}")] if route else []
         labels = match_labels(alert)
         out: list[Routed] = []
         for route, matchers, parent in self._routes:

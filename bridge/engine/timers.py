@@ -1,5 +1,6 @@
 """Timers in one Redis sorted set, ticked by every replica: the resolve hold-down (and, per route
-policy, auto-resolve and the end of a flap's quiet period). Claiming re-scores an entry instead of
+policy, auto-resolve and the end of a flap's quiet period), and heartbeats' expiries
+(bridge/runtime/heartbeats.py). Claiming re-scores an entry instead of
 removing it, so a replica that dies mid-tick leaves its timers to fire again; firing twice is a
 no-op."""
 
@@ -11,7 +12,7 @@ import redis.exceptions
 import structlog
 
 from bridge.core import keys
-from bridge.runtime import outbox, routebook
+from bridge.runtime import heartbeats, outbox, routebook
 from bridge.runtime.context import Runtime, wait_for_event
 from bridge.runtime.scripts import Scripts
 
@@ -43,9 +44,13 @@ class Ticker:
         claimed = await self.rt.scripts.claim_timers(now, self.rt.tuning.timer_lease_ms, 500)
         done: list[str] = []  # members to drop: fired, or of a route that left the mapping
         fired: list[tuple[str, str, str]] = []  # (member, base, kind)
+        beats: list[tuple[str, str, int]] = []  # heartbeats' expiries: (member, heartbeat id, due)
         pipe = self.rt.redis.pipeline(transaction=False)
         for member in claimed:
             base, kind, due = keys.parse_timer_member(member)
+            if kind == heartbeats.TIMER_KIND:
+                beats.append((member, base, due))
+                continue
             route_id = base.split(":", 1)[0]
             policy = self.rt.router.policies.get(route_id)
             if policy is None:  # the route left the mapping: its incidents' timers still fire, with its last policy
@@ -56,6 +61,8 @@ class Ticker:
                 policy = retired.policy
             self.rt.scripts.fire_timer(base, kind, due, now, policy, pipe)
             fired.append((member, base, kind))
+        if beats:
+            done.extend(await heartbeats.fire(self.rt, beats))
         replies = await self.rt.scripts.execute(pipe, raise_on_error=False)
         records = self.rt.redis.pipeline(transaction=False)
         ready: dict[str, int] = {}

@@ -5,6 +5,7 @@ Opsgenie integration keeps it by changing its API URL to `http://<bridge>/opsgen
     POST /opsgenie/{source}/v2/alerts/{identifier}/{action}        close, acknowledge, unacknowledge, notes
     PUT  /opsgenie/{source}/v2/alerts/{identifier}/{action}        message, description, priority
     GET  /opsgenie/{source}/v2/alerts/requests/{requestId}         what became of a call (Zabbix asks)
+    GET|POST|PUT /opsgenie/{source}/v2/heartbeats/{name}/ping      a ping of the mapping's heartbeat `name`
     POST /opsgenie/{source}/v1/json/nagios (or icinga2)            Opsgenie's Nagios and Icinga 2 integration
                                                                    scripts (nagios2opsgenie), for a source of
                                                                    kind nagios or icinga2
@@ -45,7 +46,9 @@ from bridge.core.errors import AuthError, PayloadError, TooLarge
 from bridge.core.models import stable_hash
 from bridge.core.source import ParseContext, Parsed
 from bridge.ingress.webhook import enqueue, read_bounded
+from bridge.runtime import heartbeats
 from bridge.runtime.context import RUNTIME, Runtime
+from bridge.runtime.heartbeats import take_pings
 from bridge.runtime.http import json_response
 
 log = structlog.get_logger("bridge.ingress.opsgenie")
@@ -192,6 +195,14 @@ async def _alert_call(request: web.Request, name: str) -> web.Response:
     except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
         return _unavailable(call, request, exc)
 
+    if name == "create" and parsed.alerts:  # an alert that is a heartbeat's ping (a Watchdog) pings it
+        try:
+            pinged = await take_pings(runtime, parsed)
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+            return _unavailable(call, request, exc)
+        if not pinged.alerts:
+            call.status = DONE[name][1]
+            return call.answer({"result": "Request will be processed"}, 202)
     if not parsed.alerts:  # an alias the bridge does not know, or an alert already closed
         call.ok = False
         call.status = (
@@ -208,6 +219,35 @@ async def _alert_call(request: web.Request, name: str) -> web.Response:
     runtime.metrics.received(source_name, parsed)
     call.status = DONE[name][1]
     return call.answer({"result": "Request will be processed"}, 202)
+
+
+async def heartbeat_ping(request: web.Request) -> web.Response:
+    """GET|POST|PUT v2/heartbeats/{name}/ping: a ping of the mapping's heartbeat of that name
+    (bridge/runtime/heartbeats.py), its `key` labels from the query string; authenticated by the source's key."""
+    call = _Call(time.perf_counter(), action="ping")
+    runtime = request.app[RUNTIME]
+    refused = _check_source(runtime, request, call)
+    if refused is not None:
+        return refused
+    source_name, name = request.match_info["source"], request.match_info["name"]
+    source = runtime.config.sources[source_name]
+    adapter = runtime.sources[source_name]
+    secret = source.secret_value()
+    if secret and adapter.verify is not None:
+        try:
+            adapter.verify(b"", request.headers, request.query, secret, datetime.now(UTC))
+        except AuthError:
+            return call.refused(401, "Could not authenticate")
+    beat = runtime.config.heartbeats.get(name)
+    if beat is None:
+        return call.refused(404, f"Heartbeat with name [{name}] does not exist")
+    try:
+        [done] = await heartbeats.ping(runtime, [(name, heartbeats.key_labels(beat, request.query))])
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+        return _unavailable(call, request, exc)
+    if done.outcome == "full":
+        return call.refused(422, UNPROCESSABLE, {"key": f"more than max_keys ({beat.max_keys}) key label sets"})
+    return call.answer({"result": "PONG - Heartbeat received"}, 202)
 
 
 INTEGRATION_KINDS = ("nagios", "icinga2")

@@ -22,6 +22,7 @@ from bridge.core.secrets import Masker
 from bridge.core.source import ParseContext, Parsed
 from bridge.runtime import dead_letters, durability
 from bridge.runtime.context import RUNTIME, Runtime
+from bridge.runtime.heartbeats import take_pings
 from bridge.runtime.http import json_response
 
 log = structlog.get_logger("bridge.ingress.webhook")
@@ -60,7 +61,7 @@ async def webhook(request: web.Request) -> web.Response:
         first = exc.errors()[0]
         where = ".".join(str(part) for part in first["loc"]) or "body"
         raise PayloadError(f"{where}: {first['msg'].removeprefix('Value error, ')}") from None
-    await enqueue(runtime, name, parsed)
+    await enqueue(runtime, name, await take_pings(runtime, parsed))  # a Watchdog pings, not alerts
     runtime.metrics.received(name, parsed)
     # Debug, not info: at storm rates a line per request costs much of the request path's CPU;
     # bridge_alerts_received_total counts them instead.

@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from bridge.admin import api, probes
-from bridge.ingress import opsgenie
+from bridge.ingress import heartbeat, opsgenie
 from bridge.ingress.webhook import webhook
 from bridge.runtime.context import RUNTIME, Runtime
 from bridge.runtime.http import errors_as_json
@@ -23,6 +23,10 @@ def make_app(runtime: Runtime) -> web.Application:
     app.router.add_post(og + "/{identifier:.+}/{action}", opsgenie.action)
     app.router.add_put(og + "/{identifier:.+}/{action}", opsgenie.action)
     app.router.add_post("/opsgenie/{source}/v1/json/{integration}", opsgenie.integration)  # nagios2opsgenie
+    for method in ("GET", "POST", "PUT"):
+        app.router.add_route(method, "/opsgenie/{source}/v2/heartbeats/{name}/ping", opsgenie.heartbeat_ping)
+    app.router.add_route("POST", "/heartbeat/{name}", heartbeat.ping)  # heartbeats (bridge/runtime/heartbeats.py)
+    app.router.add_route("GET", "/heartbeat/{name}", heartbeat.ping)
     probes.mount(app)  # /healthz, /readyz, /metrics
     api.mount(app)  # /api/v1: the admin API
     return app

@@ -32,6 +32,7 @@ from bridge.process.embedded import embedded_redis
 from bridge.runtime import durability
 from bridge.runtime.connect import without_password
 from bridge.runtime.context import Runtime
+from bridge.runtime.heartbeats import Watch
 from bridge.runtime.scripts import open_scripts
 
 log = structlog.get_logger("bridge.process.server")
@@ -190,6 +191,7 @@ class Bridge:
             asyncio.create_task(delivery.run(self.stopping), name="delivery"),
             asyncio.create_task(ticker.run(self.stopping), name="timers"),
             asyncio.create_task(upkeep.run(self.stopping), name="upkeep"),
+            asyncio.create_task(Watch(rt).run(self.stopping), name="heartbeats"),  # their gauges
         ]
         if self.config_paths:
             self.reloader = Reloader(rt, self.config_paths, poll_s=self.reload_poll_s)

@@ -32,7 +32,7 @@ LIVE = ("open", "resolving")
 async def record(redis: Redis, config: MappingConfig, router: Router) -> None:
     """Remember every route of `config`: its settings, by hash, and that they are its latest."""
     fields: dict[str, bytes] = {}
-    for route in config.routes:
+    for route in [*config.routes, *config.heartbeat_routes.values()]:  # heartbeats' own routes too
         settings = settings_hash(route)
         fields[route.id] = settings.encode()
         policy = orjson.loads(router.policies[route.id])
@@ -69,7 +69,7 @@ async def retired(redis: Redis, config: MappingConfig) -> dict[str, Retired]:
     """The routes Redis remembers that `config` no longer has and that still have live incidents."""
     raw: dict[Any, Any] = await redis.hgetall(keys.ROUTES)
     stored: dict[str, bytes] = {_s(k): v for k, v in raw.items()}
-    current = {route.id for route in config.routes}
+    current = {route.id for route in [*config.routes, *config.heartbeat_routes.values()]}
     gone = sorted({field for field in stored if "@" not in field} - current)
     out: dict[str, Retired] = {}
     for route_id in gone:

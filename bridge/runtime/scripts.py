@@ -90,6 +90,8 @@ class Scripts:
         self._rotate: AsyncScript = redis.register_script(_source("rotate_epoch.lua"))
         self._token: AsyncScript = redis.register_script(_source("take_token.lua"))
         self._settle: AsyncScript = redis.register_script(_source("settle.lua"))
+        self._beat: AsyncScript = redis.register_script(_source("heartbeat_ping.lua"))
+        self._lapse: AsyncScript = redis.register_script(_source("heartbeat_expire.lua"))
         self._all = (
             self._apply,
             self._fire,
@@ -99,6 +101,8 @@ class Scripts:
             self._rotate,
             self._token,
             self._settle,
+            self._beat,
+            self._lapse,
         )
         self._batch = Batcher(batched or redis, self.load, timeout=timeout)
 
@@ -159,6 +163,14 @@ class Scripts:
     def fired(reply: list[Any]) -> tuple[str, int, list[tuple[str, int]]]:
         """A fire_timer.lua reply: (decision or '', outbox length, timers to add)."""
         return _s(reply[0]), int(reply[2]), _pairs(reply[3])
+
+    def heartbeat_ping(self, keys_: list[str], args: list[str | int | bytes], pipe: Pipeline) -> None:
+        """Queue one ping (heartbeat_ping.lua); its reply is [outcome, due]."""
+        self._queue(pipe, self._beat, keys_, args)
+
+    def heartbeat_expire(self, keys_: list[str], args: list[str | int | bytes], pipe: Pipeline) -> None:
+        """Queue one heartbeat's expiry (heartbeat_expire.lua); its reply is 1 if it expired now."""
+        self._queue(pipe, self._lapse, keys_, args)
 
     async def claim_timers(self, now_ms: int, lease_ms: int, limit: int) -> list[str]:
         return await self.claim(keys.TIMERS, now_ms, lease_ms, limit)
