@@ -227,7 +227,8 @@ class MappingConfig(Strict):
     def secrets(self) -> set[str]:
         """Every secret of the mapping (bridge.core.secrets.configured): the values that dead letters, the
         audit trail, the admin API and the log mask."""
-        return configured([*self.sources.values(), *self.desks.values()], self._from_env)  # type: ignore[list-item]
+        models = [*self.sources.values(), *self.desks.values(), *self.heartbeats.values()]
+        return configured(models, self._from_env)  # type: ignore[arg-type]
 
     @model_validator(mode="after")
     def _heartbeat_names(self) -> MappingConfig:
@@ -355,7 +356,7 @@ class _Found:
     def took(self, path: Path_, value: str) -> None:
         """A value at `path` came from the environment or a file: a secret, if in a source or desk (of a
         `url`, its path: a webhook URL may carry its token there; the rest of it is not secret)."""
-        if path[:1] in (("sources",), ("desks",)) and value:
+        if path[:1] in (("sources",), ("desks",), ("heartbeats",)) and value:
             if path[-1:] != ("url",):
                 self.from_env.add(value)
             elif len(urlsplit(value).path) >= 16:  # `/api/now` is no secret; `/hooks/T0B1X9...` may be

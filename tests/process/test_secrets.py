@@ -14,6 +14,7 @@ import orjson
 import redis.asyncio as aioredis
 from aiohttp import web
 
+from bridge.core.config import load
 from bridge.core.secrets import MASK, Masker
 from bridge.process.embedded import EmbeddedRedis, free_port
 from tests.amp import alert, group
@@ -190,3 +191,23 @@ def test_the_masker_masks_secrets_in_every_form_and_secret_query_parameters() ->
     assert masker.text("Authorization: Bearer eyJabc.def") == "Authorization: Bearer ***"
     value = {"password": "hunter2", "tries": 3, "nested": [{"key": "OPS-1", "note": 'p@ss w/rd"x'}]}
     assert masker.value(value) == {"password": MASK, "tries": 3, "nested": [{"key": "OPS-1", "note": MASK}]}
+
+
+def test_the_secrets_of_every_section_are_known(tmp_path: Path) -> None:
+    """SecretStr values of sources, desks and heartbeats, and every value they take from the environment."""
+    path = tmp_path / "mapping.yaml"
+    path.write_bytes(
+        orjson.dumps(
+            {
+                "sources": {"am": {"kind": "alertmanager", "secret": "${SOURCE_TOKEN}"}},
+                "desks": {"snow": {"kind": "servicenow", "url": "https://snow.example.com", "user": "${SNOW_USER}",
+                                   "password": "desk-password-1"}},
+                "routes": [{"name": "r", "desk": "snow"}],
+                "heartbeats": {"prod": {"interval": "1m", "desk": "snow", "secret": "${BEAT_TOKEN}"}},
+            }
+        )
+    )  # fmt: skip
+    env = {"SOURCE_TOKEN": "source-token-1", "SNOW_USER": "integration-user", "BEAT_TOKEN": "beat-token-1"}
+    found = load([path], env).secrets()
+    basic = base64.b64encode(b"integration-user:desk-password-1").decode()
+    assert {"source-token-1", "desk-password-1", "beat-token-1", "integration-user", basic} <= found
