@@ -138,11 +138,11 @@ def cmd_init(args: argparse.Namespace) -> int:
     return 0
 
 
-SIMULATORS = ("servicenow", "jira", "jira-datacenter", "remedy", "webhook")
+SIMULATORS = ("servicenow", "jira", "jira-datacenter", "remedy", "webhook", "jsm-ops")
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from adapters.simulators import jira, remedy, servicenow, webhook
+    from adapters.simulators import jira, jsm_ops, remedy, servicenow, webhook
 
     runners: dict[str, Callable[[str, int, str, str], None]] = {
         "servicenow": servicenow.run,  # also serves OAuth and Event Management
@@ -150,6 +150,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         "jira-datacenter": lambda host, port, user, password: jira.run(host, port, user, password, "datacenter"),
         "remedy": remedy.run,
         "webhook": webhook.run,  # the password is the Bearer token
+        "jsm-ops": jsm_ops.run,  # the password is the API key and the API token; the user the email
     }
     runners[args.desk](args.host, args.port, args.user, args.password)
     return 0

@@ -1,7 +1,7 @@
 """The desk Protocol contract: every adapter, against its simulator, behaves the same way.
 
 Parametrised over tests.adapters.desks.variants.VARIANTS (ServiceNow Basic and OAuth, ServiceNow Event
-Management, Jira Cloud, Jira Data Center, JSM, Remedy, the generic webhook). Retries are always
+Management, Jira Cloud, Jira Data Center, JSM, Remedy, the generic webhook, JSM Operations). Retries are always
 those of bridge.delivery.guard (`retried`): the adapters themselves never retry.
 """
 
@@ -128,7 +128,7 @@ async def test_400_is_rejected(sim: Sim, desk: Desk) -> None:
     error = await failure(
         desk.note(ref, "x" * (MAX_PAYLOAD + 1)) if bad_note else desk.update(ref, sim.variant.bad_update)
     )
-    assert (type(error), error.status) == (DeskRejected, 400)
+    assert (type(error), error.status) == (DeskRejected, sim.variant.rejected_status)
     assert error.answer and error.request["url"].startswith(sim.url)
 
 

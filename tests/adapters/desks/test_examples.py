@@ -10,7 +10,7 @@ import orjson
 import pytest
 from aiohttp import web
 
-from adapters.simulators import jira, remedy, servicenow, webhook
+from adapters.simulators import jira, jsm_ops, remedy, servicenow, webhook
 from bridge.cli import main
 from bridge.core.config import load
 from bridge.core.desk import Desk, TicketPhase
@@ -32,6 +32,7 @@ CASES: dict[str, tuple[Callable[[], web.Application], str]] = {
     ),
     "remedy.yaml": (lambda: remedy.make_app(user="admin", password="admin"), "REMEDY_URL"),
     "webhook.yaml": (lambda: webhook.make_app(token="admin"), "TICKETS_URL"),
+    "jsm_ops.yaml": (lambda: jsm_ops.make_app(api_key="admin", email="admin", api_token="admin"), "JSM_OPS_URL"),
 }
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
-from adapters.simulators import jira, remedy, servicenow, webhook
+from adapters.simulators import jira, jsm_ops, remedy, servicenow, webhook
 from adapters.simulators.faults import FAULTS
 from adapters.simulators.servicenow import EVENTS, OAUTH, STORE
 from adapters.simulators.servicenow_oauth import DEFAULT_CLIENT
@@ -41,9 +41,10 @@ class Variant:
     missing_status: int | None = 404  # None: the desk notices without asking (EM has no ticket to GET)
     sign_ins: Callable[[web.Application], int] | None = None  # token desks: logins so far
     bad_note: bool = False  # the 400 comes from a note over the size limit instead of bad_update
+    rejected_status: int = 400  # what the desk answers that bad update or note (Opsgenie's APIs: 422)
 
     def requests(self, app: web.Application) -> list[dict[str, Any]]:
-        for key in (STORE, jira.STORE, remedy.STORE, webhook.STORE):
+        for key in (STORE, jira.STORE, remedy.STORE, webhook.STORE, jsm_ops.STORE):
             if key in app:
                 return list(app[key].requests)
         raise AssertionError("no request log")
@@ -362,6 +363,42 @@ WEBHOOK = Variant(
     revoke=_static_revoke,
 )
 
+# -- JSM Operations ------------------------------------------------------------------------------
+
+
+def _jsm_ops_forbid(app: web.Application) -> None:
+    app[jsm_ops.STORE].read_only = True
+
+
+JSM_OPS = Variant(
+    name="jsm-ops",
+    app=lambda: jsm_ops.make_app(api_key="genie-key", email="bridge@example.com", api_token="api-token"),
+    config=lambda url: {
+        "kind": "jsm_ops",
+        "url": url,
+        "api_key": "genie-key",
+        "cloud_id": jsm_ops.CLOUD_ID,
+        "email": "bridge@example.com",
+        "api_token": "api-token",
+    },
+    fields={"message": "HighCPU on web-01", "description": "CPU > 95%", "priority": "P2", "tags": "cpu,web"},
+    update={"acknowledged": "true"},  # the one field the alert API changes (acknowledge_fields)
+    bad_update={},
+    bad_note=True,  # a note past Opsgenie's 25,000 characters
+    rejected_status=422,
+    route_fields={
+        "message": "[{{ severity | upper }}] {{ name }} on {{ resource }}",
+        "description": "{{ summary }}",
+        "priority": "{{ {'critical': 'P1', 'major': 'P2'}.get(severity, 'P3') }}",
+    },
+    view=views.jsm_ops_tickets,
+    forbid=_jsm_ops_forbid,
+    missing_id="no:such:alias",
+    missing_status=None,  # the desk reads the alias back first: no alert, no call
+    expire=_static_expire,
+    revoke=_static_revoke,
+)
+
 VARIANTS = (
     SERVICENOW_BASIC,
     SERVICENOW_OAUTH,
@@ -371,4 +408,5 @@ VARIANTS = (
     JSM,
     REMEDY,
     WEBHOOK,
+    JSM_OPS,
 )

@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from adapters.simulators import jira, remedy, webhook
+from adapters.simulators import jira, jsm_ops, remedy, webhook
 from adapters.simulators.jira_adf import adf_to_text
 from adapters.simulators.servicenow import EVENTS, STORE
 
@@ -126,3 +126,25 @@ def webhook_tickets(app: web.Application) -> list[Ticket]:
         )
         for t in app[webhook.STORE].tickets.values()
     ]
+
+
+def jsm_ops_tickets(app: web.Application) -> list[Ticket]:
+    """One ticket per alias (the correlation id): its alerts (a reopening creates one more), oldest first."""
+    alerts = list(app[jsm_ops.STORE].alerts.values())
+    tickets = []
+    for alias in dict.fromkeys(a["alias"] for a in alerts):
+        mine = [a for a in alerts if a["alias"] == alias]
+        closes = [n["note"] for a in mine for n in a["notes"] if n.get("close")]
+        tickets.append(
+            Ticket(
+                id=alias,
+                display=alias,
+                correlation=alias,
+                phase="resolved" if mine[-1]["status"] == "closed" else "open",
+                title=mine[0]["message"],
+                notes=[n["note"] for a in mine for n in a["notes"] if not n.get("close")],
+                resolution=closes[-1] if closes else "",
+                fields={"alerts": mine},
+            )
+        )
+    return tickets
