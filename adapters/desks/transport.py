@@ -30,7 +30,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 import orjson
-from pydantic import AfterValidator, BaseModel, ConfigDict, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, WithJsonSchema, model_validator
 from yarl import URL
 
 from bridge.core.errors import Cause, ConfigError, DeskAuthExpired, DeskError, DeskRejected, DeskTransient
@@ -248,6 +248,16 @@ def plain_http(url: str) -> bool:
         return True
 
 
+# A switch the mapping may also take from the environment (`${ALLOW:-false}`): true/false after it is read.
+FLAG_SCHEMA = {
+    "anyOf": [
+        {"type": "boolean"},
+        {"type": "string", "pattern": r"^\$\{[A-Za-z_][A-Za-z0-9_]*(:-(true|false))?\}$"},
+    ],
+    "default": False,
+}
+
+
 class DeskAddress(BaseModel):
     """What every built-in desk config has besides its own keys: `allow_insecure_http`.
 
@@ -257,7 +267,7 @@ class DeskAddress(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    allow_insecure_http: bool = False
+    allow_insecure_http: Annotated[bool, WithJsonSchema(FLAG_SCHEMA)] = False
 
     @model_validator(mode="after")
     def _https_unless_allowed(self) -> Self:
