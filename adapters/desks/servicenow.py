@@ -37,6 +37,7 @@ class ServiceNowConfig(ServiceNowSignIn):
     kind: Literal["servicenow"]
     table: str = "incident"
     close_code: str = "Solution provided"
+    duplicate_close_code: str = "Duplicate"  # a ticket closed as a duplicate of its topology parent's
     correlation_display: str = "alert-ticket-bridge"
 
     def build(self, name: str, session: aiohttp.ClientSession) -> ServiceNowDesk:
@@ -99,6 +100,17 @@ class ServiceNowDesk:
             "close_notes": note,
         }
         await self._patch("resolve", ref, body)
+
+    async def close_duplicate(self, ref: TicketRef, parent: TicketRef, note: str) -> None:
+        """Resolved as a duplicate, its `parent_incident` the parent's record (the related list "Child
+        Incidents" on the parent then shows it)."""
+        body = {
+            "state": _RESOLVED,
+            "close_code": self._config.duplicate_close_code,
+            "close_notes": note,
+            "parent_incident": parent.id,
+        }
+        await self._patch("close_duplicate", ref, body)
 
     async def reopen(self, ref: TicketRef, note: str) -> None:
         await self._patch("reopen", ref, {"state": _IN_PROGRESS, "work_notes": note})

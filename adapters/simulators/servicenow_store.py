@@ -46,6 +46,7 @@ REFERENCES: Mapping[str, str] = {
     "closed_by": "sys_user",
     "cmdb_ci": "cmdb_ci",
     "opened_by": "sys_user",
+    "parent_incident": "incident",
     "resolved_by": "sys_user",
     "sys_domain": "sys_user_group",
 }
@@ -74,6 +75,7 @@ _INCIDENT_DEFAULTS: Mapping[str, str] = {
     "number": "",
     "opened_at": "",
     "opened_by": "",
+    "parent_incident": "",
     "priority": "",
     "reopen_count": "0",
     "resolved_at": "",

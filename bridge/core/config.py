@@ -135,6 +135,20 @@ class Route(Strict):
     def matchers(self) -> list[Matcher]:
         return [m for text in self.match for m in parse_matchers(text)]
 
+    @model_validator(mode="after")
+    def _hold_without_threshold(self) -> Route:
+        if self.topology and self.topology.hold and self.lifecycle.threshold:
+            raise PydanticCustomError(
+                "hold_and_threshold",
+                "{message}",
+                {
+                    "message": "topology.hold and lifecycle.threshold cannot go together: a held incident opens "
+                    "when its hold ends, a threshold's when enough alerts came",
+                    "at": ("topology", "hold"),
+                },
+            )
+        return self
+
 
 class DeskLimit(Strict):
     """A rate limit shared by every replica (a token bucket in Redis), for desks that throttle."""
@@ -222,6 +236,39 @@ class MappingConfig(Strict):
                 raise PydanticCustomError(
                     "duplicate_route_id", "{message}", {"message": message, "at": ("routes", index, "id")}
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _scopes(self) -> MappingConfig:
+        """Routes sharing a `correlate.scope` share its owner's incidents: the others go to the same desk
+        and leave the incidents' policy (topology, storm, threshold, flap) to the owner."""
+        owners: dict[str, int] = {}
+        for index, route in enumerate(self.routes):
+            scope = route.correlate.scope
+            if not scope:
+                continue
+            first = owners.setdefault(scope, index)
+            owner = self.routes[first]
+            message, at = "", ("routes", index)  # type: tuple[str, tuple[str | int, ...]]
+            if first == index:
+                continue
+            if route.desk != owner.desk:
+                message, at = f"its desk must be {owner.desk!r}, the desk of the scope's owner", (*at, "desk")
+            else:
+                kept = [k for k in ("topology", "storm") if getattr(route, k) is not None]
+                kept += [f"lifecycle.{k}" for k in ("threshold", "flap") if getattr(route.lifecycle, k) is not None]
+                if kept:
+                    message = f"{', '.join(kept)}: set on {owner.name!r}, which owns the scope's incidents"
+            if message:
+                text = f"route {route.name!r} shares scope {scope!r} with route {owner.name!r}: {message}"
+                raise PydanticCustomError("scope", "{message}", {"message": text, "at": at})
+        for index, route in enumerate(self.routes):
+            for item, rule in enumerate(route.lifecycle.auto_resolve):
+                for n, source in enumerate(rule.sources):
+                    if source not in self.sources:
+                        text = f"route {route.name!r}: " + unknown("source", source, self.sources)
+                        where = ("routes", index, "lifecycle", "auto_resolve", item, "sources", n)
+                        raise PydanticCustomError("unknown_source", "{message}", {"message": text, "at": where})
         return self
 
     def secrets(self) -> set[str]:

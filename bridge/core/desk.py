@@ -4,6 +4,11 @@ config model a desk kind registers (`DeskSettings`).
 Adapters never retry: they translate the desk's answer into `DeskTransient` (retry),
 `DeskAuthExpired` (re-authenticate once) or `DeskRejected` (dead-letter) and let
 `bridge.delivery.guard` apply the one retry policy.
+
+Optional: `async close_duplicate(ref, parent: TicketRef, note)` closes a ticket as a duplicate of
+`parent`, linked in the desk's own way (ServiceNow's `parent_incident`); a topology parent that adopts a
+child incident has its ticket closed so. A desk without it gets `resolve(ref, note, {})`, the note naming
+the parent's ticket.
 """
 
 from __future__ import annotations

@@ -52,9 +52,10 @@ def desk_bucket(desk: str) -> str:
     return f"{PREFIX}bucket:{desk}"
 
 
-def storm_count(route: str, minute: int) -> str:
-    """New incidents opened on a route in one wall-clock minute."""
-    return f"{PREFIX}storm:{route}:{minute}"
+def storm_count(route: str, group: str = "") -> str:
+    """The new incidents a route's storm guard admitted within its window (zset base -> when), of one
+    `storm.group_by` group (`group` its hash); with its flag, one hash tag."""
+    return f"{PREFIX}storm:{{{route}:{group}}}:opened"
 
 
 def replay(source: str, nonce: str) -> str:
@@ -62,9 +63,10 @@ def replay(source: str, nonce: str) -> str:
     return PREFIX + "seen:" + source + ":" + nonce
 
 
-def storm_flag(route: str) -> str:
-    """Set while the route is in a storm: new alerts join the route's major incident."""
-    return f"{PREFIX}storm:{route}"
+def storm_flag(route: str, group: str = "") -> str:
+    """While the route (its group) is in a storm: the time (ms) until which it lasts. New alerts join the
+    major incident meanwhile."""
+    return f"{PREFIX}storm:{{{route}:{group}}}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,9 +103,17 @@ class IncidentKeys:
     def lease(self) -> str:  # delivery lease: one replica applies this incident's actions
         return self.tag + ":lease"
 
+    @property
+    def details(self) -> str:  # hash: "f:<identity>" its flap record, "n:<identity>" its alert's name
+        return self.tag + ":details"
+
+    @property
+    def children(self) -> str:  # zset: a topology parent's child incidents (bases) by when they went live
+        return self.tag + ":children"
+
     def script_keys(self) -> list[str]:
-        """KEYS[1..5] of apply_alert.lua, fire_timer.lua and resolve_incident.lua."""
-        return [self.state, self.members, self.outbox, self.audit, self.changes]
+        """KEYS[1..6] of apply_alert.lua, fire_timer.lua and resolve_incident.lua."""
+        return [self.state, self.members, self.outbox, self.audit, self.changes, self.details]
 
 
 def timer_member(base: str, kind: str, due_ms: int) -> str:

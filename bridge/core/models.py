@@ -66,6 +66,7 @@ class DecisionKind(StrEnum):
     SUPPRESSED = "SUPPRESSED"
     FLAPPING = "FLAPPING"
     DUPLICATE = "DUPLICATE"
+    MOVED = "MOVED"  # its incident was adopted by its topology parent: the alert runs there instead
 
 
 class FollowUpKind(StrEnum):

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
-from bridge.core.matchers import parse_matchers
+from bridge.core.matchers import Matcher, parse_matchers
 from bridge.core.templates import compile_template
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
@@ -63,10 +63,19 @@ Template = Annotated[str, BeforeValidator(lambda v: _check_template(str(v)))]
 MatcherText = Annotated[str, AfterValidator(_check_matcher)]
 
 
+SCOPE = r"^[A-Za-z0-9_.-]+$"
+
+
 class Correlate(Strict):
     # Templates over the alert whose rendered values form the incident key. Empty: one incident
     # per alert identity.
     by: list[Template] = Field(default_factory=list)
+    # Routes naming the same scope share one incident key space: an alert of any of them joins the live
+    # incident its key renders to, whichever route opened it (e.g. Prometheus and Splunk alerts about
+    # one database). The first route in the mapping that names the scope owns its incidents: its desk,
+    # lifecycle, topology, storm guard and ticket apply to them; the others bring their alerts, each
+    # with its own route's identity, notes and auto-resolve.
+    scope: str | None = Field(None, pattern=SCOPE)
 
 
 class Threshold(Strict):
@@ -78,17 +87,35 @@ class Threshold(Strict):
 
 
 class Flap(Strict):
-    """More than `changes` state changes within `window`: one note, then quiet until stable for `quiet`."""
+    """An alert (one member) that changes state (clears, fires again) more than `changes` times within
+    `window` is flapping: one note, then its changes are not noted until it has been stable for `quiet`,
+    and the ticket is neither resolved nor reopened meanwhile. Members joining or leaving are no change."""
 
     changes: int = Field(6, ge=1)
     window: Duration = 3600.0
     quiet: Duration = 900.0
 
 
+class AutoResolve(Strict):
+    """Members this rule matches (all of `sources` and `match`; empty matches every one) are resolved once
+    not repeated for `after`: for alerts of sources that never send a clear."""
+
+    sources: list[str] = Field(default_factory=list)  # source names; empty = any
+    match: list[MatcherText] = Field(default_factory=list)  # Alertmanager matchers, all must match
+    after: Duration = Field(gt=0)
+
+    def matchers(self) -> list[Matcher]:
+        return [m for text in self.match for m in parse_matchers(text)]
+
+
 class Lifecycle(Strict):
     resolve_after: Duration = 300.0  # hold-down: all members clear this long before the ticket resolves
     reopen_within: Duration = 3600.0  # fires again within this after resolving: reopen; later: new ticket
-    auto_resolve_after: Duration | None = None  # for sources that never send a clear (Splunk)
+    # For sources that never send a clear (Splunk): a member not repeated for this long resolves. Per
+    # member: the window is the alert's own route's (or, first, that of the first `auto_resolve` rule
+    # matching it), also in an incident shared with other routes (`correlate.scope`).
+    auto_resolve_after: Duration | None = None
+    auto_resolve: list[AutoResolve] = Field(default_factory=list)
     threshold: Threshold | None = None
     flap: Flap | None = None
     # Raw desk states meaning "closed by a human" / "won't fix": a ticket in one of them is never
@@ -97,19 +124,31 @@ class Lifecycle(Strict):
 
 
 class Storm(Strict):
-    """More than `max_new_per_minute` new incidents on the route: one major incident takes the rest."""
+    """More than `max_new_per_minute` new incidents on the route within `window`: one major incident takes
+    the rest until `window` passes without an incident refused. Counted exactly, across batches and
+    replicas (an atomic count in Redis before the alerts are decided); with `group_by`, per group: alerts
+    of another group (another site, another switch) open their own incidents as usual."""
 
     max_new_per_minute: int = Field(ge=1)
+    window: Duration = Field(60.0, gt=0)
+    group_by: list[Template] = Field(default_factory=list)
     # Ticket fields of the major incident, over the route's own (e.g. a short_description saying
     # "Major incident: alert storm on {{ incident.route }}"); its notes list the alerts it absorbs.
     fields: dict[str, Template] = Field(default_factory=dict)
 
 
 class Topology(Strict):
-    """Alerts matching `parent` own the incident of their `key`; other alerts with the same key join it."""
+    """Alerts matching `parent` own the incident of their `key`; other alerts with the same key join it.
+
+    In whatever order they come: when the parent opens, live incidents of its key that went live within
+    `adopt_within` before are adopted (their members join it; their tickets are closed as duplicates of
+    its ticket, or never opened). `hold` keeps a child's incident from opening its ticket for that long,
+    so that a parent arriving meanwhile adopts it before any ticket exists."""
 
     parent: list[MatcherText] = Field(min_length=1)
     key: Template
+    adopt_within: Duration = 600.0  # 0: a parent takes only what comes while it is open
+    hold: Duration = 0.0
 
 
 class Ownership(StrEnum):

@@ -19,18 +19,35 @@ class Routed:
     route: Route
     identity: str
     key: str  # the rendered correlation key, for humans
-    base: str  # "<route id>:<hash(key)>": the incident, without its epoch
+    base: str  # "<route id>:<hash(key)>": the incident, without its epoch (of the scope's owner, if any)
     parent: str | None = None  # topology: the parent incident this alert joins while it is live
     is_parent: bool = False
+    storm: str | None = None  # the storm incident of the alert's storm group, when its incidents' route has a guard
+    auto_ms: int = 0  # the member's auto-resolve window (ms), 0 for none
+    owner: Route | None = None  # the route whose incidents these are: the scope's owner (None: `route` itself)
+    live: bool = False  # placement found the alert's own incident live, and left it there
 
     @property
-    def storm(self) -> str | None:
-        """The route's storm incident, when the route has a storm guard."""
-        return storm_base(self.route.id) if self.route.storm else None
+    def incidents(self) -> Route:
+        """The route whose policy the alert's incidents follow: its own, or its scope's owner."""
+        return self.owner or self.route
+
+    @property
+    def storm_group(self) -> str:
+        """The storm group's key: '' for the route's single group."""
+        return self.storm.split(":", 1)[1].removeprefix(STORM) if self.storm else ""
 
 
-def storm_base(route: str) -> str:
-    return f"{route}:storm"
+STORM = "storm"
+
+
+def storm_base(route: str, group: str = "") -> str:
+    """The major incident of a route's storm (of one `storm.group_by` group: `group` its hash)."""
+    return f"{route}:{STORM}" + (f"-{group}" if group else "")
+
+
+def is_storm_base(base: str, route: str) -> bool:
+    return base == storm_base(route) or base.startswith(storm_base(route) + "-")
 
 
 HEARTBEAT_KIND = "heartbeat"  # the kind of the alerts a heartbeat that expires (and pings again) makes
@@ -41,10 +58,16 @@ class Router:
 
     def __init__(self, config: MappingConfig, *, retention_ms: int = 7 * 86_400_000, audit_cap: int = 200) -> None:
         self.config = config
+        self.owners = scope_owners(config)  # route id -> the route owning its incidents, for scoped routes
+
+        def parents(r: Route) -> list[Matcher]:
+            owner = self.owners.get(r.id, r)
+            return [m for t in owner.topology.parent for m in parse_matchers(t)] if owner.topology else []
+
         self._routes: list[tuple[Route, list[Matcher], list[Matcher]]] = [
-            (r, r.matchers(), [m for t in r.topology.parent for m in parse_matchers(t)] if r.topology else [])
-            for r in config.routes
+            (r, r.matchers(), parents(r)) for r in config.routes
         ]
+        self._auto = {r.id: [(rule, rule.matchers()) for rule in r.lifecycle.auto_resolve] for r in config.routes}
         self.policies = {r.id: policy_json(r, retention_ms, audit_cap) for r in config.routes}  # by route id
         self._heartbeats = config.heartbeat_routes  # heartbeat name -> its route
         for beat in self._heartbeats.values():
@@ -82,12 +105,46 @@ class Router:
             key = "|".join(render(t, context) for t in route.correlate.by)
         else:
             key = f"{alert.source}|{identity}"
+        owner = self.owners.get(route.id)
+        incidents = owner or route
+        storm = None
+        if incidents.storm:
+            group = incidents.storm.group_by
+            group_hash = stable_hash([render(t, context) for t in group], length=12) if group else ""
+            storm = storm_base(incidents.id, group_hash)
+        auto_ms = self._auto_ms(route, alert)
         parent = None
-        if route.topology:
-            parent = f"{route.id}:{stable_hash('topology|' + render(route.topology.key, context), length=12)}"
+        if incidents.topology:
+            topology_key = render(incidents.topology.key, context)
+            parent = f"{incidents.id}:{stable_hash('topology|' + topology_key, length=12)}"
             if is_parent:
-                return Routed(route, identity, key, parent, None, True)
-        return Routed(route, identity, key, f"{route.id}:{stable_hash(key, length=12)}", parent)
+                return Routed(route, identity, key, parent, None, True, storm, auto_ms, owner)
+        base = f"{incidents.id}:{stable_hash(key, length=12)}"
+        return Routed(route, identity, key, base, parent, False, storm, auto_ms, owner)
+
+    def _auto_ms(self, route: Route, alert: Alert) -> int:
+        """The member's auto-resolve window: the first of its route's `auto_resolve` rules that matches
+        it, else the route's `auto_resolve_after`; 0 for none."""
+        rules = self._auto.get(route.id)
+        if rules:
+            labels = match_labels(alert)
+            for rule, matchers in rules:
+                if (not rule.sources or alert.source in rule.sources) and matches_all(matchers, labels):
+                    return int(rule.after * 1000)
+        after = route.lifecycle.auto_resolve_after
+        return int(after * 1000) if after else 0
+
+
+def scope_owners(config: MappingConfig) -> dict[str, Route]:
+    """Route id -> the route owning its incidents (the first route naming its `correlate.scope`), for
+    every route with a scope, the owner included."""
+    first: dict[str, Route] = {}
+    out: dict[str, Route] = {}
+    for route in config.routes:
+        scope = route.correlate.scope
+        if scope:
+            out[route.id] = first.setdefault(scope, route)
+    return out
 
 
 def policy_json(route: Route, retention_ms: int, audit_cap: int) -> bytes:
@@ -117,6 +174,8 @@ def policy_json(route: Route, retention_ms: int, audit_cap: int) -> bytes:
     if life.threshold:
         t = life.threshold
         policy["threshold"] = {"count": t.count, "distinct": t.distinct_resources, "window": ms(t.window)}
+    if route.topology and route.topology.hold:
+        policy["hold"] = ms(route.topology.hold)
     if life.flap:
         policy["flap"] = {
             "changes": life.flap.changes,

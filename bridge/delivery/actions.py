@@ -16,9 +16,9 @@ from bridge.core.config import Route
 from bridge.core.desk import Desk, TicketPhase, TicketRef
 from bridge.core.errors import DeskRejected
 from bridge.core.models import base36
-from bridge.core.routing import storm_base
+from bridge.core.routing import is_storm_base
 from bridge.core.templates import alert_context, render
-from bridge.delivery import ownership
+from bridge.delivery import guard, ownership
 from bridge.delivery.guard import DeskGuard
 from bridge.delivery.notes import acknowledged, note_text
 from bridge.runtime import outbox, routebook
@@ -46,6 +46,10 @@ class DeskActions:
                 if action.changes:
                     await self._note(ik, desk, ref, route, action, [])
                 return ref.display or ref.id
+            case "MERGE":
+                if ref is None:  # its open never reached the desk (dead-lettered): nothing to close
+                    return "no ticket"
+                await self._merge(desk, ref, action)
             case "NOTE" | "REOPEN" | "RESOLVE" if ref is None:
                 raise DeskRejected(
                     f"no ticket for incident {action.incident}: its open was dead-lettered",
@@ -125,7 +129,7 @@ class DeskActions:
                 log.info("ticket_adopted", ticket=ref.display or ref.id)
         if ref is None:
             context = self._context(action, route)
-            overlay = route.storm.fields if route.storm and ik.base == storm_base(route.id) else None
+            overlay = route.storm.fields if route.storm and is_storm_base(ik.base, route.id) else None
             try:
                 fields = ownership.open_fields(route, context, overlay)
             except ValueError as exc:
@@ -149,6 +153,37 @@ class DeskActions:
         view[f"ticket:{action.epoch}".encode()] = ticket
         view.pop(marker.encode(), None)
         return ref
+
+    async def _merge(self, desk: Desk, ref: TicketRef, action: Action) -> None:
+        """Close a child's ticket as a duplicate of its topology parent's (bridge/runtime/lua/adopt.lua):
+        linked where the desk can (the optional `Desk.close_duplicate`: ServiceNow's `parent_incident`),
+        else resolved with a note naming the parent's ticket. Waits for the parent's ticket to open (up
+        to PARENT_WAIT_MS; then the note names the parent's incident instead)."""
+        base, _, epoch = action.into.rpartition(":")
+        raw = await self.rt.redis.hget(keys.IncidentKeys(base).state, f"ticket:{epoch}") if base else None
+        if raw is None and self.rt.clock() - self._merge_since(action) < PARENT_WAIT_MS:
+            raise AwaitingParent(
+                f"the ticket of {action.into}, which {action.incident} duplicates, is not open yet",
+                desk=desk.name,
+                action="merge",
+                retry_after=1.0,
+            )
+        parent = TicketRef(*orjson.loads(raw)) if raw is not None else None
+        shown = (parent.display or parent.id) if parent else action.into
+        note = f"Closed as a duplicate of {shown}: its topology parent's ticket, which takes its alerts from now on."
+        close = getattr(desk, "close_duplicate", None)
+        if parent is not None and close is not None:
+            await self.guard.call(desk, "close_duplicate", close(ref, parent, note))
+        else:
+            await self.guard.call(desk, "resolve", desk.resolve(ref, note, {}))
+
+    @staticmethod
+    def _merge_since(action: Action) -> int:
+        """When the MERGE was decided (its entry's `at`)."""
+        try:
+            return int(orjson.loads(action.entries[0]).get("at") or 0)
+        except (ValueError, AttributeError):
+            return 0
 
     async def bind(self, action: Action, view: dict[bytes, bytes]) -> Route:
         """The route an action goes by and (`action.desk`) its desk. The route: as in the mapping, else, for
@@ -177,6 +212,14 @@ class DeskActions:
     def _context(self, action: Action, route: Route, alert: dict[str, Any] | None = None) -> dict[str, Any]:
         incident = {"id": action.incident, "epoch": action.epoch, "route": route.name}
         return alert_context(alert or action.alert or {}, incident=incident, changes=action.changes)
+
+
+PARENT_WAIT_MS = 600_000  # how long a MERGE waits for its parent's ticket to open
+
+
+class AwaitingParent(guard.BreakerOpen):
+    """Not a desk answer: a child's ticket is closed as a duplicate of its parent's only once that is
+    open; the child's incident waits, the desk's breaker stays as it is."""
 
 
 def _render_or_reject(template: str, context: dict[str, Any], desk: str) -> str:

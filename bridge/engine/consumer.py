@@ -20,6 +20,7 @@ from pydantic import ValidationError
 from bridge.core import keys
 from bridge.core.models import Alert, DecisionKind, Status
 from bridge.core.routing import Routed, Router, follow_up
+from bridge.engine import adoption
 from bridge.engine.placement import place
 from bridge.engine.silences import Silence, Silences, silenced
 from bridge.runtime import dead_letters, outbox, routebook
@@ -48,7 +49,7 @@ class _Records:
     ready: dict[str, int] = field(default_factory=dict)  # incident base -> since when its outbox has work
     timers: dict[str, int] = field(default_factory=dict)  # timer member -> due
     changed: dict[str, int] = field(default_factory=dict)  # incident base -> last change
-    opened: dict[str, int] = field(default_factory=dict)  # route -> new incidents (storm guard)
+    children: dict[str, dict[str, int]] = field(default_factory=dict)  # topology parent -> child base -> when live
     decisions: dict[tuple[str, str], int] = field(default_factory=dict)  # (route, decision) -> count
 
 
@@ -201,12 +202,14 @@ class Engine:
         else:
             routed, dead, silenced = self._match(router, entries, active)
 
-        bases = await place(self.rt.redis, [(r, alert.status) for _, alert, r in routed], list(self.rt.retired))
+        items = [(r, alert.status) for _, alert, r in routed]
+        bases = await place(self.rt.scripts, items, list(self.rt.retired), now=now, silenced=silenced)
         work = [_Work(raw, alert, r, base) for (raw, alert, r), base in zip(routed, bases, strict=True)]
         pipe = self.rt.redis.pipeline(transaction=False)
         for index, w in enumerate(work):
             await self.rt.scripts.apply_alert(self._step(w, index in silenced), now, pipe)
         replies = await self.rt.scripts.execute(pipe, raise_on_error=False)
+        await self._moved(work, replies, silenced, now)
 
         records = _Records()
         for w, reply in zip(work, replies, strict=True):
@@ -232,6 +235,7 @@ class Engine:
             pipe.zadd(keys.TIMERS, records.timers)
         if records.changed:
             pipe.zadd(keys.INCIDENTS, records.changed)
+        parents = adoption.index(pipe, records.children, self.rt.tuning.retention_ms)
         queued = len(pipe.command_stack)
         dead = [self.rt.masker.value({**d, "at": now}) for d in dead]  # without the mapping's secrets
         letters = slice(queued, queued + dead_letters.add(pipe, self.rt.tuning, dead, now))
@@ -258,8 +262,8 @@ class Engine:
                 raise reply
         if dead:
             dead_letters.dropped(self.rt.metrics, replies[letters])
-        if records.opened:
-            await self._count_opens(records.opened, now)
+        if parents:
+            await adoption.late_children(self.rt, parents, replies[queued - len(parents) : queued], now)
         if len(records.ready) > len(taken):
             self.ready.set()
 
@@ -283,28 +287,21 @@ class Engine:
         covered = silenced(active, [alert for _, alert, _ in routed]) if active else set()
         return routed, dead, covered
 
-    async def _count_opens(self, opened: dict[str, int], now: int) -> None:
-        """Storm guard: more new incidents in the last minute than the route allows starts a storm.
-
-        A sliding-window counter: this minute's count plus the previous minute's, weighted by how much
-        of it still lies within the last 60 s, so a storm across a minute boundary is not split in two.
-        """
-        minute = now // 60_000
-        pipe = self.rt.redis.pipeline(transaction=False)
-        for route, count in opened.items():
-            pipe.incrby(keys.storm_count(route, minute), count)
-            pipe.expire(keys.storm_count(route, minute), 120)
-            pipe.get(keys.storm_count(route, minute - 1))
-        replies = await self.rt.scripts.execute(pipe)
-        overlap = 1 - (now % 60_000) / 60_000
-        for index, route in enumerate(opened):
-            current, previous = int(replies[index * 3]), int(replies[index * 3 + 2] or 0)
-            total = current + previous * overlap
-            limit = next(r.storm.max_new_per_minute for r in self.rt.config.routes if r.id == route and r.storm)
-            if total > limit:
-                # The flag lives a minute past the last over-limit batch: "until the storm passes".
-                await self.rt.redis.set(keys.storm_flag(route), now, px=60_000)
-                log.warning("storm_started", route=route, new_incidents_last_minute=round(total), limit=limit)
+    async def _moved(self, work: list[_Work], replies: list[Any], silenced: set[int], now: int) -> None:
+        """Alerts placed on an incident its topology parent adopted just before their step ran (MOVED):
+        run again on the parent, in place in `replies`. An adoption is a one-way step, so one more round
+        suffices; a second MOVED (the parent adopted meanwhile, by another parent) is run once more."""
+        for _ in range(2):
+            moved = [i for i, r in enumerate(replies) if not isinstance(r, Exception) and _s(r[0]) == "MOVED"]
+            if not moved:
+                return
+            pipe = self.rt.redis.pipeline(transaction=False)
+            for i in moved:
+                work[i].base = _s(replies[i][3])
+                work[i].routed.live = False
+                await self.rt.scripts.apply_alert(self._step(work[i], i in silenced), now, pipe)
+            for i, reply in zip(moved, await self.rt.scripts.execute(pipe, raise_on_error=False), strict=True):
+                replies[i] = reply
 
     def _step(self, w: _Work, suppressed: bool) -> AlertStep:
         alert = w.alert
@@ -314,6 +311,7 @@ class Engine:
         policy = self.rt.router.policies.get(route_id)
         if policy is None:
             policy = self.rt.retired[route_id].policy
+        own = w.base == w.routed.base  # on its own incident, not a parent's, a storm's or a retired route's
         return AlertStep(
             base=w.base,
             identity=w.routed.identity,
@@ -330,6 +328,11 @@ class Engine:
             followup=mark.kind,
             note=mark.text,
             event=mark.event,
+            name=alert.name,
+            auto_ms=w.routed.auto_ms,
+            child=own and w.routed.parent is not None and not w.routed.is_parent,
+            live=own and w.routed.live,
+            key=w.routed.key,
         )
 
     def _record(self, records: _Records, w: _Work, applied: Applied, now: int) -> None:
@@ -343,8 +346,12 @@ class Engine:
             records.timers[keys.timer_member(w.base, kind, due)] = due
         if decision is not DecisionKind.DUPLICATE:
             records.changed[w.base] = now
-        if decision is DecisionKind.OPEN and w.routed.storm and w.base != w.routed.storm:
-            records.opened[w.routed.route.id] = records.opened.get(w.routed.route.id, 0) + 1
+        routed = w.routed
+        if w.base == routed.base and decision in (DecisionKind.OPEN, DecisionKind.REOPEN, DecisionKind.PENDING):
+            if routed.is_parent and decision is not DecisionKind.PENDING and adoption.adopts(routed.incidents):
+                records.timers[keys.timer_member(w.base, adoption.TIMER_KIND, now)] = now  # its earlier children
+            elif routed.parent and not routed.is_parent and adoption.adopts(routed.incidents):
+                records.children.setdefault(routed.parent, {})[w.base] = now  # for a parent that comes later
 
 
 def _next_id(stream_id: str) -> str:

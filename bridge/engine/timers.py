@@ -7,11 +7,13 @@ no-op."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import redis.exceptions
 import structlog
 
 from bridge.core import keys
+from bridge.engine import adoption
 from bridge.runtime import heartbeats, outbox, routebook
 from bridge.runtime.context import Runtime, wait_for_event
 from bridge.runtime.scripts import Scripts
@@ -45,11 +47,15 @@ class Ticker:
         done: list[str] = []  # members to drop: fired, or of a route that left the mapping
         fired: list[tuple[str, str, str]] = []  # (member, base, kind)
         beats: list[tuple[str, str, int]] = []  # heartbeats' expiries: (member, heartbeat id, due)
+        adoptions: list[tuple[str, str, int]] = []  # topology parents adopting: (member, parent, when it opened)
         pipe = self.rt.redis.pipeline(transaction=False)
         for member in claimed:
             base, kind, due = keys.parse_timer_member(member)
             if kind == heartbeats.TIMER_KIND:
                 beats.append((member, base, due))
+                continue
+            if kind == adoption.TIMER_KIND:
+                adoptions.append((member, base, due))
                 continue
             route_id = base.split(":", 1)[0]
             policy = self.rt.router.policies.get(route_id)
@@ -64,11 +70,18 @@ class Ticker:
         if beats:
             done.extend(await heartbeats.fire(self.rt, beats))
         replies = await self.rt.scripts.execute(pipe, raise_on_error=False)
+        await self._moved(fired, replies, now)
         records = self.rt.redis.pipeline(transaction=False)
         ready: dict[str, int] = {}
         changed: dict[str, int] = {}
         later: dict[str, int] = {}
         decided = 0
+        for member, parent, opened in adoptions:
+            if await adoption.adopt_round(self.rt, parent, opened, now):
+                done.append(member)
+            else:
+                later[member] = now  # more children: the next tick goes on
+            decided += 1
         for (member, base, kind), reply in zip(fired, replies, strict=True):
             if isinstance(reply, Exception):  # left claimed: it fires again once its claim expires
                 log.error("timer_failed", base=base, kind=kind, error=str(reply))
@@ -95,3 +108,24 @@ class Ticker:
         if decided:
             self.ready.set()
         return decided
+
+    async def _moved(self, fired: list[tuple[str, str, str]], replies: list[Any], now: int) -> None:
+        """Timers of an incident its topology parent adopted (a member's auto-resolve) fire on the parent,
+        where the member is now; in place in `replies`."""
+        moved = [i for i, r in enumerate(replies) if not isinstance(r, Exception) and Scripts.fired(r)[0] == "MOVED"]
+        if not moved:
+            return
+        pipe = self.rt.redis.pipeline(transaction=False)
+        targets: list[tuple[int, str]] = []
+        for i in moved:
+            member, _, kind = fired[i]
+            target = Scripts.timer_moved_to(replies[i])
+            policy = self.rt.router.policies.get(target.split(":", 1)[0])
+            if not target or policy is None:
+                replies[i] = ["", "", 0, []]
+                continue
+            self.rt.scripts.fire_timer(target, kind, keys.parse_timer_member(member)[2], now, policy, pipe)
+            targets.append((i, target))
+        for (i, target), reply in zip(targets, await self.rt.scripts.execute(pipe, raise_on_error=False), strict=True):
+            replies[i] = reply
+            fired[i] = (fired[i][0], target, fired[i][2])

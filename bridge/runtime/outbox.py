@@ -26,7 +26,7 @@ HEAD = 100  # outbox entries a drain reads at once (with the lease, and after)
 class Action:
     """One desk call, made from one or more consecutive outbox entries."""
 
-    kind: str  # OPEN, NOTE, REOPEN, RESOLVE
+    kind: str  # OPEN, NOTE, REOPEN, RESOLVE, MERGE
     incident: str
     epoch: str
     route: str
@@ -38,6 +38,7 @@ class Action:
     marked: bool = False  # an OPEN whose `opening:` marker this drain set: no earlier attempt to look up
     settings: Route | None = None  # its route and desk, once bound (bridge.delivery.actions.DeskActions.bind)
     desk: str = ""
+    into: str = ""  # MERGE: the incident (id) of the topology parent whose ticket this one duplicates
 
 
 UNREADABLE = "UNREADABLE"  # the kind of an action made of an outbox entry that cannot be read
@@ -63,11 +64,13 @@ def coalesce(raw: list[bytes]) -> list[Action]:
             actions.append(Action(UNREADABLE, "", "", "", {"reason": reason}, [item]))
             continue
         last = actions[-1] if actions else None
-        if kind == "NOTE" and last is not None and last.epoch == epoch and last.kind not in ("RESOLVE", UNREADABLE):
+        if kind == "NOTE" and last is not None and last.epoch == epoch and last.kind in ("OPEN", "NOTE", "REOPEN"):
             last.changes.append(entry)
             last.entries.append(item)
             continue
         action = Action(kind, entry["incident"], epoch, entry["route"], entry.get("alert"), [item])
+        if kind == "MERGE":
+            action.into = str(entry.get("into") or "")
         if kind == "NOTE":
             action.changes.append(entry)
         actions.append(action)

@@ -57,6 +57,16 @@ class AlertStep:
     followup: str = ""
     note: str = ""
     event: bool = False  # the alert is a follow-up, noted by the route or not
+    name: str = ""  # the alert's name, for the notes timers write about it
+    auto_ms: int = 0  # the member's auto-resolve window (ms), 0 for none
+    child: bool = False  # a topology child on its own incident (`topology.hold` applies)
+    live: bool = False  # placed on its own incident because placement found it live (see MOVED)
+    key: str = ""  # the rendered correlation key, kept with a new incident for humans (adoption notes)
+
+    def flags(self) -> str:
+        """ARGV[10] of apply_alert.lua: suppressed, child, live, comma-separated."""
+        flags = (("suppressed", self.suppressed), ("child", self.child), ("live", self.live))
+        return ",".join(name for name, on in flags if on)
 
 
 def open_scripts(url: str, *, timeout: float) -> Scripts:
@@ -90,6 +100,8 @@ class Scripts:
         self._rotate: AsyncScript = redis.register_script(_source("rotate_epoch.lua"))
         self._token: AsyncScript = redis.register_script(_source("take_token.lua"))
         self._settle: AsyncScript = redis.register_script(_source("settle.lua"))
+        self._adopt: AsyncScript = redis.register_script(_source("adopt.lua"))
+        self._storm: AsyncScript = redis.register_script(_source("storm_admit.lua"))
         self._beat: AsyncScript = redis.register_script(_source("heartbeat_ping.lua"))
         self._lapse: AsyncScript = redis.register_script(_source("heartbeat_expire.lua"))
         self._all = (
@@ -101,6 +113,8 @@ class Scripts:
             self._rotate,
             self._token,
             self._settle,
+            self._adopt,
+            self._storm,
             self._beat,
             self._lapse,
         )
@@ -142,13 +156,16 @@ class Scripts:
             "1" if step.loose else "",
             step.alert_json,
             step.route,
-            "suppressed" if step.suppressed else "",
+            step.flags(),
             step.resource,
             step.policy,
             step.mark,
             step.followup,
             step.note,
             "1" if step.event else "",
+            step.name,
+            step.auto_ms,
+            step.key[:200],
         ]
         ik = keys.IncidentKeys(step.base)
         if pipe is not None:
@@ -161,8 +178,33 @@ class Scripts:
 
     @staticmethod
     def fired(reply: list[Any]) -> tuple[str, int, list[tuple[str, int]]]:
-        """A fire_timer.lua reply: (decision or '', outbox length, timers to add)."""
+        """A fire_timer.lua reply: (decision or '', outbox length, timers to add); for MOVED, the timer is
+        to fire on the incident `timer_moved_to` names instead."""
         return _s(reply[0]), int(reply[2]), _pairs(reply[3])
+
+    @staticmethod
+    def timer_moved_to(reply: list[Any]) -> str:
+        """The base a fire_timer.lua MOVED reply sends the timer to (the incident's topology parent)."""
+        return _s(reply[4])
+
+    def adopt(self, parent: str, child: str, now_ms: int, policy: bytes, pipe: Pipeline) -> None:
+        """Queue a topology parent's adoption of one child incident (adopt.lua); decode with `adopted`."""
+        pk, ck = keys.IncidentKeys(parent), keys.IncidentKeys(child)
+        own = pk.script_keys()
+        keys_ = [*own, *ck.script_keys(), ck.lease]
+        self._queue(pipe, self._adopt, keys_, [now_ms, policy, parent, child, len(own)])
+
+    @staticmethod
+    def adopted(reply: list[Any]) -> tuple[str, int, int, int]:
+        """An adopt.lua reply: (outcome, alerts moved, parent's outbox length, child's outbox length)."""
+        return _s(reply[0]), int(reply[1]), int(reply[2]), int(reply[3])
+
+    def storm_admit(
+        self, count_key: str, flag_key: str, now_ms: int, window_ms: int, limit: int, bases: list[str], pipe: Pipeline
+    ) -> None:
+        """Queue admitting new incidents under a storm guard (storm_admit.lua); the reply is a flag per base
+        of `bases`: 1 it may open its own incident, 0 it joins the storm's major incident."""
+        self._queue(pipe, self._storm, [count_key, flag_key], [now_ms, window_ms, limit, *bases])
 
     def heartbeat_ping(self, keys_: list[str], args: list[str | int | bytes], pipe: Pipeline) -> None:
         """Queue one ping (heartbeat_ping.lua); its reply is [outcome, due]."""

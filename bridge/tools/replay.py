@@ -131,6 +131,9 @@ class RecordingDesk:
     async def reopen(self, ref: TicketRef, note: str) -> None:
         self._record("reopen", ref, text=note)
 
+    async def close_duplicate(self, ref: TicketRef, parent: TicketRef, note: str) -> None:
+        self._record("close_duplicate", ref, parent=parent.display, text=note)
+
     async def state(self, ref: TicketRef) -> TicketState:
         return TicketState(TicketPhase.OPEN)
 

@@ -7,13 +7,18 @@ KEYS[2] incident members hash (identity -> "occurrence|status|severity|seen ms|~
 KEYS[3] incident outbox list  (desk actions, JSON, oldest first)
 KEYS[4] incident audit list   (the milestones, JSON, newest first, capped: see `audit` below)
 KEYS[5] incident changes list (the other decisions, JSON, newest first, capped)
+KEYS[6] incident details hash (per member: "f:<identity>" its flap record "<0|1>|<change ms>,...",
+                               "n:<identity>" its alert's name, for the notes timers write)
 
 ARGV[1]  now (ms)                  ARGV[2]  incident base "<route>:<key hash>"
 ARGV[3]  alert identity            ARGV[4]  status: firing | acknowledged | resolved
 ARGV[5]  severity                  ARGV[6]  occurrence (ms of starts_at, else of arrival)
 ARGV[7]  "1" when the source gave no start time (then a repeat while firing is not a re-fire)
 ARGV[8]  alert JSON (copied into outbox entries for rendering)
-ARGV[9]  route id                  ARGV[10] flags: "" or "suppressed" (a silence matched)
+ARGV[9]  route id
+ARGV[10] flags, comma-separated: "suppressed" (a silence matched), "child" (a topology child on its own
+         incident: `topology.hold` applies), "live" (placement found this incident live: should it have
+         been adopted by its topology parent since, the reply is MOVED, to run the alert there)
 ARGV[11] resource (for distinct-resource thresholds)
 ARGV[12] policy JSON: {resolve_after, reopen_within, retention, audit_cap, auto_resolve_after,
          threshold = {count, distinct, window} | nil, flap = {changes, window, quiet} | nil,
@@ -23,9 +28,14 @@ ARGV[13] mark: a short hash of the follow-up the route notes (an acknowledgement
          comment, a comment, flapping, downtime, the summary where asked), "" for none
 ARGV[14] what the follow-up is (acknowledgement, comment, ..., summary)   ARGV[15] its note text
 ARGV[16] "1" when the alert is a follow-up at all, noted by the route or not
+ARGV[17] the alert's name (kept for members that timers may write about: flapping, auto-resolve)
+ARGV[18] the member's auto-resolve window (ms; "0": none): its alert's route's, or the rule's that matched
+         it, so one incident may hold members of sources that clear and of sources that never do
+ARGV[19] the rendered correlation key (kept with a new incident, for humans: the note of an adoption)
 
 Returns {decision, incident_id, outbox length, reason, timers} where timers is a flat list
-{kind, due, kind, due, ...} for the caller to add to the timers set (idempotently).
+{kind, due, kind, due, ...} for the caller to add to the timers set (idempotently). For MOVED the
+reason is the base of the incident to run the alert on instead (its topology parent's).
 
 A member's versions are ordered by (occurrence, rank) with firing < acknowledged < resolved, so an
 older occurrence or a late repeat can never undo a newer state: replays, HA double-sends and two
@@ -35,13 +45,21 @@ its status is behind the member's: a comment after an acknowledgement), and a co
 repeat, in whatever order the copies come.
 ]]
 local K_STATE, K_MEMBERS, K_OUTBOX, K_AUDIT, K_CHANGES = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local K_DETAILS = KEYS[6]
 local now = tonumber(ARGV[1])
 local base, identity, status, sev = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local occ, loose = tonumber(ARGV[6]), ARGV[7] == "1"
-local alert_json, route, suppressed, resource = ARGV[8], ARGV[9], ARGV[10] == "suppressed", ARGV[11]
+local alert_json, route, resource = ARGV[8], ARGV[9], ARGV[11]
+local flags = "," .. (ARGV[10] or "") .. ","
+local suppressed = string.find(flags, ",suppressed,", 1, true) ~= nil
+local is_child, placed_live = string.find(flags, ",child,", 1, true) ~= nil, string.find(flags, ",live,", 1, true) ~= nil
 local policy = cjson.decode(ARGV[12])
 local mark, followup, note_text, is_event = ARGV[13] or "", ARGV[14] or "", ARGV[15] or "", ARGV[16] == "1"
 local unnoted = policy.quiet or {}
+local alert_name = ARGV[17] or ""
+local auto_after = tonumber(ARGV[18] or "") or policy.auto_resolve_after or 0
+if auto_after <= 0 then auto_after = nil end
+local key_text = ARGV[19] or ""
 local RANK = {firing = 0, acknowledged = 1, resolved = 2}
 local MARKS_KEPT = 4
 local timers = {}
@@ -51,7 +69,7 @@ local inc = redis.call("HMGET", K_STATE, "state", "epoch", "firing", "resolved_a
 local state, epoch = inc[1], inc[2]
 local firing = tonumber(inc[3] or "0")
 local resolved_at = tonumber(inc[4] or "0")
-local flapping = inc[7] == "1"
+local flapping = tonumber(inc[7] or "0") > 0  -- members flapping now (older versions wrote 1 for any)
 
 local function parse_member(value)
   if not value then return nil end
@@ -159,8 +177,9 @@ end
 local function set_member(st)
   local kept = marks ~= "" and ("~" .. marks .. "|") or ""
   redis.call("HSET", K_MEMBERS, identity, occ .. "|" .. st .. "|" .. sev .. "|" .. now .. "|" .. kept .. resource)
-  if st ~= "resolved" and policy.auto_resolve_after then
-    arm("auto:" .. identity, now + policy.auto_resolve_after)
+  if st ~= "resolved" and auto_after then
+    arm("auto@" .. auto_after .. ":" .. identity, now + auto_after)
+    if alert_name ~= "" then redis.call("HSET", K_DETAILS, "n:" .. identity, alert_name) end
   end
 end
 
@@ -169,26 +188,40 @@ local function rearm()
   if state == "resolving" then arm("resolve", tonumber(inc[5] or "0")) end
 end
 
--- Flap detection: remember member state changes within the window; more than `changes` of them
--- and the incident goes quiet until it has been stable for `quiet`.
+-- Flap detection is a member's: its own state changes (firing -> clear, clear or a new occurrence ->
+-- firing) within the window; joining the incident is none. More than `changes` of them and the member
+-- is flapping: one note, then its changes are not noted until it has been stable for `quiet` (a
+-- "flap:<identity>" timer). `flapping` counts the incident's flapping members: while there are any,
+-- the incident does not resolve (no resolve/reopen churn at the desk).
+local function member_flapping()
+  if not policy.flap or not flapping then return false end
+  return string.sub(redis.call("HGET", K_DETAILS, "f:" .. identity) or "", 1, 1) == "1"
+end
+
 local function note_flip()
   if not policy.flap then return false end
+  local record = redis.call("HGET", K_DETAILS, "f:" .. identity) or ""
+  local was = string.sub(record, 1, 1) == "1"
   local kept = {}
-  for t in string.gmatch(inc[8] or "", "%d+") do
+  for t in string.gmatch(string.sub(record, 3), "%d+") do
     if tonumber(t) >= now - policy.flap.window then kept[#kept + 1] = t end
   end
   kept[#kept + 1] = tostring(now)
   while #kept > policy.flap.changes + 1 do table.remove(kept, 1) end
-  redis.call("HSET", K_STATE, "flips", table.concat(kept, ","), "last_change", now)
-  if flapping then
-    arm("flap", now + policy.flap.quiet)
+  local flag = (was or #kept > policy.flap.changes) and "1" or "0"
+  redis.call("HSET", K_DETAILS, "f:" .. identity, flag .. "|" .. table.concat(kept, ","))
+  if flag == "1" and alert_name ~= "" then redis.call("HSET", K_DETAILS, "n:" .. identity, alert_name) end
+  redis.call("HSET", K_STATE, "last_change", now)
+  if was then
+    arm("flap:" .. identity, now + policy.flap.quiet)
     return true
   end
-  if #kept > policy.flap.changes then
+  if flag == "1" then
     flapping = true
-    redis.call("HSET", K_STATE, "flapping", 1)
-    arm("flap", now + policy.flap.quiet)
-    emit("NOTE", "flapping: " .. #kept .. " changes within the flap window; quiet until stable")
+    redis.call("HINCRBY", K_STATE, "flapping", 1)
+    arm("flap:" .. identity, now + policy.flap.quiet)
+    emit("NOTE", "flapping: " .. #kept .. " changes within the flap window; its changes are not noted until it is"
+      .. " stable for the quiet period")
     return true
   end
   return false
@@ -209,7 +242,7 @@ if prev then
   end
   if same_occurrence and status == prev.status and not fresh and (sev == prev.sev or unnoted.severity) then
     local reason = sev == prev.sev and "repeat" or "severity change the route does not note"
-    if sev ~= prev.sev or (policy.auto_resolve_after and status ~= "resolved") then
+    if sev ~= prev.sev or (auto_after and status ~= "resolved") then
       set_member(status)  -- the source repeats the alert: it is not stale yet
     end
     rearm()
@@ -299,8 +332,9 @@ if live then
     end
     reason = table.concat(parts, "; ")
   end
-  local flipped = not was_active or (occ > prev.occ and not loose)
-  local quiet_flap = flipped and note_flip() or flapping
+  -- A change of this member's state (not its joining): cleared before, or a new occurrence.
+  local flipped = prev ~= nil and (not was_active or (occ > prev.occ and not loose))
+  local quiet_flap = flipped and note_flip() or member_flapping()
   if state == "resolving" then
     redis.call("HSET", K_STATE, "state", "open", "resolve_due", 0)
     reason = reason .. " during hold-down"
@@ -320,7 +354,7 @@ for _, key in ipairs(KEYS) do redis.call("PERSIST", key) end
 if state == "resolved" and policy.reopen_within > 0 and now - resolved_at <= policy.reopen_within then
   set_member(status)
   redis.call("HSET", K_STATE, "state", "open", "firing", 1, "resolve_due", 0, "changed_at", now)
-  if note_flip() then
+  if prev and note_flip() then
     audit("FLAPPING", "fired again while flapping")
     return done("FLAPPING", "fired again while flapping")
   end
@@ -328,6 +362,15 @@ if state == "resolved" and policy.reopen_within > 0 and now - resolved_at <= pol
   redis.call("HSET", K_STATE, "desk_open", 1)
   emit("REOPEN", "fired again within the reopen window")
   return done("REOPEN", "fired again within the reopen window")
+end
+
+-- 6a. A topology child waits `topology.hold` before its ticket opens, pending: a parent that comes
+-- meanwhile adopts it before any ticket exists (a "hold" timer opens it otherwise, with this alert).
+if policy.hold and is_child and state ~= "pending" then
+  redis.call("HSET", K_STATE, "state", "pending", "firing", 0, "route", route, "pending_since", now,
+    "hold_until", now + policy.hold, "held_alert", alert_json, "key", key_text)
+  state, firing, was_active = "pending", 0, false
+  arm("hold", now + policy.hold)
 end
 
 -- 6. Nothing live: hold until the threshold is met, if the route has one.
@@ -361,15 +404,26 @@ if policy.threshold then
   end
 end
 
+if state == "pending" and policy.hold then
+  local hold_until = tonumber(redis.call("HGET", K_STATE, "hold_until") or "0")
+  if now < hold_until then
+    audit("PENDING", "held for its topology parent (topology.hold)")
+    return done("PENDING", "held for its topology parent")
+  end
+end
+
 -- 7. A new epoch: its own ticket, its own correlation id.
 local reason = (state == "resolved" and "fired after the reopen window")
+  or (state == "merged" and "fired again after its topology parent adopted it")
+  or (state == "pending" and policy.hold and "no topology parent came within topology.hold")
   or (state == "pending" and ("threshold reached: " .. firing .. " alerts")) or "first firing member"
 epoch = base36(now)
 if epoch == inc[2] then epoch = base36(now + 1) end
-if state == "resolved" then firing = 1 end
+if state == "resolved" or state == "merged" then firing = 1 end
 redis.call("HSET", K_STATE, "state", "open", "epoch", epoch, "firing", firing, "opened_at", now,
   "resolve_due", 0, "resolved_at", 0, "changed_at", now, "route", route, "reopened", 0,
   "desk_open", 1, "flapping", 0, "flips", "", "desk", policy.desk or "", "settings", policy.settings or "")
-redis.call("HDEL", K_STATE, "pending_since", "pending_count")
+redis.call("HDEL", K_STATE, "pending_since", "pending_count", "hold_until", "held_alert", "merged_into")
+if key_text ~= "" then redis.call("HSET", K_STATE, "key", key_text) end
 emit("OPEN", reason)
 return done("OPEN", reason)

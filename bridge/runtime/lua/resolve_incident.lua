@@ -1,6 +1,6 @@
 --[[ resolve_incident.lua: resolve an incident by hand (admin API, `bridge incidents resolve`).
 
-KEYS[1..5] as apply_alert.lua (state hash, members hash, outbox list, audit list, changes list)
+KEYS[1..6] as apply_alert.lua (state hash, members hash, outbox list, audit list, changes list, details)
 ARGV[1] now (ms)   ARGV[2] epoch the caller means ("" = the current one)
 ARGV[3] note (free text, may be "")   ARGV[4] who (may be "")
 ARGV[5] retention (ms): how long the resolved incident's keys live (covers the reopen window)
@@ -38,6 +38,7 @@ for i = 1, #members, 2 do
 end
 redis.call("HSET", K_STATE, "state", "resolved", "resolved_at", now, "resolve_due", 0, "firing", 0,
   "changed_at", now, "resolved_by", who, "desk_open", 0, "flapping", 0)
+if KEYS[6] then redis.call("DEL", KEYS[6]) end  -- no member flaps any more (its flap records go)
 
 local reason = "resolved by hand"
 if who ~= "" then reason = reason .. " by " .. who end
