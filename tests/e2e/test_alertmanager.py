@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
@@ -13,6 +14,7 @@ import pytest
 import yaml
 
 from bridge.process.embedded import free_port
+from bridge.runtime.heartbeats import read_all
 from tests.conftest import ROOT, Snow, eventually, mapping, require
 
 pytestmark = pytest.mark.e2e
@@ -159,3 +161,81 @@ async def test_real_alertmanager_opsgenie_receiver_opens_and_closes_one_ticket(
     await eventually(lambda: snow.incidents()[0]["state"] == "6", within=30)
     assert len(snow.incidents()) == 1
     assert snow.incidents()[0]["close_code"] == "Solution provided"
+
+
+def watchdog_am_config(bridge_port: int, token_file: Path) -> dict[str, Any]:
+    """The shipped receiver with the Watchdog route docs/operations.md gives, at test-sized intervals."""
+    config = am_config(bridge_port, token_file)
+    config["route"]["routes"] = [
+        {
+            "matchers": ['alertname="Watchdog"'],
+            "receiver": config["route"]["receiver"],
+            "group_by": ["cluster"],
+            "group_wait": "0s",
+            "group_interval": "1s",
+            "repeat_interval": "1s",
+        }
+    ]
+    return config
+
+
+async def test_a_dead_alertmanager_opens_a_heartbeat_ticket_and_a_live_one_resolves_it(
+    snow: Snow, make_bridge: Any, alertmanager_binary: str, tmp_path: Path, session: aiohttp.ClientSession
+) -> None:
+    """Alertmanager repeats the Watchdog to the bridge; when it dies one ticket opens, when it runs again it closes."""
+    data = mapping(snow.url).model_dump(mode="json", by_alias=True, exclude_none=True)
+    data["desks"]["snow"]["password"] = "s3cret"  # (secrets dump masked)
+    data["sources"]["alertmanager"]["secret"] = TOKEN
+    data["heartbeats"] = {
+        "prometheus": {
+            "interval": "2s", "grace": "1s", "desk": "snow", "key": ["cluster"], "alerts": {},
+            "ticket": {"fields": {"short_description": "{{ summary }}"}},
+        }
+    }  # fmt: skip
+    bridge = await make_bridge(type(mapping(snow.url)).model_validate(data))
+    token_file = tmp_path / "bridge.token"
+    token_file.write_text(TOKEN)
+    (tmp_path / "alertmanager.yml").write_text(yaml.safe_dump(watchdog_am_config(bridge.port, token_file)))
+
+    async def alertmanager() -> tuple[asyncio.subprocess.Process, str]:
+        port = free_port()
+        proc = await asyncio.create_subprocess_exec(
+            alertmanager_binary, f"--config.file={tmp_path / 'alertmanager.yml'}",
+            f"--storage.path={tmp_path / f'am-{port}'}", f"--web.listen-address=127.0.0.1:{port}",
+            "--cluster.listen-address=", stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+        )  # fmt: skip
+        am = f"http://127.0.0.1:{port}"
+
+        async def ready() -> bool:
+            try:
+                async with session.get(f"{am}/-/ready") as resp:
+                    return resp.status == 200
+            except aiohttp.ClientError:
+                return False
+
+        await eventually(ready, within=20)
+        watchdog = {"labels": {"alertname": "Watchdog", "severity": "none", "cluster": "prod-eu"}}
+        await am_post(session, am, [{**watchdog, "endsAt": (datetime.now(UTC) + timedelta(hours=1)).isoformat()}])
+        return proc, am
+
+    proc, _ = await alertmanager()
+    try:
+
+        async def pinged(times: int) -> bool:
+            listed = [b for b in await read_all(bridge.runtime.redis) if b.name == "prometheus"]
+            return bool(listed) and listed[0].pings >= times
+
+        await eventually(lambda: pinged(2), within=30)  # the first notification and at least one repeat
+        assert snow.incidents() == []  # the Watchdog is a ping, not an incident
+        proc.kill()
+        await proc.wait()
+        await eventually(lambda: snow.incidents(), within=30)
+        [ticket] = snow.incidents()
+        assert ticket["short_description"].startswith("No heartbeat from prod-eu since ")
+        proc, _ = await alertmanager()
+        await eventually(lambda: snow.incidents()[0]["state"] == "6", within=30)
+        assert len(snow.incidents()) == 1
+    finally:
+        if proc.returncode is None:
+            proc.terminate()
+            await proc.wait()
