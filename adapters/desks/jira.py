@@ -18,6 +18,8 @@ is Basic `email:api_token` (Cloud) or Bearer with a personal access token (Data 
   and replay the dead letter, whose open finds and adopts it.
 - find: JQL `labels = "<id>"` (or `issue.property[key].correlation_id = "<id>"`, which needs a site
   that indexes the property), newest first, through `/search/jql` on Cloud and `/search` on DC.
+  Search may trail a create (`search_lag`): `find_lag` tells the delivery how long to keep
+  searching before it opens again an issue whose create's answer was lost.
 - note: a comment; on a desk with `service_desk`, an internal JSM comment (`public: false`).
 - update: edit; labels are added (never replaced, so the correlation label stays).
 - resolve / reopen: the transition named in the config, else the first one into (out of) the
@@ -36,7 +38,7 @@ from collections.abc import Mapping
 from typing import Any, Literal, Self
 
 import aiohttp
-from pydantic import ConfigDict, SecretStr, field_validator, model_validator
+from pydantic import ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from adapters.desks.jira_fields import RICH_TEXT, adf, field_text, jira_fields, jql_string, labels
 from adapters.desks.transport import Answer, DeskAddress, Seconds, Transport, https_url, json_reason, tls_context
@@ -76,6 +78,10 @@ class JiraConfig(DeskAddress):
     request_type: str | None = None  # JSM request type id for every open (a route may set requestTypeId)
     request_labels: list[str] = []  # JSM request types whose form shows Labels: label set in the request
     timeout: Seconds = 10.0
+    # How long after a create Jira's search may still not show the issue (Cloud search is eventually
+    # consistent): an open whose answer was lost is made again only once search, asked `timeout` +
+    # `search_lag` after that open was sent, still does not find it (docs/desks.md, "Lost opens").
+    search_lag: float = Field(15.0, ge=0)  # 0: search shows a create at once (a Data Center site may)
     ca_file: str | None = None  # custom CA bundle; TLS verification is never disabled
 
     @field_validator("url")
@@ -123,6 +129,9 @@ class JiraDesk:
         self._headers = {"Accept": "application/json", "Authorization": auth}  # never logged
         self._cloud: bool | None = {"cloud": True, "datacenter": False}.get(config.api_type)
         self._lock = asyncio.Lock()
+        # How long `find` may miss an issue after its create was sent: the answer may come that late
+        # (`timeout`), and search may take `search_lag` more to show the issue.
+        self.find_lag = config.timeout + config.search_lag
 
     # -- the Desk protocol ---------------------------------------------------------------------
 

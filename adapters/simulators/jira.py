@@ -341,10 +341,16 @@ async def _requests(request: web.Request) -> web.Response:
 
 
 def run(
-    host: str = "127.0.0.1", port: int = 8082, user: str = "admin", password: str = "admin", mode: str = "cloud"
+    host: str = "127.0.0.1",
+    port: int = 8082,
+    user: str = "admin",
+    password: str = "admin",
+    mode: str = "cloud",
+    search_lag_s: float = 0.0,
 ) -> None:
     """Serve one simulated site until interrupted; `password` is the API token and the PAT."""
-    web.run_app(make_app(mode=mode, email=user, api_token=password, pat=password), host=host, port=port)
+    app = make_app(mode=mode, email=user, api_token=password, pat=password, search_lag_s=search_lag_s)
+    web.run_app(app, host=host, port=port)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -354,8 +360,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--user", default="admin")
     parser.add_argument("--password", default="admin")
     parser.add_argument("--mode", choices=["cloud", "datacenter"], default="cloud")
+    parser.add_argument(
+        "--search-lag", type=float, default=0.0, help="seconds a new issue stays hidden from /search/jql (Cloud)"
+    )
     args = parser.parse_args(argv)
-    run(args.host, args.port, args.user, args.password, args.mode)
+    run(args.host, args.port, args.user, args.password, args.mode, args.search_lag)
     return 0
 
 

@@ -44,7 +44,13 @@ class TicketState:
 
 
 class Desk(Protocol):
-    """One service desk. Fields are already rendered strings, keyed by the desk's own field names."""
+    """One service desk. Fields are already rendered strings, keyed by the desk's own field names.
+
+    A desk whose `find` may not see a ticket for a while after its `open` (a search index that trails
+    the writes, as Jira Cloud's does) sets `find_lag`, in seconds, as an attribute: an open whose
+    answer was lost is then made again only once `find`, asked that long after the lost open was
+    sent, still does not find it. Without it, `find` is taken to see every ticket opened before.
+    """
 
     name: str
 

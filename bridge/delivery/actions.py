@@ -14,12 +14,12 @@ import structlog
 from bridge.core import keys
 from bridge.core.config import Route
 from bridge.core.desk import Desk, TicketPhase, TicketRef
-from bridge.core.errors import DeskRejected
+from bridge.core.errors import Cause, DeskRejected, DeskTransient
 from bridge.core.models import base36
 from bridge.core.routing import is_storm_base
 from bridge.core.templates import alert_context, render
 from bridge.delivery import guard, ownership
-from bridge.delivery.guard import DeskGuard
+from bridge.delivery.guard import BreakerOpen, DeskGuard
 from bridge.delivery.notes import acknowledged, note_text
 from bridge.runtime import outbox, routebook
 from bridge.runtime.context import Runtime
@@ -27,6 +27,13 @@ from bridge.runtime.outbox import Action
 
 log = structlog.get_logger("bridge.delivery.worker")
 ROTATED = "rotated"  # apply's answer when a closed ticket made the incident start a new epoch
+NOT_SENT = (Cause.REFUSED, Cause.DNS, Cause.TLS)  # failures that say the request never reached the desk
+REFUSED_STATUSES = (429, 503)  # answers that say the desk did not act on it (throttled, unavailable)
+
+
+class Settling(BreakerOpen):
+    """Not a desk answer: an open whose outcome is unknown waits for the desk's search to catch up
+    (`Desk.find_lag`) before it is made again; the incident waits, the desk's breaker stays as it is."""
 
 
 class DeskActions:
@@ -119,7 +126,8 @@ class DeskActions:
         self, ik: keys.IncidentKeys, desk: Desk, route: Route, action: Action, view: dict[bytes, bytes]
     ) -> TicketRef:
         redis = self.rt.redis
-        marker = f"opening:{action.epoch}"
+        marker, sent = f"opening:{action.epoch}", f"sent:{action.epoch}"
+        lag_ms = int(getattr(desk, "find_lag", 0.0) * 1000)  # how long the desk's search may trail a create
         ref: TicketRef | None = None
         fields: dict[str, str] = {}
         if marker.encode() in view and not action.marked:
@@ -127,6 +135,8 @@ class DeskActions:
             ref = await self.guard.call(desk, "find", desk.find(action.incident))
             if ref is not None:
                 log.info("ticket_adopted", ticket=ref.display or ref.id)
+            elif lag_ms:
+                await self._settled(ik, desk, action, view, lag_ms)
         if ref is None:
             context = self._context(action, route)
             overlay = route.storm.fields if route.storm and is_storm_base(ik.base, route.id) else None
@@ -134,11 +144,23 @@ class DeskActions:
                 fields = ownership.open_fields(route, context, overlay)
             except ValueError as exc:
                 raise DeskRejected(str(exc), desk=desk.name, action="render") from exc
+            started = self.rt.clock()
             if not action.marked:  # else taking the lease set it
-                await redis.hset(ik.state, marker, action.incident)
+                written: dict[str | bytes, str | int] = {marker: action.incident}
+                if lag_ms:  # when this open is sent, should its answer be lost
+                    written[sent] = started
+                    view[sent.encode()] = str(started).encode()
+                await redis.hset(ik.state, mapping=written)  # type: ignore[arg-type]
             action.marked = False  # from here on the outcome may be unknown: a retry looks it up first
             view[marker.encode()] = action.incident.encode()
-            ref = await self.guard.call(desk, "open", desk.open(action.incident, fields))
+            try:
+                ref = await self.guard.call(desk, "open", desk.open(action.incident, fields))
+            except DeskTransient as exc:
+                if lag_ms:  # its answer was lost: when it was sent, or 0 if the desk cannot have acted on it
+                    acted = exc.cause not in NOT_SENT and exc.status not in REFUSED_STATUSES
+                    await redis.hset(ik.state, sent, started if acted else 0)
+                    view[sent.encode()] = str(started if acted else 0).encode()
+                raise
             log.info("ticket_opened", desk=desk.name, ticket=ref.display or ref.id)
         ticket = orjson.dumps([ref.id, ref.display, ref.url])
         entries = ownership.written(action.epoch, fields)
@@ -146,13 +168,40 @@ class DeskActions:
         if action.changes:  # a note follows: the ticket is recorded before it is called
             pipe = redis.pipeline(transaction=False)
             pipe.hset(ik.state, mapping=entries)
-            pipe.hdel(ik.state, marker)
+            pipe.hdel(ik.state, marker, sent)
             await self.rt.scripts.execute(pipe)
         else:  # recorded with the action's own bookkeeping, one round trip
-            action.writes, action.clears = entries, [marker]
+            action.writes, action.clears = entries, [marker, sent]
         view[f"ticket:{action.epoch}".encode()] = ticket
         view.pop(marker.encode(), None)
+        view.pop(sent.encode(), None)
         return ref
+
+    async def _settled(
+        self, ik: keys.IncidentKeys, desk: Desk, action: Action, view: dict[bytes, bytes], lag_ms: int
+    ) -> None:
+        """An earlier open's outcome is unknown and the desk's search does not show it: open again only
+        once the search would (`find_lag` after that open was sent; docs/desks.md). Until then raise
+        Settling, and the incident waits. When it was sent is recorded with the open (`sent:<epoch>`, 0
+        when the desk cannot have acted on it); a replica that died mid-open recorded nothing, so the
+        wait then counts from now."""
+        key = f"sent:{action.epoch}"
+        now = self.rt.clock()
+        raw = view.get(key.encode())
+        if raw is None:
+            await self.rt.redis.hset(ik.state, key, now)
+            view[key.encode()] = str(now).encode()
+        since = now if raw is None else int(raw)
+        if since and now < since + lag_ms:
+            wait = (since + lag_ms - now) / 1000
+            log.info("open_outcome_unknown", desk=desk.name, search_again_in_s=round(wait, 1))
+            raise Settling(
+                f"{desk.name}: the outcome of an open of {action.incident} is unknown and search does not show it "
+                f"yet; searching again in {wait:.1f}s before opening again",
+                desk=desk.name,
+                action="open",
+                retry_after=wait,
+            )
 
     async def _merge(self, desk: Desk, ref: TicketRef, action: Action) -> None:
         """Close a child's ticket as a duplicate of its topology parent's (bridge/runtime/lua/adopt.lua):

@@ -16,6 +16,7 @@ from bridge.admin.incidents import list_incidents
 from bridge.core import config as config_mod
 from bridge.core import keys
 from bridge.process.embedded import EmbeddedRedis
+from bridge.runtime import routebook
 from tests.amp import alert, group
 from tests.conftest import Snow, eventually, mapping, post
 from tests.running import TOKEN, base_url, call, cli, scrape, value, webhook_url
@@ -60,8 +61,18 @@ async def test_rename_keeping_the_id_keeps_the_incident_and_its_ticket(
     assert value(samples, "bridge_retired_route_incidents", route="prometheus") == 0
 
 
+class Lines:
+    """Stands in for a module's structlog logger: keeps (level, event, fields) of every line."""
+
+    def __init__(self) -> None:
+        self.lines: list[tuple[str, str, dict[str, Any]]] = []
+
+    def __getattr__(self, level: str) -> Any:
+        return lambda event, **fields: self.lines.append((level, event, fields))
+
+
 async def test_rename_without_the_id_is_reported_and_clears_still_resolve_the_old_ticket(
-    snow: Snow, make_bridge: Any, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+    snow: Snow, make_bridge: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Renamed without an `id`: the reload says the old route has a live incident; its alert's clear, now
     routed by the new route, still resolves the old ticket; a new alert opens its ticket under the new route."""
@@ -69,12 +80,14 @@ async def test_rename_without_the_id_is_reported_and_clears_still_resolve_the_ol
     bridge = await start(make_bridge, path)
     await post(webhook_url(bridge), group(alert()))
     old = (await eventually(lambda: snow.incidents()))[0]
+    logged = Lines()
+    monkeypatch.setattr(routebook, "log", logged)
     write(path, snow, {"name": "prom-critical"})
     await reload(bridge)
     _, samples = await scrape(base_url(bridge))
     assert value(samples, "bridge_retired_route_incidents", route="prometheus") == 1
-    logged = capfd.readouterr().out
-    assert "route_retired" in logged and "live_incidents=1" in logged and "route=prometheus" in logged
+    (retired,) = [fields for level, event, fields in logged.lines if event == "route_retired"]
+    assert retired["route"] == "prometheus" and retired["live_incidents"] == 1
 
     await post(webhook_url(bridge), group(alert()))  # a repeat of the old incident's member: no new ticket
     await post(webhook_url(bridge), group(alert(instance="web-02:9100")))  # a new alert: the new route's
