@@ -127,7 +127,9 @@ class Storm(Strict):
     """More than `max_new_per_minute` new incidents on the route within `window`: one major incident takes
     the rest until `window` passes without an incident refused. Counted exactly, across batches and
     replicas (an atomic count in Redis before the alerts are decided); with `group_by`, per group: alerts
-    of another group (another site, another switch) open their own incidents as usual."""
+    of another group (another site, another switch) open their own incidents as usual. A topology parent
+    is never refused; with `group_by: [<the route's topology.key>]` a group's storm incident is a child of
+    that key's parent like the others (held by `topology.hold`, adopted when the parent comes)."""
 
     max_new_per_minute: int = Field(ge=1)
     window: Duration = Field(60.0, gt=0)

@@ -26,6 +26,9 @@ class Routed:
     auto_ms: int = 0  # the member's auto-resolve window (ms), 0 for none
     owner: Route | None = None  # the route whose incidents these are: the scope's owner (None: `route` itself)
     live: bool = False  # placement found the alert's own incident live, and left it there
+    # The storm's groups are the topology keys (`storm.group_by: [<topology.key>]`): a storm incident
+    # holds the children of one parent, and is a child of that parent too (held, adopted).
+    storm_child: bool = False
 
     @property
     def incidents(self) -> Route:
@@ -113,14 +116,15 @@ class Router:
             group_hash = stable_hash([render(t, context) for t in group], length=12) if group else ""
             storm = storm_base(incidents.id, group_hash)
         auto_ms = self._auto_ms(route, alert)
-        parent = None
+        parent, storm_child = None, False
         if incidents.topology:
+            storm_child = bool(incidents.storm and incidents.storm.group_by == [incidents.topology.key])
             topology_key = render(incidents.topology.key, context)
             parent = f"{incidents.id}:{stable_hash('topology|' + topology_key, length=12)}"
             if is_parent:
                 return Routed(route, identity, key, parent, None, True, storm, auto_ms, owner)
         base = f"{incidents.id}:{stable_hash(key, length=12)}"
-        return Routed(route, identity, key, base, parent, False, storm, auto_ms, owner)
+        return Routed(route, identity, key, base, parent, False, storm, auto_ms, owner, storm_child=storm_child)
 
     def _auto_ms(self, route: Route, alert: Alert) -> int:
         """The member's auto-resolve window: the first of its route's `auto_resolve` rules that matches

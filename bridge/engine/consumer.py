@@ -311,7 +311,10 @@ class Engine:
         policy = self.rt.router.policies.get(route_id)
         if policy is None:
             policy = self.rt.retired[route_id].policy
-        own = w.base == w.routed.base  # on its own incident, not a parent's, a storm's or a retired route's
+        routed = w.routed
+        own = w.base == routed.base  # on its own incident, not a parent's, a storm's or a retired route's
+        in_storm = w.base == routed.storm
+        child = (own and routed.parent is not None and not routed.is_parent) or (in_storm and routed.storm_child)
         return AlertStep(
             base=w.base,
             identity=w.routed.identity,
@@ -330,9 +333,9 @@ class Engine:
             event=mark.event,
             name=alert.name,
             auto_ms=w.routed.auto_ms,
-            child=own and w.routed.parent is not None and not w.routed.is_parent,
-            live=own and w.routed.live,
-            key=w.routed.key,
+            child=child,
+            live=own and routed.live,
+            key=f"the alert storm of {routed.key}" if in_storm else routed.key,
         )
 
     def _record(self, records: _Records, w: _Work, applied: Applied, now: int) -> None:
@@ -347,11 +350,17 @@ class Engine:
         if decision is not DecisionKind.DUPLICATE:
             records.changed[w.base] = now
         routed = w.routed
-        if w.base == routed.base and decision in (DecisionKind.OPEN, DecisionKind.REOPEN, DecisionKind.PENDING):
-            if routed.is_parent and decision is not DecisionKind.PENDING and adoption.adopts(routed.incidents):
-                records.timers[keys.timer_member(w.base, adoption.TIMER_KIND, now)] = now  # its earlier children
-            elif routed.parent and not routed.is_parent and adoption.adopts(routed.incidents):
-                records.children.setdefault(routed.parent, {})[w.base] = now  # for a parent that comes later
+        live = decision in (DecisionKind.OPEN, DecisionKind.REOPEN, DecisionKind.PENDING)
+        if not live or not adoption.adopts(routed.incidents):
+            return
+        if w.base == routed.base and routed.is_parent and decision is not DecisionKind.PENDING:
+            records.timers[keys.timer_member(w.base, adoption.TIMER_KIND, now)] = now  # its earlier children
+        elif (
+            routed.parent
+            and not routed.is_parent
+            and (w.base == routed.base or (w.base == routed.storm and routed.storm_child))
+        ):
+            records.children.setdefault(routed.parent, {})[w.base] = now  # for a parent that comes later
 
 
 def _next_id(stream_id: str) -> str:

@@ -4,8 +4,10 @@ An alert normally belongs to its own incident (its route and correlation key). A
 parent (e.g. the host's DOWN incident) takes the alerts of its children (and adopts the children that
 went live before it: bridge/engine/adoption.py), and a route's storm guard admits new incidents up to
 its limit (storm_admit.lua, one atomic count across replicas) and sends the alerts of the others to the
-one major incident of their storm group. Once an alert has joined one of those, its later states
-(re-fires, clears) follow it there. So do those of an alert
+one major incident of their storm group (a topology parent is never refused: it is the root cause
+its children wait for; with `storm.group_by: [<topology key>]` the storm incident of a key is one more
+child of its parent). Once an alert has joined one of those, its later states (re-fires, clears)
+follow it there. So do those of an alert
 whose incident is of a route the mapping no longer has (a route renamed without keeping its `id`):
 while that incident is live and the alert one of its firing members, its repeats and its clear go
 there, and its ticket resolves as it would have.
@@ -74,7 +76,7 @@ async def place(
         bases[i] = former or _choose(routed, status, own_state, found)
         routed.live = bases[i] == routed.base and (own_state in LIVE or own_state == b"pending")
         opens = bases[i] == routed.base and not routed.live and status is not Status.RESOLVED and i not in silenced
-        if routed.storm and opens:
+        if routed.storm and opens and not routed.is_parent:  # a topology parent is a root cause: never absorbed
             new.setdefault((routed.incidents.id, routed.storm), []).append(i)
     if new:
         await _admit(scripts, items, bases, new, now)

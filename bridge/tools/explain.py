@@ -29,13 +29,14 @@ def explain(
     for alert in parsed.alerts:
         placements = []
         for routed in router.route(alert):
-            route = routed.route
+            route = routed.incidents  # its own route, or its scope's owner: whose desk and ticket fields apply
             incident = {"id": f"{routed.base}:<epoch>", "epoch": "<epoch>", "route": route.name}
             context = alert_context(alert, incident=incident, changes=[])
             placements.append(
                 {
-                    "route": route.name,
-                    "rule": route.match or ["(matches every alert)"],
+                    "route": routed.route.name,
+                    **({"scope_owner": route.name} if routed.owner and routed.owner is not routed.route else {}),
+                    "rule": routed.route.match or ["(matches every alert)"],
                     "desk": route.desk,
                     "incident_key": routed.key,
                     "incident": routed.base,

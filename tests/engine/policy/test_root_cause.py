@@ -259,3 +259,21 @@ def test_routes_sharing_a_scope_share_a_desk_and_leave_the_policy_to_the_owner()
     data["routes"][1]["topology"] = TOPOLOGY
     with pytest.raises(ValueError, match="topology: set on 'prometheus'"):
         MappingConfig.model_validate(data)
+
+
+async def test_a_storm_of_one_parents_children_is_adopted_with_them(snow: Snow, make_bridge: Any) -> None:
+    """`storm.group_by: [<topology key>]`: 12 hosts of one switch, 5 new incidents allowed: 5 held children
+    and the held storm incident of that switch; the switch, coming last, adopts them all: one ticket."""
+    storm = {"max_new_per_minute": 5, "group_by": [TOPOLOGY["key"]]}
+    cfg = by_host(snow.url, topology={**TOPOLOGY, "hold": "1s"}, storm=storm, ticket={"flush_interval": "300ms"})
+    bridge = await make_bridge(cfg)
+    await post(webhook(bridge), group(*(host_alert(h) for h in range(12))))
+    await asyncio.sleep(0.3)
+    await post(webhook(bridge), group(switch_down()))
+    ticket = (await eventually(lambda: snow.incidents()))[0]
+    await eventually(lambda: snow.notes(ticket), within=5)
+    await asyncio.sleep(1.5)
+    assert len(snow.incidents()) == 1 and "SwitchDown" in ticket["short_description"]
+    text = "\n".join(snow.notes(ticket))
+    assert all(f"h{h}:9100" in text for h in range(12))
+    assert calls(snow) == [("POST", "create"), ("PATCH", "note")]
