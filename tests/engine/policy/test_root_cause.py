@@ -11,6 +11,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from bridge.admin.incidents import list_incidents
+from bridge.core import keys
 from bridge.core.config import MappingConfig
 from tests.amp import alert, group
 from tests.conftest import Snow, eventually, post
@@ -277,3 +278,39 @@ async def test_a_storm_of_one_parents_children_is_adopted_with_them(snow: Snow, 
     text = "\n".join(snow.notes(ticket))
     assert all(f"h{h}:9100" in text for h in range(12))
     assert calls(snow) == [("POST", "create"), ("PATCH", "note")]
+
+
+async def test_an_alert_placed_just_before_its_incidents_adoption_runs_on_the_parent(redis: aioredis.Redis) -> None:
+    """The Lua steps around an adoption: an alert placed on a child because placement found it live, run
+    after the parent adopted it, is MOVED to the parent; adopting twice is a no-op; once the parent is gone,
+    a new firing of the child opens a new epoch of its own."""
+    from bridge.core.routing import policy_json
+    from bridge.runtime.scripts import AlertStep, Applied, Scripts
+
+    scripts = Scripts(redis)
+    await scripts.load()
+    route = by_host("http://127.0.0.1:1", topology=TOPOLOGY).routes[0]
+    rules = policy_json(route, 60_000, 50)
+
+    def step(base: str, identity: str, occ: int, *, live: bool = False) -> AlertStep:
+        return AlertStep(base, identity, "firing", "critical", occ, False, b'{"name":"x"}', "ops", identity, rules,
+                         name="HostDown", live=live, key=identity)  # fmt: skip
+
+    async def run(*steps: AlertStep) -> list[Applied]:
+        return [await scripts.apply_alert(s, 1_000 + i) for i, s in enumerate(steps)]
+
+    opened = await run(step("ops:child", "h1", 1), step("ops:parent", "sw", 1))
+    assert [a.decision.value for a in opened] == ["OPEN", "OPEN"]
+    for _ in range(2):
+        pipe = redis.pipeline(transaction=False)
+        scripts.adopt("ops:parent", "ops:child", 2_000, rules, pipe)
+        (reply,) = await pipe.execute()
+        assert Scripts.adopted(reply)[0] in ("adopted", "done")
+    assert Scripts.adopted(reply)[0] == "done"
+    (moved,) = await run(step("ops:child", "h1", 1, live=True))
+    assert (moved.decision.value, moved.reason) == ("MOVED", "ops:parent")
+    assert await redis.hget(keys.IncidentKeys("ops:parent").state, "firing") == b"2"
+    (stale,) = await run(step("ops:child", "h1", 1))  # the same firing, placed as not live: a tombstone's copy
+    assert stale.decision.value == "DUPLICATE"
+    (again,) = await run(step("ops:child", "h1", 5))  # a new occurrence, the parent gone (placed as not live)
+    assert again.decision.value == "OPEN" and again.reason == "fired again after its topology parent adopted it"
