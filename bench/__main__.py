@@ -21,7 +21,7 @@ from typing import Any
 
 from bench import procs, report
 
-SECTIONS = ("ingest", "engine", "e2e", "storm", "soak")
+SECTIONS = ("ingest", "engine", "lua", "e2e", "storm", "soak")
 DEFAULT = SECTIONS[:-1]  # the soak runs when asked for: `--only soak`
 
 
@@ -36,6 +36,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--warmup", type=float, default=2.0, help="wrk warm-up per target")
     p.add_argument("--sizes", default="1,50", help="alerts per request, comma-separated")
     p.add_argument("--engine-alerts", type=int, default=50_000)
+    p.add_argument("--lua-sizes", default="10,10000", help="the incident sizes the lua section compares (members)")
+    p.add_argument("--lua-rounds", type=int, default=7, help="incidents per case and size (the median is kept)")
+    p.add_argument("--lua-script", type=Path, help="measure this apply_alert.lua instead (an older one: an A/B)")
     p.add_argument("--e2e-rate", type=int, default=500)
     p.add_argument("--e2e-seconds", type=float, default=20.0)
     p.add_argument("--e2e-warmup", type=float, default=2.0, help="seconds at the e2e rate not measured")
@@ -56,6 +59,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.engine_alerts, args.e2e_rate, args.e2e_seconds, args.e2e_warmup = 500, 50, 1.0, 0.2
         args.storm_hosts, args.storm_names, args.desk_latency_ms = 10, 5, 5
         args.soak_alerts, args.soak_rate, args.soak_retention = 400, 200, 1.0
+        args.lua_sizes, args.lua_rounds = "10,200", 1
     return args
 
 
@@ -122,6 +126,14 @@ def main(argv: list[str] | None = None) -> int:
 
             print(f"engine: backlog of {args.engine_alerts} alerts ...", flush=True)
             results["engine"] = asyncio.run(drain.run(work / "engine", alerts=args.engine_alerts))
+        if "lua" in sections:
+            from bench import lua
+
+            small, large = (int(n) for n in args.lua_sizes.split(","))
+            print(f"lua: apply_alert.lua against incidents of {small} and {large} members ...", flush=True)
+            results["lua"] = asyncio.run(
+                lua.run(work / "lua", sizes=(small, large), rounds=args.lua_rounds, script=args.lua_script)
+            )
         if "e2e" in sections:
             from bench import e2e
 

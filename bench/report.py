@@ -11,6 +11,7 @@ TARGETS = {
     "ingest_vs_aiohttp": ">= 0.6",
     "engine_alerts_per_s": ">= 10000",
     "engine_vs_pipeline": ">= 0.3",
+    "lua_large_vs_small_incident": "<= 1.5",
     "e2e_overhead_p99_ms": "< 25",
     "storm_desk_calls": "<= bound",
     "storm_bytes_per_open_alert": "< 1024",
@@ -93,6 +94,10 @@ def markdown(r: dict[str, Any]) -> str:
             f"{_fmt(_per_call(e))} µs per apply_alert.lua call.",
             "",
         ]
+    if "lua" in r:
+        from bench.lua import markdown as lua_rows
+
+        lines += lua_rows(r["lua"])
     if "e2e" in r:
         e = r["e2e"]
         lines += [
@@ -163,6 +168,9 @@ def targets(r: dict[str, Any]) -> list[dict[str, Any]]:
         e = r["engine"]
         add("engine_alerts_per_s", e["engine_alerts_per_s"], e["engine_alerts_per_s"] >= 10_000)
         add("engine_vs_pipeline", e["vs_pipeline"], (e["vs_pipeline"] or 0) >= 0.3)
+    if "lua" in r:
+        worst = r["lua"]["worst_ratio"]
+        add("lua_large_vs_small_incident", worst, worst <= 1.5)
     if "e2e" in r:
         add("e2e_overhead_p99_ms", r["e2e"]["overhead_p99_ms"], r["e2e"]["overhead_p99_ms"] < 25)
     if "storm" in r:

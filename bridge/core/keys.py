@@ -111,9 +111,17 @@ class IncidentKeys:
     def children(self) -> str:  # zset: a topology parent's child incidents (bases) by when they went live
         return self.tag + ":children"
 
+    @property
+    def units(self) -> str:  # zset, while pending: each counting unit -> the newest `seen` of its firing members
+        return self.tag + ":units"
+
+    @property
+    def held(self) -> str:  # zset, while pending: the members it holds, by unit and seen (apply_alert.lua)
+        return self.tag + ":held"
+
     def script_keys(self) -> list[str]:
-        """KEYS[1..6] of apply_alert.lua, fire_timer.lua and resolve_incident.lua."""
-        return [self.state, self.members, self.outbox, self.audit, self.changes, self.details]
+        """KEYS[1..8] of apply_alert.lua, fire_timer.lua and resolve_incident.lua."""
+        return [self.state, self.members, self.outbox, self.audit, self.changes, self.details, self.units, self.held]
 
 
 def timer_member(base: str, kind: str, due_ms: int) -> str:

@@ -18,21 +18,22 @@ from tests.conftest import ROOT, require
 
 @pytest.mark.timeout(60)
 def test_quick_run_writes_json_and_markdown(tmp_path: Path) -> None:
-    """`python -m bench --quick` runs the engine, e2e and storm sections and writes both result files."""
+    """`python -m bench --quick` runs the engine, lua, e2e and storm sections and writes both result files."""
     require("redis-server")
     done = subprocess.run(
-        [sys.executable, "-m", "bench", "--quick", "--only", "engine", "--only", "e2e", "--only", "storm",
-         "--workers", "1", "--out", str(tmp_path), "--tag", "smoke"],
+        [sys.executable, "-m", "bench", "--quick", "--only", "engine", "--only", "lua", "--only", "e2e", "--only",
+         "storm", "--workers", "1", "--out", str(tmp_path), "--tag", "smoke"],
         cwd=ROOT, capture_output=True, text=True, timeout=55, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
     [json_file] = tmp_path.glob("*-smoke.json")
     [md_file] = tmp_path.glob("*-smoke.md")
     results = json.loads(json_file.read_text())
-    assert {"meta", "engine", "e2e", "storm", "targets"} <= results.keys()
+    assert {"meta", "engine", "lua", "e2e", "storm", "targets"} <= results.keys()
     assert results["engine"]["drained"] == results["engine"]["alerts"]
     assert results["e2e"]["matched"] == results["e2e"]["sent"]
     assert results["storm"]["resolve_settled"] is True
+    assert len(results["lua"]["rows"]) == 6 and all(row["us_small"] > 0 for row in results["lua"]["rows"])
     assert "## Engine" in md_file.read_text()
 
 

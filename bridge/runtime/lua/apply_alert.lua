@@ -9,6 +9,9 @@ KEYS[4] incident audit list   (the milestones, JSON, newest first, capped: see `
 KEYS[5] incident changes list (the other decisions, JSON, newest first, capped)
 KEYS[6] incident details hash (per member: "f:<identity>" its flap record "<0|1>|<change ms>,...",
                                "n:<identity>" its alert's name, for the notes timers write)
+KEYS[7] pending units         (sorted set, while pending: each unit the threshold counts -> the newest
+                               `seen` of its firing members; see "Threshold counting" below)
+KEYS[8] pending members held  (sorted set, while pending: its members by unit and seen, all scores 0)
 
 ARGV[1]  now (ms)                  ARGV[2]  incident base "<route>:<key hash>"
 ARGV[3]  alert identity            ARGV[4]  status: firing | acknowledged | resolved
@@ -43,9 +46,18 @@ consumers racing on the same incident all converge. Follow-ups are told apart by
 member keeps the last few of its occurrence, so a follow-up not seen yet is news (a note, even when
 its status is behind the member's: a comment after an acknowledgement), and a copy of one seen is a
 repeat, in whatever order the copies come.
+
+Cost, whatever the incident's size: the state (HMGET), this alert's member (HGET, HSET), a few counters,
+at most one outbox entry (RPUSH) and one audit or changes entry (LPUSH; LTRIM drops at most one). While
+the incident is pending, also its count (ZCOUNT) and a few O(log n) steps in KEYS[7..8], n being the
+members it holds: at most 1,000 (threshold.count if larger), a new one beyond that taking the place of
+one that does not change the count (`make_room`). Once each, bounded by that cap: DEL of a pending
+incident whose members all cleared, UNLINK of KEYS[7..8] at its open. Once for an incident left pending
+by an older version: its members are read (HGETALL) to index them.
 ]]
 local K_STATE, K_MEMBERS, K_OUTBOX, K_AUDIT, K_CHANGES = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local K_DETAILS = KEYS[6]
+local K_UNITS, K_HELD = KEYS[7], KEYS[8]
 local now = tonumber(ARGV[1])
 local base, identity, status, sev = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local occ, loose = tonumber(ARGV[6]), ARGV[7] == "1"
@@ -84,6 +96,140 @@ local function parse_member(value)
   return {occ = tonumber(o), status = s, sev = v, seen = tonumber(seen), resource = res, marks = marks}
 end
 local prev = parse_member(redis.call("HGET", K_MEMBERS, identity))
+
+-- Threshold counting in constant work per alert, whatever the incident's size. While the incident is
+-- pending, the members it holds are indexed in K_HELD, a sorted set read in its members' order (all
+-- scores 0): "f|<length>:<unit>|<seen>|<identity>" for a firing (or acknowledged) member and
+-- "t|<seen>|<identity>" for a cleared one, `seen` in 15 digits; the unit is what the threshold counts:
+-- the member's resource (`distinct_resources`) or its identity. K_UNITS scores each unit with the newest
+-- `seen` of its firing members, so the units fired within the window are one ZCOUNT. The state's
+-- `pending_by` names the unit while the index is kept. A pending incident holds at most PENDING_CAP
+-- members (threshold.count if that is larger): see `make_room` for whose place a new one takes.
+local PENDING_CAP = 1000
+local want_by = policy.threshold and (policy.threshold.distinct and "resource" or "identity") or nil
+local pending_by = nil
+
+local function unit_of(res, id)
+  if pending_by == "resource" then return res end
+  return id
+end
+local function unit_prefix(unit) return "f|" .. #unit .. ":" .. unit .. "|" end
+local function unit_range(unit)
+  local p = unit_prefix(unit)
+  return "[" .. p, "(" .. string.sub(p, 1, -2) .. "}"
+end
+local function held_entry(st, seen, unit, id)
+  if st == "resolved" then return "t|" .. string.format("%015d", seen) .. "|" .. id end
+  return unit_prefix(unit) .. string.format("%015d", seen) .. "|" .. id
+end
+
+-- A unit's oldest (or newest) firing member, as its entry.
+local function unit_member(unit, newest)
+  local lo, hi = unit_range(unit)
+  if newest then return redis.call("ZREVRANGEBYLEX", K_HELD, hi, lo, "LIMIT", 0, 1)[1] end
+  return redis.call("ZRANGEBYLEX", K_HELD, lo, hi, "LIMIT", 0, 1)[1]
+end
+
+local function rescore(unit)
+  local newest = unit_member(unit, true)
+  if not newest then return redis.call("ZREM", K_UNITS, unit) end
+  local at = #unit_prefix(unit)
+  redis.call("ZADD", K_UNITS, tonumber(string.sub(newest, at + 1, at + 15)), unit)
+end
+
+-- A member the incident stops holding: forgotten, as if it had never come (a firing one no longer counts
+-- in `firing`; its clear, should it come, is a clear of nothing). Counted in the state's `held_dropped`.
+local function evict(entry)
+  local id, unit = string.sub(entry, 19), nil
+  if string.sub(entry, 1, 2) == "f|" then
+    local digits = string.match(entry, "^f|(%d+):")
+    local from, length = 4 + #digits, tonumber(digits)
+    unit, id = string.sub(entry, from, from + length - 1), string.sub(entry, from + length + 17)
+  end
+  redis.call("ZREM", K_HELD, entry)
+  redis.call("HDEL", K_MEMBERS, id)
+  redis.call("HINCRBY", K_STATE, "held_dropped", 1)
+  if unit then
+    redis.call("HINCRBY", K_STATE, "firing", -1)
+    rescore(unit)
+  end
+end
+
+-- Room for one more member in a pending incident that holds its cap: the new one takes the place of,
+-- in this order, the oldest cleared member; the oldest member of the unit that fired longest ago, if
+-- that is outside the window; the oldest member of the alert's own unit; the oldest member of a unit
+-- that has another. None of these changes the count. A clear of a member the incident does not hold
+-- takes only a cleared one's place; without one it is not kept (returns false).
+local function make_room(st)
+  local cap = math.max(PENDING_CAP, policy.threshold.count)
+  while redis.call("ZCARD", K_HELD) >= cap do
+    local victim = redis.call("ZRANGEBYLEX", K_HELD, "[t|", "(t}", "LIMIT", 0, 1)[1]
+    if not victim then
+      if st == "resolved" then return false end
+      local oldest = redis.call("ZRANGE", K_UNITS, 0, 0, "WITHSCORES")
+      if oldest[1] and tonumber(oldest[2]) < now - policy.threshold.window then
+        victim = unit_member(oldest[1], false)
+      end
+      victim = victim or unit_member(unit_of(resource, identity), false)
+      if not victim then  -- fewer units than threshold.count are in the window: one of them has two
+        for _, unit in ipairs(redis.call("ZREVRANGE", K_UNITS, 0, policy.threshold.count)) do
+          local lo, hi = unit_range(unit)
+          if redis.call("ZLEXCOUNT", K_HELD, lo, hi) > 1 then
+            victim = unit_member(unit, false)
+            break
+          end
+        end
+      end
+      victim = victim or (oldest[1] and unit_member(oldest[1], false)) or redis.call("ZRANGE", K_HELD, 0, 0)[1]
+    end
+    evict(victim)
+  end
+  return true
+end
+
+-- This alert's version of its member, in the index (set_member, while pending). False: not kept.
+local function hold(st)
+  local unit = unit_of(resource, identity)
+  local entry, old, old_unit = held_entry(st, now, unit, identity), nil, nil
+  if prev then
+    old_unit = unit_of(prev.resource, identity)
+    old = held_entry(prev.status, prev.seen, old_unit, identity)
+    if old == entry then return true end
+    if not redis.call("ZSCORE", K_HELD, old) then old = nil end  -- of an earlier epoch: not held
+  end
+  if not old and not make_room(st) then return false end
+  redis.call("ZADD", K_HELD, 0, entry)  -- before the ZREM: the set never empties (its expiry stays)
+  if old then redis.call("ZREM", K_HELD, old) end
+  if st ~= "resolved" then rescore(unit) end
+  if old and prev.status ~= "resolved" and (st == "resolved" or old_unit ~= unit) then rescore(old_unit) end
+  return true
+end
+
+-- An incident left pending by an older version (no index), or whose route now counts another unit:
+-- indexed from its members, once (the only read of every member). `pending_by` is "<unit>@<pending_since>":
+-- an index of an earlier time pending is never taken for this one's.
+if state == "pending" and want_by then
+  local kept = redis.call("HMGET", K_STATE, "pending_by", "pending_since")
+  local tag = want_by .. "@" .. (kept[2] or "")
+  pending_by = want_by
+  if kept[1] ~= tag then
+    redis.call("DEL", K_UNITS, K_HELD)
+    local all, newest = redis.call("HGETALL", K_MEMBERS), {}
+    for i = 1, #all, 2 do
+      local m = parse_member(all[i + 1])
+      local unit = unit_of(m.resource, all[i])
+      redis.call("ZADD", K_HELD, 0, held_entry(m.status, m.seen, unit, all[i]))
+      if m.status ~= "resolved" and (newest[unit] or -1) < m.seen then newest[unit] = m.seen end
+    end
+    for unit, seen in pairs(newest) do redis.call("ZADD", K_UNITS, seen, unit) end
+    redis.call("HSET", K_STATE, "pending_by", tag)
+    local ttl = redis.call("PTTL", K_STATE)
+    if ttl > 0 then
+      redis.call("PEXPIRE", K_UNITS, ttl)
+      redis.call("PEXPIRE", K_HELD, ttl)
+    end
+  end
+end
 
 local function has_mark(marks, m)
   return string.find("," .. marks .. ",", "," .. m .. ",", 1, true) ~= nil
@@ -175,6 +321,7 @@ local function arm(kind, due)
 end
 
 local function set_member(st)
+  if pending_by and not hold(st) then return end  -- pending: counted, and capped (`hold`)
   local kept = marks ~= "" and ("~" .. marks .. "|") or ""
   redis.call("HSET", K_MEMBERS, identity, occ .. "|" .. st .. "|" .. sev .. "|" .. now .. "|" .. kept .. resource)
   if st ~= "resolved" and auto_after then
@@ -265,7 +412,7 @@ if status == "resolved" then
   end
   firing = redis.call("HINCRBY", K_STATE, "firing", -1)
   if state == "pending" then
-    if firing <= 0 then redis.call("DEL", K_STATE, K_MEMBERS) end
+    if firing <= 0 then redis.call("DEL", K_STATE, K_MEMBERS, K_UNITS, K_HELD) end
     audit("PENDING", "member cleared before the threshold")
     return done("PENDING", "member cleared before the threshold")
   end
@@ -379,26 +526,23 @@ if policy.threshold and state ~= "pending" then
   redis.call("HSET", K_STATE, "state", "pending", "firing", 0, "route", route, "pending_since", now)
   state, firing, was_active = "pending", 0, false
 end
+if policy.threshold and not pending_by then  -- pending from this alert on: a fresh index
+  pending_by = want_by
+  redis.call("DEL", K_UNITS, K_HELD)
+  redis.call("HSET", K_STATE, "pending_by", want_by .. "@" .. now)  -- as pending_since
+  redis.call("HDEL", K_STATE, "held_dropped")
+end
 set_member(status)
 if not was_active then firing = redis.call("HINCRBY", K_STATE, "firing", 1) end
 if policy.threshold then
-  local cutoff, count, seen_resources = now - policy.threshold.window, 0, {}
-  local all = redis.call("HGETALL", K_MEMBERS)
-  for i = 2, #all, 2 do
-    local m = parse_member(all[i])
-    if m and m.status ~= "resolved" and m.seen >= cutoff then
-      local unit = policy.threshold.distinct and m.resource or all[i - 1]
-      if not seen_resources[unit] then
-        seen_resources[unit] = true
-        count = count + 1
-      end
-    end
-  end
+  local count = redis.call("ZCOUNT", K_UNITS, now - policy.threshold.window, "+inf")
   redis.call("HSET", K_STATE, "pending_count", count)
   if count < policy.threshold.count then
     -- Held alerts that never reach the threshold fade away with the window.
     redis.call("PEXPIRE", K_STATE, policy.threshold.window * 2 + 60000)
     redis.call("PEXPIRE", K_MEMBERS, policy.threshold.window * 2 + 60000)
+    redis.call("PEXPIRE", K_UNITS, policy.threshold.window * 2 + 60000)
+    redis.call("PEXPIRE", K_HELD, policy.threshold.window * 2 + 60000)
     audit("PENDING", count .. " of " .. policy.threshold.count .. " within the threshold window")
     return done("PENDING", count .. " of " .. policy.threshold.count)
   end
@@ -425,5 +569,7 @@ redis.call("HSET", K_STATE, "state", "open", "epoch", epoch, "firing", firing, "
   "desk_open", 1, "flapping", 0, "flips", "", "desk", policy.desk or "", "settings", policy.settings or "")
 redis.call("HDEL", K_STATE, "pending_since", "pending_count", "hold_until", "held_alert", "merged_into")
 if key_text ~= "" then redis.call("HSET", K_STATE, "key", key_text) end
+redis.call("HDEL", K_STATE, "pending_by")
+redis.call("UNLINK", K_UNITS, K_HELD)  -- counted no more; its members stay members
 emit("OPEN", reason)
 return done("OPEN", reason)

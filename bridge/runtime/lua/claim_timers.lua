@@ -8,6 +8,8 @@ ARGV[1] now (ms)   ARGV[2] claim lease (ms)   ARGV[3] max entries
 Claimed entries are re-scored to now + lease rather than removed: a replica that dies after
 claiming leaves them to fire again later. The caller removes each one after applying it.
 Returns the claimed members.
+Cost: O(log n + m): one ZRANGEBYSCORE with LIMIT ARGV[3], and a ZADD for each of the m <= ARGV[3] entries
+it claims (n: the set's size).
 ]]
 local due = redis.call("ZRANGEBYSCORE", KEYS[1], "-inf", ARGV[1], "LIMIT", 0, tonumber(ARGV[3]))
 local until_ms = tonumber(ARGV[1]) + tonumber(ARGV[2])

@@ -2,6 +2,7 @@
 
 KEYS[1..6] as apply_alert.lua (state hash, members hash, outbox list, audit list, changes list,
            details hash)
+KEYS[7..8] as apply_alert.lua's: a pending incident's units and the members it holds
 ARGV[1] now (ms)
 ARGV[2] timer kind: "resolve" (hold-down passed), "flap:<identity>" (the end of a flapping member's quiet
         period; "flap", of the whole incident, as older versions armed it),
@@ -18,9 +19,16 @@ Returns {decision or "", incident_id, outbox length, timers} (timers: flat {kind
 auto-resolve of a member its topology parent adopted).
 A timer whose incident moved on (fired again during the hold-down, a newer timer replaced it, the
 member repeated since) is a no-op or re-arms itself, so claiming a timer twice is safe.
+
+Cost, whatever the incident's size: the state (HMGET), at most one member and its details (HGET, HSET),
+a few counters, at most two outbox entries and one audit or changes entry (LTRIM drops at most one); a
+resolve sets the expiry of the incident's keys (PEXPIRE each). An auto-resolve while the incident is
+pending also moves the member's entry among those it holds (KEYS[8]) and rescores its unit (KEYS[7]), as
+apply_alert.lua does: O(log n), n at most that script's cap of members held.
 ]]
 local K_STATE, K_MEMBERS, K_OUTBOX, K_AUDIT, K_CHANGES = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local K_DETAILS = KEYS[6]
+local K_UNITS, K_HELD = KEYS[7], KEYS[8]
 local now, kind, due = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3])
 local policy = cjson.decode(ARGV[4])
 local inc = redis.call("HMGET", K_STATE, "state", "epoch", "resolve_due", "route", "firing", "desk_open",
@@ -194,6 +202,22 @@ redis.call("HSET", K_MEMBERS, identity, occ .. "|resolved|" .. sev .. "|" .. now
 firing = redis.call("HINCRBY", K_STATE, "firing", -1)
 local alert = member_alert(identity, redis.call("HGET", K_MEMBERS, identity))
 if state == "pending" then
+  -- Its threshold count, as apply_alert.lua keeps it: the member's entry among those the incident holds
+  -- becomes a cleared one's, and its unit is scored with its newest firing member's `seen` (or leaves).
+  local by = string.match(redis.call("HGET", K_STATE, "pending_by") or "", "^(%a+)@")
+  if by then
+    local unit = identity
+    if by == "resource" then unit = string.match(rest, "^~[%x,]*|(.*)$") or rest end
+    local p = "f|" .. #unit .. ":" .. unit .. "|"
+    redis.call("ZADD", K_HELD, 0, "t|" .. string.format("%015d", now) .. "|" .. identity)
+    redis.call("ZREM", K_HELD, p .. string.format("%015d", seen) .. "|" .. identity)
+    local newest = redis.call("ZREVRANGEBYLEX", K_HELD, "(" .. string.sub(p, 1, -2) .. "}", "[" .. p, "LIMIT", 0, 1)[1]
+    if newest then
+      redis.call("ZADD", K_UNITS, tonumber(string.sub(newest, #p + 1, #p + 15)), unit)
+    else
+      redis.call("ZREM", K_UNITS, unit)
+    end
+  end
   audit("PENDING", "member auto-resolved before the threshold")
   return result("")
 end

@@ -15,6 +15,8 @@ Returns {outcome, due}: outcome "new" (first ping), "ok", "recovered" (it had ex
 new key label set beyond ARGV[6]: not recorded).
 Unlike the incident scripts it touches global keys (the index, the timers, the intake stream): it is
 atomic on one Redis, not on Redis Cluster.
+Cost: O(log n): a ZREM and a ZADD in the timers, a ZADD in the index (n their sizes); the rest O(1):
+HMGET, SISMEMBER, SCARD, SADD, HSET, HINCRBY, at most one XADD.
 ]]
 local id, now, window = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local st = redis.call("HMGET", KEYS[1], "due", "expired")

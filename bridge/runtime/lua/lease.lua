@@ -22,6 +22,11 @@ not the next action's too. "pop" does only that (a dead-lettered action). "advan
 delivered action: with the outbox empty it releases the lease and returns 0 (the
 caller then lets go of the ready marker with settle.lua: it is not of this incident's hash tag); with
 work left it renews the lease and returns the outbox length; -1 if the lease was not ours.
+
+Cost: "take" is SET NX, an LRANGE of at most ARGV[4] entries, HEXISTS and HSETNX, and HGETALL of the
+state hash: O(its fields), a few dozen plus two or three for each epoch the incident has had (ticket:,
+opening:, sent:) and one per field owned. The others are O(1): GET, PEXPIRE, DEL, LINDEX 0, an LPOP of
+the action's entries (ARGV[4] of them), LLEN.
 ]]
 if ARGV[2] == "take" then
   if not redis.call("SET", KEYS[1], ARGV[1], "NX", "PX", tonumber(ARGV[3])) then

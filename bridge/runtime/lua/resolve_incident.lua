@@ -14,6 +14,10 @@ Like the hold-down timer it appends a RESOLVE to the outbox, so delivery makes t
 order with everything queued before it; a NOTE saying who resolved it and why goes first. Every
 member still firing is marked resolved at its current occurrence: repeats of that same firing are
 then stale, and only a new occurrence (a re-fire) reopens the ticket or starts a new epoch.
+
+Cost: O(members): every member is read (HGETALL) and each still firing rewritten, in one step, Redis
+busy meanwhile. It runs once per incident, by hand (never per alert); an incident has one member per
+distinct alert it had until its keys expire (capped only while pending: apply_alert.lua).
 ]]
 local K_STATE, K_MEMBERS, K_OUTBOX, K_AUDIT = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local now, want, note, who = tonumber(ARGV[1]), ARGV[2], ARGV[3], ARGV[4]

@@ -7,6 +7,9 @@ ARGV[5] reason (for the audit trail)
 
 Pending outbox entries of the old epoch move to the new one; the first, a REOPEN, becomes an OPEN.
 Returns 1 when rotated, 0 when the incident had already moved on (another replica rotated it).
+Cost: O(outbox): the whole outbox is read (LRANGE), and each entry of the old epoch rewritten (LSET,
+O(its position)); once per ticket a human closed, from delivery, never per alert. The outbox holds only
+the actions not delivered yet.
 ]]
 local K_STATE, K_OUTBOX, K_AUDIT = KEYS[1], KEYS[2], KEYS[3]
 local old, new, now = ARGV[1], ARGV[2], tonumber(ARGV[3])

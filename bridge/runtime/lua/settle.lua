@@ -8,6 +8,7 @@ Whatever appends to an outbox then adds the incident's marker, or moves it by 1 
 that read missed: it is removed (reply 0). A marker moved since stays (reply 1): work may have come
 after that read, and the caller makes it due. No marker: 0.
 The marker is a global key and the outbox is of the incident's hash tag, so they cannot share a script.
+Cost: O(log n): a ZSCORE and at most one ZREM on the ready queue (n its size).
 ]]
 local score = redis.call("ZSCORE", KEYS[1], ARGV[1])
 if not score then return 0 end

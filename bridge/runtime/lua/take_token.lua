@@ -5,6 +5,7 @@ KEYS[1] the desk's bucket hash (tokens, at)
 ARGV[1] now (ms)   ARGV[2] refill rate (tokens per ms)   ARGV[3] burst (bucket size)
 
 Returns 0 when a token was taken, else how many ms until one will be there (nothing is taken).
+Cost: O(1): HMGET, HSET and PEXPIRE of one hash of two fields.
 ]]
 local now, rate, burst = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local bucket = redis.call("HMGET", KEYS[1], "tokens", "at")
