@@ -316,6 +316,11 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     p.add_argument("--port", type=int, default=8080)
     p.add_argument(
+        "--allow-unauthenticated", action="store_true",
+        help="start on a --host other machines can reach even though some sources have no secret"
+        " (by default that is refused: anyone who can reach the port could open tickets)",
+    )  # fmt: skip
+    p.add_argument(
         "--grace",
         type=float,
         default=float(os.environ.get("BRIDGE_SHUTDOWN_GRACE_S", "10")),
@@ -326,11 +331,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--workers", type=int, default=1, help="bridge processes sharing the port (SO_REUSEPORT) and Redis")
     p.set_defaults(func=cmd_serve)
-    p.add_argument(
-        "--allow-unauthenticated", action="store_true",
-        help="start on a --host other machines can reach even though some sources have no secret"
-        " (by default that is refused: anyone who can reach the port could open tickets)",
-    )  # fmt: skip
 
     p = add_parser("init", help="write a starter mapping (mapping.yaml, commented) and its JSON Schema to edit")
     p.add_argument("directory", nargs="?", default=".", help="where to write them (default: here)")

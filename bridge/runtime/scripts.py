@@ -1,4 +1,4 @@
-"""Typed wrappers over the Lua scripts in `bridge/lua/`, registered once at start-up."""
+"""Typed wrappers over the Lua scripts in `bridge/runtime/lua/`, registered once at start-up."""
 
 from __future__ import annotations
 
@@ -51,7 +51,7 @@ class AlertStep:
     alert_json: bytes
     route: str
     resource: str
-    policy: bytes  # the route's policy JSON (bridge.routing.policy_json)
+    policy: bytes  # the route's policy JSON (bridge.core.routing.policy_json)
     suppressed: bool = False
     mark: str = ""  # the follow-up's mark, kind and note text (bridge.core.routing.follow_up)
     followup: str = ""
@@ -71,7 +71,7 @@ class AlertStep:
 
 def open_scripts(url: str, *, timeout: float) -> Scripts:
     """The scripts on the bridge's two clients for `url`: one for single calls, each reply timed by
-    redis-py, and one for the shared round trips, each timed as a whole (bridge/batch.py)."""
+    redis-py, and one for the shared round trips, each timed as a whole (bridge/runtime/batch.py)."""
     redis = connect(url, socket_timeout=timeout, health_check_interval=30)
     batched = connect(url, socket_timeout=None, socket_connect_timeout=timeout, health_check_interval=30)
     return Scripts(redis, batched=batched, timeout=timeout)
@@ -89,7 +89,7 @@ class Scripts:
         self, redis: Redis, *, audit_cap: int = 200, batched: Redis | None = None, timeout: float | None = None
     ) -> None:
         """`batched` is the client of the shared round trips, each timed as a whole by `timeout`
-        (bridge/batch.py); without it they go through `redis`."""
+        (bridge/runtime/batch.py); without it they go through `redis`."""
         self.redis = redis
         self.audit_cap = audit_cap
         self._apply: AsyncScript = redis.register_script(_source("apply_alert.lua"))
@@ -132,7 +132,7 @@ class Scripts:
 
     async def execute(self, pipe: Pipeline, *, raise_on_error: bool = True) -> list[Any]:
         """Run a pipeline's commands, queued script calls included, in a round trip shared with the
-        other pipelines run this event-loop turn (bridge/batch.py); `pipe` itself is not executed."""
+        other pipelines run this event-loop turn (bridge/runtime/batch.py); `pipe` itself is not executed."""
         return await self._batch.execute(pipe, raise_on_error=raise_on_error)
 
     @staticmethod

@@ -374,6 +374,14 @@ local function note_flip()
   return false
 end
 
+-- 0. An incident its topology parent adopted ("merged": bridge/runtime/lua/adopt.lua). An alert placed
+-- here because placement found it live, just before the adoption, goes to the parent: the engine runs it
+-- there. Any other finds it as a resolved incident past its reopen window (its members are tombstones).
+if state == "merged" and placed_live then
+  return {"MOVED", incident_id(), redis.call("LLEN", K_OUTBOX), redis.call("HGET", K_STATE, "merged_into") or "",
+    timers}
+end
+
 -- 1. Dedupe: an identical repeat, or an older version of this member, changes nothing.
 if prev then
   local older = occ < prev.occ or (occ == prev.occ and RANK[status] < RANK[prev.status])
