@@ -1,5 +1,5 @@
 """Route policy: the lifecycle knobs, thresholds, flap detection, storm guard, topology, ticket fields
-and who owns them. Part of the mapping format (bridge/core/config.py), validated the same way."""
+and who owns them. Part of the mapping format (bridge/core/config/), validated the same way."""
 
 from __future__ import annotations
 

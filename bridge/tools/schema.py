@@ -16,7 +16,7 @@ import orjson
 from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
 from pydantic_core import core_schema
 
-from bridge.core.config import _SECRET_KEYS, MappingConfig, parse_duration
+from bridge.core.config import SECRET_KEYS, MappingConfig, parse_duration
 
 SCHEMA_ID = "https://github.com/alert-ticket-bridge/alert-ticket-bridge/mappings/schema.json"
 DURATION = {
@@ -63,7 +63,7 @@ def _secret_files(node: Any) -> None:
         return
     properties = node.get("properties")
     if isinstance(properties, dict):
-        secrets = [key for key in properties if key in _SECRET_KEYS]
+        secrets = [key for key in properties if key in SECRET_KEYS]
         for key in secrets:
             properties[f"{key}_file"] = {"type": "string", "description": f"a file holding {key}"}
         required = node.get("required", [])
