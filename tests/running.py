@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -137,3 +138,17 @@ async def cli(*args: str, check: bool = True, **env: str) -> subprocess.Complete
     return await asyncio.to_thread(
         subprocess.run, command, capture_output=True, cwd=ROOT, check=check, env={**os.environ, **env}
     )
+
+
+async def stopped(proc: subprocess.Popen[bytes], tail: LogTail, *, stop: bool = True) -> int:
+    """The process's exit status, after a SIGTERM (or, `stop=False`, once it has exited by itself), with its
+    log read to the end; killed if it has not ended within 20 s."""
+    if stop and proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        code = await asyncio.to_thread(proc.wait, 20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    tail.join()
+    return code

@@ -3,10 +3,7 @@ machines can reach, sources without a secret stop the start unless --allow-unaut
 
 from __future__ import annotations
 
-import asyncio
-import signal
 import socket
-import subprocess
 from pathlib import Path
 
 import orjson
@@ -15,7 +12,7 @@ import pytest
 from bridge.process.embedded import EmbeddedRedis, free_port
 from bridge.process.server import local_only
 from tests.conftest import Snow
-from tests.running import LogTail, spawn, wait_ready, write_mapping
+from tests.running import LogTail, spawn, stopped, wait_ready, write_mapping
 
 
 def outward_address() -> str:
@@ -37,15 +34,6 @@ def reachable(host: str, port: int) -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
-async def finish(proc: subprocess.Popen[bytes], tail: LogTail, *, stop: bool = True) -> int:
-    """Its exit status: after a SIGTERM, or (`stop=False`) once it has exited by itself."""
-    if stop and proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-    code = await asyncio.to_thread(proc.wait, 20)
-    tail.join()
-    return code
-
-
 async def test_serve_listens_on_this_machine_only_by_default(
     snow: Snow, redis_server: EmbeddedRedis, tmp_path: Path
 ) -> None:
@@ -59,7 +47,7 @@ async def test_serve_listens_on_this_machine_only_by_default(
         assert reachable("127.0.0.1", port)
         assert not reachable(outward, port)
     finally:
-        assert await finish(proc, tail) == 0
+        assert await stopped(proc, tail) == 0
     assert tail.events("bridge_started")[0]["host"] == "127.0.0.1"
 
 
@@ -71,7 +59,7 @@ async def test_an_outward_host_with_open_sources_is_refused_unless_allowed(
     port = free_port()
     refused = spawn(path, redis_server.url, port, "--host", "0.0.0.0")
     tail = LogTail(refused)
-    code = await finish(refused, tail, stop=False)
+    code = await stopped(refused, tail, stop=False)
     assert code == 2, tail.text()
     said = tail.text()
     assert "alertmanager" in said and "--allow-unauthenticated" in said and "secret" in said, said
@@ -82,7 +70,7 @@ async def test_an_outward_host_with_open_sources_is_refused_unless_allowed(
     try:
         await wait_ready(port)
     finally:
-        assert await finish(allowed, tail) == 0
+        assert await stopped(allowed, tail) == 0
     assert tail.events("sources_unauthenticated")[0]["sources"] == ["alertmanager"]
 
 
@@ -100,7 +88,7 @@ async def test_an_outward_host_with_every_source_secret_starts(
     try:
         await wait_ready(port)
     finally:
-        assert await finish(proc, tail) == 0
+        assert await stopped(proc, tail) == 0
     assert not tail.events("sources_unauthenticated")
 
 

@@ -3,9 +3,6 @@ already up, a signal meanwhile stops it cleanly, and open sources are named in o
 
 from __future__ import annotations
 
-import asyncio
-import signal
-import subprocess
 from pathlib import Path
 
 import orjson
@@ -13,20 +10,7 @@ import orjson
 from bridge.process.embedded import EmbeddedRedis, free_port
 from tests.amp import alert, group
 from tests.conftest import Snow, eventually, post
-from tests.running import LogTail, call, spawn, wait_ready, write_mapping
-
-
-async def stopped(proc: subprocess.Popen[bytes], tail: LogTail) -> int:
-    """SIGTERM, and the exit status once the process and its log have ended."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-    try:
-        code = await asyncio.to_thread(proc.wait, 20)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    tail.join()
-    return code
+from tests.running import LogTail, call, spawn, stopped, wait_ready, write_mapping
 
 
 async def test_redis_unreachable_at_start_is_waited_for_then_used(snow: Snow, tmp_path: Path) -> None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
-import signal
 import subprocess
 import sys
 import threading
@@ -27,7 +26,19 @@ from bridge.core import keys, logs
 from bridge.process.embedded import EmbeddedRedis, free_port
 from tests.amp import alert, group
 from tests.conftest import Snow, eventually, mapping, post
-from tests.running import TOKEN, LogTail, base_url, call, scrape, spawn, value, wait_ready, webhook_url, write_mapping
+from tests.running import (
+    TOKEN,
+    LogTail,
+    base_url,
+    call,
+    scrape,
+    spawn,
+    stopped,
+    value,
+    wait_ready,
+    webhook_url,
+    write_mapping,
+)
 
 JSON = {"Content-Type": "application/json"}
 
@@ -48,18 +59,6 @@ async def raw_request(port: int, head: bytes, *, answer: bool) -> bytes:
     got = await asyncio.wait_for(reader.read(4096), 10) if answer else b""
     writer.close()
     return got
-
-
-async def stopped(proc: subprocess.Popen[bytes], tail: LogTail) -> int:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-    try:
-        code = await asyncio.to_thread(proc.wait, 20)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    tail.join()
-    return code
 
 
 def assert_every_line_json(tail: LogTail) -> list[dict[str, Any]]:
