@@ -28,7 +28,7 @@ PLUGIN = ROOT / "examples" / "folder-desk"
 def test_the_built_ins_are_registered_through_entry_points() -> None:
     """Every built-in source and desk kind comes from pyproject.toml's entry points, named by its kind."""
     assert {"alertmanager", "nagios", "icinga2", "splunk", "zabbix", "generic"} <= set(plugins.sources())
-    assert set(plugins.desks()) == {"servicenow", "servicenow_em", "jira", "remedy", "webhook"}
+    assert set(plugins.desks()) == {"servicenow", "servicenow_em", "jira", "jsm_ops", "remedy", "webhook"}
     assert all(adapter.kind == kind for kind, adapter in plugins.sources().items())
 
 
