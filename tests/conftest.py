@@ -22,6 +22,7 @@ from bridge.core.config import MappingConfig
 from bridge.core.tuning import Tuning
 from bridge.process.embedded import EmbeddedRedis
 from bridge.process.server import Bridge
+from bridge.runtime.connect import connect
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures" / "sources"  # recorded payloads; provenance in their README.md
@@ -60,9 +61,21 @@ def require(binary: str) -> str:
     pytest.skip(f"{binary} is not installed")
 
 
+ON_CLUSTER = os.environ.get("BRIDGE_TEST_REDIS") == "cluster"
+
+
 @pytest.fixture
 def redis_server(tmp_path: Path) -> Iterator[EmbeddedRedis]:
-    """A private redis-server with AOF; tests may stop(kill=True) and start() it again."""
+    """A private redis-server with AOF; tests may stop(kill=True) and start() it again. With
+    BRIDGE_TEST_REDIS=cluster, a Redis Cluster of three masters and three replicas instead
+    (tests/cluster.py), so that the same tests run on both; its `url` is a `redis+cluster://` one."""
+    if ON_CLUSTER:
+        from tests.cluster import LocalCluster
+
+        cluster = LocalCluster(tmp_path / "cluster").start()
+        yield cluster  # type: ignore[misc]
+        cluster.stop()
+        return
     server = EmbeddedRedis(tmp_path / "redis").start()
     yield server
     server.stop()
@@ -70,7 +83,7 @@ def redis_server(tmp_path: Path) -> Iterator[EmbeddedRedis]:
 
 @pytest.fixture
 async def redis(redis_server: EmbeddedRedis) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis.from_url(redis_server.url)
+    client = connect(redis_server.url)
     yield client
     await client.aclose()
 

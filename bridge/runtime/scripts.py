@@ -11,8 +11,8 @@ from redis.commands.core import AsyncScript
 
 from bridge.core import keys
 from bridge.core.models import DecisionKind
-from bridge.runtime.batch import Batcher
-from bridge.runtime.connect import connect
+from bridge.runtime.batch import Batcher, ClusterBatcher
+from bridge.runtime.connect import connect, is_cluster
 
 Redis = aioredis.Redis
 Pipeline = aioredis.client.Pipeline
@@ -118,7 +118,10 @@ class Scripts:
             self._beat,
             self._lapse,
         )
-        self._batch = Batcher(batched or redis, self.load, timeout=timeout)
+        on = batched or redis
+        self._batch: Batcher | ClusterBatcher = (ClusterBatcher if is_cluster(on) else Batcher)(
+            on, self.load, timeout=timeout
+        )
 
     async def aclose(self) -> None:
         """Close the shared round trips' connections, and their own client if they have one."""
