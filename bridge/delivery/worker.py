@@ -299,7 +299,7 @@ class Delivery:
         else:
             pipe.hdel(ik.state, "failures")
         outbox.audit(pipe, ik, self.rt, action, "delivered", outcome)
-        advanced = len(pipe.command_stack)
+        advanced = len(pipe)
         self.rt.scripts.advance(ik, self.token, lease_ms, action.entries, pipe)
         if last:
             self.rt.scripts.settle(ik.base, self._seen.get(ik.base), pipe)

@@ -236,18 +236,18 @@ class Engine:
         if records.changed:
             pipe.zadd(keys.INCIDENTS, records.changed)
         parents = adoption.index(pipe, records.children, self.rt.tuning.retention_ms)
-        queued = len(pipe.command_stack)
+        queued = len(pipe)
         dead = [self.rt.masker.value({**d, "at": now}) for d in dead]  # without the mapping's secrets
         letters = slice(queued, queued + dead_letters.add(pipe, self.rt.tuning, dead, now))
         pipe.xack(keys.INTAKE, keys.ENGINE_GROUP, *[e[0] for e in entries])
         # The incidents delivery took: their leases and first reads, after their markers, in this
         # same round trip. A take that failed is left to its drain to make again (it is re-entrant).
-        recorded = len(pipe.command_stack)
+        recorded = len(pipe)
         takes: dict[str, tuple[list[str], slice]] = {}  # base -> the desks read, where its replies are
         for base in taken:
-            first = len(pipe.command_stack)
+            first = len(pipe)
             desks = handoff.queue_take(pipe, base) if handoff else []
-            takes[base] = (desks, slice(first, len(pipe.command_stack)))
+            takes[base] = (desks, slice(first, len(pipe)))
         started: dict[str, tuple[list[str], list[Any]] | None] = dict.fromkeys(taken)
         try:
             replies = await self.rt.scripts.execute(pipe, raise_on_error=False)
