@@ -43,8 +43,9 @@ def opsgenie_alert(source: str, alias_hash: str) -> str:
 
 
 def desk_breaker(desk: str) -> str:
-    """Set while a desk is failing: when (ms) it may be tried again. Shared by every replica."""
-    return f"{PREFIX}breaker:{desk}"
+    """Set while a desk is failing: when (ms) it may be tried again. Shared by every replica. Every desk's
+    breaker has the hash tag `{desks}`, so that a drain reads them all with one MGET on Redis Cluster too."""
+    return f"{PREFIX}breaker:{{desks}}:{desk}"
 
 
 def desk_bucket(desk: str) -> str:

@@ -113,7 +113,7 @@ class Delivery:
         desks = list(self.rt.desks)
         pipe.zscore(keys.READY, base)
         self.rt.scripts.take(keys.IncidentKeys(base), self.token, self.rt.tuning.lease_ms, outbox.HEAD, pipe)
-        pipe.mget([keys.desk_breaker(d) for d in desks])
+        pipe.execute_command("MGET", *[keys.desk_breaker(d) for d in desks])  # one slot: {desks}
         return desks
 
     def begin(self, taken: Mapping[str, Taken | None]) -> None:

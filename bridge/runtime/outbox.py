@@ -109,7 +109,7 @@ def read_head(pipe: Any, ik: keys.IncidentKeys, desks: list[str]) -> None:
     """Queue the reads a drain starts from: the outbox's head, the incident's state, the breakers."""
     pipe.lrange(ik.outbox, 0, HEAD - 1)
     pipe.hgetall(ik.state)
-    pipe.mget([keys.desk_breaker(d) for d in desks])
+    pipe.execute_command("MGET", *[keys.desk_breaker(d) for d in desks])  # one slot: {desks}
 
 
 def signal(pipe: Any, ready: Mapping[str, int]) -> None:
