@@ -89,6 +89,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             tuning=config_mod.tuning(),
             log_level=args.log_level or "info",
             admin_token=os.environ.get("BRIDGE_ADMIN_TOKEN", ""),
+            viewer_token=os.environ.get("BRIDGE_VIEWER_TOKEN", ""),
             reload_poll_s=args.reload_interval,
             allow_unauthenticated=args.allow_unauthenticated,
         )
@@ -103,6 +104,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             grace_s=args.grace,
             tuning=config_mod.tuning(),
             admin_token=os.environ.get("BRIDGE_ADMIN_TOKEN", ""),
+            viewer_token=os.environ.get("BRIDGE_VIEWER_TOKEN", ""),
             reload_poll_s=args.reload_interval,
             allow_unauthenticated=args.allow_unauthenticated,
         )

@@ -29,7 +29,7 @@ from bridge.admin.openapi import ResolveRequest, SilenceRequest
 from bridge.core.config import parse_duration
 from bridge.core.errors import AuthError, PayloadError, RequestError
 from bridge.delivery import dlq
-from bridge.engine.silences import Silences, new_silence
+from bridge.engine.silences import Silence, Silences, new_silence
 from bridge.runtime.context import RUNTIME, Runtime
 
 log = structlog.get_logger("bridge.admin.api")
@@ -169,7 +169,15 @@ async def list_silences(request: web.Request) -> web.Response:
 
 async def create_silence(request: web.Request) -> web.Response:
     rt = _runtime(request)
-    body = await _body(request, SilenceRequest)
+    silence = await make_silence(rt, await _body(request, SilenceRequest))
+    await Silences(rt.redis, rt.bad_record).add(silence)
+    log.info("silence_created", silence=silence.id, matchers=silence.matchers, by=silence.created_by)
+    return _json(silence.view(rt.clock()), 201)
+
+
+async def make_silence(rt: Runtime, body: SilenceRequest) -> Silence:
+    """The silence a request asks for, validated; PayloadError saying what is wrong. The status page's
+    form makes its silences with this too, so both refuse the same matchers in the same words."""
     try:
         duration = parse_duration(body.duration) if body.duration is not None else None
         silence = await asyncio.to_thread(  # its regexes compile off the event loop
@@ -182,9 +190,7 @@ async def create_silence(request: web.Request) -> web.Response:
         raise PayloadError(exc.errors()[0]["msg"].removeprefix("Value error, ")) from None
     except ValueError as exc:
         raise PayloadError(str(exc)) from None
-    await Silences(rt.redis, rt.bad_record).add(silence)
-    log.info("silence_created", silence=silence.id, matchers=silence.matchers, by=silence.created_by)
-    return _json(silence.view(rt.clock()), 201)
+    return silence
 
 
 async def show_silence(request: web.Request) -> web.Response:

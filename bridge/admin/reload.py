@@ -106,6 +106,7 @@ class Reloader:
             await self.rt.open_desks()
             return self._rejected(reason, exc)
         self.last_error = None
+        self.rt.reload_error = ""
         self.rt.metrics.reloaded(True)
         try:  # record the new mapping's routes; say which it retired with incidents still live
             await routebook.refresh(self.rt, reason="reload")
@@ -122,7 +123,7 @@ class Reloader:
         return True
 
     def _rejected(self, reason: str, exc: ConfigError) -> bool:
-        self.last_error = str(exc)
+        self.last_error = self.rt.reload_error = str(exc)  # the status page's health says it
         self.rt.metrics.reloaded(False)
         log.error(
             "config_reload_rejected",

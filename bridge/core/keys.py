@@ -23,6 +23,16 @@ SCRIPTS_LOADED = PREFIX + "scripts"  # marker that readiness checks
 ROUTES = PREFIX + "routes"
 
 
+NOISE_BUCKET_MS = 600_000  # the noise counters' buckets: ten minutes each
+NOISE_KEEP_MS = 86_400_000 + 2 * NOISE_BUCKET_MS  # each bucket's expiry: a day, and the bucket in progress
+
+
+def noise(at_ms: int) -> str:
+    """The noise counters of the ten minutes holding `at_ms` (hash `<route id>|<what>` -> count: alerts in,
+    new incidents, suppressed, desk calls, tickets opened; bridge.runtime.noise), expiring after a day."""
+    return f"{PREFIX}noise:{at_ms // NOISE_BUCKET_MS}"
+
+
 HEARTBEATS = PREFIX + "heartbeats"  # zset heartbeat id -> its last ping (ms), for listing
 
 

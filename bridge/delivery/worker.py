@@ -28,7 +28,7 @@ from bridge.core import keys, logs
 from bridge.core.errors import Cause, DeskError, DeskTransient
 from bridge.delivery.actions import ROTATED, DeskActions
 from bridge.delivery.guard import BreakerOpen, DeskGuard, breaker_until, delivering, jitter, retrying
-from bridge.runtime import outbox
+from bridge.runtime import noise, outbox
 from bridge.runtime.context import Runtime, wait_for_event
 from bridge.runtime.outbox import Action
 
@@ -299,6 +299,10 @@ class Delivery:
         else:
             pipe.hdel(ik.state, "failures")
         outbox.audit(pipe, ik, self.rt, action, "delivered", outcome)
+        route = ik.base.split(":", 1)[0]
+        noise.count(
+            pipe, self.rt.clock(), {(route, noise.DESK_CALLS): 1, (route, noise.TICKETS): int(action.kind == "OPEN")}
+        )
         advanced = len(pipe)
         self.rt.scripts.advance(ik, self.token, lease_ms, action.entries, pipe)
         if last:

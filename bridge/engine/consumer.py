@@ -23,7 +23,7 @@ from bridge.core.routing import Routed, Router, follow_up
 from bridge.engine import adoption
 from bridge.engine.placement import place
 from bridge.engine.silences import Silence, Silences, silenced
-from bridge.runtime import dead_letters, outbox, routebook
+from bridge.runtime import dead_letters, noise, outbox, routebook
 from bridge.runtime.context import Runtime, wait_for_event
 from bridge.runtime.scripts import AlertStep, Applied
 
@@ -227,6 +227,7 @@ class Engine:
         # A few commands for the whole batch: the marks of the rest (outbox.signal), the timers, the
         # incident index.
         pipe = self.rt.redis.pipeline(transaction=False)
+        noise.count(pipe, now, noise.from_decisions(records.decisions))  # the status page's noise per route
         if taken:
             pipe.zadd(keys.READY, dict.fromkeys(taken, now + self.rt.tuning.lease_ms))
         if len(records.ready) > len(taken):

@@ -1,10 +1,10 @@
-"""The HTTP app of one bridge process: the webhook ingress beside the probes and the admin API."""
+"""The HTTP app of one bridge process: the webhook ingress beside the probes, the admin API and the status page."""
 
 from __future__ import annotations
 
 from aiohttp import web
 
-from bridge.admin import api, probes
+from bridge.admin import api, probes, ui
 from bridge.ingress import heartbeat, opsgenie
 from bridge.ingress.webhook import webhook
 from bridge.runtime.context import RUNTIME, Runtime
@@ -29,6 +29,7 @@ def make_app(runtime: Runtime) -> web.Application:
     app.router.add_route("GET", "/heartbeat/{name}", heartbeat.ping)
     probes.mount(app)  # /healthz, /readyz, /metrics
     api.mount(app)  # /api/v1: the admin API
+    ui.mount(app)  # /ui: the status page
     return app
 
 

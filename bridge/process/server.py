@@ -134,12 +134,13 @@ class Bridge:
         reload_poll_s: float = 2.0,
         admin_token: str = "",
         announce: bool = True,
+        viewer_token: str = "",
     ) -> None:
         """`announce`: log the start-up warnings (open sources); off in all but one of several workers."""
         self.config, self.redis_url = config, redis_url
         self.announce = announce
         self.config_paths, self.reload_poll_s = list(config_paths), reload_poll_s
-        self.admin_token = admin_token
+        self.admin_token, self.viewer_token = admin_token, viewer_token
         self.reloader: Reloader | None = None
         self.host, self.port = host, port
         self.tuning = tuning or Tuning()
@@ -168,6 +169,7 @@ class Bridge:
             tuning=self.tuning,
             consumer=self.consumer,
             admin_token=self.admin_token,
+            viewer_token=self.viewer_token,
         )
         rt.not_ready = f"starting: connecting to Redis at {without_password(self.redis_url)}"
         self.runtime = rt
@@ -305,6 +307,7 @@ async def serve(
     reload_poll_s: float = 2.0,
     announce: bool = True,
     allow_unauthenticated: bool = False,
+    viewer_token: str = "",
 ) -> None:
     """Run until SIGTERM or SIGINT; SIGHUP reloads the mapping files (so does saving one).
 
@@ -321,6 +324,7 @@ async def serve(
         bridge = Bridge(
             config, redis_url, host=host, port=port, grace_s=grace_s, reuse_port=reuse_port, tuning=tuning,
             config_paths=config_paths, reload_poll_s=reload_poll_s, admin_token=admin_token, announce=announce,
+            viewer_token=viewer_token,
         )  # fmt: skip
         signalled = asyncio.Event()
         loop = asyncio.get_running_loop()

@@ -49,6 +49,7 @@ class WorkerSpec:
     admin_token: str = ""
     reload_poll_s: float = 2.0
     allow_unauthenticated: bool = False
+    viewer_token: str = ""
 
 
 def _worker_main(spec: WorkerSpec) -> None:
@@ -75,6 +76,7 @@ def _worker_main(spec: WorkerSpec) -> None:
             reload_poll_s=spec.reload_poll_s,
             announce=False,  # the parent gave the start-up warnings, once
             allow_unauthenticated=spec.allow_unauthenticated,
+            viewer_token=spec.viewer_token,
         )
     )
 
@@ -93,6 +95,7 @@ def serve_workers(
     admin_token: str = "",
     reload_poll_s: float = 2.0,
     allow_unauthenticated: bool = False,
+    viewer_token: str = "",
 ) -> int:
     """Run `workers` bridge processes until SIGTERM/SIGINT; returns the exit status for the CLI."""
     if workers < 1:
@@ -108,7 +111,7 @@ def serve_workers(
         redis_url = redis_url or embedded_redis(stack, data_dir, durability=(tuning or Tuning()).durability)
         spec = WorkerSpec(
             tuple(config_paths), host, port, redis_url, data_dir, grace_s, tuning, log_level, admin_token,
-            reload_poll_s, allow_unauthenticated,
+            reload_poll_s, allow_unauthenticated, viewer_token,
         )  # fmt: skip
         return _supervise(spec, workers)
 

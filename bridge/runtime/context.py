@@ -48,6 +48,8 @@ class Runtime:
     desks: dict[str, Desk] = field(default_factory=dict)
     session: aiohttp.ClientSession | None = None
     admin_token: str = ""  # bearer token of the admin API (/api/v1); empty: the API is off
+    viewer_token: str = ""  # the status page's read-only token (/ui); empty: only the admin token logs in
+    reload_error: str = ""  # why the last reload of the mapping was rejected; "" after one that took
     # Why this process is not ready yet while it starts (waiting for Redis), for /readyz; "" once started.
     not_ready: str = ""
     redis_answered: asyncio.Event = field(default_factory=asyncio.Event)  # set by /readyz: try again now

@@ -141,6 +141,11 @@ class Metrics:
         self.dead_letters = Gauge(
             "bridge_dead_letters", "Entries in the dead-letter stream (see `bridge dlq list`).", registry=r
         )
+        self.noise_fields = Gauge(
+            "bridge_noise_bucket_fields",
+            "Fields of the noise counters' current ten-minute bucket (a few per route; buckets expire after a day).",
+            registry=r,
+        )
         self.incidents = Gauge(
             "bridge_incidents",
             f"Incidents by state (of the {INCIDENT_SCAN_LIMIT} most recently changed).",
@@ -206,7 +211,8 @@ class Metrics:
             pipe.xpending(keys.INTAKE, keys.ENGINE_GROUP)
             pipe.xinfo_groups(keys.INTAKE)
             pipe.xlen(keys.DLQ)
-            pending, groups, dlq = await pipe.execute(raise_on_error=False)
+            pipe.hlen(keys.noise(int(time.time() * 1000)))
+            pending, groups, dlq, noise_fields = await pipe.execute(raise_on_error=False)
         if isinstance(pending, redis.exceptions.ResponseError):
             pending, groups = {}, []  # no intake stream or group yet: nothing received
         if isinstance(dlq, Exception):
@@ -214,6 +220,8 @@ class Metrics:
         self.intake_pending.set(int(pending.get("pending", 0)) if pending else 0)
         self.intake_lag.set(await _intake_lag(client, pending, groups))
         self.dead_letters.set(int(dlq))
+        if isinstance(noise_fields, int):
+            self.noise_fields.set(noise_fields)
         counts = dict.fromkeys(STATES, 0)
         queued: list[int] = []
         for start in range(0, INCIDENT_SCAN_LIMIT, INCIDENT_PAGE):
