@@ -7,6 +7,10 @@ adapters.desks.transport, each with its own timeout and, with `ca_file`, its own
 (verification is never turned off). Connect errors, timeouts, 429 and 5xx → `DeskTransient`; 401 →
 `DeskAuthExpired` (an OAuth token is dropped first, so the retry signs in again); any other non-2xx →
 `DeskRejected`. The adapter never retries (bridge.delivery.guard does, once, by type).
+
+The loop back (bridge.core.sync): `parse_events` reads the body of the Business Rule in
+deploy/snippets/servicenow/, `changes_since` polls `sys_updated_on` and `sys_journal_field`. Work
+notes the bridge writes end with `MARKER`; its own changes are those of `integration_user`.
 """
 
 from __future__ import annotations
@@ -16,9 +20,11 @@ from typing import Any, Literal
 
 import aiohttp
 
+from adapters.desks.events import Identity, Reader, decode, marked, parse_time, utc
 from adapters.desks.servicenow_auth import ServiceNowCredentials, ServiceNowSignIn, call
 from adapters.desks.transport import Answer, Transport, tls_context
 from bridge.core.desk import TicketPhase, TicketRef, TicketState
+from bridge.core.sync import ChangePage, DeskEvent, DeskEventKind
 
 # Incident `state` values (ServiceNow docs, "Incident management state model":
 # https://www.servicenow.com/docs/r/it-service-management/incident-management/c_IncidentManagementStateModel.html):
@@ -29,6 +35,18 @@ _PHASES: Mapping[str, TicketPhase] = {
     "8": TicketPhase.CLOSED,
 }
 _RESOLVED, _IN_PROGRESS = "6", "2"
+_STATE_NAMES = {"1": "New", "2": "In Progress", "3": "On Hold", "6": "Resolved", "7": "Closed", "8": "Canceled"}
+_STATE_KINDS = {
+    "6": DeskEventKind.RESOLVED,
+    "7": DeskEventKind.RESOLVED,
+    "8": DeskEventKind.CANCELLED,
+    "2": DeskEventKind.ASSIGNED,
+}
+_OPEN_STATES, _DONE_STATES = frozenset({"1", "2", "3"}), frozenset({"6", "7", "8"})
+_TIME = "%Y-%m-%d %H:%M:%S"  # glide_date_time, UTC as the Table API shows it
+_POLL_FIELDS = (
+    "sys_id,number,state,assigned_to,sys_updated_on,sys_updated_by,sys_mod_count,correlation_id,reopened_time"
+)
 
 
 class ServiceNowConfig(ServiceNowSignIn):
@@ -55,6 +73,17 @@ class ServiceNowDesk:
         self._http = transport
         self._credentials = ServiceNowCredentials(config, transport)
         self._table_url = f"{config.url}/api/now/table/{config.table}"
+        self._identity = Identity(config.user)
+        self.page_size = 100  # rows per Table API call of the poll
+
+    @property
+    def integration_user(self) -> str:
+        """The user whose changes are the bridge's own (default: the configured `user`)."""
+        return self._identity.integration_user or (self._config.user or "")
+
+    @integration_user.setter
+    def integration_user(self, value: str | None) -> None:
+        self._identity.integration_user = value
 
     async def find(self, correlation_id: str) -> TicketRef | None:
         """The newest record with this correlation id, in any state."""
@@ -84,7 +113,7 @@ class ServiceNowDesk:
         return self._ref(record)
 
     async def note(self, ref: TicketRef, text: str) -> None:
-        await self._patch("note", ref, {"work_notes": text})
+        await self._patch("note", ref, {"work_notes": marked(text)})
 
     async def update(self, ref: TicketRef, fields: Mapping[str, str]) -> None:
         if fields:
@@ -113,7 +142,7 @@ class ServiceNowDesk:
         await self._patch("close_duplicate", ref, body)
 
     async def reopen(self, ref: TicketRef, note: str) -> None:
-        await self._patch("reopen", ref, {"state": _IN_PROGRESS, "work_notes": note})
+        await self._patch("reopen", ref, {"state": _IN_PROGRESS, "work_notes": marked(note)})
 
     async def state(self, ref: TicketRef) -> TicketState:
         url = f"{self._table_url}/{ref.id}"
@@ -128,6 +157,124 @@ class ServiceNowDesk:
 
     async def aclose(self) -> None:
         """Nothing to release: the session belongs to the caller, and OAuth tokens simply expire."""
+
+    # -- the loop back (bridge.core.sync) ------------------------------------------------------
+
+    def parse_events(self, body: bytes, headers: Mapping[str, str]) -> list[DeskEvent]:
+        """The Business Rule's body (deploy/snippets/servicenow/): a state or assignment change, and
+        the journal entry (comment or work note) of the same update, each its own event."""
+        return push_events(self.name, decode(body, f"{self.name} desk event"), self._identity)
+
+    async def changes_since(self, since_ms: int, cursor: str | None) -> ChangePage:
+        """Incidents the bridge opened (`correlation_display`) updated at or after `since_ms`, merged in
+        time order with their comments and work notes from `sys_journal_field`; both by `sysparm_offset`.
+
+        The poll sees each incident as it is now: one event per update it finds (`sys_mod_count`),
+        its kind from the state (and `reopened_time`), so changes between two polls collapse into the
+        latest; every journal entry is seen. `cursor` is "<incident offset>,<journal offset>"."""
+        at_i, at_j = _offsets(cursor)
+        since = utc(since_ms, _TIME)
+        size = self.page_size
+        display = self._config.correlation_display
+        incidents = await self._rows(
+            "changes",
+            self._table_url,
+            {
+                "sysparm_query": f"sys_updated_on>={since}^correlation_display={display}^correlation_idISNOTEMPTY"
+                "^ORDERBYsys_updated_on^ORDERBYsys_mod_count",
+                "sysparm_fields": _POLL_FIELDS,
+                "sysparm_exclude_reference_link": "true",
+                "sysparm_offset": str(at_i),
+                "sysparm_limit": str(size),
+            },
+        )
+        journal = await self._rows(
+            "changes",
+            f"{self._config.url}/api/now/table/sys_journal_field",
+            {
+                "sysparm_query": f"name={self._config.table}^elementINcomments,work_notes^sys_created_on>={since}"
+                "^ORDERBYsys_created_on",
+                "sysparm_fields": "sys_id,element,element_id,value,sys_created_on,sys_created_by",
+                "sysparm_offset": str(at_j),
+                "sysparm_limit": str(size),
+            },
+        )
+        more_i, more_j = len(incidents) >= size, len(journal) >= size
+        times_i = [_time(row, "sys_updated_on") for row in incidents]
+        times_j = [_time(row, "sys_created_on") for row in journal]
+        bounds = ([times_i[-1]] if more_i else []) + ([times_j[-1]] if more_j else [])
+        bound = min(bounds) if bounds else None
+        take_i = [n for n, t in enumerate(times_i) if bound is None or t <= bound]
+        take_j = [n for n, t in enumerate(times_j) if bound is None or t <= bound]
+        tickets = await self._tickets({str(journal[n].get("element_id", "")) for n in take_j})
+        events = [self._row_event(incidents[n], times_i[n]) for n in take_i]
+        for n in take_j:
+            ref = tickets.get(str(journal[n].get("element_id", "")))
+            if ref is not None:
+                events.append(self._journal_event(journal[n], times_j[n], *ref))
+        events.sort(key=lambda e: e.at_ms)
+        left = more_i or more_j or len(take_i) < len(incidents) or len(take_j) < len(journal)
+        next_cursor = f"{at_i + len(take_i)},{at_j + len(take_j)}" if left else None
+        return ChangePage(events=events, cursor=next_cursor)
+
+    def _row_event(self, row: Mapping[str, Any], at_ms: int) -> DeskEvent:
+        state = str(row.get("state", ""))
+        kind = _STATE_KINDS.get(state, DeskEventKind.UPDATED)
+        if kind is DeskEventKind.UPDATED and row.get("assigned_to"):
+            kind = DeskEventKind.ASSIGNED
+        if state in _OPEN_STATES and row.get("reopened_time") and row.get("reopened_time") == row.get("sys_updated_on"):
+            kind = DeskEventKind.REOPENED
+        author = str(row.get("sys_updated_by", ""))
+        sys_id = str(row.get("sys_id", ""))
+        return DeskEvent(
+            desk=self.name,
+            ticket=self._ref({"sys_id": sys_id, "number": row.get("number", "")}),
+            kind=kind,
+            at_ms=at_ms,
+            event_id=f"{sys_id}:{row.get('sys_mod_count', '')}",
+            author=author,
+            text=_STATE_NAMES.get(state, state),
+            correlation_id=str(row.get("correlation_id", "")),
+            ours=self._identity.ours([author]),
+        )
+
+    def _journal_event(self, row: Mapping[str, Any], at_ms: int, ref: TicketRef, correlation_id: str) -> DeskEvent:
+        author, text = str(row.get("sys_created_by", "")), str(row.get("value", ""))
+        return DeskEvent(
+            desk=self.name,
+            ticket=ref,
+            kind=DeskEventKind.COMMENTED,
+            at_ms=at_ms,
+            event_id=f"journal:{row.get('sys_id', '')}",
+            author=author,
+            text=text,
+            correlation_id=correlation_id,
+            ours=self._identity.ours([author], text),
+        )
+
+    async def _tickets(self, sys_ids: set[str]) -> dict[str, tuple[TicketRef, str]]:
+        """Which of these records the bridge opened: sys_id -> (ref, correlation id)."""
+        wanted = sorted(i for i in sys_ids if i)
+        if not wanted:
+            return {}
+        query = f"sys_idIN{','.join(wanted)}^correlation_display={self._config.correlation_display}"
+        rows = await self._rows(
+            "changes",
+            self._table_url,
+            {
+                "sysparm_query": query,
+                "sysparm_fields": "sys_id,number,correlation_id",
+                "sysparm_limit": str(len(wanted)),
+            },
+        )
+        return {str(r.get("sys_id")): (self._ref(r), str(r.get("correlation_id", ""))) for r in rows if r.get("sys_id")}
+
+    async def _rows(self, action: str, url: str, params: Mapping[str, str]) -> list[dict[str, Any]]:
+        answer, decoded = await self._call(action, "GET", url, params=params)
+        rows = decoded.get("result")
+        if not isinstance(rows, list):
+            raise self._http.unexpected(action, answer, "answer has no result list")
+        return [row for row in rows if isinstance(row, dict)]
 
     # -- requests ------------------------------------------------------------------------------
 
@@ -157,3 +304,84 @@ class ServiceNowDesk:
         if not isinstance(decoded, dict):
             raise self._http.unexpected(action, answer, "answer is not a JSON object")
         return answer, decoded
+
+
+# -- the Business Rule's body -----------------------------------------------------------------------
+
+
+def push_events(desk: str, data: Mapping[str, Any], identity: Identity) -> list[DeskEvent]:
+    """The events of one Business Rule body (deploy/snippets/servicenow/alert_bridge_sync.js).
+
+    Kinds: state 6 or 7 reached -> RESOLVED, 8 -> CANCELLED, from 6/7/8 back to 1-3 -> REOPENED, 2
+    reached or `assigned_to` newly set -> ASSIGNED, anything else -> UPDATED; the journal entry
+    of the same update -> COMMENTED. An update that only added the entry is that one event."""
+    what = f"{desk} desk event"
+    body = Reader(data, what)
+    sys_id = body.text("sys_id", required=True, limit=64)
+    number = body.text("number", limit=64)
+    state, previous = body.text("state", required=True, limit=16), body.text("previous_state", limit=16)
+    assigned, was_assigned = body.text("assigned_to", limit=64), body.text("previous_assigned_to", limit=64)
+    mod = body.integer("sys_mod_count", required=True)
+    at_ms = body.time_ms("sys_updated_on", [_TIME], required=True) or 0
+    author = body.text("sys_updated_by", limit=200)
+    correlation = body.text("correlation_id", limit=500)
+    url = body.text("url", limit=2000)
+    ref = TicketRef(id=sys_id, display=number, url=url)
+    entry = body.obj("journal")
+    events: list[DeskEvent] = []
+    if entry is not None:
+        text = entry.text("value")
+        writer = entry.text("sys_created_by", limit=200) or author
+        events.append(
+            DeskEvent(
+                desk=desk,
+                ticket=ref,
+                kind=DeskEventKind.COMMENTED,
+                at_ms=entry.time_ms("sys_created_on", [_TIME]) or at_ms,
+                event_id=f"journal:{entry.text('sys_id', required=True, limit=64)}",
+                author=writer,
+                text=text,
+                correlation_id=correlation,
+                ours=identity.ours([writer], text),
+            )
+        )
+    kind = DeskEventKind.UPDATED
+    if state != previous and state in ("6", "7") and previous not in ("6", "7"):
+        kind = DeskEventKind.RESOLVED
+    elif state != previous and state == "8":
+        kind = DeskEventKind.CANCELLED
+    elif previous in _DONE_STATES and state in _OPEN_STATES:
+        kind = DeskEventKind.REOPENED
+    elif (state == "2" and previous != "2") or (assigned and assigned != was_assigned):
+        kind = DeskEventKind.ASSIGNED
+    if kind is not DeskEventKind.UPDATED or entry is None:
+        journal_text = entry.text("value") if entry is not None else ""
+        events.insert(
+            0,
+            DeskEvent(
+                desk=desk,
+                ticket=ref,
+                kind=kind,
+                at_ms=at_ms,
+                event_id=f"{sys_id}:{mod}",
+                author=author,
+                text=_STATE_NAMES.get(state, state),
+                correlation_id=correlation,
+                ours=identity.ours([author], journal_text),
+            ),
+        )
+    return events
+
+
+def _offsets(cursor: str | None) -> tuple[int, int]:
+    if not cursor:
+        return 0, 0
+    first, _, second = cursor.partition(",")
+    try:
+        return max(0, int(first)), max(0, int(second or 0))
+    except ValueError:
+        return 0, 0
+
+
+def _time(row: Mapping[str, Any], key: str) -> int:
+    return parse_time(str(row.get(key, "")), [_TIME]) or 0

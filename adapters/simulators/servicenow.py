@@ -15,9 +15,15 @@ Test and CLI hooks, outside the vendor API:
     GET  /_sim/events     {"events": [...em_event rows], "alerts": [...em_alert rows]}
     GET  /_sim/requests   {"requests": [{"method", "path", "query", "body", "status"}, ...]}
     GET|POST /_sim/faults, POST /_sim/reset   see adapters.simulators.faults
+    POST /_sim/human/{sys_id}  {"user": "jdoe", "changes": {"state": "6", ...}}: a person's change
+                          in the UI (`ServiceNowStore.act_as_human`); answers the record
+    POST /_sim/push       {"url", "headers"?}: push every later update as the Business Rule of
+                          deploy/snippets/servicenow/ does (`business_rule_body`); {"url": ""} stops
 
 In-process: `app[STORE]` is the `ServiceNowStore`, `app[EVENTS]` the `EventManagement`,
-`app[OAUTH]` the `OAuthServer`, `app[FAULTS]` the `Faults`.
+`app[OAUTH]` the `OAuthServer`, `app[FAULTS]` the `Faults`, `app[PUSH]` the `Pusher` (its
+`target(url, headers)`, `deliveries`, `drained()`). Every update is pushed, the integration user's
+too, as the Business Rule would: telling them apart is the receiver's job.
 As a process: `bridge simulate servicenow --port P`, or `python -m adapters.simulators.servicenow`;
 the OAuth client is `bridge-client` / `client-s3cret`.
 """
@@ -35,6 +41,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from adapters.simulators.faults import FAULTS, FaultAnswers, Faults, install
+from adapters.simulators.pusher import Pusher
 from adapters.simulators.requestlog import recorder
 from adapters.simulators.servicenow_em import EVENTS, TABLES, EventManagement, jsonv2
 from adapters.simulators.servicenow_oauth import DEFAULT_CLIENT, OAUTH, OAuthServer, token_endpoint
@@ -49,6 +56,7 @@ from adapters.simulators.servicenow_store import (
 )
 
 STORE = web.AppKey("servicenow_store", ServiceNowStore)
+PUSH = web.AppKey("servicenow_push", Pusher)
 _CREDENTIALS = web.AppKey("servicenow_credentials", tuple[str, str])
 _MAX_PAYLOAD = web.AppKey("servicenow_max_payload", int)
 
@@ -74,16 +82,22 @@ def make_app(
     clients = dict(oauth_clients) if oauth_clients is not None else dict([DEFAULT_CLIENT])
     oauth = OAuthServer(clients, user, password, client_credentials=client_credentials, token_ttl_s=token_ttl_s)
 
+    push = Pusher()
+
     def reset() -> None:
         store.reset()
         events.reset()
         oauth.reset()
+        push.reset()
 
     # Outermost first: log what the client sent and got, then faults, then auth, then the API.
     app = web.Application(
         middlewares=[recorder(_is_api, _requests_of), _vendor_errors], client_max_size=max_payload + (1 << 20)
     )
     app[STORE] = store
+    app[PUSH] = push
+    store.on_update.append(lambda after, before, rows: push.push(business_rule_body(after, before, rows, push)))
+    app.on_cleanup.append(lambda _: push.aclose())
     app[EVENTS] = events
     app[OAUTH] = oauth
     app[_CREDENTIALS] = (user, password)
@@ -102,7 +116,37 @@ def make_app(
     app.router.add_get("/_sim/records", _records)
     app.router.add_get("/_sim/events", _events)
     app.router.add_get("/_sim/requests", _requests)
+    app.router.add_post("/_sim/human/{sys_id}", _human)
+    app.router.add_post("/_sim/push", _push_target)
     return app
+
+
+# -- the Business Rule's push ---------------------------------------------------------------------------
+
+
+def business_rule_body(
+    record: Mapping[str, str], before: Mapping[str, str], rows: Sequence[Mapping[str, str]], push: Pusher
+) -> dict[str, Any]:
+    """What deploy/snippets/servicenow/alert_bridge_sync.js sends for one update of an incident."""
+    entry = rows[-1] if rows else None
+    return {
+        "table": "incident",
+        "sys_id": record["sys_id"],
+        "number": record["number"],
+        "url": f"{push.instance}/nav_to.do?uri=incident.do?sys_id={record['sys_id']}",
+        "state": record["state"],
+        "previous_state": before.get("state", ""),
+        "assigned_to": record["assigned_to"],
+        "previous_assigned_to": before.get("assigned_to", ""),
+        "sys_updated_on": record["sys_updated_on"],
+        "sys_updated_by": record["sys_updated_by"],
+        "sys_mod_count": record["sys_mod_count"],
+        "correlation_id": record["correlation_id"],
+        "correlation_display": record["correlation_display"],
+        "journal": None
+        if entry is None
+        else {k: entry[k] for k in ("sys_id", "element", "value", "sys_created_by", "sys_created_on")},
+    }
 
 
 # -- vendor wording of the injected faults -------------------------------------------------------
@@ -334,6 +378,23 @@ async def _requests(request: web.Request) -> web.Response:
     return web.json_response({"requests": request.app[STORE].requests}, dumps=_dumps)
 
 
+async def _human(request: web.Request) -> web.Response:
+    body = await _body(request)
+    changes = body.get("changes")
+    if not isinstance(changes, dict) or not isinstance(body.get("user"), str):
+        raise ServiceNowError(400, "Bad human change", 'send {"user": "...", "changes": {...}}')
+    record = request.app[STORE].act_as_human(request.match_info["sys_id"], body["user"], **changes)
+    return web.json_response({"result": record}, dumps=_dumps)
+
+
+async def _push_target(request: web.Request) -> web.Response:
+    body = await _body(request)
+    headers = body.get("headers") or {}
+    request.app[PUSH].target(str(body.get("url", "")), {str(k): str(v) for k, v in headers.items()})
+    request.app[PUSH].instance = str(request.url.origin())
+    return web.json_response({"url": request.app[PUSH].url})
+
+
 # -- running it ----------------------------------------------------------------------------------
 
 
@@ -358,6 +419,7 @@ __all__ = [
     "FAULTS",
     "INCIDENT_FIELDS",
     "OAUTH",
+    "PUSH",
     "STORE",
     "EventManagement",
     "OAuthServer",

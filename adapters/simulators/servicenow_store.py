@@ -10,6 +10,11 @@ from impact x urgency (sent values are overwritten); `incident_state` mirrors `s
 append rows to `sys_journal_field` and read back ""; the data policy refuses state 6/7 without
 `close_code` and `close_notes` (403), and a `close_code` outside the configured choice list; unknown
 fields in a body are silently ignored.
+
+Who changes a record: the API's user (`user`), or a person acting in the UI (`act_as_human`); either
+way `sys_updated_by` and the journal rows' `sys_created_by` name them, and every update (not an
+insert) is passed to `on_update`, as an "after update" Business Rule sees it (servicenow.py turns it
+into the body of deploy/snippets/servicenow/'s Business Rule and pushes it).
 """
 
 from __future__ import annotations
@@ -78,6 +83,8 @@ _INCIDENT_DEFAULTS: Mapping[str, str] = {
     "parent_incident": "",
     "priority": "",
     "reopen_count": "0",
+    "reopened_by": "",
+    "reopened_time": "",
     "resolved_at": "",
     "resolved_by": "",
     "severity": "3",
@@ -102,7 +109,7 @@ CHOICE_FIELDS = frozenset({"sys_id", "name", "element", "value", "label", "seque
 _JOURNALED = ("work_notes", "comments")
 _READ_ONLY = frozenset(
     {"sys_id", "number", "priority", "active", "opened_at", "opened_by", "reopen_count", "sys_class_name"}
-    | {"resolved_at", "resolved_by", "closed_at", "closed_by", "sys_domain"}
+    | {"resolved_at", "resolved_by", "closed_at", "closed_by", "sys_domain", "reopened_by", "reopened_time"}
     | {f for f in INCIDENT_FIELDS if f.startswith("sys_")}
 )
 _WRITABLE = INCIDENT_FIELDS - _READ_ONLY
@@ -141,6 +148,10 @@ class ServiceNowStore:
     journal: list[dict[str, str]] = field(default_factory=list)
     requests: list[dict[str, Any]] = field(default_factory=list)  # the Table API request log
     acl_denied: bool = False  # an ACL refuses the integration user every write (403)
+    # after every update: (record after, record before, the journal rows it added)
+    on_update: list[Callable[[dict[str, str], dict[str, str], list[dict[str, str]]], None]] = field(
+        default_factory=list
+    )
     _numbers: int = 10000
 
     def reset(self) -> None:
@@ -201,12 +212,18 @@ class ServiceNowStore:
         self._save(record, dict(record), changes, entries, when, created=True)
         return self.incidents[sys_id]
 
-    def update(self, sys_id: str, body: Mapping[str, Any]) -> dict[str, str]:
+    def update(self, sys_id: str, body: Mapping[str, Any], *, user: str | None = None) -> dict[str, str]:
         """PATCH and PUT alike: apply the known fields, run the rules, save if anything changed."""
         before = self.get(sys_id)
         changes, entries = _accept(body)
-        self._save(dict(before), before, changes, entries, self.clock(), created=False)
+        self._save(dict(before), before, changes, entries, self.clock(), created=False, user=user or self.user)
         return self.incidents[sys_id]
+
+    def act_as_human(self, sys_id: str, user: str, **changes: str) -> dict[str, str]:
+        """A person's change in the UI: `state="6", close_code=..., close_notes=...` resolves,
+        `state="8"` cancels, `assigned_to=<sys_id>` assigns, `comments=`/`work_notes=` comment,
+        `state="2"` from 6 reopens. Same rules as the API; `sys_updated_by` is `user`."""
+        return self.update(sys_id, changes, user=user)
 
     def delete(self, sys_id: str) -> None:
         self.get(sys_id)
@@ -222,7 +239,9 @@ class ServiceNowStore:
         when: str,
         *,
         created: bool,
+        user: str = "",
     ) -> None:
+        user = user or self.user
         record.update(changes)
         if "state" in changes:
             record["incident_state"] = record["state"]
@@ -230,26 +249,30 @@ class ServiceNowStore:
             record["state"] = record["incident_state"]
         record["priority"] = self._priority(record["impact"], record["urgency"])
         self._check_data_policy(record)
-        _apply_state_change(record, before["state"], when, created=created)
+        _apply_state_change(record, before["state"], when, created=created, user=user)
         entries = [(element, text) for element, text in entries if text]
         if not created and record == before and not entries:
             return  # nothing changed: no save, no sys_mod_count bump
         if not created:
             record["sys_mod_count"] = str(int(record["sys_mod_count"]) + 1)
-            record.update(sys_updated_on=when, sys_updated_by=self.user)
+            record.update(sys_updated_on=when, sys_updated_by=user)
         self.incidents[record["sys_id"]] = record
-        for element, text in entries:
-            self.journal.append(
-                {
-                    "sys_id": uuid.uuid4().hex,
-                    "name": "incident",
-                    "element": element,
-                    "element_id": record["sys_id"],
-                    "value": text,
-                    "sys_created_on": when,
-                    "sys_created_by": self.user,
-                }
-            )
+        rows = [
+            {
+                "sys_id": uuid.uuid4().hex,
+                "name": "incident",
+                "element": element,
+                "element_id": record["sys_id"],
+                "value": text,
+                "sys_created_on": when,
+                "sys_created_by": user,
+            }
+            for element, text in entries
+        ]
+        self.journal.extend(rows)
+        if not created:
+            for listener in self.on_update:
+                listener(dict(record), dict(before), rows)
 
     def _priority(self, impact: str, urgency: str) -> str:
         # Priority Lookup Rules, the sample in ServiceNow docs "Priority lookup rules"
@@ -294,7 +317,7 @@ class ServiceNowStore:
         ]
 
 
-def _apply_state_change(record: dict[str, str], old: str, when: str, *, created: bool) -> None:
+def _apply_state_change(record: dict[str, str], old: str, when: str, *, created: bool, user: str = "") -> None:
     """What the base instance's business rules do when the state moves."""
     new = record["state"]
     record["active"] = "false" if new in _INACTIVE else "true"
@@ -307,6 +330,7 @@ def _apply_state_change(record: dict[str, str], old: str, when: str, *, created:
     if old in _DONE | _INACTIVE and new not in _DONE | _INACTIVE and not created:
         record.update(resolved_at="", resolved_by="", closed_at="", closed_by="")
         record["reopen_count"] = str(int(record["reopen_count"]) + 1)
+        record.update(reopened_time=when, reopened_by=user)
 
 
 def _accept(body: Mapping[str, Any]) -> tuple[dict[str, str], list[tuple[str, str]]]:

@@ -1,0 +1,176 @@
+"""What every desk's loop back shares: reading a pushed body safely, marking the bridge's own writes.
+
+A pushed body comes from the network: `decode` bounds its size and turns anything that is not a JSON
+object into `PayloadError` (never another exception); `Reader` reads typed values out of it, each
+missing or mistyped field a `PayloadError` naming the field, and cuts long texts to `MAX_TEXT`.
+`Identity` answers whether a change is the bridge's own (`bridge.core.sync`: the integration user,
+or `MARKER` in the text); `marked` puts `MARKER` into a note the bridge writes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from bridge.core.errors import PayloadError
+from bridge.core.sync import MARKER
+
+MAX_BODY = 1 << 20  # a desk's webhook body: one ticket's change, far below a megabyte
+MAX_TEXT = 10_000  # a comment's text as kept in a DeskEvent (the audit trail shows it)
+MAX_EVENTS = 500  # events one body or one poll page may yield
+
+
+def decode(body: bytes, what: str) -> Mapping[str, Any]:
+    """The JSON object of a pushed body; PayloadError when it is too large, not JSON or not an object."""
+    if not isinstance(body, bytes | bytearray | memoryview):
+        raise PayloadError(f"{what}: the body is not bytes")
+    if len(body) > MAX_BODY:
+        raise PayloadError(f"{what}: the body has {len(body)} bytes, more than {MAX_BODY}")
+    if not bytes(body).strip():
+        raise PayloadError(f"{what}: the body is empty")
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise PayloadError(f"{what}: the body is not JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise PayloadError(f"{what}: the body is not a JSON object")
+    return data
+
+
+class Reader:
+    """Typed reads from one decoded object; errors name the field's path (`issue.fields.status`)."""
+
+    def __init__(self, data: Any, what: str, path: str = "") -> None:
+        if not isinstance(data, Mapping):
+            raise PayloadError(f"{what}: {path or 'the body'} is not an object")
+        self.data, self.what, self.path = data, what, path
+
+    def _where(self, key: str) -> str:
+        return f"{self.path}.{key}" if self.path else key
+
+    def _fail(self, key: str, problem: str) -> PayloadError:
+        return PayloadError(f"{self.what}: {self._where(key)} {problem}")
+
+    def has(self, key: str) -> bool:
+        return self.data.get(key) is not None
+
+    def text(self, key: str, *, required: bool = False, limit: int = MAX_TEXT) -> str:
+        """A string (a number is taken as its text); '' when absent and not required."""
+        value = self.data.get(key)
+        if value is None or value == "":
+            if required:
+                raise self._fail(key, "is missing")
+            return ""
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            raise self._fail(key, "is not a string")
+        return str(value)[:limit]
+
+    def obj(self, key: str, *, required: bool = False) -> Reader | None:
+        value = self.data.get(key)
+        if value is None:
+            if required:
+                raise self._fail(key, "is missing")
+            return None
+        if not isinstance(value, Mapping):
+            raise self._fail(key, "is not an object")
+        return Reader(value, self.what, self._where(key))
+
+    def items(self, key: str, *, limit: int = MAX_EVENTS) -> list[Reader]:
+        """The objects of a list (absent: none); more than `limit` is a PayloadError."""
+        value = self.data.get(key)
+        if value is None:
+            return []
+        if not isinstance(value, list):
+            raise self._fail(key, "is not a list")
+        if len(value) > limit:
+            raise self._fail(key, f"has {len(value)} entries, more than {limit}")
+        return [Reader(item, self.what, f"{self._where(key)}[{n}]") for n, item in enumerate(value)]
+
+    def integer(self, key: str, *, required: bool = False) -> int | None:
+        value = self.data.get(key)
+        if value is None:
+            if required:
+                raise self._fail(key, "is missing")
+            return None
+        if isinstance(value, bool):
+            raise self._fail(key, "is not a number")
+        try:
+            return int(value)
+        except (TypeError, ValueError, OverflowError):
+            raise self._fail(key, f"is not a number: {str(value)[:40]!r}") from None
+
+    def time_ms(self, key: str, formats: Iterable[str], *, required: bool = False) -> int | None:
+        """A timestamp in one of `formats` (strptime; naive means UTC), or epoch milliseconds."""
+        value = self.data.get(key)
+        if value is None or value == "":
+            if required:
+                raise self._fail(key, "is missing")
+            return None
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if not isinstance(value, str):
+            raise self._fail(key, "is not a time")
+        at = parse_time(value, formats)
+        if at is None:
+            raise self._fail(key, f"is not a time: {value[:40]!r}")
+        return at
+
+
+def parse_time(value: str, formats: Iterable[str]) -> int | None:
+    """Epoch milliseconds of `value` in one of `formats` (a naive time is UTC), or None."""
+    for form in formats:
+        try:
+            parsed = datetime.strptime(value, form)
+        except ValueError:
+            continue
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=UTC)
+        try:
+            return int(parsed.timestamp() * 1000)
+        except (OverflowError, OSError, ValueError):
+            return None
+    return None
+
+
+def utc(ms: int, form: str) -> str:
+    """Epoch milliseconds as UTC text in strftime `form`."""
+    return datetime.fromtimestamp(max(0, ms) / 1000, UTC).strftime(form)
+
+
+def marked(text: str) -> str:
+    """A note as the bridge writes it: the text, then MARKER on a line of its own (once)."""
+    if not text or MARKER in text:
+        return text
+    return f"{text}\n\n{MARKER}"
+
+
+class Identity:
+    """Who the bridge is on one desk: the names its integration user goes by there.
+
+    `integration_user` (31a's `sync.integration_user`, or the desk's auth user by default) may be set
+    at any time; `learn` adds a name the desk itself told (Jira's accountId from /myself)."""
+
+    def __init__(self, *names: str | None) -> None:
+        self._configured = ""
+        self._names = {n.casefold() for n in names if n}
+
+    @property
+    def integration_user(self) -> str:
+        return self._configured
+
+    @integration_user.setter
+    def integration_user(self, value: str | None) -> None:
+        self._configured = value or ""
+        if value:
+            self._names.add(value.casefold())
+
+    def learn(self, name: str | None) -> None:
+        if name:
+            self._names.add(name.casefold())
+
+    def ours(self, authors: Iterable[str], text: str = "") -> bool:
+        """Whether one of `authors` is the integration user, or the text carries MARKER."""
+        return MARKER in text or any(a and a.casefold() in self._names for a in authors)
