@@ -76,6 +76,7 @@ def test_a_wheel_in_a_fresh_venv_runs_from_an_empty_directory(tmp_path: Path) ->
     (wheel,) = (tmp_path / "dist").glob("alert_ticket_bridge-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     assert {"bridge/samples/example.yaml", "bridge/runtime/lua/apply_alert.lua"} <= names
+    assert {"bridge/admin/ui/templates/incidents.html", "bridge/admin/ui/static/ui.css"} <= names  # the status page
 
     venv = tmp_path / "venv"
     done = run(sys.executable, "-m", "venv", venv, cwd=tmp_path, env=env)
@@ -111,6 +112,9 @@ def test_a_wheel_in_a_fresh_venv_runs_from_an_empty_directory(tmp_path: Path) ->
         assert (loaded["level"], loaded["files"]) == ("info", [str(example)])
         done = run(bridge, "incidents", "list", "--data-dir", data, cwd=work, env=env)
         assert (done.returncode, done.stdout.strip()) == (0, "[]"), done.stderr
+        for path, said in [("/ui/login", b"BRIDGE_ADMIN_TOKEN"), ("/ui/static/ui.css", b"background-color")]:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as answer:  # the wheel's files
+                assert answer.status == 200 and said in answer.read(), path
     finally:
         server.send_signal(signal.SIGTERM)
         assert server.wait(30) == 0, log.read_text()
