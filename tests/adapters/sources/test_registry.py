@@ -22,6 +22,7 @@ SOURCES = sources()
 RECEIVED = datetime(2024, 5, 14, 10, 0, tzinfo=UTC)
 KINDS = [
     "alertmanager", "grafana", "nagios", "icinga2", "splunk", "signalfx", "solarwinds", "zabbix", "datadog", "opsgenie",
+    "puppet",
 ]  # fmt: skip
 OPTIONS: dict[str, dict[str, Any]] = {"generic": {"alerts": "alerts", "name": "name", "status": "status"}}
 ALL_KINDS = [*KINDS, "generic"]
