@@ -8,6 +8,7 @@ from typing import Any
 import orjson
 
 from bridge.core import keys
+from bridge.runtime.connect import is_cluster
 from bridge.runtime.scripts import Redis
 
 
@@ -69,6 +70,15 @@ async def retry(redis: Redis, letter_id: str, now_ms: int) -> Retried:
         return Retried.NOT_RETRYABLE
     base = keys.base_of(letter["incident"])
     ik = keys.IncidentKeys(base)
+    if is_cluster(redis):
+        # The outbox, `ready` and the dead letters are in three slots: no MULTI spans them. The letter
+        # is taken first (of two retries at once, one gets it); a crash right after loses this retry,
+        # which the operator sees fail, and never makes the desk call twice.
+        if not await redis.xdel(keys.DLQ, letter_id):
+            return Retried.NOT_FOUND
+        await redis.lpush(ik.outbox, *[orjson.dumps(entry) for entry in reversed(letter["entries"])])
+        await redis.zadd(keys.READY, {base: now_ms})
+        return Retried.RETRIED
     async with redis.pipeline(transaction=True) as pipe:
         for entry in reversed(letter["entries"]):
             pipe.lpush(ik.outbox, orjson.dumps(entry))

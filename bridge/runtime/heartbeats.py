@@ -39,6 +39,7 @@ from bridge.core.matchers import Matcher, matches_all
 from bridge.core.models import Alert, Status, stable_hash
 from bridge.core.routing import HEARTBEAT_KIND, match_labels
 from bridge.core.source import Parsed
+from bridge.runtime.connect import is_cluster
 from bridge.runtime.context import Runtime, wait_for_event
 from bridge.runtime.metrics import Metrics
 
@@ -296,7 +297,9 @@ async def forget(client: Any, bid: str) -> bool:
     beat = _beat(bid, state)
     if beat is None:
         return False
-    async with client.pipeline(transaction=True) as pipe:
+    # One MULTI on one Redis; on Redis Cluster the four keys are in four slots, each removal on its own
+    # (a crash between them leaves an index entry or a timer of a heartbeat that is gone, both ignored).
+    async with client.pipeline(transaction=not is_cluster(client)) as pipe:
         pipe.delete(keys.heartbeat(bid))
         pipe.zrem(keys.HEARTBEATS, bid)
         pipe.srem(keys.heartbeat_ids(beat.name), bid)

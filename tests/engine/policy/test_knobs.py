@@ -16,6 +16,7 @@ from bridge.core.config import MappingConfig
 from bridge.engine.silences import Silence, Silences
 from bridge.process.app import make_app
 from bridge.process.embedded import EmbeddedRedis
+from bridge.runtime.connect import connect
 from bridge.runtime.context import Runtime
 from bridge.runtime.scripts import Scripts
 from tests.amp import alert, group
@@ -228,7 +229,7 @@ async def test_changes_that_come_with_the_open_wait_for_the_flush_too(
     while its open is at the desk, make one work note once the flush interval is over: not one right
     after the open and another one later."""
     cfg = config(snow.url, ticket={"flush_interval": "1s"})
-    client = aioredis.Redis.from_url(redis_server.url)
+    client = connect(redis_server.url)
     runner, url = await start_app(make_app(Runtime(client, Scripts(client), cfg)))  # ingress alone: a backlog
     try:
         await post(url + "/webhook/alertmanager", group(*(alert(device=f"/dev/a{i}") for i in range(5))))
