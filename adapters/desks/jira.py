@@ -27,6 +27,15 @@ is Basic `email:api_token` (Cloud) or Bearer with a personal access token (Data 
   (resolution), then the note as a comment. An issue already in the wanted category just gets the
   comment, so a retry is harmless.
 - state: the status category; statuses in `closed_statuses` count as CLOSED.
+
+The loop back (bridge.core.sync): `parse_events` reads Jira's webhooks (`jira:issue_updated` with
+its changelog, `comment_created`; Cloud and Data Center send the same shape), `changes_since` polls
+`updated >= "<yyyy/MM/dd HH:mm>"` (the integration user's time zone must be UTC: JQL reads dates
+in it) with `expand=changelog` and the comments, scoped to `project` (and `sync_jql`), keeping the
+issues that carry a correlation label. A change into the done category is RESOLVED, or CANCELLED
+when its resolution or status is in `cancelled`; a cleared resolution is REOPENED; into "In
+Progress" or an assignee set is ASSIGNED. Comments the bridge writes end with `MARKER`; the
+integration user is known by `email`/accountId/name (`identify()` asks `/myself`).
 """
 
 from __future__ import annotations
@@ -40,14 +49,18 @@ from typing import Any, Literal, Self
 import aiohttp
 from pydantic import ConfigDict, Field, SecretStr, field_validator, model_validator
 
-from adapters.desks.jira_fields import RICH_TEXT, adf, field_text, jira_fields, jql_string, labels
+from adapters.desks.events import MAX_EVENTS, Identity, Reader, decode, marked, utc
+from adapters.desks.jira_fields import RICH_TEXT, adf, adf_text, field_text, jira_fields, jql_string, labels
 from adapters.desks.transport import Answer, DeskAddress, Seconds, Transport, https_url, json_reason, tls_context
 from bridge.core.desk import TicketPhase, TicketRef, TicketState
-from bridge.core.errors import DeskError, DeskRejected
+from bridge.core.errors import DeskError, DeskRejected, PayloadError
+from bridge.core.sync import ChangePage, DeskEvent, DeskEventKind
 
 _JSM_ONLY = frozenset({"requestTypeId", "serviceDeskId"})
 # A correlation id as a label: `<route id>:<key hash>:<epoch>` (spaces as `_`; bridge.core.keys).
 _CORRELATION = re.compile(r"[A-Za-z0-9_.-]+:[0-9a-f]{6,}:[0-9a-z]+")
+_TIMES = ("%Y-%m-%dT%H:%M:%S.%f%z", "%Y-%m-%dT%H:%M:%S%z")
+_KNOWN_EVENTS = frozenset({"jira:issue_updated", "comment_created"})
 
 
 class JiraConfig(DeskAddress):
@@ -83,6 +96,10 @@ class JiraConfig(DeskAddress):
     # `search_lag` after that open was sent, still does not find it (docs/desks.md, "Lost opens").
     search_lag: float = Field(15.0, ge=0)  # 0: search shows a create at once (a Data Center site may)
     ca_file: str | None = None  # custom CA bundle; TLS verification is never disabled
+    # The loop back: resolutions and statuses that mean "cancelled" rather than resolved, and a JQL
+    # clause narrowing the poll (AND-ed to `project = <project>`), e.g. `labels = alertmanager`.
+    cancelled: list[str] = ["Won't Do", "Won't Fix", "Declined", "Duplicate", "Canceled", "Cancelled", "Rejected"]
+    sync_jql: str = ""
 
     @field_validator("url")
     @classmethod
@@ -132,6 +149,29 @@ class JiraDesk:
         # How long `find` may miss an issue after its create was sent: the answer may come that late
         # (`timeout`), and search may take `search_lag` more to show the issue.
         self.find_lag = config.timeout + config.search_lag
+        self._identity = Identity(config.email)
+        self._identified = False
+        self.page_size = 50  # issues per search page of the poll
+
+    @property
+    def integration_user(self) -> str:
+        """Whose changes are the bridge's own: set it to the accountId (Cloud) or user name (Data Center);
+        by default the configured email and whatever `/myself` answers (`identify`)."""
+        return self._identity.integration_user or (self._config.email or "")
+
+    @integration_user.setter
+    def integration_user(self, value: str | None) -> None:
+        self._identity.integration_user = value
+
+    async def identify(self) -> None:
+        """Learn the integration user's accountId, name and key from `/myself` (once)."""
+        if self._identified:
+            return
+        me = await self._json("identify", "GET", f"{self._config.url}/rest/api/2/myself")
+        if isinstance(me, dict):
+            for key in ("accountId", "name", "key", "emailAddress"):
+                self._identity.learn(str(me.get(key) or ""))
+        self._identified = True
 
     # -- the Desk protocol ---------------------------------------------------------------------
 
@@ -220,6 +260,161 @@ class JiraDesk:
 
     async def aclose(self) -> None:
         """Nothing to release: the session belongs to the caller."""
+
+    # -- the loop back (bridge.core.sync) ------------------------------------------------------
+
+    def parse_events(self, body: bytes, headers: Mapping[str, str]) -> list[DeskEvent]:
+        """A Jira webhook: `jira:issue_updated` (its changelog: one event; its comment, when the update
+        was a comment: another) or `comment_created`. Other webhook events carry no human change we
+        act on and give no event."""
+        what = f"{self.name} desk event"
+        data = Reader(decode(body, what), what)
+        event = data.text("webhookEvent", required=True, limit=100)
+        if event not in _KNOWN_EVENTS:
+            return []
+        issue = data.obj("issue", required=True)
+        assert issue is not None
+        ref, correlation, status = self._issue(issue)
+        at_ms = data.integer("timestamp") or 0
+        events = []
+        changelog = data.obj("changelog")
+        if changelog is not None:
+            history = {"id": changelog.text("id", required=True, limit=64), "created_ms": at_ms}
+            events.append(self._history(ref, correlation, status, history, changelog, data.obj("user")))
+        comment = data.obj("comment")
+        if comment is not None:
+            events.append(self._comment_event(ref, correlation, comment, at_ms))
+        return events
+
+    async def changes_since(self, since_ms: int, cursor: str | None) -> ChangePage:
+        """Issues of `project` (and `sync_jql`) updated at or after `since_ms` (JQL counts minutes):
+        their changelog histories and comments from `since_ms` on, oldest first per page."""
+        await self.identify()
+        cloud = await self._is_cloud("changes")
+        scope = f"project = {jql_string(self._config.project)}"
+        if self._config.sync_jql:
+            scope += f" AND ({self._config.sync_jql})"
+        jql = f'updated >= "{utc(since_ms, "%Y/%m/%d %H:%M")}" AND {scope} ORDER BY updated ASC'
+        fields = ["status", "labels", "resolution", "comment", "updated", "assignee"]
+        if cloud:
+            body: dict[str, Any] = {"jql": jql, "fields": fields, "expand": "changelog", "maxResults": self.page_size}
+            if cursor:
+                body["nextPageToken"] = cursor
+            found = await self._json("changes", "POST", await self._api("changes", "search/jql"), json=body)
+        else:
+            params = {"jql": jql, "fields": ",".join(fields), "expand": "changelog"}
+            params |= {"maxResults": str(self.page_size), "startAt": cursor or "0"}
+            found = await self._json("changes", "GET", await self._api("changes", "search"), params=params)
+        what = f"{self.name} changes"
+        try:
+            page = Reader(found, what)
+            issues = page.items("issues", limit=MAX_EVENTS)
+            events = [e for issue in issues for e in self._issue_changes(issue, since_ms)]
+        except PayloadError as exc:
+            raise DeskRejected(f"{self.name} changes: unexpected search answer: {exc}", desk=self.name) from exc
+        events.sort(key=lambda e: e.at_ms)
+        if cloud:
+            token = page.text("nextPageToken", limit=2000)
+            next_cursor = token if token and page.data.get("isLast") is not True else None
+        else:
+            start, total = page.integer("startAt") or 0, page.integer("total") or 0
+            next_cursor = str(start + len(issues)) if issues and start + len(issues) < total else None
+        return ChangePage(events=events, cursor=next_cursor)
+
+    def _issue_changes(self, issue: Reader, since_ms: int) -> list[DeskEvent]:
+        ref, correlation, status = self._issue(issue)
+        if not correlation and self._config.correlation == "label":
+            return []  # not an issue the bridge opened
+        events = []
+        changelog = issue.obj("changelog")
+        for history in changelog.items("histories") if changelog is not None else []:
+            at_ms = history.time_ms("created", _TIMES, required=True) or 0
+            if at_ms >= since_ms:
+                shown = {"id": history.text("id", required=True, limit=64), "created_ms": at_ms}
+                events.append(self._history(ref, correlation, status, shown, history, history.obj("author")))
+        fields = issue.obj("fields")
+        comments = fields.obj("comment") if fields is not None else None
+        for comment in comments.items("comments") if comments is not None else []:
+            at_ms = comment.time_ms("created", _TIMES, required=True) or 0
+            if at_ms >= since_ms:
+                events.append(self._comment_event(ref, correlation, comment, at_ms))
+        return events
+
+    def _issue(self, issue: Reader) -> tuple[TicketRef, str, tuple[str, str]]:
+        """The issue's ref, its correlation id (from the label) and its current status and category."""
+        key = issue.text("key", required=True, limit=100)
+        fields = issue.obj("fields")
+        correlation, status = "", ("", "")
+        if fields is not None:
+            prefix = self._config.label_prefix
+            for label in fields.data.get("labels") or [] if isinstance(fields.data.get("labels"), list) else []:
+                text = str(label)
+                if text.startswith(prefix) and _CORRELATION.fullmatch(text[len(prefix) :]):
+                    correlation = text[len(prefix) :]
+            shown = fields.obj("status")
+            if shown is not None:
+                category = shown.obj("statusCategory")
+                status = (shown.text("name", limit=200), category.text("key", limit=50) if category else "")
+        return self._ref(key), correlation, status
+
+    def _history(
+        self,
+        ref: TicketRef,
+        correlation: str,
+        status: tuple[str, str],
+        history: Mapping[str, Any],
+        holder: Reader,
+        author: Reader | None,
+    ) -> DeskEvent:
+        """One changelog history as one event, its kind from the status, resolution and assignee items."""
+        moved_to, resolution, reopened, assigned = "", "", False, False
+        for item in holder.items("items"):
+            name = (item.text("fieldId", limit=100) or item.text("field", limit=100)).lower()
+            if name == "status":
+                moved_to = item.text("toString", limit=200)
+            elif name == "resolution":
+                resolution = item.text("toString", limit=200)
+                reopened = reopened or (not resolution and bool(item.text("fromString", limit=200)))
+            elif name == "assignee":
+                assigned = assigned or bool(item.text("to", limit=200) or item.text("toString", limit=200))
+        category = status[1] if moved_to and moved_to == status[0] else ""
+        cancelled = {c.casefold() for c in self._config.cancelled}
+        kind = DeskEventKind.UPDATED
+        if resolution or category == "done":
+            done_as = {resolution.casefold(), moved_to.casefold()}
+            kind = DeskEventKind.CANCELLED if done_as & cancelled else DeskEventKind.RESOLVED
+        elif reopened:
+            kind = DeskEventKind.REOPENED
+        elif category == "indeterminate" or assigned:
+            kind = DeskEventKind.ASSIGNED
+        who = _user_names(author)
+        return DeskEvent(
+            desk=self.name,
+            ticket=ref,
+            kind=kind,
+            at_ms=int(history["created_ms"]),
+            event_id=f"changelog:{history['id']}",
+            author=who[0] if who else "",
+            text=moved_to or resolution,
+            correlation_id=correlation,
+            ours=self._identity.ours(who),
+        )
+
+    def _comment_event(self, ref: TicketRef, correlation: str, comment: Reader, default_ms: int) -> DeskEvent:
+        raw = comment.data.get("body")
+        text = (raw if isinstance(raw, str) else adf_text(raw) if isinstance(raw, dict) else "")[:10_000]
+        who = _user_names(comment.obj("author"))
+        return DeskEvent(
+            desk=self.name,
+            ticket=ref,
+            kind=DeskEventKind.COMMENTED,
+            at_ms=comment.time_ms("created", _TIMES) or default_ms,
+            event_id=f"comment:{comment.text('id', required=True, limit=64)}",
+            author=who[0] if who else "",
+            text=text,
+            correlation_id=correlation,
+            ours=self._identity.ours(who, text),
+        )
 
     # -- JSM -----------------------------------------------------------------------------------
 
@@ -315,6 +510,7 @@ class JiraDesk:
     async def _comment(self, action: str, ref: TicketRef, text: str) -> None:
         if not text:
             return
+        text = marked(text)
         if self._config.service_desk is not None:
             url = f"{self._config.url}/rest/servicedeskapi/request/{ref.id}/comment"
             await self._send(action, "POST", url, json={"body": text, "public": False})
@@ -412,6 +608,14 @@ def _pick(transitions: list[dict[str, Any]], wanted: str, *, done: bool, closed:
         if (category == "done") == done and str(to.get("name", "")) not in closed:
             return transition
     return None
+
+
+def _user_names(user: Reader | None) -> list[str]:
+    """What a Jira user object calls its user, most specific first: accountId (Cloud), name and key
+    (Data Center), emailAddress (when the site shows it)."""
+    if user is None:
+        return []
+    return [n for n in (user.text(k, limit=200) for k in ("accountId", "name", "key", "emailAddress")) if n]
 
 
 def _reason(text: str) -> str:

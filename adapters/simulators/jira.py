@@ -17,7 +17,13 @@ Knobs: `search_lag_s` hides new issues from `/search/jql` for that long (Cloud s
 consistent); `app[STORE].read_only` holds project keys the user may not write (403).
 
 Test and CLI hooks: `GET /_sim/issues` (every issue with comments and properties), `GET
-/_sim/requests` (the request log), `/_sim/faults`, `/_sim/reset`. In-process: `app[STORE]`.
+/_sim/requests` (the request log), `/_sim/faults`, `/_sim/reset`; `POST /_sim/human/{key}`
+`{"user", "to"?, "resolution"?, "assignee"?, "comment"?}` (a person's change: `JiraStore.act_as_human`);
+`POST /_sim/push` `{"url", "headers"?, "secret"?}`: every later change is sent there as Jira's
+webhook (`jira:issue_updated` with the changelog, and `comment_created`; a comment also makes a
+`jira:issue_updated` of type `issue_commented`, as Jira sends both), signed in `X-Hub-Signature`
+(`sha256=<HMAC>`) when a secret is given; the integration user's own changes are pushed too.
+In-process: `app[STORE]`, `app[PUSH]` (adapters.simulators.pusher).
 As a process: `bridge simulate jira --port P` (Cloud) or `bridge simulate jira-datacenter`.
 """
 
@@ -41,15 +47,19 @@ from adapters.simulators.jira_store import (
     CATEGORY_NAMES,
     RESOLUTIONS,
     STATUSES,
+    Issue,
     JiraError,
     JiraStore,
     comment_problem,
+    field_items,
     rich,
 )
-from adapters.simulators.jira_views import SETTINGS, STORE, api_version, dumps, issue_json, read_json
+from adapters.simulators.jira_views import SETTINGS, STORE, api_version, dumps, issue_body, issue_json, read_json
+from adapters.simulators.pusher import Pusher
 from adapters.simulators.requestlog import recorder
 
 _UNAUTHENTICATED = JiraError(401, "Client must be authenticated to access this resource.")
+PUSH = web.AppKey("jira_push", Pusher)
 
 
 def make_app(
@@ -65,9 +75,13 @@ def make_app(
     """One simulated site; `mode` is "cloud" or "datacenter"."""
     if mode not in ("cloud", "datacenter"):
         raise ValueError("mode is cloud or datacenter")
-    store = JiraStore(cloud=mode == "cloud")
+    store = JiraStore(cloud=mode == "cloud", email=email if mode == "cloud" else "")
     app = web.Application(middlewares=[recorder(lambda r: r.path.startswith("/rest/"), _requests_of), _vendor_errors])
     app[STORE] = store
+    push = Pusher(sign="X-Hub-Signature")
+    app[PUSH] = push
+    store.on_change.append(lambda event, issue, change: push.push(webhook_body(push, store, event, issue, change)))
+    app.on_cleanup.append(lambda _: push.aclose())
     app[SETTINGS] = {
         "basic": (email, api_token),
         "pat": pat if mode == "datacenter" else None,
@@ -78,6 +92,7 @@ def make_app(
     app.middlewares.append(_authenticate)
     api = "/rest/api/{version}"
     app.router.add_get(api + "/serverInfo", _server_info)
+    app.router.add_get(api + "/myself", _myself)
     app.router.add_post(api + "/issue", _create)
     app.router.add_get(api + "/issue/{key}", _read)
     app.router.add_put(api + "/issue/{key}", _edit)
@@ -92,7 +107,35 @@ def make_app(
     add_jsm_routes(app)
     app.router.add_get("/_sim/issues", _issues)
     app.router.add_get("/_sim/requests", _requests)
+    app.router.add_post("/_sim/human/{key}", _human)
+    app.router.add_post("/_sim/push", _push_target)
     return app
+
+
+# -- webhooks ------------------------------------------------------------------------------------
+
+
+def webhook_body(push: Pusher, store: JiraStore, event: str, issue: Issue, change: dict[str, Any]) -> dict[str, Any]:
+    """Jira's webhook JSON (https://developer.atlassian.com/server/jira/platform/webhooks/): the issue in
+    REST API v2 shape, and the changelog (`jira:issue_updated`) or the comment (`comment_created`)."""
+    body: dict[str, Any] = {"timestamp": int(time.time() * 1000), "webhookEvent": event}
+    shown = issue_body(push.instance, issue, 2, "*all")
+    if event == "comment_created":
+        comment = {k: v for k, v in change.items() if k != "jsdPublic"} | {"body": rich(change["body"], 2)}
+        body |= {"comment": comment, "issue": shown}
+        # Jira also sends the issue's update, of type issue_commented, without a changelog.
+        push.push({"timestamp": body["timestamp"], "webhookEvent": "jira:issue_updated",
+                   "issue_event_type_name": "issue_commented", "user": change["author"],
+                   "issue": shown, "comment": comment})  # fmt: skip
+        return body
+    kinds = {i["field"] for i in change["items"]}
+    kind = "issue_generic" if "status" in kinds else "issue_assigned" if kinds == {"assignee"} else "issue_updated"
+    return body | {
+        "issue_event_type_name": kind,
+        "user": change["author"],
+        "issue": shown,
+        "changelog": {"id": change["id"], "items": change["items"]},
+    }
 
 
 # -- vendor wording of the injected faults -------------------------------------------------------
@@ -214,7 +257,9 @@ async def _edit(request: web.Request) -> web.Response:
             if "set" in operation:
                 values[name] = operation["set"]
     checked = store.check_fields(values | {"labels": labels}, version=version, project=issue.project)
+    before = dict(issue.fields)
     issue.fields.update(checked)
+    store.record(issue, field_items(before, checked))
     for prop in body.get("properties") or []:
         issue.properties[prop["key"]] = prop.get("value")
     return web.Response(status=204)
@@ -295,8 +340,8 @@ async def _transition(request: web.Request) -> web.Response:
     name = resolution.get("name") if isinstance(resolution, dict) else None
     if "resolution" in chosen.screen and name not in RESOLUTIONS:
         raise JiraError(400, errors={"resolution": "Resolution is required."})
-    issue.status = chosen.to
-    issue.resolution = (name or "Done") if issue.category == "done" else None
+    done = STATUSES[chosen.to][1] == "done"
+    store.move(issue, chosen.to, (name or chosen.resolution) if done else None)
     return web.Response(status=204)
 
 
@@ -340,6 +385,34 @@ async def _requests(request: web.Request) -> web.Response:
     return web.json_response({"requests": request.app[STORE].requests}, dumps=dumps)
 
 
+async def _myself(request: web.Request) -> web.Response:
+    api_version(request)
+    return web.json_response(request.app[STORE].user(), dumps=dumps)
+
+
+async def _human(request: web.Request) -> web.Response:
+    body = await read_json(request)
+    if not isinstance(body.get("user"), str):
+        raise JiraError(400, 'send {"user": "...", "to"?, "resolution"?, "assignee"?, "comment"?}')
+    wanted = {k: body[k] for k in ("to", "resolution", "assignee", "comment") if isinstance(body.get(k), str)}
+    issue = request.app[STORE].act_as_human(request.match_info["key"], body["user"], **wanted)
+    return web.json_response(issue_json(request, issue, 2, "*all"), dumps=dumps)
+
+
+async def _push_target(request: web.Request) -> web.Response:
+    body = await read_json(request)
+    push = request.app[PUSH]
+    headers = body.get("headers") or {}
+    push.target(
+        str(body.get("url", "")),
+        {str(k): str(v) for k, v in headers.items()},
+        secret=str(body.get("secret", "")),
+        sign="X-Hub-Signature",
+    )
+    push.instance = str(request.url.origin())
+    return web.json_response({"url": push.url})
+
+
 def run(
     host: str = "127.0.0.1",
     port: int = 8082,
@@ -368,7 +441,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-__all__ = ["FAULTS", "STORE", "JiraStore", "main", "make_app", "run"]
+__all__ = ["FAULTS", "PUSH", "STORE", "JiraStore", "main", "make_app", "run", "webhook_body"]
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -2,7 +2,9 @@
 
 Grammar: clauses `field op value` joined by AND / OR (AND binds tighter), NOT, parentheses, then
 `ORDER BY field [ASC|DESC], ...`. Operators `=`, `!=`, `~`, `!~`, `in (...)`, `not in (...)`,
-`is EMPTY`, `is not EMPTY`. Values are bare words or double-quoted strings with backslash escapes.
+`is EMPTY`, `is not EMPTY`, and `>=`, `>`, `<=`, `<` on the dates `created` and `updated` (values
+"yyyy/MM/dd HH:mm", "yyyy-MM-dd HH:mm", "yyyy/MM/dd" or "yyyy-MM-dd", read as UTC: the simulated
+users' time zone). Values are bare words or double-quoted strings with backslash escapes.
 Keywords and field names are case-insensitive; so are values, except labels and property values.
 Fields: project, key, issuetype (type), status, statusCategory, labels, summary, text,
 resolution, priority, created, and `issue.property[key].path` when the site indexes that property.
@@ -14,12 +16,13 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 _TOKEN = re.compile(
     r"""\s*(?:
         (?P<string>"(?:[^"\\]|\\.)*")
-      | (?P<op>!=|!~|=|~|\(|\)|,)
+      | (?P<op>!=|!~|>=|<=|=|~|>|<|\(|\)|,)
       | (?P<word>issue\.property\[[^\]]+\](?:\.[\w.]+)?|[\w.\-:/@]+)
     )""",
     re.VERBOSE,
@@ -130,6 +133,8 @@ class _Parser:
 
             return inside if op == "in" else (lambda row: not inside(row))
         value = _literal(self.take())
+        if op in (">=", ">", "<=", "<"):
+            return _date_test(field, op, value)
         if op == "=":
             return lambda row: _equal(field, row.get(field), value)
         if op == "!=":
@@ -189,6 +194,28 @@ def _field(token: str, indexed: frozenset[str]) -> str:
     elif name.lower() in _ALIASES:
         return _ALIASES[name.lower()]
     raise JqlError(f"Field '{name}' does not exist or you do not have permission to view it.")
+
+
+_DATES = frozenset({"created", "updated"})
+_DATE_FORMATS = ("%Y/%m/%d %H:%M", "%Y-%m-%d %H:%M", "%Y/%m/%d", "%Y-%m-%d")
+
+
+def _date_test(field: str, op: str, value: str) -> Test:
+    if field not in _DATES:
+        raise JqlError(f"Error in the JQL Query: the operator {op!r} is not supported by the field {field!r}")
+    for form in _DATE_FORMATS:
+        try:
+            at = int(datetime.strptime(value, form).replace(tzinfo=UTC).timestamp() * 1000)
+            break
+        except ValueError:
+            continue
+    else:
+        raise JqlError(
+            f"Date value '{value}' for field '{field}' is invalid. Valid formats include: 'yyyy/MM/dd HH:mm',"
+            " 'yyyy-MM-dd HH:mm', 'yyyy/MM/dd', 'yyyy-MM-dd', or a period format e.g. '-5d', '4w 2d'."
+        )
+    compare = {">=": at.__le__, ">": at.__lt__, "<=": at.__ge__, "<": at.__gt__}[op]
+    return lambda row: isinstance(row.get(field), int) and compare(row[field])
 
 
 def _literal(token: str) -> str:

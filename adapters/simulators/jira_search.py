@@ -1,6 +1,7 @@
 """Search on the simulated Jira: `/search/jql` (Cloud) and the legacy `/search` (Data Center; 410 on Cloud).
 
 `/search/jql` pages with `nextPageToken` and `isLast` and, without `fields`, shows only issue ids;
+`expand=changelog` (both searches) adds each issue's changelog histories, the newest 100;
 issues younger than the `search_lag_s` knob are not found yet (Cloud search is eventually
 consistent). `/search` pages with `startAt`, `maxResults` and `total` and shows navigable fields.
 JQL per adapters.simulators.jira_jql.
@@ -53,10 +54,14 @@ async def _search(request: web.Request) -> web.Response:
     limit = int(params.get("maxResults", 50))
     fields = params.get("fields")
     wanted = ",".join(fields) if isinstance(fields, list) else fields
+    expand = params.get("expand") or ""
+    changelog = "changelog" in (",".join(expand) if isinstance(expand, list) else str(expand))
     if new_api:
         start = int(params.get("nextPageToken") or 0)
         page = found[start : start + limit]
-        answer: dict[str, Any] = {"issues": [issue_json(request, i, version, wanted or "id") for i in page]}
+        answer: dict[str, Any] = {
+            "issues": [issue_json(request, i, version, wanted or "id", changelog=changelog) for i in page]
+        }
         answer["isLast"] = start + limit >= len(found)
         if not answer["isLast"]:
             answer["nextPageToken"] = str(start + limit)
@@ -69,7 +74,7 @@ async def _search(request: web.Request) -> web.Response:
             "startAt": start,
             "maxResults": limit,
             "total": len(found),
-            "issues": [issue_json(request, i, version, wanted or "*navigable") for i in page],
+            "issues": [issue_json(request, i, version, wanted or "*navigable", changelog=changelog) for i in page],
         },
         dumps=dumps,
     )

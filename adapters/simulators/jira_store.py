@@ -10,12 +10,18 @@ a resolution (from their screen, else "Done" by post function); transitions out 
 Create and edit accept only fields on the screen (`SCREEN`), with the value shapes Jira checks:
 rich text as ADF on API v3 and as strings on v2, named values for priority and resolution,
 labels without spaces, components that exist. Errors are Jira's ErrorCollection.
+
+Who changes an issue: the API's user (`integration`, the one account the simulator accepts), or a
+person acting in the UI (`act_as_human`). Every change made after the create is kept as Jira keeps
+it: a changelog history (`id`, `author`, `created`, `items` of field, fieldtype, from, fromString,
+to, toString), `updated` moves, comments carry `author`; and each is passed to `on_change` as
+(webhook event name, issue, history or comment), which jira.py pushes as Jira's webhook.
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -60,6 +66,7 @@ class Transition:
     to: str
     sources: tuple[str, ...]
     screen: tuple[str, ...] = ()  # fields on its screen; resolution is required when present
+    resolution: str = "Done"  # what its post function sets when no screen asks (into a done status)
 
 
 CLASSIC = (
@@ -73,7 +80,7 @@ CLASSIC = (
 SERVICE_REQUEST = (
     Transition("11", "Start work", "In Progress", ("Waiting for support",)),
     Transition("761", "Resolve this issue", "Resolved", ("Waiting for support", "In Progress"), ("resolution",)),
-    Transition("771", "Cancel request", "Canceled", ("Waiting for support", "In Progress")),
+    Transition("771", "Cancel request", "Canceled", ("Waiting for support", "In Progress"), (), "Won't Do"),
     Transition("781", "Back to in progress", "In Progress", ("Resolved",)),
     Transition("791", "Close", "Closed", ("Resolved",)),
 )
@@ -114,6 +121,24 @@ def now_jira() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "+0000"
 
 
+def jira_ms(text: str) -> int:
+    """Epoch milliseconds of a Jira timestamp (2026-12-04T10:00:00.000+0000)."""
+    return int(datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%f%z").timestamp() * 1000)
+
+
+def user_json(name: str, *, cloud: bool, email: str = "") -> dict[str, Any]:
+    """A user as Jira shows it: Cloud by accountId (email usually hidden), Data Center by name and key."""
+    shown = name.replace(".", " ").title()
+    if cloud:
+        user: dict[str, Any] = {"accountId": f"557058:{name}", "displayName": shown, "active": True}
+        user["accountType"] = "atlassian"
+    else:
+        user = {"name": name, "key": f"JIRAUSER-{name}", "displayName": shown, "active": True}
+    if email:
+        user["emailAddress"] = email
+    return user
+
+
 @dataclass
 class Issue:
     id: str
@@ -126,6 +151,8 @@ class Issue:
     resolution: str | None = None
     comments: list[dict[str, Any]] = field(default_factory=list)
     properties: dict[str, Any] = field(default_factory=dict)
+    updated: str = ""
+    histories: list[dict[str, Any]] = field(default_factory=list)  # the changelog, oldest first
 
     @property
     def category(self) -> str:
@@ -147,8 +174,8 @@ class Issue:
             + " ".join(adf_to_text(self.fields.get(f)) for f in ("description", "environment")),
             "resolution": self.resolution,
             "priority": self.fields.get("priority"),
-            "created": self.created,
-            "updated": self.created,
+            "created": jira_ms(self.created),
+            "updated": jira_ms(self.updated or self.created),
         }
         for key, value in self.properties.items():
             if isinstance(value, dict):
@@ -166,6 +193,66 @@ class JiraStore:
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(10000))
     _numbers: dict[str, itertools.count[int]] = field(default_factory=dict)
     _comment_ids: itertools.count[int] = field(default_factory=lambda: itertools.count(10000))
+    _history_ids: itertools.count[int] = field(default_factory=lambda: itertools.count(10100))
+    integration: str = "alert.bridge"  # the API user's name (Cloud: accountId 557058:alert.bridge)
+    email: str = ""
+    on_change: list[Callable[[str, Issue, dict[str, Any]], None]] = field(default_factory=list)
+
+    def user(self, name: str | None = None) -> dict[str, Any]:
+        """A user object; the integration user (with its email) when `name` is None."""
+        if name is None:
+            return user_json(self.integration, cloud=self.cloud, email=self.email)
+        return user_json(name, cloud=self.cloud)
+
+    def record(self, issue: Issue, items: list[dict[str, Any]], author: str | None = None) -> None:
+        """One changelog history of `items` by `author` (None: the integration user); pushed."""
+        if not items:
+            return
+        issue.updated = now_jira()
+        history: dict[str, Any] = {"id": str(next(self._history_ids)), "author": self.user(author)}
+        history |= {"created": issue.updated, "items": items}
+        issue.histories.append(history)
+        for listener in self.on_change:
+            listener("jira:issue_updated", issue, history)
+
+    def move(self, issue: Issue, to: str, resolution: str | None, author: str | None = None) -> None:
+        """Set the status (and resolution), recording both as Jira's changelog does."""
+        items = []
+        if to != issue.status:
+            items.append(_item("status", "jira", STATUSES[issue.status][0], issue.status, STATUSES[to][0], to))
+        if resolution != issue.resolution:
+            items.append(_item("resolution", "jira", None, issue.resolution, None, resolution))
+        issue.status, issue.resolution = to, resolution
+        self.record(issue, items, author)
+
+    def act_as_human(
+        self,
+        key: str,
+        user: str,
+        *,
+        to: str | None = None,
+        resolution: str | None = None,
+        assignee: str | None = None,
+        comment: str | None = None,
+    ) -> Issue:
+        """A person in the UI: a transition into status `to` (its screen's resolution, or `resolution`),
+        an assignment to `assignee`, a comment. Refused (JiraError 400) where the workflow has no such move."""
+        issue = self.get(key)
+        if assignee is not None:
+            before = issue.fields.get("assignee")
+            issue.fields["assignee"] = self.user(assignee)
+            old = before.get("displayName") if isinstance(before, dict) else None
+            item = _item("assignee", "jira", None, old, None, issue.fields["assignee"]["displayName"])
+            self.record(issue, [item], user)
+        if to is not None:
+            chosen = next((t for t in self.transitions(issue) if t.to == to), None)
+            if chosen is None:
+                raise JiraError(400, f"No transition from {issue.status!r} to {to!r}")
+            done = STATUSES[to][1] == "done"
+            self.move(issue, to, (resolution or chosen.resolution) if done else None, user)
+        if comment is not None:
+            self.comment(issue, comment, author=user)
+        return issue
 
     def reset(self) -> None:
         self.issues.clear()
@@ -173,6 +260,7 @@ class JiraStore:
         self.read_only.clear()
         self._ids, self._numbers = itertools.count(10000), {}
         self._comment_ids = itertools.count(10000)
+        self._history_ids = itertools.count(10100)
 
     def project(self, ref: Any) -> Project | None:
         key = ref.get("key") or ref.get("id") if isinstance(ref, dict) else ref
@@ -218,6 +306,7 @@ class JiraStore:
             created_at=clock,
             properties=properties,
         )
+        issue.updated = issue.created
         self.issues[issue.key] = issue
         return issue
 
@@ -243,15 +332,46 @@ class JiraStore:
     def transitions(self, issue: Issue) -> list[Transition]:
         return [t for t in issue.project.workflow if issue.status in t.sources]
 
-    def comment(self, issue: Issue, body: Any, *, public: bool = True) -> dict[str, Any]:
+    def comment(self, issue: Issue, body: Any, *, public: bool = True, author: str | None = None) -> dict[str, Any]:
+        when = now_jira()
         entry = {
             "id": str(next(self._comment_ids)),
+            "author": self.user(author),
             "body": body,
-            "created": now_jira(),
+            "updateAuthor": self.user(author),
+            "created": when,
+            "updated": when,
             "jsdPublic": public,
         }
         issue.comments.append(entry)
+        issue.updated = when
+        for listener in self.on_change:
+            listener("comment_created", issue, entry)
         return entry
+
+
+def _item(field: str, kind: str, old: str | None, old_text: Any, new: str | None, new_text: Any) -> dict[str, Any]:
+    return {
+        "field": field,
+        "fieldtype": kind,
+        "fieldId": field,
+        "from": old,
+        "fromString": None if old_text is None else str(old_text),
+        "to": new,
+        "toString": None if new_text is None else str(new_text),
+    }
+
+
+def field_items(before: Mapping[str, Any], after: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Changelog items for the fields an edit changed."""
+    items = []
+    for name in after:
+        old, new = before.get(name), after.get(name)
+        if old != new:
+            shown = [v.get("displayName") if isinstance(v, dict) else v for v in (old, new)]
+            texts = [" ".join(v) if isinstance(v, list) else v for v in shown]
+            items.append(_item(name, "jira", None, texts[0], None, texts[1]))
+    return items
 
 
 def rich(value: Any, version: int) -> Any:

@@ -56,9 +56,21 @@ def status_json(name: str) -> dict[str, Any]:
     }
 
 
-def issue_json(request: web.Request, issue: Issue, version: int, wanted: str | None) -> dict[str, Any]:
-    """The issue as `GET /issue/{key}` and the searches show it; `wanted` is the `fields` parameter."""
-    origin = request.url.origin()
+def issue_json(
+    request: web.Request, issue: Issue, version: int, wanted: str | None, *, changelog: bool = False
+) -> dict[str, Any]:
+    """The issue as `GET /issue/{key}` and the searches show it; `wanted` is the `fields` parameter,
+    `changelog` the `expand=changelog` of a search."""
+    out = issue_body(str(request.url.origin()), issue, version, wanted)
+    if changelog:
+        histories = issue.histories[-100:]  # a search expands at most the 100 newest histories
+        out["changelog"] = {"startAt": 0, "maxResults": len(histories), "total": len(issue.histories)}
+        out["changelog"]["histories"] = histories
+    return out
+
+
+def issue_body(origin: str, issue: Issue, version: int, wanted: str | None) -> dict[str, Any]:
+    """The issue's JSON for a site at `origin` (webhooks have no request to take it from)."""
     out: dict[str, Any] = {"id": issue.id}
     if wanted == "id":
         return out
@@ -69,7 +81,16 @@ def issue_json(request: web.Request, issue: Issue, version: int, wanted: str | N
         "status": status_json(issue.status),
         "resolution": {"name": issue.resolution} if issue.resolution else None,
         "created": issue.created,
-        "updated": issue.created,
+        "updated": issue.updated or issue.created,
+        "comment": {
+            "comments": [
+                {k: v for k, v in c.items() if k != "jsdPublic"} | {"body": rich(c["body"], version)}
+                for c in issue.comments
+            ],
+            "maxResults": len(issue.comments),
+            "total": len(issue.comments),
+            "startAt": 0,
+        },
     }
     for name, kind in SCREEN.items():
         value = issue.fields.get(name)

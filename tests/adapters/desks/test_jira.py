@@ -20,6 +20,7 @@ from adapters.simulators import jira
 from adapters.simulators.jira_adf import adf_problem
 from bridge.core.desk import TicketPhase, TicketRef
 from bridge.core.errors import DeskRejected, DeskTransient
+from bridge.core.sync import MARKER
 from tests.adapters.desks.conftest import serve
 from tests.conftest import SPECS as ALL_SPECS
 
@@ -252,7 +253,7 @@ async def test_jsm_request_is_labelled_after_creation_and_notes_are_internal(ses
         await desk.note(ref, "internal note")
         issue = store.get(ref.id)
         assert issue.fields["labels"] == ["a:b:1"] and issue.fields["issuetype"] == "[System] Incident"
-        assert [(c["body"], c["jsdPublic"]) for c in issue.comments] == [("internal note", False)]
+        assert [(c["body"], c["jsdPublic"]) for c in issue.comments] == [(f"internal note\n\n{MARKER}", False)]
 
         store.read_only.add("HELP")  # the label edit is refused after the request was created
         with pytest.raises(DeskRejected, match=r"created HELP-2 but could not record its correlation id"):
@@ -287,7 +288,7 @@ async def test_transitions_are_found_by_name_or_by_category(session: aiohttp.Cli
         assert transition[-1]["body"] == {"transition": {"id": "5"}, "fields": {"resolution": {"name": "Fixed"}}}
 
         await desk.resolve(ref, "cleared twice", {})  # already resolved: only the comment
-        assert issue.status == "Resolved" and adf_text(issue.comments[-1]["body"]) == "cleared twice"
+        assert issue.status == "Resolved" and adf_text(issue.comments[-1]["body"]) == f"cleared twice\n\n{MARKER}"
         await desk.reopen(ref, "again")
         assert (issue.status, issue.resolution) == ("Reopened", None)
         assert [r["body"] for r in store.requests if r["path"].endswith("/transitions") and r["method"] == "POST"][

@@ -22,6 +22,7 @@ from adapters.simulators.servicenow import STORE, make_app
 from adapters.simulators.servicenow_store import ServiceNowStore
 from bridge.core.desk import TicketPhase, TicketRef
 from bridge.core.errors import ConfigError, DeskAuthExpired, DeskRejected, DeskTransient
+from bridge.core.sync import MARKER
 from tests.tls import private_ca as make_private_ca
 
 PASSWORD = "s3cret-pw"
@@ -118,7 +119,7 @@ async def test_round_trip_makes_exactly_the_documented_calls(sim: Sim, desk: Ser
         "2",
         "1",
     )
-    assert sim.store.notes(sys_id) == ["first note", "fired again"]
+    assert sim.store.notes(sys_id) == [f"first note\n\n{MARKER}", f"fired again\n\n{MARKER}"]
 
     one = f"{TABLE}/{sys_id}"
     state_call = ("GET", one, {"sysparm_exclude_reference_link": "true"}, None, 200)
@@ -142,7 +143,7 @@ async def test_round_trip_makes_exactly_the_documented_calls(sim: Sim, desk: Ser
             None,
             200,
         ),
-        ("PATCH", one, patch, {"work_notes": "first note"}, 200),
+        ("PATCH", one, patch, {"work_notes": f"first note\n\n{MARKER}"}, 200),
         ("PATCH", one, patch, {"urgency": "1"}, 200),
         state_call,
         (
@@ -158,7 +159,7 @@ async def test_round_trip_makes_exactly_the_documented_calls(sim: Sim, desk: Ser
             200,
         ),
         state_call,
-        ("PATCH", one, patch, {"state": "2", "work_notes": "fired again"}, 200),
+        ("PATCH", one, patch, {"state": "2", "work_notes": f"fired again\n\n{MARKER}"}, 200),
         state_call,
     ]
 

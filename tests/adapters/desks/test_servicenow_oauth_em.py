@@ -19,6 +19,7 @@ from adapters.desks.servicenow_em import ServiceNowEventsConfig
 from adapters.simulators import servicenow
 from adapters.simulators.servicenow import EVENTS, OAUTH, STORE
 from bridge.core.errors import DeskRejected
+from bridge.core.sync import MARKER
 from tests.adapters.desks.conftest import serve
 
 CLIENT = {"client_id": "bridge-client", "client_secret": "client-s3cret"}
@@ -83,7 +84,7 @@ async def test_desk_renews_its_token_with_the_refresh_grant_before_expiry(
     await asyncio.sleep(0.6)
     await desk.note(ref, "after a refused refresh")
     assert app[OAUTH].grants == ["password", "refresh_token", "password"]
-    assert app[STORE].notes(ref.id) == ["after renewal", "after a refused refresh"]
+    assert app[STORE].notes(ref.id) == [f"after renewal\n\n{MARKER}", f"after a refused refresh\n\n{MARKER}"]
 
 
 async def test_refused_sign_in_is_rejected_with_secrets_masked(

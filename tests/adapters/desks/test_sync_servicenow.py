@@ -20,6 +20,7 @@ from adapters.simulators.servicenow_store import ServiceNowStore
 from bridge.core.errors import PayloadError
 from bridge.core.sync import MARKER, DeskEvent, DeskEventKind
 from tests.adapters.desks.conftest import build, serve
+from tests.adapters.desks.pushes import Receiver, receiving
 
 FIXTURES = Path(__file__).parents[2] / "fixtures" / "desks"
 USER, PASSWORD = "bridge", "s3cret"
@@ -27,27 +28,10 @@ CORRELATION = "route:abc123:1"
 RESOLVE = {"state": "6", "close_code": "Solution provided", "close_notes": "replaced the disk"}
 
 
-class Receiver:
-    """Where the simulator pushes: keeps each body as it came."""
-
-    def __init__(self) -> None:
-        self.bodies: list[bytes] = []
-        self.headers: list[dict[str, str]] = []
-
-    async def handle(self, request: web.Request) -> web.Response:
-        self.bodies.append(await request.read())
-        self.headers.append(dict(request.headers))
-        return web.json_response({"accepted": 1}, status=202)
-
-
 @pytest.fixture
 async def receiver() -> AsyncIterator[tuple[Receiver, str]]:
-    got = Receiver()
-    app = web.Application()
-    app.router.add_post("/desk-events/{desk}", got.handle)
-    runner, url = await serve(app)
-    yield got, url
-    await runner.cleanup()
+    async with receiving() as got:
+        yield got, got.url.rsplit("/desk-events/", 1)[0]
 
 
 @pytest.fixture

@@ -12,8 +12,18 @@ from aiohttp import web
 from adapters.simulators import jira, jsm_ops, remedy, webhook
 from adapters.simulators.jira_adf import adf_to_text
 from adapters.simulators.servicenow import EVENTS, STORE
+from bridge.core.sync import MARKER
 
 _CORRELATION = re.compile(r"^[^:\s]+:[^:\s]+:[^:\s]+$")
+
+
+def unmarked(text: str) -> str:
+    """A note as the route wrote it: without the marker line the desks add (adapters.desks.events.marked)."""
+    return text.removesuffix(f"\n\n{MARKER}")
+
+
+def _notes(texts: list[str]) -> list[str]:
+    return [unmarked(t) for t in texts]
 
 
 @dataclass
@@ -40,7 +50,7 @@ def servicenow_tickets(app: web.Application) -> list[Ticket]:
             correlation=r["correlation_id"],
             phase=phases.get(r["state"], "open"),
             title=r["short_description"],
-            notes=store.notes(r["sys_id"]),
+            notes=_notes(store.notes(r["sys_id"])),
             resolution=r["close_notes"],
             fields=dict(r),
         )
@@ -87,7 +97,7 @@ def jira_tickets(app: web.Application) -> list[Ticket]:
                 correlation=correlation,
                 phase=phase,
                 title=str(issue.fields.get("summary", "")),
-                notes=[adf_to_text(c["body"]) for c in issue.comments],
+                notes=_notes([adf_to_text(c["body"]) for c in issue.comments]),
                 fields={"issue": issue},
             )
         )
@@ -104,7 +114,7 @@ def remedy_tickets(app: web.Application) -> list[Ticket]:
             correlation=r["Vendor Ticket Number"] or "",
             phase=phases.get(r["Status"], "open"),
             title=r["Description"],
-            notes=store.notes(r["Incident Number"]),
+            notes=_notes(store.notes(r["Incident Number"])),
             resolution=r["Resolution"] or "",
             fields=dict(r),
         )
@@ -120,8 +130,8 @@ def webhook_tickets(app: web.Application) -> list[Ticket]:
             correlation=t["correlation_id"],
             phase=t["status"],
             title=t["title"],
-            notes=[c["body"] for c in t["comments"]],
-            resolution=t["resolution"],
+            notes=_notes([c["body"] for c in t["comments"]]),
+            resolution=unmarked(t["resolution"]),
             fields=dict(t),
         )
         for t in app[webhook.STORE].tickets.values()

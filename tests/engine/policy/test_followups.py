@@ -13,6 +13,7 @@ import redis.asyncio as aioredis
 
 from bridge.admin.incidents import show_incident
 from bridge.core.config import MappingConfig
+from bridge.core.sync import MARKER
 from tests.amp import alert, group
 from tests.conftest import Snow, eventually, fixture_json, post
 
@@ -95,7 +96,7 @@ async def test_nagios_follow_ups_become_notes_and_repeats_do_not(snow: Snow, mak
             assert status == 202
         note = await note_after(snow, ticket, count)
         assert said in note, note
-    notes = snow.notes(ticket)
+    notes = [n.removesuffix(f"\n\n{MARKER}") for n in snow.notes(ticket)]  # the desk's marker line
     assert notes[0].endswith("Acknowledged by jdoe: Looking into it")
     assert notes[1].endswith("Comment by jdoe: escalating to DBA")
     assert notes[4].endswith("Scheduled downtime started by ops: patching")
@@ -223,6 +224,7 @@ async def test_alertmanager_summary_changes_are_noted_only_where_asked(
     if notes:
         assert snow.notes(ticket) == [
             "[firing] NodeFilesystemAlmostOutOfSpace on db-prod-01.example.com:9100 (critical): summary: Disk 97% full"
+            f"\n\n{MARKER}"
         ]
     else:
         assert snow.notes(ticket) == []
