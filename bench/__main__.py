@@ -21,7 +21,7 @@ from typing import Any
 
 from bench import procs, report
 
-SECTIONS = ("ingest", "engine", "lua", "e2e", "storm", "soak")
+SECTIONS = ("ingest", "engine", "lua", "e2e", "storm", "ui", "soak")
 DEFAULT = SECTIONS[:-1]  # the soak runs when asked for: `--only soak`
 
 
@@ -51,6 +51,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--soak-rate", type=int, default=300, help="alerts/s the soak sends (2 desk calls each)")
     p.add_argument("--soak-hosts", type=int, default=1000, help="rotating hosts")
     p.add_argument("--soak-retention", type=float, default=10.0, help="seconds a resolved incident's keys live")
+    p.add_argument("--ui-incidents", type=int, default=10_000, help="incidents the status page's section lists")
+    p.add_argument("--ui-rounds", type=int, default=30, help="requests per status page case (the median is kept)")
     p.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     p.add_argument("--tag", default="", help="appended to the result file names")
     args = p.parse_args(argv)
@@ -60,6 +62,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.storm_hosts, args.storm_names, args.desk_latency_ms = 10, 5, 5
         args.soak_alerts, args.soak_rate, args.soak_retention = 400, 200, 1.0
         args.lua_sizes, args.lua_rounds = "10,200", 1
+        args.ui_incidents, args.ui_rounds = 200, 3
     return args
 
 
@@ -163,6 +166,11 @@ def main(argv: list[str] | None = None) -> int:
                     flush=args.storm_flush,
                 )
             )
+        if "ui" in sections:
+            from bench import ui
+
+            print(f"ui: the status page with {args.ui_incidents} incidents ...", flush=True)
+            results["ui"] = asyncio.run(ui.run(work / "ui", incidents=args.ui_incidents, rounds=args.ui_rounds))
         if "soak" in sections:
             from bench import soak
 

@@ -98,6 +98,10 @@ def markdown(r: dict[str, Any]) -> str:
         from bench.lua import markdown as lua_rows
 
         lines += lua_rows(r["lua"])
+    if "ui" in r:
+        from bench.ui import markdown as ui_rows
+
+        lines += ui_rows(r["ui"])
     if "e2e" in r:
         e = r["e2e"]
         lines += [
