@@ -62,3 +62,12 @@ async def client(ui_bridge: Any) -> AsyncIterator[UiClient]:
     c = UiClient(base_url(ui_bridge))
     yield c
     await c.close()
+
+
+SCREENSHOTS: list[str] = []  # where the browser tests kept their screenshots this session
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Say where the status page's screenshots are (the browser tests' artefacts), when any were taken."""
+    for where in sorted(set(SCREENSHOTS)):
+        terminalreporter.write_line(f"status page screenshots: {where}")

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.admin.ui.conftest import VIEWER
+from tests.admin.ui.conftest import SCREENSHOTS, VIEWER
 from tests.amp import alert, group
 from tests.conftest import Snow, eventually, mapping, post
 from tests.running import ROOT, TOKEN, base_url, call, webhook_url
@@ -86,7 +86,7 @@ def browser() -> Iterator[Any]:
     driver = webdriver.Chrome(service=Service(system_binary(CHROMEDRIVER)), options=options)
     driver.set_page_load_timeout(30)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    print(f"\nscreenshots: {ARTIFACTS}")
+    SCREENSHOTS.append(str(ARTIFACTS))  # the session's summary names the folder
     try:
         yield driver
     finally:
