@@ -292,3 +292,29 @@ def test_the_chart_scales_to_the_largest_figure() -> None:
     assert widths == [[chart.PLOT_W, chart.PLOT_W // 10, chart.PLOT_W // 10, chart.PLOT_W // 2], [0, 0, 0, 0]]
     assert [legend for _, legend, _ in drawn["series"]] == ["alerts in", "incidents", "tickets opened", "desk calls"]
     assert orjson.dumps(drawn)  # plain data for the template
+
+
+async def test_heartbeats_show_their_state_and_an_expired_one_is_a_health_problem(snow: Snow, make_bridge: Any) -> None:
+    """Two clusters ping; one falls silent: the page lists both with their state, health names the expired one."""
+    from tests.engine.test_heartbeats import beat_mapping, http_ping
+
+    bridge = await make_bridge(beat_mapping(snow), admin_token=TOKEN)
+    client = UiClient(base_url(bridge))
+    try:
+        await client.login(TOKEN)
+        _, text, _ = await client.get("/ui/heartbeats")
+        assert "No heartbeat has pinged yet" in text and "Configured: prom" in text
+        await http_ping(bridge, cluster="eu")
+        await http_ping(bridge, cluster="us")
+
+        async def eu_expired() -> str | None:
+            await http_ping(bridge, cluster="us")  # us keeps pinging
+            _, page, _ = await client.get("/ui/heartbeats")
+            return page if page.count("st-expired") == 1 else None
+
+        text = await eventually(eu_expired, within=20, interval=0.2)
+        assert "cluster=eu" in text and "cluster=us" in text and "st-ok" in text
+        _, health, _ = await client.get("/ui/health")
+        assert re.search(r"heartbeat prom/\w+ expired", health)
+    finally:
+        await client.close()
