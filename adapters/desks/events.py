@@ -140,6 +140,28 @@ def utc(ms: int, form: str) -> str:
     return datetime.fromtimestamp(max(0, ms) / 1000, UTC).strftime(form)
 
 
+def merge_pages(times_a: list[int], more_a: bool, times_b: list[int], more_b: bool) -> tuple[int, int]:
+    """How many rows to take from each of two pages, each in time order from its own source, so that
+    what is taken is everything up to a time neither source can still undercut: up to the last time
+    of a page that has more behind it (ties included, so that a page always makes progress)."""
+    bounds = ([times_a[-1]] if more_a and times_a else []) + ([times_b[-1]] if more_b and times_b else [])
+    bound = min(bounds) if bounds else None
+    take_a = sum(1 for t in times_a if bound is None or t <= bound)
+    take_b = sum(1 for t in times_b if bound is None or t <= bound)
+    return take_a, take_b
+
+
+def offsets(cursor: str | None) -> tuple[int, int]:
+    """A two-source cursor, "<offset a>,<offset b>"; (0, 0) for None or an unreadable one."""
+    if not cursor:
+        return 0, 0
+    first, _, second = cursor.partition(",")
+    try:
+        return max(0, int(first)), max(0, int(second or 0))
+    except ValueError:
+        return 0, 0
+
+
 def marked(text: str) -> str:
     """A note as the bridge writes it: the text, then MARKER on a line of its own (once)."""
     if not text or MARKER in text:
@@ -150,8 +172,8 @@ def marked(text: str) -> str:
 class Identity:
     """Who the bridge is on one desk: the names its integration user goes by there.
 
-    `integration_user` (31a's `sync.integration_user`, or the desk's auth user by default) may be set
-    at any time; `learn` adds a name the desk itself told (Jira's accountId from /myself)."""
+    By default the desk's auth user and what the desk itself told (`learn`: Jira's accountId from
+    /myself); `integration_user` (31a's `sync.integration_user`), once set, replaces them."""
 
     def __init__(self, *names: str | None) -> None:
         self._configured = ""
@@ -164,8 +186,6 @@ class Identity:
     @integration_user.setter
     def integration_user(self, value: str | None) -> None:
         self._configured = value or ""
-        if value:
-            self._names.add(value.casefold())
 
     def learn(self, name: str | None) -> None:
         if name:
@@ -173,4 +193,5 @@ class Identity:
 
     def ours(self, authors: Iterable[str], text: str = "") -> bool:
         """Whether one of `authors` is the integration user, or the text carries MARKER."""
-        return MARKER in text or any(a and a.casefold() in self._names for a in authors)
+        names = {self._configured.casefold()} if self._configured else self._names
+        return MARKER in text or any(a and a.casefold() in names for a in authors)

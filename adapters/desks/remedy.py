@@ -20,6 +20,15 @@ DeskRejected. `aclose` logs out (`POST /api/jwt/logout`), releasing the server-s
 - resolve: the same PUT with Status Resolved, `Status_Reason` and `Resolution` (the note).
 - reopen: Status `reopen_status` (Status_Reason cleared), then the note as a work log entry.
 
+The loop back (bridge.core.sync): AR System has no outgoing webhook, so Remedy is poll-only:
+`parse_events` refuses every body (PayloadError). `changes_since` reads `HPD:IncidentInterface` with
+the qualification `'Last Modified Date' >= <epoch seconds> AND '<correlation_field>' != $NULL$`,
+sorted by Last Modified Date, and `HPD:WorkLog` by Submit Date, merged in time order, each paged by
+`offset`/`limit`. The poll sees each incident as it is now: Resolved or Closed -> RESOLVED,
+Cancelled -> CANCELLED, Re-Opened Date equal to the last change -> REOPENED, In Progress or an
+Assignee -> ASSIGNED, else UPDATED, by `Last Modified By`; each work log entry -> COMMENTED by its
+Submitter. Work log entries the bridge writes end with `MARKER`.
+
 Errors are AR error lists (`[{"messageType", "messageText", "messageAppendedText", "messageNumber"}]`).
 429 and 5xx are transient, except a 500 whose AR error is a workflow or validation error (a
 numbered ERROR outside the server-side failures 90-94 and 552): that one is DeskRejected, because
@@ -37,9 +46,11 @@ import orjson
 import structlog
 from pydantic import ConfigDict, SecretStr, field_validator
 
+from adapters.desks.events import Identity, marked, merge_pages, offsets, parse_time
 from adapters.desks.transport import Answer, DeskAddress, Seconds, Transport, https_url, tls_context
 from bridge.core.desk import TicketPhase, TicketRef, TicketState
-from bridge.core.errors import DeskError, DeskRejected
+from bridge.core.errors import DeskError, DeskRejected, PayloadError
+from bridge.core.sync import ChangePage, DeskEvent, DeskEventKind
 
 log = structlog.get_logger("adapters.desks.remedy")
 
@@ -51,6 +62,13 @@ REQUIRED = ("First_Name", "Last_Name", "Description", "Impact", "Urgency", "Stat
 # timeouts, 93 even "accepted, will usually complete"; 552 a database failure).
 _SERVER_SIDE = frozenset({90, 91, 92, 93, 94, 552})
 _PHASES = {"Resolved": TicketPhase.RESOLVED, "Closed": TicketPhase.CLOSED, "Cancelled": TicketPhase.CLOSED}
+_KINDS = {
+    "Resolved": DeskEventKind.RESOLVED,
+    "Closed": DeskEventKind.RESOLVED,
+    "Cancelled": DeskEventKind.CANCELLED,
+    "In Progress": DeskEventKind.ASSIGNED,
+}
+_DATES = ("%Y-%m-%dT%H:%M:%S.%f%z", "%Y-%m-%dT%H:%M:%S%z")
 # Display names (as GET shows them) of fields whose create-form names differ (as routes write them).
 _CREATE_NAMES = {
     "First Name": "First_Name",
@@ -103,6 +121,131 @@ class RemedyDesk:
         self._token = ""
         self._lock = asyncio.Lock()
         self._entry = f"{config.url}/api/arsys/v1/entry"
+        self._identity = Identity(config.user)
+        self.page_size = 100  # entries per request of the poll
+
+    @property
+    def integration_user(self) -> str:
+        """Whose changes are the bridge's own (default: the configured `user`)."""
+        return self._identity.integration_user or self._config.user
+
+    @integration_user.setter
+    def integration_user(self, value: str | None) -> None:
+        self._identity.integration_user = value
+
+    def parse_events(self, body: bytes, headers: Mapping[str, str]) -> list[DeskEvent]:
+        """Nothing: AR System has no outgoing webhook; set `sync: {poll: ...}` for a Remedy desk."""
+        raise PayloadError(f"{self.name}: Remedy pushes no desk events; this desk is polled (sync: {{poll: 60s}})")
+
+    async def changes_since(self, since_ms: int, cursor: str | None) -> ChangePage:
+        """Incidents carrying a correlation id changed at or after `since_ms` (AR counts seconds), and
+        the work log entries written since, merged in time order; cursor "<incident offset>,<log offset>"."""
+        at_i, at_w = offsets(cursor)
+        since = since_ms // 1000
+        field = self._config.correlation_field.replace("'", "''")
+        size = self.page_size
+        incident_fields = ["Request ID", "Incident Number", "Status", "Assignee", "Last Modified Date"]
+        incident_fields += ["Last Modified By", "Re-Opened Date", self._config.correlation_field]
+        incidents = await self._entries(
+            INTERFACE,
+            {
+                "q": f"'Last Modified Date' >= {since} AND '{field}' != $NULL$",
+                "sort": "Last Modified Date.asc,Request ID.asc",
+                "offset": str(at_i),
+                "limit": str(size),
+                "fields": f"values({','.join(incident_fields)})",
+            },
+        )
+        logs = await self._entries(
+            WORKLOG,
+            {
+                "q": f"'Submit Date' >= {since}",
+                "sort": "Submit Date.asc,Work Log ID.asc",
+                "offset": str(at_w),
+                "limit": str(size),
+                "fields": "values(Work Log ID,Incident Number,Description,Detailed Description,Submitter,Submit Date)",
+            },
+        )
+        times_i = [_ms(row.get("Last Modified Date")) for row in incidents]
+        times_w = [_ms(row.get("Submit Date")) for row in logs]
+        take_i, take_w = merge_pages(times_i, len(incidents) >= size, times_w, len(logs) >= size)
+        events = [self._incident_event(incidents[n], times_i[n]) for n in range(take_i)]
+        tickets = await self._tickets({str(logs[n].get("Incident Number") or "") for n in range(take_w)})
+        for n in range(take_w):
+            found = tickets.get(str(logs[n].get("Incident Number") or ""))
+            if found is not None:
+                events.append(self._log_event(logs[n], times_w[n], *found))
+        events.sort(key=lambda e: e.at_ms)
+        left = len(incidents) >= size or len(logs) >= size or take_i < len(incidents) or take_w < len(logs)
+        return ChangePage(events=events, cursor=f"{at_i + take_i},{at_w + take_w}" if left else None)
+
+    def _incident_event(self, row: Mapping[str, Any], at_ms: int) -> DeskEvent:
+        status = str(row.get("Status") or "")
+        kind = _KINDS.get(status, DeskEventKind.UPDATED)
+        if kind is DeskEventKind.UPDATED and row.get("Assignee"):
+            kind = DeskEventKind.ASSIGNED
+        reopened = row.get("Re-Opened Date")
+        if reopened and reopened == row.get("Last Modified Date") and status not in ("Resolved", "Closed", "Cancelled"):
+            kind = DeskEventKind.REOPENED
+        author = str(row.get("Last Modified By") or "")
+        entry = str(row.get("Request ID") or "")
+        return DeskEvent(
+            desk=self.name,
+            ticket=self._ref(entry, str(row.get("Incident Number") or "")),
+            kind=kind,
+            at_ms=at_ms,
+            event_id=f"{entry.split('|', 1)[0]}:{row.get('Last Modified Date')}",
+            author=author,
+            text=status,
+            correlation_id=str(row.get(self._config.correlation_field) or ""),
+            ours=self._identity.ours([author]),
+        )
+
+    def _log_event(self, row: Mapping[str, Any], at_ms: int, ref: TicketRef, correlation: str) -> DeskEvent:
+        author = str(row.get("Submitter") or "")
+        text = str(row.get("Detailed Description") or row.get("Description") or "")[:10_000]
+        return DeskEvent(
+            desk=self.name,
+            ticket=ref,
+            kind=DeskEventKind.COMMENTED,
+            at_ms=at_ms,
+            event_id=f"worklog:{row.get('Work Log ID')}",
+            author=author,
+            text=text,
+            correlation_id=correlation,
+            ours=self._identity.ours([author], text),
+        )
+
+    async def _tickets(self, numbers: set[str]) -> dict[str, tuple[TicketRef, str]]:
+        """Which of these incidents the bridge opened: Incident Number -> (ref, correlation id)."""
+        wanted = sorted(n for n in numbers if n)
+        if not wanted:
+            return {}
+        field = self._config.correlation_field
+        either = " OR ".join(f"'Incident Number' = {_ar_string(n)}" for n in wanted)
+        quoted = field.replace("'", "''")
+        rows = await self._entries(
+            INTERFACE,
+            {
+                "q": f"({either}) AND '{quoted}' != $NULL$",
+                "limit": str(len(wanted)),
+                "fields": f"values(Request ID,Incident Number,{field})",
+            },
+        )
+        return {
+            str(r.get("Incident Number")): (
+                self._ref(str(r.get("Request ID") or ""), str(r.get("Incident Number") or "")),
+                str(r.get(field) or ""),
+            )
+            for r in rows
+        }
+
+    async def _entries(self, form: str, params: Mapping[str, str]) -> list[dict[str, Any]]:
+        body = await self._json("changes", "GET", f"{self._entry}/{form}", params=params)
+        entries = body.get("entries") if isinstance(body, dict) else None
+        if not isinstance(entries, list):
+            raise DeskRejected(f"{self.name} changes: answer has no entries", desk=self.name, action="changes")
+        return [e["values"] for e in entries if isinstance(e, dict) and isinstance(e.get("values"), dict)]
 
     async def find(self, correlation_id: str) -> TicketRef | None:
         field = self._config.correlation_field.replace("'", "''")
@@ -202,7 +345,7 @@ class RemedyDesk:
             "Incident Number": ref.display,
             "Work Log Type": self._config.work_log_type,
             "Description": text.splitlines()[0][:100] if text.strip() else "Note",
-            "Detailed Description": text,
+            "Detailed Description": marked(text),
             "View Access": self._config.view_access,
             "Secure Work Log": "No",
         }
@@ -263,6 +406,15 @@ class RemedyDesk:
         if answer.status == 500 and _workflow_error(answer.text):
             raise DeskRejected(f"{self.name} {action}: HTTP 500: {reason}", **self._http.context(action, answer))
         raise self._http.error(action, answer, reason)
+
+
+def _ar_string(value: str) -> str:
+    """An AR qualification string literal: double quotes, doubled inside."""
+    return '"' + value.replace('"', '""') + '"'
+
+
+def _ms(value: Any) -> int:
+    return parse_time(str(value or ""), _DATES) or 0
 
 
 def _errors(text: str) -> list[dict[str, Any]]:

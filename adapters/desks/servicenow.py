@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 import aiohttp
 
-from adapters.desks.events import Identity, Reader, decode, marked, parse_time, utc
+from adapters.desks.events import Identity, Reader, decode, marked, merge_pages, offsets, parse_time, utc
 from adapters.desks.servicenow_auth import ServiceNowCredentials, ServiceNowSignIn, call
 from adapters.desks.transport import Answer, Transport, tls_context
 from bridge.core.desk import TicketPhase, TicketRef, TicketState
@@ -172,7 +172,7 @@ class ServiceNowDesk:
         The poll sees each incident as it is now: one event per update it finds (`sys_mod_count`),
         its kind from the state (and `reopened_time`), so changes between two polls collapse into the
         latest; every journal entry is seen. `cursor` is "<incident offset>,<journal offset>"."""
-        at_i, at_j = _offsets(cursor)
+        at_i, at_j = offsets(cursor)
         since = utc(since_ms, _TIME)
         size = self.page_size
         display = self._config.correlation_display
@@ -202,10 +202,8 @@ class ServiceNowDesk:
         more_i, more_j = len(incidents) >= size, len(journal) >= size
         times_i = [_time(row, "sys_updated_on") for row in incidents]
         times_j = [_time(row, "sys_created_on") for row in journal]
-        bounds = ([times_i[-1]] if more_i else []) + ([times_j[-1]] if more_j else [])
-        bound = min(bounds) if bounds else None
-        take_i = [n for n, t in enumerate(times_i) if bound is None or t <= bound]
-        take_j = [n for n, t in enumerate(times_j) if bound is None or t <= bound]
+        count_i, count_j = merge_pages(times_i, more_i, times_j, more_j)
+        take_i, take_j = range(count_i), range(count_j)
         tickets = await self._tickets({str(journal[n].get("element_id", "")) for n in take_j})
         events = [self._row_event(incidents[n], times_i[n]) for n in take_i]
         for n in take_j:
@@ -371,16 +369,6 @@ def push_events(desk: str, data: Mapping[str, Any], identity: Identity) -> list[
             ),
         )
     return events
-
-
-def _offsets(cursor: str | None) -> tuple[int, int]:
-    if not cursor:
-        return 0, 0
-    first, _, second = cursor.partition(",")
-    try:
-        return max(0, int(first)), max(0, int(second or 0))
-    except ValueError:
-        return 0, 0
 
 
 def _time(row: Mapping[str, Any], key: str) -> int:

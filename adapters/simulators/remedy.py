@@ -13,7 +13,9 @@ Incident Number sequences and the composite `id|id` on the interface form; `fiel
 and the shared fault switches (AR System has no rate limit of its own: the 429 is a gateway's).
 
 Test and CLI hooks: `GET /_sim/records` (incidents with their work logs), `GET /_sim/requests`,
-`/_sim/faults`, `/_sim/reset`. In-process: `app[STORE]`, `app[TOKENS]` (`expire_all()`, `logins`,
+`/_sim/faults`, `/_sim/reset`, `POST /_sim/human/{Request ID}` `{"user", "values"?, "work_log"?}`
+(a person's change, `RemedyStore.act_as_human`). AR System pushes nothing: clients poll.
+In-process: `app[STORE]`, `app[TOKENS]` (`expire_all()`, `logins`,
 `logouts`). As a process: `bridge simulate remedy --port P`.
 """
 
@@ -107,6 +109,7 @@ def make_app(
     app.router.add_put("/api/arsys/v1/entry/{form}/{entry}", _update)
     app.router.add_get("/_sim/records", _records)
     app.router.add_get("/_sim/requests", _requests)
+    app.router.add_post("/_sim/human/{entry}", _human)
     return app
 
 
@@ -254,6 +257,19 @@ async def _read(request: web.Request) -> web.Response:
     if row is None:
         raise missing_entry(request.match_info["entry"])
     return web.json_response(_entry(request, form, row, known))
+
+
+async def _human(request: web.Request) -> web.Response:
+    try:
+        body = orjson.loads(await request.read())
+    except orjson.JSONDecodeError:
+        raise RemedyError(400, 8960, "Invalid JSON in the request body", None) from None
+    if not isinstance(body, dict) or not isinstance(body.get("user"), str):
+        raise RemedyError(400, 8961, 'send {"user": "...", "values"?: {...}, "work_log"?: "..."}', None)
+    values = body.get("values") or {}
+    work_log = body.get("work_log") if isinstance(body.get("work_log"), str) else None
+    record = request.app[STORE].act_as_human(request.match_info["entry"], body["user"], work_log=work_log, **values)
+    return web.json_response({"values": record})
 
 
 async def _values(request: web.Request) -> dict[str, Any]:

@@ -4,14 +4,16 @@ Grammar (BMC docs, "Endpoints in AR REST API", https://docs.bmc.com/docs/ars91/)
 value` with `=`, `!=`, `<`, `<=`, `>`, `>=`, `LIKE` (`%` any run, `_` one character); AND, OR, NOT
 (AND binds tighter), parentheses; values are "double-quoted" strings, numbers or `$NULL$`. Field
 labels are 'single-quoted' (with '' for a quote). Selection fields (enums) compare by their ordinal,
-so `'Status' < "Resolved"` means New, Assigned, In Progress or Pending. An unknown field is ARERR
-314; an unreadable qualification ARERR 1587.
+so `'Status' < "Resolved"` means New, Assigned, In Progress or Pending. Date fields compare with a
+number as epoch seconds (`'Last Modified Date' >= 1764842400`), as AR System reads a date value given
+as an integer. An unknown field is ARERR 314; an unreadable qualification ARERR 1587.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 _TOKEN = re.compile(
@@ -25,6 +27,7 @@ _TOKEN = re.compile(
     )""",
     re.VERBOSE,
 )
+_DATE = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}[+-]\d{4}")  # as the REST API shows dates
 Row = Mapping[str, Any]
 Test = Callable[[Row], bool]
 
@@ -126,6 +129,8 @@ def _comparison(name: str, op: str, want: Any, enum: Sequence[str] | None) -> Te
         return lambda row: row.get(name) is not None and pattern.fullmatch(str(row[name])) is not None
 
     def key(value: Any) -> Any:
+        if isinstance(want, float) and isinstance(value, str) and _DATE.fullmatch(value):
+            return datetime.strptime(value, "%Y-%m-%dT%H:%M:%S.%f%z").timestamp()
         if enum is not None and value in enum:
             return enum.index(value)
         if isinstance(value, int | float):

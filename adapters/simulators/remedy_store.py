@@ -11,6 +11,10 @@ Impact x Urgency; a status needs a Status_Reason from its list (Pending, Resolve
 Resolved also a Resolution and an Assigned Group (given, or routed when the incident is created as
 Assigned); Closed and Cancelled incidents are read-only. Errors are AR error lists; numbers and wording
 of workflow errors are [INFERRED] (sites differ), core errors (302, 303, 306, 314, 326) are AR System's.
+
+Who changes an incident: the REST user (`user`), or a person in the Mid Tier (`act_as_human`); the
+incident's `Last Modified By` and `Last Modified Date` and a work log's `Submitter` say who and when.
+AR System has no outgoing webhook: clients poll on 'Last Modified Date'.
 """
 
 from __future__ import annotations
@@ -80,7 +84,7 @@ _SETTABLE = (
 )  # fmt: skip
 _SHOWN = (
     "Request ID", "Entry ID", "Incident Number", *_SETTABLE, "Priority", "Priority Weight",
-    "Submit Date", "Last Modified Date", "Last Resolved Date", "Re-Opened Date", "Submitter",
+    "Submit Date", "Last Modified Date", "Last Resolved Date", "Re-Opened Date", "Submitter", "Last Modified By",
 )  # fmt: skip
 INCIDENT_FIELDS = frozenset(_SHOWN)
 WORKLOG_FIELDS = frozenset(
@@ -180,6 +184,7 @@ class RemedyStore:
             "Submit Date": when,
             "Last Modified Date": when,
             "Submitter": self.user,
+            "Last Modified By": self.user,
         }
         if given["Status"] == "Assigned" and not given.get("Assigned Group"):
             # Assignment routing picks the group when the incident is created as Assigned.
@@ -188,19 +193,37 @@ class RemedyStore:
         self.incidents[entry] = record
         return f"{next(self._creates):015d}", record
 
-    def update(self, entry_id: str, values: Mapping[str, Any]) -> dict[str, Any]:
-        self._writable()
+    def update(self, entry_id: str, values: Mapping[str, Any], *, user: str | None = None) -> dict[str, Any]:
+        if user is None:
+            self._writable()
         record = self.incident(entry_id)
         if record["Status"] in ("Closed", "Cancelled"):
             raise RemedyError(
                 500, 1291037, "A closed or cancelled incident cannot be modified.", record["Incident Number"]
             )
         given = _display(values)
-        self._apply(record, given, creating=False)
+        self._apply(record, given, creating=False, user=user or self.user)
         return record
 
-    def add_worklog(self, values: Mapping[str, Any]) -> str:
-        self._writable()
+    def act_as_human(self, entry_id: str, user: str, *, work_log: str | None = None, **values: Any) -> dict[str, Any]:
+        """A person's change: `Status="Resolved", Status_Reason=..., Resolution=...` resolves,
+        `Status="Cancelled", Status_Reason="No longer a Causal CI"` cancels, `Assignee=...` or
+        `Status="In Progress"` takes it, `work_log=` adds a work log entry. Same workflow as the API."""
+        record = self.update(entry_id, values, user=user) if values else self.incident(entry_id)
+        if work_log is not None:
+            self.add_worklog(
+                {
+                    "Incident Number": record["Incident Number"],
+                    "Description": work_log[:100],
+                    "Detailed Description": work_log,
+                },
+                user=user,
+            )
+        return record
+
+    def add_worklog(self, values: Mapping[str, Any], *, user: str | None = None) -> str:
+        if user is None:
+            self._writable()
         unknown = next((k for k in values if k not in WORKLOG_FIELDS), None)
         if unknown is not None:
             raise RemedyError(400, 314, "Field does not exist on current form", f"HPD:WorkLog : <{unknown}>")
@@ -212,7 +235,12 @@ class RemedyStore:
             raise RemedyError(500, 1291058, "The incident number is not valid.", str(record["Incident Number"]))
         _check_values(record, "HPD:WorkLog")
         log_id = f"WLG{next(self._logs):012d}"
-        record |= {"Request ID": log_id, "Work Log ID": log_id, "Submit Date": self.clock(), "Submitter": self.user}
+        record |= {
+            "Request ID": log_id,
+            "Work Log ID": log_id,
+            "Submit Date": self.clock(),
+            "Submitter": user or self.user,
+        }
         self.worklogs.append(record)
         return log_id
 
@@ -227,7 +255,7 @@ class RemedyStore:
         if self.read_only:
             raise RemedyError(403, 333, "You do not have write access to this form", "HPD:Help Desk")  # [INFERRED]
 
-    def _apply(self, record: dict[str, Any], given: Mapping[str, Any], *, creating: bool) -> None:
+    def _apply(self, record: dict[str, Any], given: Mapping[str, Any], *, creating: bool, user: str = "") -> None:
         unknown = next((k for k in given if k not in _SETTABLE), None)
         if unknown is not None:
             raise RemedyError(400, 314, "Field does not exist on current form", f"HPD:Help Desk : <{unknown}>")
@@ -263,6 +291,7 @@ class RemedyStore:
         record.update(merged)
         if changed and not creating:
             record["Last Modified Date"] = when
+            record["Last Modified By"] = user or self.user
 
 
 def _display(values: Mapping[str, Any]) -> dict[str, Any]:

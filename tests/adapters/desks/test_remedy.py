@@ -9,6 +9,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from adapters.desks.events import marked  # a work log as the desk writes it: MARKER at the end
 from adapters.desks.remedy import RemedyConfig, RemedyDesk
 from adapters.simulators import remedy
 from adapters.simulators.remedy_qual import QualificationError, parse
@@ -87,7 +88,7 @@ async def test_round_trip_makes_exactly_the_documented_calls(
             "POST",
             worklog,
             {},
-            {"values": log | {"Description": "first line", "Detailed Description": "first line\nsecond line"}},
+            {"values": log | {"Description": "first line", "Detailed Description": marked("first line\nsecond line")}},
             201,
         ),
         (
@@ -108,7 +109,7 @@ async def test_round_trip_makes_exactly_the_documented_calls(
             "POST",
             worklog,
             {},
-            {"values": log | {"Description": "fired again", "Detailed Description": "fired again"}},
+            {"values": log | {"Description": "fired again", "Detailed Description": marked("fired again")}},
             201,
         ),
         ("POST", "/api/jwt/logout", {}, None, 204),
