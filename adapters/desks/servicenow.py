@@ -19,11 +19,13 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 import aiohttp
+from pydantic import Field
 
 from adapters.desks.events import Identity, Reader, decode, marked, merge_pages, offsets, parse_time, utc
 from adapters.desks.servicenow_auth import ServiceNowCredentials, ServiceNowSignIn, call
 from adapters.desks.transport import Answer, Transport, tls_context
-from bridge.core.desk import TicketPhase, TicketRef, TicketState
+from bridge.core.desk import ChangeRef, TicketPhase, TicketRef, TicketState
+from bridge.core.errors import DeskRejected
 from bridge.core.sync import ChangePage, DeskEvent, DeskEventKind
 
 # Incident `state` values (ServiceNow docs, "Incident management state model":
@@ -57,6 +59,13 @@ class ServiceNowConfig(ServiceNowSignIn):
     close_code: str = "Solution provided"
     duplicate_close_code: str = "Duplicate"  # a ticket closed as a duplicate of its topology parent's
     correlation_display: str = "alert-ticket-bridge"
+    # Change-aware tickets (route `change:`): a change covers a CI when it is in one of these states
+    # (Change Management's state model: -2 Scheduled, -1 Implement), its `approval` is this value, and
+    # its planned window (`start_date` to `end_date`) holds now. Problem records go to `problem_table`.
+    change_table: str = "change_request"
+    change_states: list[str] = Field(default_factory=lambda: ["-2", "-1"], min_length=1)
+    change_approval: str = "approved"
+    problem_table: str = "problem"
 
     def build(self, name: str, session: aiohttp.ClientSession) -> ServiceNowDesk:
         """The desk client for this instance, on the caller's session."""
@@ -140,6 +149,67 @@ class ServiceNowDesk:
             "parent_incident": parent.id,
         }
         await self._patch("close_duplicate", ref, body)
+
+    # -- change-aware tickets and problem records (bridge.core.desk.ChangeAware, ProblemDesk) ------
+
+    async def change_covering(self, ci: str, at_ms: int) -> ChangeRef | None:
+        """The approved change whose planned window holds `at_ms` on the CI named `ci` (the `change_request`
+        table, by `cmdb_ci.name`), the one that started last if several do."""
+        if "^" in ci or "=" in ci:  # would end the encoded query's condition: not asked
+            raise DeskRejected(f"the CI name {ci!r} cannot go into an encoded query", desk=self.name,
+                               action="change_covering")  # fmt: skip
+        now = utc(at_ms, _TIME)
+        cfg = self._config
+        query = (
+            f"cmdb_ci.name={ci}^approval={cfg.change_approval}^stateIN{','.join(cfg.change_states)}"
+            f"^start_date<={now}^end_date>={now}^ORDERBYDESCstart_date"
+        )
+        params = {
+            "sysparm_query": query,
+            "sysparm_fields": "sys_id,number,short_description,start_date,end_date",
+            "sysparm_limit": "1",
+        }
+        rows = await self._rows("change_covering", f"{cfg.url}/api/now/table/{cfg.change_table}", params)
+        if not rows:
+            return None
+        row = rows[0]
+        sys_id = str(row.get("sys_id", ""))
+        return ChangeRef(
+            id=sys_id,
+            display=str(row.get("number", "")),
+            url=f"{cfg.url}/nav_to.do?uri={cfg.change_table}.do?sys_id={sys_id}",
+            start_ms=_time(row, "start_date"),
+            end_ms=_time(row, "end_date"),
+            summary=str(row.get("short_description", ""))[:200],
+        )
+
+    async def link_change(self, ref: TicketRef, change: ChangeRef, note: str) -> None:
+        """The incident's "Caused by Change" (`caused_by`, a reference to `change_request`) set to the
+        change, with the note as a work note, in one update."""
+        await self._patch("link_change", ref, {"caused_by": change.id, "work_notes": marked(note)})
+
+    async def open_problem(self, correlation_id: str, fields: Mapping[str, str]) -> TicketRef:
+        """A record in the `problem` table (a task, so with `correlation_id` too)."""
+        cfg = self._config
+        body = {
+            "short_description": f"Recurring incident {correlation_id.rsplit(':problem:', 1)[0]}",
+            **fields,
+            "correlation_id": correlation_id,
+            "correlation_display": cfg.correlation_display,
+        }
+        url = f"{cfg.url}/api/now/table/{cfg.problem_table}"
+        answer, decoded = await self._call("open_problem", "POST", url, params={"sysparm_fields": "sys_id,number"},
+                                           json=body)  # fmt: skip
+        record = decoded.get("result")
+        if not isinstance(record, dict) or not isinstance(record.get("sys_id"), str):
+            raise self._http.unexpected("open_problem", answer, "answer has no result record")
+        sys_id = record["sys_id"]
+        url = f"{cfg.url}/nav_to.do?uri={cfg.problem_table}.do?sys_id={sys_id}"
+        return TicketRef(id=sys_id, display=str(record.get("number", "")), url=url)
+
+    async def link_problem(self, ref: TicketRef, problem: TicketRef, note: str) -> None:
+        """The incident's `problem_id` (a reference to `problem`) set, with the note as a work note."""
+        await self._patch("link_problem", ref, {"problem_id": problem.id, "work_notes": marked(note)})
 
     async def reopen(self, ref: TicketRef, note: str) -> None:
         await self._patch("reopen", ref, {"state": _IN_PROGRESS, "work_notes": marked(note)})

@@ -60,6 +60,7 @@ PUSH = web.AppKey("servicenow_push", Pusher)
 _CREDENTIALS = web.AppKey("servicenow_credentials", tuple[str, str])
 _MAX_PAYLOAD = web.AppKey("servicenow_max_payload", int)
 
+WRITABLE = frozenset({"incident", "problem", "change_request"})  # tables the integration user may write
 _TABLE_PATHS = ("/api/now/table/{table}", "/api/now/{version:v1|v2}/table/{table}")
 _DEFAULT_LIMIT = 10000
 
@@ -275,11 +276,13 @@ async def _read(request: web.Request) -> web.Response:
 
 async def _create(request: web.Request) -> web.Response:
     store = request.app[STORE]
-    _writable(store, request.match_info["table"], "Insert")
-    record = store.create(await _body(request))
-    location = f"{request.url.origin()}/api/now/table/incident/{record['sys_id']}"
+    table = request.match_info["table"]
+    _writable(store, table, "Insert")
+    body = await _body(request)
+    record = store.itsm.create(table, body) if store.itsm.knows(table) else store.create(body)
+    location = f"{request.url.origin()}/api/now/table/{table}/{record['sys_id']}"
     return web.json_response(
-        {"result": _render(request, record, "incident")},
+        {"result": _render(request, record, table)},
         status=201,
         headers={"Location": location},
         dumps=_dumps,
@@ -288,10 +291,17 @@ async def _create(request: web.Request) -> web.Response:
 
 async def _update(request: web.Request) -> web.Response:
     store = request.app[STORE]
-    _writable(store, request.match_info["table"], "Update")
+    table = request.match_info["table"]
+    _writable(store, table, "Update")
     body = await _body(request)
-    record = store.update(request.match_info["sys_id"], body)
-    return web.json_response({"result": _render(request, record, "incident")}, dumps=_dumps)
+    if store.itsm.knows(table):
+        found = store.itsm.update(table, request.match_info["sys_id"], body)
+        if found is None:
+            raise not_found()
+        record = found
+    else:
+        record = store.update(request.match_info["sys_id"], body)
+    return web.json_response({"result": _render(request, record, table)}, dumps=_dumps)
 
 
 async def _delete(request: web.Request) -> web.Response:
@@ -304,7 +314,7 @@ async def _delete(request: web.Request) -> web.Response:
 def _writable(store: ServiceNowStore, table: str, verb: str) -> None:
     if table not in TABLES:
         store.rows(table)  # 400 for an unknown table
-    if table != "incident" or store.acl_denied:
+    if table not in WRITABLE or (verb == "Delete" and table != "incident") or store.acl_denied:
         detail = f"ACL Exception {verb} Failed due to security constraints"
         raise ServiceNowError(403, "Operation Failed", detail)
 
@@ -323,8 +333,9 @@ async def _body(request: web.Request) -> dict[str, Any]:
 def _render(request: web.Request, row: Mapping[str, str], table: str) -> dict[str, Any]:
     """A row as the API shows it: `sysparm_fields` applied, references as {"link", "value"}."""
     wanted = request.query.get("sysparm_fields")
-    names = [n for n in wanted.split(",") if n in row] if wanted else list(row)
-    links = table == "incident" and request.query.get("sysparm_exclude_reference_link") != "true"
+    # a dot-walked field (`cmdb_ci.name`) is shown only when asked for, as the platform does
+    names = [n for n in wanted.split(",") if n in row] if wanted else [n for n in row if "." not in n]
+    links = table != "cmdb_ci" and request.query.get("sysparm_exclude_reference_link") != "true"
     origin = request.url.origin()
     out: dict[str, Any] = {}
     for name in names:

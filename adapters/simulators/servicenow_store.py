@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from adapters.simulators.servicenow_itsm import ItsmTables
+
 # The current base-system resolution codes (the instance's `close_code` choice list); older instances use
 # other labels.
 CLOSE_CODES: tuple[str, ...] = (
@@ -48,11 +50,14 @@ REFERENCES: Mapping[str, str] = {
     "assignment_group": "sys_user_group",
     "assigned_to": "sys_user",
     "caller_id": "sys_user",
+    "caused_by": "change_request",
     "closed_by": "sys_user",
     "cmdb_ci": "cmdb_ci",
     "opened_by": "sys_user",
     "parent_incident": "incident",
+    "problem_id": "problem",
     "resolved_by": "sys_user",
+    "rfc": "change_request",
     "sys_domain": "sys_user_group",
 }
 
@@ -62,6 +67,7 @@ _INCIDENT_DEFAULTS: Mapping[str, str] = {
     "assignment_group": "",
     "caller_id": "",
     "category": "inquiry",
+    "caused_by": "",
     "close_code": "",
     "close_notes": "",
     "closed_at": "",
@@ -82,11 +88,13 @@ _INCIDENT_DEFAULTS: Mapping[str, str] = {
     "opened_by": "",
     "parent_incident": "",
     "priority": "",
+    "problem_id": "",
     "reopen_count": "0",
     "reopened_by": "",
     "reopened_time": "",
     "resolved_at": "",
     "resolved_by": "",
+    "rfc": "",
     "severity": "3",
     "short_description": "",
     "state": "1",
@@ -153,9 +161,14 @@ class ServiceNowStore:
         default_factory=list
     )
     _numbers: int = 10000
+    itsm: ItsmTables = field(init=False)  # change_request, problem, cmdb_ci (servicenow_itsm)
+
+    def __post_init__(self) -> None:
+        self.itsm = ItsmTables(clock=lambda: self.clock(), user=self.user, journal=self.journal)
 
     def reset(self) -> None:
         """Empty every table and the request log, as a fresh instance."""
+        self.itsm.reset()
         self.incidents.clear()
         self.journal.clear()
         self.requests.clear()
@@ -172,6 +185,8 @@ class ServiceNowStore:
             return list(self.journal), JOURNAL_FIELDS
         if table == "sys_choice":
             return self._choices(), CHOICE_FIELDS
+        if self.itsm.knows(table):
+            return self.itsm.rows(table)
         raise ServiceNowError(400, "Operation Failed", f"Invalid table {table}")
 
     def get(self, sys_id: str) -> dict[str, str]:

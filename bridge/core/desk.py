@@ -9,6 +9,16 @@ Optional: `async close_duplicate(ref, parent: TicketRef, note)` closes a ticket 
 `parent`, linked in the desk's own way (ServiceNow's `parent_incident`); a topology parent that adopts a
 child incident has its ticket closed so. A desk without it gets `resolve(ref, note, {})`, the note naming
 the parent's ticket.
+
+Optional, for change-aware tickets and problem records (route `change:` and `problem:`; docs/desks.md
+says which desks have them; `ChangeAware` and `ProblemDesk` below spell them out):
+
+- `async change_covering(ci, at_ms) -> ChangeRef | None`: an approved change whose planned window covers
+  `at_ms` on the configuration item named `ci`. A desk without it is not asked: the ticket opens.
+- `async link_change(ref, change, note)`: link an opened ticket to the change it opened during (ServiceNow's
+  `caused_by`, a Jira issue link), with a note. Without it, the ticket gets a note naming the change.
+- `async open_problem(correlation_id, fields) -> TicketRef` and `async link_problem(ref, problem, note)`: a
+  problem record, and a ticket linked to it (ServiceNow's `problem_id`, a Jira issue link), with a note.
 """
 
 from __future__ import annotations
@@ -71,6 +81,35 @@ class Desk(Protocol):
     async def state(self, ref: TicketRef) -> TicketState: ...
 
     async def aclose(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeRef:
+    """An approved change as a desk answers `change_covering`: its key, what humans call it, its link and
+    its planned window (ms since the epoch; 0 when the desk does not say)."""
+
+    id: str  # ServiceNow sys_id, Jira issue key
+    display: str = ""  # CHG0030001
+    url: str = ""
+    start_ms: int = 0
+    end_ms: int = 0
+    summary: str = ""
+
+
+class ChangeAware(Protocol):
+    """The optional methods of a desk that knows its changes (change-aware tickets)."""
+
+    async def change_covering(self, ci: str, at_ms: int) -> ChangeRef | None: ...
+
+    async def link_change(self, ref: TicketRef, change: ChangeRef, note: str) -> None: ...
+
+
+class ProblemDesk(Protocol):
+    """The optional methods of a desk that keeps problem records."""
+
+    async def open_problem(self, correlation_id: str, fields: Mapping[str, str]) -> TicketRef: ...
+
+    async def link_problem(self, ref: TicketRef, problem: TicketRef, note: str) -> None: ...
 
 
 class DeskSettings(Protocol):

@@ -6,6 +6,7 @@ run unchanged on Redis Cluster. Global keys (intake, timers, ready queue) are ea
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 PREFIX = "bridge:v1:"
@@ -61,6 +62,13 @@ def desk_breaker(desk: str) -> str:
 def desk_bucket(desk: str) -> str:
     """A desk's shared token bucket (mapping `limits:`)."""
     return f"{PREFIX}bucket:{desk}"
+
+
+def change_cache(desk: str, ci: str) -> str:
+    """A desk's answer to "which approved change covers this configuration item now" (string: the change
+    as JSON, or "none"), kept for the route's `change.cache_ttl` (at most an hour) and shared by replicas;
+    by a hash of the CI's name, so any name makes a bounded key."""
+    return f"{PREFIX}change:{desk}:{hashlib.sha256(ci.encode()).hexdigest()[:24]}"
 
 
 def storm_count(route: str, group: str = "") -> str:
@@ -129,6 +137,14 @@ class IncidentKeys:
     @property
     def held(self) -> str:  # zset, while pending: the members it holds, by unit and seen (apply_alert.lua)
         return self.tag + ":held"
+
+    @property
+    def opened(self) -> str:  # zset: the tickets the key opened (any epoch) within its `problem.within`, by when
+        return self.tag + ":opened"
+
+    @property
+    def problem(self) -> str:  # hash: the key's live problem record (`ref`, `until`), or the claim to open one
+        return self.tag + ":problem"
 
     def script_keys(self) -> list[str]:
         """KEYS[1..8] of apply_alert.lua, fire_timer.lua and resolve_incident.lua."""

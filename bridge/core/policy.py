@@ -193,3 +193,38 @@ class Ticket(Strict):
         if unknown:
             raise ValueError(f"ownership for fields without a template: {sorted(unknown)}")
         return self
+
+
+class DuringChange(StrEnum):
+    """What an incident that opens while an approved change covers its configuration item does."""
+
+    SUPPRESS = "suppress"  # no ticket while the change's window lasts (recorded, audited with the change)
+    ANNOTATE = "annotate"  # the ticket opens, linked to the change (ServiceNow `caused_by`, a Jira issue link)
+
+
+class ChangeCheck(Strict):
+    """Before a ticket opens, ask the desk for an approved change whose planned window covers now on the
+    alert's configuration item (`ci`, a template over the alert and incident). A desk that cannot be asked
+    (error, timeout, breaker open) fails open: the ticket opens, and the audit trail says the check failed.
+
+    With `suppress`, the open waits until the change's window ends (asked again every `cache_ttl`, so a
+    change closed early ends it too): if the incident still fires then, its ticket opens, with what
+    happened meanwhile; if it has cleared, no ticket opens at all."""
+
+    ci: Template  # e.g. "{{ labels.host }}"; renders empty: no check
+    during_change: DuringChange = DuringChange.ANNOTATE
+    # How long a desk's answer for one CI is kept (shared by the replicas, in Redis); at most an hour.
+    cache_ttl: Duration = Field(300.0, gt=0, le=3600)
+
+
+class ProblemRecord(Strict):
+    """An incident key (the route and its correlation key, across epochs) that opens `after` tickets
+    within `within` opens one problem record (ServiceNow `problem`, a Jira issue of the desk's problem
+    type), once per window across replicas; that ticket and every later one of the key within the
+    window are linked to it (ServiceNow `problem_id`, a Jira issue link) and noted with it."""
+
+    after: int = Field(ge=2, le=1000)
+    within: Duration = Field(86400.0, gt=0)
+    # Problem fields by the desk's names, templates over the alert, the incident and `problem` (count,
+    # tickets: the displays of the tickets that made it). Empty: the desk's default summary.
+    fields: dict[str, Template] = Field(default_factory=dict)

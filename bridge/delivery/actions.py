@@ -13,14 +13,17 @@ import structlog
 
 from bridge.core import keys
 from bridge.core.config import Route
-from bridge.core.desk import Desk, TicketPhase, TicketRef
-from bridge.core.errors import Cause, DeskRejected, DeskTransient
+from bridge.core.desk import ChangeRef, Desk, TicketPhase, TicketRef
+from bridge.core.errors import Cause, DeskError, DeskRejected, DeskTransient
 from bridge.core.models import base36
+from bridge.core.policy import DuringChange
 from bridge.core.routing import is_storm_base
 from bridge.core.templates import alert_context, render
-from bridge.delivery import guard, ownership
+from bridge.delivery import changes, guard, ownership
+from bridge.delivery.changes import ChangeChecks, Checked
 from bridge.delivery.guard import BreakerOpen, DeskGuard
 from bridge.delivery.notes import acknowledged, note_text
+from bridge.delivery.problems import Problems
 from bridge.runtime import outbox, routebook
 from bridge.runtime.context import Runtime
 from bridge.runtime.outbox import Action
@@ -29,6 +32,11 @@ log = structlog.get_logger("bridge.delivery.worker")
 ROTATED = "rotated"  # apply's answer when a closed ticket made the incident start a new epoch
 NOT_SENT = (Cause.REFUSED, Cause.DNS, Cause.TLS)  # failures that say the request never reached the desk
 REFUSED_STATUSES = (429, 503)  # answers that say the desk did not act on it (throttled, unavailable)
+
+
+class HeldByChange(BreakerOpen):
+    """Not a desk answer: an approved change covers the incident's configuration item (route `change:`,
+    `during_change: suppress`), so its open waits, in the outbox, until the change's window ends."""
 
 
 class Settling(BreakerOpen):
@@ -40,6 +48,8 @@ class DeskActions:
     def __init__(self, runtime: Runtime, guard: DeskGuard) -> None:
         self.rt = runtime
         self.guard = guard
+        self.changes = ChangeChecks(runtime, guard)
+        self.problems = Problems(runtime, guard)
 
     async def apply(self, ik: keys.IncidentKeys, action: Action, view: dict[bytes, bytes]) -> str:
         """Make one action's desk calls; `view` is the incident's state hash as read with the outbox."""
@@ -49,7 +59,19 @@ class DeskActions:
         match action.kind:
             case "OPEN":
                 if ref is None:
+                    cleared = await self._cleared_while_held(ik, action, view)
+                    if cleared:
+                        return cleared
                     ref = await self._open(ik, desk, route, action, view)
+                if action.changes:
+                    await self._note(ik, desk, ref, route, action, [])
+                return ref.display or ref.id
+            case "NOTE" | "REOPEN" | "RESOLVE" if ref is None and f"suppressed:{action.epoch}".encode() in view:
+                # Its open was held by a change and the incident cleared meanwhile: no ticket. Firing again
+                # (outside a covering change) opens one now.
+                if action.kind == "RESOLVE" or view.get(b"state") != b"open":
+                    return f"no ticket: suppressed during change {view[f'suppressed:{action.epoch}'.encode()].decode()}"
+                ref = await self._open(ik, desk, route, action, view)
                 if action.changes:
                     await self._note(ik, desk, ref, route, action, [])
                 return ref.display or ref.id
@@ -137,8 +159,11 @@ class DeskActions:
                 log.info("ticket_adopted", ticket=ref.display or ref.id)
             elif lag_ms:
                 await self._settled(ik, desk, action, view, lag_ms)
+        checked, adopted = Checked(""), ref is not None
         if ref is None:
             context = self._context(action, route)
+            if route.change is not None:
+                checked = await self._check_change(ik, desk, route, action, view, context)
             overlay = route.storm.fields if route.storm and is_storm_base(ik.base, route.id) else None
             try:
                 fields = ownership.open_fields(route, context, overlay)
@@ -175,7 +200,110 @@ class DeskActions:
         view[f"ticket:{action.epoch}".encode()] = ticket
         view.pop(marker.encode(), None)
         view.pop(sent.encode(), None)
+        if not adopted:
+            await self._after_change_check(ik, desk, route, action, view, ref, checked)
+        if route.problem is not None:
+            await self.problems.opened(ik, desk, route.problem, action.epoch, ref, self._context(action, route))
         return ref
+
+    async def _check_change(
+        self,
+        ik: keys.IncidentKeys,
+        desk: Desk,
+        route: Route,
+        action: Action,
+        view: dict[bytes, bytes],
+        context: dict[str, Any],
+    ) -> Checked:
+        """Ask whether an approved change covers the incident's CI now (route `change:`). With `suppress`,
+        a covering change holds the open (HeldByChange: the incident waits, its open in the outbox, until
+        the change's window ends); a failed check lets it open (fails open, audited)."""
+        spec = route.change
+        assert spec is not None
+        checked = await self.changes.covering(desk, spec, context)
+        if checked.failed:
+            await changes.audit(self.rt, ik, action.incident, "check_failed", checked,
+                                f"could not ask {desk.name} for a change on {checked.ci or 'the CI'}: "
+                                f"{checked.failed}; opening the ticket (fails open)")  # fmt: skip
+            return checked
+        change = checked.change
+        if change is None or spec.during_change is not DuringChange.SUPPRESS:
+            return checked
+        now = self.rt.clock()
+        shown = change.display or change.id
+        field = f"held:{action.epoch}"
+        if view.get(field.encode()) != shown.encode():  # audited once per change that holds it
+            await self.rt.redis.hset(ik.state, field, shown)
+            view[field.encode()] = shown.encode()
+            await changes.audit(self.rt, ik, action.incident, "suppressed", checked,
+                                f"approved change {changes.describe(change)} covers {checked.ci}: no ticket "
+                                "while it lasts")  # fmt: skip
+            log.info("open_held_by_change", change=shown, ci=checked.ci)
+        until = changes.held_until(change, spec, now)
+        raise HeldByChange(
+            f"approved change {shown} covers {checked.ci}: the ticket waits until its window ends",
+            desk=desk.name,
+            action="open",
+            retry_after=(until - now) / 1000,
+        )
+
+    async def _after_change_check(
+        self,
+        ik: keys.IncidentKeys,
+        desk: Desk,
+        route: Route,
+        action: Action,
+        view: dict[bytes, bytes],
+        ref: TicketRef,
+        checked: Checked,
+    ) -> None:
+        """After a ticket opened: link it to the change it opened during (`annotate`), or note that the
+        change that held it has ended while its alerts still fire. Never fails the open."""
+        held = view.pop(f"held:{action.epoch}".encode(), None)
+        note, link = "", None
+        if held is not None:
+            await self.rt.redis.hdel(ik.state, f"held:{action.epoch}")
+            ended = Checked(checked.ci, ChangeRef(id=held.decode(), display=held.decode()))
+            note = f"The alerts fired during approved change {held.decode()}; its window is over and they still fire."
+            await changes.audit(self.rt, ik, action.incident, "ended", ended, note + " Ticket opened.")
+        elif checked.change is not None:  # annotate
+            link = checked.change
+            note = f"Opened during approved change {changes.describe(link)} on {checked.ci}."
+            if link.url:
+                note += f" {link.url}"
+        if not note:
+            return
+        linker = getattr(desk, "link_change", None)
+        try:
+            if link is not None and linker is not None:
+                await self.guard.once(desk, "link_change", linker(ref, link, note))
+            else:
+                await self.guard.once(desk, "note", desk.note(ref, note))
+        except DeskError as exc:
+            log.warning("change_link_failed", desk=desk.name, ticket=ref.display or ref.id, error=str(exc))
+            await changes.audit(self.rt, ik, action.incident, "link_failed", checked, f"{note} Not written: {exc}")
+            return
+        if link is not None:
+            await changes.audit(self.rt, ik, action.incident, "annotated", checked,
+                                f"ticket {ref.display or ref.id} linked to {link.display or link.id}")  # fmt: skip
+
+    async def _cleared_while_held(self, ik: keys.IncidentKeys, action: Action, view: dict[bytes, bytes]) -> str:
+        """An open held by a change whose incident no longer fires: no ticket at all (its later actions of
+        the epoch are skipped, unless it fires again). Returns the outcome, or "" to open as usual."""
+        held = view.get(f"held:{action.epoch}".encode())
+        if held is None or view.get(b"state") == b"open":
+            return ""
+        shown = held.decode()
+        pipe = self.rt.redis.pipeline(transaction=False)
+        pipe.hset(ik.state, f"suppressed:{action.epoch}", shown)
+        pipe.hdel(ik.state, f"held:{action.epoch}")
+        await self.rt.scripts.execute(pipe)
+        view[f"suppressed:{action.epoch}".encode()] = held
+        view.pop(f"held:{action.epoch}".encode(), None)
+        reason = f"the alerts cleared during approved change {shown}: no ticket"
+        await changes.audit(self.rt, ik, action.incident, "cleared", Checked("", ChangeRef(shown, shown)), reason)
+        return f"no ticket: cleared during change {shown}"
+
 
     async def _settled(
         self, ik: keys.IncidentKeys, desk: Desk, action: Action, view: dict[bytes, bytes], lag_ms: int

@@ -57,6 +57,29 @@ class DeskGuard:
             self.rt.metrics.desk_calls.labels(desk.name, action, outcome).inc()
             self.rt.metrics.desk_latency.labels(desk.name, action).observe(time.perf_counter() - started)
 
+    async def once(self, desk: Desk, action: str, call: Coroutine[Any, Any, T]) -> T:
+        """Make one optional desk call (a change lookup, a problem record) through the breaker and the rate
+        limit, counted and timed, but never retried and never tripping the breaker: its caller fails
+        open, and a desk that cannot answer it must not hold the tickets back."""
+        try:
+            await self.before(desk.name)
+        except BaseException:
+            call.close()
+            raise
+        started = time.perf_counter()
+        outcome = "ok"
+        try:
+            return await call
+        except DeskTransient as exc:
+            outcome = self.rt.metrics.transient(desk.name, exc)
+            raise
+        except DeskError:
+            outcome = "rejected"
+            raise
+        finally:
+            self.rt.metrics.desk_calls.labels(desk.name, action, outcome).inc()
+            self.rt.metrics.desk_latency.labels(desk.name, action).observe(time.perf_counter() - started)
+
     async def before(self, desk: str) -> None:
         """Raise BreakerOpen, or wait for the rate limit, before a call to `desk`."""
         await self._breaker_check(desk)

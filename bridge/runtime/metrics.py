@@ -63,6 +63,18 @@ class Metrics:
             "bridge_desk_call_duration_seconds", "Latency of service-desk calls.",
             ["desk", "action"], buckets=DESK_BUCKETS, registry=r,
         )  # fmt: skip
+        self.change_checks = Counter(
+            "bridge_change_checks",
+            "Change lookups before an open (route `change:`), by desk and outcome: hit (the shared cache in "
+            "Redis answered), miss (the desk was asked), failed (it could not be: the ticket opened anyway).",
+            ["desk", "outcome"], registry=r,
+        )  # fmt: skip
+        self.problem_records = Counter(
+            "bridge_problem_records",
+            "Problem records (route `problem:`), by desk and outcome: opened, linked (a ticket linked to one), "
+            "failed (a record or link the desk refused or did not answer).",
+            ["desk", "outcome"], registry=r,
+        )  # fmt: skip
         self.rate_limit_waits = Counter(
             "bridge_desk_rate_limit_waits",
             "Times delivery had to wait because a desk throttled it (429) or its rate limit was spent.",

@@ -104,6 +104,7 @@ class Scripts:
         self._storm: AsyncScript = redis.register_script(_source("storm_admit.lua"))
         self._beat: AsyncScript = redis.register_script(_source("heartbeat_ping.lua"))
         self._lapse: AsyncScript = redis.register_script(_source("heartbeat_expire.lua"))
+        self._problem: AsyncScript = redis.register_script(_source("problem_count.lua"))
         self._all = (
             self._apply,
             self._fire,
@@ -117,6 +118,7 @@ class Scripts:
             self._storm,
             self._beat,
             self._lapse,
+            self._problem,
         )
         on = batched or redis
         self._batch: Batcher | ClusterBatcher = (ClusterBatcher if is_cluster(on) else Batcher)(
@@ -264,6 +266,23 @@ class Scripts:
         drain's last read of the outbox. The reply is 1 if the marker moved since and was kept (see
         settle.lua)."""
         self._queue(pipe, self._settle, [keys.READY], [base, "" if seen is None else int(seen)])
+
+    async def problem_count(
+        self, ik: keys.IncidentKeys, now_ms: int, window_ms: int, after: int, member: str, token: str, hold_ms: int
+    ) -> list[str]:
+        """Count a ticket the incident key opened towards its problem record (problem_count.lua, "count"):
+        ["LINK", record], ["CLAIMED", member, ...], ["WAIT"] or ["COUNT", n]."""
+        args: list[str | int] = [now_ms, window_ms, "count", after, member, token, hold_ms]
+        return [_s(v) for v in await self._problem(keys=[ik.opened, ik.problem], args=args)]
+
+    async def problem_set(self, ik: keys.IncidentKeys, now_ms: int, window_ms: int, token: str, record: str) -> bool:
+        """Record the problem record a claim opened; True if the claim was still this caller's."""
+        args: list[str | int] = [now_ms, window_ms, "set", token, record]
+        return bool(await self._problem(keys=[ik.opened, ik.problem], args=args))
+
+    async def problem_release(self, ik: keys.IncidentKeys, now_ms: int, token: str) -> bool:
+        """Give up a claim whose problem record could not be opened (a later ticket may try again)."""
+        return bool(await self._problem(keys=[ik.opened, ik.problem], args=[now_ms, 0, "release", token]))
 
     async def resolve_incident(
         self, base: str, epoch: str, now_ms: int, *, note: str, who: str, retention_ms: int

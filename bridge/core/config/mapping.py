@@ -28,11 +28,13 @@ from bridge.core.matchers import Matcher, parse_matchers
 from bridge.core.models import Severity
 from bridge.core.policy import (
     DEFAULT_NOTES,
+    ChangeCheck,
     Correlate,
     Duration,
     Lifecycle,
     MatcherText,
     Note,
+    ProblemRecord,
     Storm,
     Strict,
     Ticket,
@@ -106,6 +108,8 @@ class Route(Strict):
     storm: Storm | None = None
     lifecycle: Lifecycle = Lifecycle()
     ticket: Ticket = Ticket()
+    change: ChangeCheck | None = None  # look up an approved change on the alert's CI before opening
+    problem: ProblemRecord | None = None  # a key that keeps opening tickets opens a problem record
     # Which follow-ups become ticket notes (identical repeats never do); default all but `summary`.
     notes: list[Note] = Field(default_factory=lambda: list(DEFAULT_NOTES))
 
