@@ -16,6 +16,30 @@ needs `state`, whose value is compared with `resolved_states` and `closed_states
 `find` action the desk cannot adopt a ticket whose open answer was lost (duplicates are then
 possible); without `update` an update is skipped; without `state`, `state()` is DeskRejected.
 
+The loop back (bridge.core.sync) has its own documented format, since there is no vendor's. A push
+(`POST /desk-events/{desk}`) is one change or `{"events": [...]}`, each change an object:
+
+    id          unique per change (string or number), required: the event id
+    ticket      the ticket id the desk's actions use, required
+    display     what a human calls it (optional)
+    at          when: RFC 3339 (2026-12-04T10:00:00Z) or epoch milliseconds, required
+    author      who made it (the integration user's changes are the bridge's own)
+    status      the ticket's status after the change
+    previous_status   its status before (optional: tells a reopening)
+    kind        resolved, cancelled, reopened, assigned, commented or updated (optional: else derived)
+    comment     a comment's text (a change with a comment and no status is `commented`)
+    assignee    who it is assigned to now (optional)
+    correlation_id    the bridge's correlation id on the ticket (optional)
+
+Without `kind`: a status in `cancelled_states` is CANCELLED, in `resolved_states` or
+`closed_states` RESOLVED, back to any other status from one of those (`previous_status`) REOPENED,
+in `assigned_states` or with an assignee ASSIGNED, a comment COMMENTED, else UPDATED. The poll is an
+optional `changes` action: its `params` and `path` see `since` (epoch ms), `since_iso` and `cursor`
+(empty at first); `events` reads the list of changes (the same objects) from the answer, `cursor`
+the next page's token (nothing: the last page). Without it the desk is push-only. Notes and the
+reopen text reach the templates with `MARKER` at the end (the resolve text, often a resolution
+field rather than a comment, does not).
+
 Auth is Bearer (`token`) or Basic (`user`, `password`), plus fixed `headers`. Errors follow the
 common rule: 429 and 5xx transient (Retry-After honoured), 401 auth expired, other 4xx rejected;
 the reason is read from `error.message`, `message`, `error` or `detail` when the answer has one.
@@ -33,9 +57,11 @@ import jmespath
 from jmespath.exceptions import JMESPathError
 from pydantic import BaseModel, ConfigDict, SecretStr, field_validator, model_validator
 
+from adapters.desks.events import MAX_EVENTS, Identity, Reader, decode, marked, utc
 from adapters.desks.transport import Answer, DeskAddress, Seconds, Transport, https_url, json_reason, tls_context
 from bridge.core.desk import TicketPhase, TicketRef, TicketState
-from bridge.core.errors import DeskRejected
+from bridge.core.errors import DeskRejected, PayloadError
+from bridge.core.sync import ChangePage, DeskEvent, DeskEventKind
 from bridge.core.templates import compile_path_template, compile_template, render, render_path
 
 _JSONPATH_PART = re.compile(r"\.([A-Za-z_][A-Za-z0-9_]*)|\[(\d+|\*)\]|\[['\"]([^'\"]+)['\"]\]")
@@ -98,6 +124,8 @@ class WebhookAction(BaseModel):
     display: str | None = None  # expression: what a human calls the ticket (open, find)
     state: str | None = None  # expression: the ticket's state (state)
     fields: str | None = None  # expression: the object holding the ticket's fields (state; default: all)
+    events: str | None = None  # expression: the list of changes (changes)
+    cursor: str | None = None  # expression: the next page's token (changes; nothing on the last page)
 
     @field_validator("params", "body")
     @classmethod
@@ -110,7 +138,7 @@ class WebhookAction(BaseModel):
         compile_path_template(value)
         return value
 
-    @field_validator("id", "display", "state", "fields")
+    @field_validator("id", "display", "state", "fields", "events", "cursor")
     @classmethod
     def _expression(cls, value: str | None) -> str | None:
         return _compiled(value)
@@ -134,9 +162,12 @@ class WebhookConfig(DeskAddress):
     update: WebhookAction | None = None
     find: WebhookAction | None = None
     state: WebhookAction | None = None
+    changes: WebhookAction | None = None  # the loop back's poll (see the module text); none: push-only
     ticket_url: str | None = None  # template, e.g. https://tickets.example.com/t/{{ ticket.id }}
     resolved_states: list[str] = ["resolved"]
     closed_states: list[str] = ["closed", "cancelled"]
+    cancelled_states: list[str] = ["cancelled", "canceled"]  # the loop back: a person cancelled it
+    assigned_states: list[str] = ["in_progress", "assigned"]  # the loop back: a person took it
     timeout: Seconds = 10.0
     ca_file: str | None = None  # custom CA bundle; TLS verification is never disabled
 
@@ -162,6 +193,8 @@ class WebhookConfig(DeskAddress):
                 raise ValueError(f"{name} needs `id`: the expression that reads the ticket id from the answer")
         if self.state is not None and self.state.state is None:
             raise ValueError("state needs `state`: the expression that reads the ticket's state")
+        if self.changes is not None and self.changes.events is None:
+            raise ValueError("changes needs `events`: the expression that reads the list of changes")
         return self
 
     def build(self, name: str, session: aiohttp.ClientSession) -> WebhookDesk:
@@ -181,6 +214,93 @@ class WebhookDesk:
             pair = f"{config.user}:{config.password.get_secret_value()}".encode()
             headers["Authorization"] = "Basic " + base64.b64encode(pair).decode("ascii")
         self._headers = headers  # never logged or kept with an error
+        self._identity = Identity(config.user)
+
+    @property
+    def integration_user(self) -> str:
+        """Whose changes are the bridge's own (default: `user`, for Basic auth)."""
+        return self._identity.integration_user or (self._config.user or "")
+
+    @integration_user.setter
+    def integration_user(self, value: str | None) -> None:
+        self._identity.integration_user = value
+
+    # -- the loop back (bridge.core.sync) ------------------------------------------------------
+
+    def parse_events(self, body: bytes, headers: Mapping[str, str]) -> list[DeskEvent]:
+        """One change, or `{"events": [...]}`, in the format of the module text."""
+        what = f"{self.name} desk event"
+        data = Reader(decode(body, what), what)
+        changes = data.items("events") if data.has("events") else [data]
+        return [self._event(change) for change in changes]
+
+    async def changes_since(self, since_ms: int, cursor: str | None) -> ChangePage:
+        action = self._config.changes
+        if action is None or action.events is None:
+            raise DeskRejected(
+                f"{self.name} changes: no `changes` action: this desk is push-only", desk=self.name, action="changes"
+            )
+        context = {"since": since_ms, "since_iso": utc(since_ms, "%Y-%m-%dT%H:%M:%S.") + f"{since_ms % 1000:03d}Z"}
+        _, answer = await self._call("changes", action, context | {"cursor": cursor or ""})
+        found = jmespath.search(action.events, answer)
+        nxt = jmespath.search(action.cursor, answer) if action.cursor else None
+        try:
+            if not isinstance(found, list):
+                raise PayloadError(f"{action.events!r} does not read a list")
+            if len(found) > MAX_EVENTS:
+                raise PayloadError(f"{len(found)} changes in one page, more than {MAX_EVENTS}")
+            what = f"{self.name} changes"
+            events = [self._event(Reader(item, what, f"events[{n}]")) for n, item in enumerate(found)]
+        except PayloadError as exc:
+            raise DeskRejected(f"{self.name} changes: unexpected answer: {exc}", desk=self.name) from exc
+        events.sort(key=lambda e: e.at_ms)
+        next_cursor = str(nxt) if nxt not in (None, "", False) and not isinstance(nxt, dict | list) else None
+        return ChangePage(events=events, cursor=next_cursor)
+
+    def _event(self, change: Reader) -> DeskEvent:
+        config = self._config
+        ticket_id = change.text("ticket", required=True, limit=200)
+        display = change.text("display", limit=200) or ticket_id
+        status, previous = change.text("status", limit=100), change.text("previous_status", limit=100)
+        comment, author = change.text("comment"), change.text("author", limit=200)
+        named = change.text("kind", limit=20).lower()
+        if named:
+            try:
+                kind = DeskEventKind(named)
+            except ValueError:
+                kinds = ", ".join(k.value for k in DeskEventKind)
+                raise PayloadError(f"{change.what}: {change.path or 'the change'}.kind is not one of {kinds}") from None
+        else:
+            kind = self._kind(status, previous, comment, bool(change.text("assignee", limit=200)))
+        at_ms = change.time_ms("at", ("%Y-%m-%dT%H:%M:%S.%f%z", "%Y-%m-%dT%H:%M:%S%z"), required=True) or 0
+        url = render(config.ticket_url, {"ticket": {"id": ticket_id, "display": display}}) if config.ticket_url else ""
+        return DeskEvent(
+            desk=self.name,
+            ticket=TicketRef(id=ticket_id, display=display, url=url),
+            kind=kind,
+            at_ms=at_ms,
+            event_id=change.text("id", required=True, limit=200),
+            author=author,
+            text=comment or status,
+            correlation_id=change.text("correlation_id", limit=500),
+            ours=self._identity.ours([author], comment),
+        )
+
+    def _kind(self, status: str, previous: str, comment: str, assigned: bool) -> DeskEventKind:
+        config = self._config
+        done = {*config.resolved_states, *config.closed_states}
+        if status and status != previous:
+            if status in config.cancelled_states:
+                return DeskEventKind.CANCELLED
+            if status in done:
+                return DeskEventKind.RESOLVED
+            if previous in done:
+                return DeskEventKind.REOPENED
+            if status in config.assigned_states:
+                return DeskEventKind.ASSIGNED
+        if comment:
+            return DeskEventKind.COMMENTED
+        return DeskEventKind.ASSIGNED if assigned else DeskEventKind.UPDATED
 
     async def find(self, correlation_id: str) -> TicketRef | None:
         if self._config.find is None:
@@ -199,7 +319,7 @@ class WebhookDesk:
         return ref
 
     async def note(self, ref: TicketRef, text: str) -> None:
-        await self._call("note", self._config.note, {"ticket": _ticket(ref), "note": text})
+        await self._call("note", self._config.note, {"ticket": _ticket(ref), "note": marked(text)})
 
     async def update(self, ref: TicketRef, fields: Mapping[str, str]) -> None:
         if self._config.update is not None and fields:
@@ -210,7 +330,7 @@ class WebhookDesk:
         await self._call("resolve", self._config.resolve, context)
 
     async def reopen(self, ref: TicketRef, note: str) -> None:
-        await self._call("reopen", self._config.reopen, {"ticket": _ticket(ref), "note": note})
+        await self._call("reopen", self._config.reopen, {"ticket": _ticket(ref), "note": marked(note)})
 
     async def state(self, ref: TicketRef) -> TicketState:
         action = self._config.state

@@ -13,6 +13,17 @@ faithful to the common shape): Bearer token auth; JSON errors `{"error": {"code"
                                         tickets are read-only (409)
     POST  /api/tickets/{id}/comments   {"body"} -> 201 {"comment": {...}}
 
+    GET   /api/tickets/changes?since=<epoch ms>&cursor=&limit=
+                                    -> {"events": [...], "next": "<cursor>" | null}: every change
+                                       at or after `since`, oldest first (the loop back's poll)
+
+Every change (create excepted) is also a change record in the generic desk's documented format
+(adapters.desks.webhook: id, ticket, display, at, author, status, previous_status, comment,
+assignee, correlation_id), kept for `/changes` and pushed as `{"events": [change]}` to the target
+of `POST /_sim/push` `{"url", "headers"?}` (`app[PUSH]`). The API's changes are by `user` (the
+token's owner, "bridge"); `POST /_sim/human/{id}` `{"user", "status"?, "comment"?, "assignee"?,
+"resolution"?}` is a person's (`TicketStore.act_as_human`).
+
 Unknown body keys are a 400 (`validation_failed`), an unknown id a 404, `read_only` a 403. Ticket
 ids are integers; numbers read `T-0001`. The shared fault switches apply.
 Test hooks: `GET /_sim/tickets`, `GET /_sim/requests`, `/_sim/faults`, `/_sim/reset`; in-process
@@ -33,11 +44,12 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from adapters.simulators.faults import FAULTS, FaultAnswers, Faults, install
+from adapters.simulators.pusher import Pusher
 from adapters.simulators.requestlog import recorder
 
 _FIELDS = frozenset({"title", "description", "priority", "correlation_id", "tags", "assignee"})
 _PRIORITIES = frozenset({"P1", "P2", "P3", "P4"})
-_STATUSES = frozenset({"open", "resolved", "closed"})
+_STATUSES = frozenset({"open", "in_progress", "resolved", "closed", "cancelled"})
 
 
 class TicketError(Exception):
@@ -53,16 +65,43 @@ class TicketError(Exception):
 @dataclass
 class TicketStore:
     read_only: bool = False
+    user: str = "bridge"  # the API token's owner
     tickets: dict[int, dict[str, Any]] = field(default_factory=dict)
     requests: list[dict[str, Any]] = field(default_factory=list)
+    changes: list[dict[str, Any]] = field(default_factory=list)  # the loop back's change records
+    on_change: list[Any] = field(default_factory=list)  # callables taking each change record
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     _comments: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+    _changes: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
     def reset(self) -> None:
         self.tickets.clear()
         self.requests.clear()
+        self.changes.clear()
         self.read_only = False
-        self._ids, self._comments = itertools.count(1), itertools.count(1)
+        self._ids, self._comments, self._changes = itertools.count(1), itertools.count(1), itertools.count(1)
+
+    def changed(self, ticket: dict[str, Any], previous: str, author: str, comment: str = "") -> None:
+        """Keep (and push) one change record of `ticket`, whose status was `previous` before it."""
+        record = {
+            "id": f"chg-{next(self._changes)}",
+            "ticket": str(ticket["id"]),
+            "display": ticket["number"],
+            "at": _now_ms(),
+            "author": author,
+            "status": ticket["status"],
+            "previous_status": previous,
+            "assignee": ticket["assignee"],
+            "correlation_id": ticket["correlation_id"],
+        } | ({"comment": comment} if comment else {})
+        self.changes.append(record)
+        for listener in self.on_change:
+            listener(record)
+
+    def act_as_human(self, raw_id: str, user: str, **change: str) -> dict[str, Any]:
+        """A person's change: status (open, in_progress, resolved with a resolution, closed,
+        cancelled), comment, assignee; the API's rules apply."""
+        return apply_update(self, self.get(raw_id), dict(change), user)
 
     def get(self, raw: str) -> dict[str, Any]:
         ticket = self.tickets.get(int(raw)) if raw.isdigit() else None
@@ -76,6 +115,7 @@ class TicketStore:
 
 
 STORE = web.AppKey("tickets_store", TicketStore)
+PUSH = web.AppKey("tickets_push", Pusher)
 _TOKEN = web.AppKey("tickets_token", str)
 
 
@@ -83,15 +123,22 @@ def make_app(*, token: str = "ticket-token", faults: Faults | None = None) -> we
     store = TicketStore()
     app = web.Application(middlewares=[recorder(lambda r: r.path.startswith("/api/"), _requests_of), _errors])
     app[STORE], app[_TOKEN] = store, token
+    push = Pusher()
+    app[PUSH] = push
+    store.on_change.append(lambda record: push.push({"events": [record]}))
+    app.on_cleanup.append(lambda _: push.aclose())
     install(app, faults if faults is not None else Faults(), FAULT_ANSWERS, on_reset=store.reset)
     app.middlewares.append(_authenticate)
     app.router.add_post("/api/tickets", _create)
     app.router.add_get("/api/tickets", _list)
+    app.router.add_get("/api/tickets/changes", _changes)
     app.router.add_get("/api/tickets/{id}", _read)
     app.router.add_patch("/api/tickets/{id}", _update)
     app.router.add_post("/api/tickets/{id}/comments", _comment)
     app.router.add_get("/_sim/tickets", _all)
     app.router.add_get("/_sim/requests", _requests)
+    app.router.add_post("/_sim/human/{id}", _human)
+    app.router.add_post("/_sim/push", _push_target)
     return app
 
 
@@ -123,6 +170,10 @@ async def _authenticate(request: web.Request, handler: Handler) -> web.StreamRes
 
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _now_ms() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 async def _body(request: web.Request) -> dict[str, Any]:
@@ -184,14 +235,19 @@ async def _update(request: web.Request) -> web.Response:
     store.writable()
     ticket = store.get(request.match_info["id"])
     body = await _body(request)
+    return web.json_response({"ticket": apply_update(store, ticket, body, store.user)})
+
+
+def apply_update(store: TicketStore, ticket: dict[str, Any], body: dict[str, Any], author: str) -> dict[str, Any]:
     _check(body, _FIELDS | {"status", "resolution", "comment"})
     if ticket["status"] == "closed":
         raise TicketError(409, "closed", f"ticket {ticket['number']} is closed")
     status = body.get("status", ticket["status"])
     if status not in _STATUSES:
-        raise TicketError(400, "validation_failed", "status must be open, resolved or closed")
+        raise TicketError(400, "validation_failed", "status must be " + ", ".join(sorted(_STATUSES)))
     if status == "resolved" and ticket["status"] != "resolved" and not body.get("resolution"):
         raise TicketError(400, "validation_failed", "resolution is required to resolve a ticket")
+    previous = ticket["status"]
     comment = body.pop("comment", "")
     ticket.update(body)
     if comment:
@@ -199,7 +255,8 @@ async def _update(request: web.Request) -> web.Response:
     if status == "open":
         ticket["resolution"] = ""
     ticket["updated_at"] = _now()
-    return web.json_response({"ticket": ticket})
+    store.changed(ticket, previous, author, comment)
+    return ticket
 
 
 async def _comment(request: web.Request) -> web.Response:
@@ -211,7 +268,41 @@ async def _comment(request: web.Request) -> web.Response:
         raise TicketError(400, "validation_failed", 'a comment is {"body": non-empty text}')
     comment = {"id": next(store._comments), "body": body["body"], "created_at": _now()}
     ticket["comments"].append(comment)
+    store.changed(ticket, ticket["status"], store.user, body["body"])
     return web.json_response({"comment": comment}, status=201)
+
+
+async def _changes(request: web.Request) -> web.Response:
+    store = request.app[STORE]
+    try:
+        since = int(request.query.get("since") or 0)
+        start = int(request.query.get("cursor") or 0)
+        limit = max(1, min(500, int(request.query.get("limit") or 100)))
+    except ValueError:
+        raise TicketError(400, "validation_failed", "since, cursor and limit are integers") from None
+    found = [c for c in store.changes if _ms(c["at"]) >= since]
+    page = found[start : start + limit]
+    more = start + limit < len(found)
+    return web.json_response({"events": page, "next": str(start + limit) if more else None})
+
+
+def _ms(text: str) -> int:
+    return int(datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%f%z").timestamp() * 1000)
+
+
+async def _human(request: web.Request) -> web.Response:
+    body = await _body(request)
+    user = body.pop("user", None)
+    if not isinstance(user, str):
+        raise TicketError(400, "validation_failed", 'send {"user": "...", "status"?, "comment"?, "assignee"?}')
+    return web.json_response({"ticket": request.app[STORE].act_as_human(request.match_info["id"], user, **body)})
+
+
+async def _push_target(request: web.Request) -> web.Response:
+    body = await _body(request)
+    headers = body.get("headers") or {}
+    request.app[PUSH].target(str(body.get("url", "")), {str(k): str(v) for k, v in headers.items()})
+    return web.json_response({"url": request.app[PUSH].url})
 
 
 async def _all(request: web.Request) -> web.Response:
@@ -237,7 +328,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-__all__ = ["FAULTS", "STORE", "TicketStore", "main", "make_app", "run"]
+__all__ = ["FAULTS", "PUSH", "STORE", "TicketStore", "apply_update", "main", "make_app", "run"]
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -10,6 +10,7 @@ import pydantic
 import pytest
 from aiohttp import web
 
+from adapters.desks.events import marked  # a note as the desk writes it: MARKER at the end
 from adapters.desks.webhook import WebhookConfig, WebhookDesk, to_jmespath
 from adapters.simulators import webhook
 from bridge.core.desk import TicketPhase, TicketRef
@@ -80,11 +81,11 @@ async def test_each_action_is_its_templated_request(
             {"title": "HighCPU on web-01", "description": "CPU > 95%", "priority": "P2", "correlation_id": "r:a:1"},
         ),
         ("GET", "/api/tickets", {"correlation_id": "r:a:1"}, None),
-        ("POST", "/api/tickets/1/comments", {}, {"body": 'a "quoted" note'}),
+        ("POST", "/api/tickets/1/comments", {}, {"body": marked('a "quoted" note')}),
         ("PATCH", "/api/tickets/1", {}, {"priority": "P1"}),
         ("PATCH", "/api/tickets/1", {}, {"status": "resolved", "resolution": "cleared"}),
         ("GET", "/api/tickets/1", {}, None),
-        ("PATCH", "/api/tickets/1", {}, {"status": "open", "comment": "again"}),
+        ("PATCH", "/api/tickets/1", {}, {"status": "open", "comment": marked("again")}),
     ]
 
 

@@ -337,6 +337,13 @@ WEBHOOK_DESK: dict[str, Any] = {
         "body": {"status": "open", "comment": "{{ note }}"},
     },
     "state": {"method": "GET", "path": "/api/tickets/{{ ticket.id }}", "state": "ticket.status", "fields": "ticket"},
+    "changes": {
+        "method": "GET",
+        "path": "/api/tickets/changes",
+        "params": {"since": "{{ since }}", "cursor": "{{ cursor }}"},
+        "events": "events",
+        "cursor": "next",
+    },
 }
 
 
