@@ -71,6 +71,11 @@ def change_cache(desk: str, ci: str) -> str:
     return f"{PREFIX}change:{desk}:{hashlib.sha256(ci.encode()).hexdigest()[:24]}"
 
 
+def automation_bucket(runner: str) -> str:
+    """An automation runner's shared token bucket (its `per_second`, `burst`): runs started."""
+    return f"{PREFIX}bucket:automation:{runner}"
+
+
 def storm_count(route: str, group: str = "") -> str:
     """The new incidents a route's storm guard admitted within its window (zset base -> when), of one
     `storm.group_by` group (`group` its hash); with its flag, one hash tag."""

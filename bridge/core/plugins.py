@@ -26,6 +26,7 @@ from bridge.core.source import SourceAdapter
 
 SOURCES_GROUP = "alert_ticket_bridge.sources"
 DESKS_GROUP = "alert_ticket_bridge.desks"
+AUTOMATION_GROUP = "alert_ticket_bridge.automation"
 
 
 def _load(group: str, check: Callable[[str, Any], str | None]) -> Mapping[str, Any]:
@@ -74,6 +75,27 @@ def sources() -> Mapping[str, SourceAdapter]:
 def desks() -> Mapping[str, type[Any]]:
     """Every registered desk kind -> its config model (a pydantic model; see `bridge.core.desk.DeskSettings`)."""
     return _load(DESKS_GROUP, _check_desk)
+
+
+def _check_runner(name: str, value: Any) -> str | None:
+    field = getattr(value, "model_fields", {}).get("kind")
+    if field is None or not callable(getattr(value, "build", None)):
+        return "is not a pydantic model with a `kind` field and a build(name, session) method"
+    if getattr(field.annotation, "__args__", None) != (name,):
+        return f"its `kind` must be Literal[{name!r}], the entry point's name"
+    return None
+
+
+@cache
+def runners() -> Mapping[str, type[Any]]:
+    """Every registered automation runner kind -> its settings model (bridge.core.automation.RunnerSettings);
+    empty when none is installed."""
+    try:
+        return _load(AUTOMATION_GROUP, _check_runner)
+    except ConfigError as exc:
+        if "no adapters registered" in str(exc):
+            return MappingProxyType({})
+        raise
 
 
 def source(kind: str) -> SourceAdapter:

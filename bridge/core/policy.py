@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
@@ -174,6 +174,35 @@ class Note(StrEnum):
 
 
 DEFAULT_NOTES: list[Note] = [n for n in Note if n is not Note.SUMMARY]
+
+
+Trigger = Literal["open", "reopen", "resolve"]
+
+
+def _on_open() -> list[Trigger]:
+    return ["open"]
+
+
+class Automation(Strict):
+    """A route's automation: a job a runner (`automation:` at the top of the mapping) starts when an
+    incident of the route opens (or reopens, or resolves); its result becomes a work note."""
+
+    runner: str
+    # When: open (its ticket opened), reopen, resolve. YAML 1.1 reads a bare `on:` key as true: both work.
+    on: list[Trigger] = Field(default_factory=lambda: _on_open(), min_length=1)
+    job_template: str = ""  # AWX: the job template's id (or its name); EDA runners take none
+    extra_vars: dict[str, Template] = Field(default_factory=dict)  # rendered over the alert and the incident
+    timeout: Duration = Field(600.0, gt=0)  # follow the job this long, then note it as still running
+    output_lines: int = Field(20, ge=0, le=200)  # the last lines of the job's output in the note
+
+    @model_validator(mode="before")
+    @classmethod
+    def _yaml_on(cls, data: Any) -> Any:
+        if isinstance(data, dict) and True in data:
+            data = {("on" if key is True else key): value for key, value in data.items()}
+        if isinstance(data, dict) and isinstance(data.get("on"), str):
+            data = {**data, "on": [data["on"]]}
+        return data
 
 
 class Ticket(Strict):

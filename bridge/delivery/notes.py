@@ -7,6 +7,8 @@ from typing import Any
 
 
 def change_line(change: dict[str, Any]) -> str:
+    if isinstance(change.get("text"), str):  # a note written whole (an automation's result)
+        return str(change["text"])
     alert = change.get("alert") or {}
     head = f"[{alert.get('status', '?')}] {alert.get('name') or alert.get('identity', '?')}"
     if alert.get("resource"):

@@ -27,6 +27,7 @@ import structlog
 from bridge.core import keys, logs
 from bridge.core.errors import Cause, DeskError, DeskTransient
 from bridge.delivery.actions import ROTATED, DeskActions
+from bridge.delivery.automation import Automations
 from bridge.delivery.guard import BreakerOpen, DeskGuard, breaker_until, delivering, jitter, retrying
 from bridge.runtime import noise, outbox
 from bridge.runtime.context import Runtime, wait_for_event
@@ -49,6 +50,7 @@ class Delivery:
         self._stop: asyncio.Event | None = None  # set by `run`: offers are taken only while it runs
         self.guard = DeskGuard(runtime)
         self.actions = DeskActions(runtime, self.guard)
+        self.automations = Automations(runtime)  # jobs beside delivery (bridge/delivery/automation.py)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Pick up incidents with due work until `stop`, then let in-flight ones finish."""
@@ -72,6 +74,7 @@ class Delivery:
         finally:
             if self._tasks:
                 await asyncio.gather(*self._tasks, return_exceptions=True)
+            await self.automations.aclose()
 
     async def pass_once(self) -> int:
         """Start delivery for due incidents not already in flight here; returns how many started.
@@ -273,6 +276,7 @@ class Delivery:
                         break  # the outbox was rewritten for a new epoch: read it again
                     last = not deferred and action is actions[-1] and len(raw) < outbox.HEAD  # nothing more read
                     left = await self._delivered(ik, action, outcome, last=last)
+                    self.automations.after(ik, action, view)  # a job of the route's, beside this drain
                     if left == ENDED:
                         return ENDED
                     if left <= 0:

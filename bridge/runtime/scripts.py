@@ -228,9 +228,10 @@ class Scripts:
         (reply,) = await self.execute(pipe)
         return [_s(m) for m in reply]
 
-    async def take_token(self, desk: str, now_ms: int, per_second: float, burst: int) -> int:
-        """0 when the desk's shared bucket gave a token, else the ms to wait for one."""
-        return int(await self._token(keys=[keys.desk_bucket(desk)], args=[now_ms, per_second / 1000, burst]))
+    async def take_token(self, desk: str, now_ms: int, per_second: float, burst: int, key: str | None = None) -> int:
+        """0 when the desk's shared bucket (or the bucket `key`) gave a token, else the ms to wait for one."""
+        bucket = key or keys.desk_bucket(desk)
+        return int(await self._token(keys=[bucket], args=[now_ms, per_second / 1000, burst]))
 
     async def rotate_epoch(self, base: str, old: str, new: str, now_ms: int, reason: str) -> bool:
         ik = keys.IncidentKeys(base)

@@ -41,6 +41,8 @@ from bridge.core.policy import (
     Topology,
 )
 from bridge.core.secrets import configured
+from bridge.core.automation import RunnerSettings
+from bridge.core.policy import Automation
 
 Path_ = tuple[str | int, ...]  # a key path: mapping keys and list indices
 
@@ -57,6 +59,20 @@ class RegisteredDesks:
 
 
 DeskConfig = Annotated[DeskSettings, RegisteredDesks]
+
+
+class RegisteredRunners:
+    """Validates an automation runner as the union of every registered runner kind's settings model
+    (entry-point group alert_ticket_bridge.automation), told apart by `kind`."""
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: Any, handler: GetCoreSchemaHandler) -> CoreSchema:
+        models = tuple(plugins.runners().values()) or (RunnerSettings,)
+        union = models[0] if len(models) == 1 else Union[models]  # noqa: UP007 (a runtime tuple of types)
+        return handler.generate_schema(Annotated[union, Field(discriminator="kind")])
+
+
+RunnerConfig = Annotated[RunnerSettings, RegisteredRunners]
 
 
 class SourceConfig(Strict):
@@ -100,6 +116,8 @@ class Route(Strict):
     match: list[MatcherText] = Field(default_factory=list)  # Alertmanager matchers, all must match
     sources: list[str] = Field(default_factory=list)  # source names; empty = any
     desk: str
+    # A job a runner starts when an incident opens (reopens, resolves); its result is a work note.
+    automation: Automation | None = None
     continue_: bool = Field(False, alias="continue")
     identity: list[str] | None = None  # alert fields (`name`, `labels.host`) replacing the source's identity
     correlate: Correlate = Correlate()
@@ -263,7 +281,7 @@ class MappingConfig(Strict):
         """Every secret of the mapping (bridge.core.secrets.configured): the values that dead letters, the
         audit trail, the admin API and the log mask."""
         models = [*self.sources.values(), *self.desks.values(), *self.heartbeats.values()]
-        return configured(models, self._from_env)  # type: ignore[arg-type]
+        return configured([*models, *self.automation.values()], self._from_env)  # type: ignore[arg-type]
 
     @model_validator(mode="after")
     def _heartbeat_names(self) -> MappingConfig:
@@ -291,6 +309,26 @@ class MappingConfig(Strict):
                 own = {"name": f"heartbeat.{name}", "desk": beat.desk, "ticket": beat.ticket or Ticket()}
                 out[name] = Route.model_validate({**own, "lifecycle": Lifecycle(resolve_after=0)})
         return out
+
+    # Automation runners by name (AWX, Event-Driven Ansible): routes name them in `automation.runner`.
+    automation: dict[str, RunnerConfig] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _runners(self) -> MappingConfig:
+        for index, route in enumerate(self.routes):
+            if route.automation is None:
+                continue
+            name = route.automation.runner
+            runner = self.automation.get(name)
+            message, at = "", ("routes", index, "automation", "runner")  # type: tuple[str, tuple[str | int, ...]]
+            if runner is None:
+                message = unknown("runner", name, list(self.automation))
+            elif runner.kind == "awx" and not route.automation.job_template:
+                message, at = f"runner {name!r} is AWX: name the job template to launch", at[:-1] + ("job_template",)
+            if message:
+                text = f"route {route.name!r}: {message}"
+                raise PydanticCustomError("unknown_runner", "{message}", {"message": text, "at": at})
+        return self
 
     def route(self, name: str) -> Route | None:
         """The route of that name, if in the mapping."""

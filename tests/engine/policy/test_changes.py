@@ -25,8 +25,14 @@ def config(desk_url: str, *, desk: dict[str, Any] | None = None, **change: Any) 
         {
             "sources": {"alertmanager": {"kind": "alertmanager"}},
             "desks": {
-                "snow": {"kind": "servicenow", "url": desk_url, "user": "bridge", "password": "s3cret",
-                         "timeout": 1.0, **(desk or {})}  # fmt: skip
+                "snow": {
+                    "kind": "servicenow",
+                    "url": desk_url,
+                    "user": "bridge",
+                    "password": "s3cret",
+                    "timeout": 1.0,
+                    **(desk or {}),
+                }
             },
             "routes": [
                 {
