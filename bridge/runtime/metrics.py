@@ -48,6 +48,11 @@ class Metrics:
             "Alerts of a sound payload that could not be read (kept as dead letters).",
             ["source"], registry=r,
         )  # fmt: skip
+        self.alerts_ours = Counter(
+            "bridge_alerts_ours",
+            "Notifications recognised as a tool's echo of the bridge's own acknowledgement upstream (dropped).",
+            ["source"], registry=r,
+        )  # fmt: skip
         self.decisions = Counter(
             "bridge_decisions",
             "Decisions of the engine, by route and kind.",
@@ -175,6 +180,8 @@ class Metrics:
             child.inc(count)
         if parsed.rejected:
             self.alerts_rejected.labels(source).inc(len(parsed.rejected))
+        if parsed.ours:
+            self.alerts_ours.labels(source).inc(parsed.ours)
 
     def transient(self, desk: str, exc: DeskTransient) -> str:
         """The outcome label of a transient failure; a throttled call also counts as a wait."""
