@@ -7,6 +7,8 @@ grows without bound and no request pays for reading it.
   - the incidents index: a base whose keys expired (a resolved incident `retention` after its end, a
     pending one after its threshold window) leaves the index once its last change is older than
     `retention`; open incidents stay, however old;
+  - each desk's ticket index (the loop back's): a ticket whose incident's keys expired leaves it (a page
+    per desk per pass);
   - silences that ended more than `retention` ago are deleted;
   - dead letters older than `dlq_max_age_ms` (or beyond `dlq_max_len`) are dropped, counted and
     logged (bridge.runtime.dead_letters; each write trims too).
@@ -45,6 +47,7 @@ class Upkeep:
     def __init__(self, rt: Runtime) -> None:
         self.rt = rt
         self._refreshed: float | None = None  # loop time of the last refresh of the gauges
+        self._ticket_cursors: dict[str, int] = {}  # desk -> where the ticket index's trim goes on (HSCAN)
 
     async def refresh(self) -> None:
         """Read the shared-state gauges from Redis now (the bridge does once before it is started)."""
@@ -75,6 +78,7 @@ class Upkeep:
         """One pass of the trims."""
         now = self.rt.clock()
         index = await self.trim_index(now)
+        await self.trim_tickets()
         gone = await Silences(self.rt.redis).delete_expired(now, keep_ms=self.rt.tuning.retention_ms)
         if gone:
             log.info("silences_deleted", silences=list(gone), ended_before_ms=now - self.rt.tuning.retention_ms)
@@ -83,6 +87,28 @@ class Upkeep:
             replies = await pipe.execute()
         dropped = dead_letters.dropped(self.rt.metrics, replies)
         return Trimmed(index, len(gone), dropped)
+
+    async def trim_tickets(self) -> int:
+        """Take out of each desk's ticket index (the loop back's) the tickets whose incident is forgotten:
+        its keys expired. A page of each index per pass, where the last pass stopped."""
+        removed = 0
+        for desk in self.rt.config.desks:
+            key = keys.desk_tickets(desk)
+            scanned: Any = await self.rt.redis.hscan(key, self._ticket_cursors.get(desk, 0), count=INDEX_PAGE)
+            cursor, page = scanned
+            self._ticket_cursors[desk] = cursor
+            if not page:
+                continue
+            async with self.rt.redis.pipeline(transaction=False) as pipe:
+                for incident in page.values():
+                    pipe.exists(keys.IncidentKeys(keys.base_of(_s(incident))).state)
+                alive = await pipe.execute()
+            gone = [ticket for ticket, exists in zip(page, alive, strict=True) if not exists]
+            if gone:
+                removed += int(await self.rt.redis.hdel(key, *gone))
+        if removed:
+            log.info("ticket_index_trimmed", removed=removed)
+        return removed
 
     async def trim_index(self, now_ms: int) -> int:
         """Take out of the incidents index the bases last changed over `retention` ago whose keys are gone."""

@@ -87,6 +87,32 @@ def replay(source: str, nonce: str) -> str:
     return PREFIX + "seen:" + source + ":" + nonce
 
 
+DESK_EVENTS = PREFIX + "deskevents"  # stream of desk-side changes (pushed or polled); group SYNC_GROUP
+SYNC_GROUP = "sync"
+UPSTREAM_READY = PREFIX + "upready"  # zset of incident bases whose upstream list has work, by when to try
+
+
+def desk_tickets(desk: str) -> str:
+    """A desk's ticket index (hash ticket id -> incident id `<base>:<epoch>`), written by delivery when a
+    ticket opens, trimmed by upkeep once the incident is forgotten (bridge.sync)."""
+    return f"{PREFIX}tickets:{desk}"
+
+
+def sync_cursor(desk: str) -> str:
+    """A polled desk's cursor (hash: `at` the last change's ms, `ids` the event ids seen at that ms)."""
+    return f"{PREFIX}sync:{desk}:cursor"
+
+
+def sync_lease(desk: str) -> str:
+    """Which replica polls the desk now (string with expiry)."""
+    return f"{PREFIX}sync:{desk}:lease"
+
+
+def upstream_breaker(source: str) -> str:
+    """Set while a source's upstream (its acknowledgement API) is failing: until when (ms)."""
+    return f"{PREFIX}upbreaker:{source}"
+
+
 def storm_flag(route: str, group: str = "") -> str:
     """While the route (its group) is in a storm: the time (ms) until which it lasts. New alerts join the
     major incident meanwhile."""
@@ -142,6 +168,10 @@ class IncidentKeys:
     @property
     def held(self) -> str:  # zset, while pending: the members it holds, by unit and seen (apply_alert.lua)
         return self.tag + ":held"
+
+    @property
+    def upstream(self) -> str:  # list of upstream actions (acknowledge, extend, release, comment), oldest first
+        return self.tag + ":upstream"
 
     @property
     def opened(self) -> str:  # zset: the tickets the key opened (any epoch) within its `problem.within`, by when

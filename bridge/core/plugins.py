@@ -27,6 +27,7 @@ from bridge.core.source import SourceAdapter
 SOURCES_GROUP = "alert_ticket_bridge.sources"
 DESKS_GROUP = "alert_ticket_bridge.desks"
 AUTOMATION_GROUP = "alert_ticket_bridge.automation"
+UPSTREAMS_GROUP = "alert_ticket_bridge.upstreams"
 
 
 def _load(group: str, check: Callable[[str, Any], str | None]) -> Mapping[str, Any]:
@@ -75,6 +76,24 @@ def sources() -> Mapping[str, SourceAdapter]:
 def desks() -> Mapping[str, type[Any]]:
     """Every registered desk kind -> its config model (a pydantic model; see `bridge.core.desk.DeskSettings`)."""
     return _load(DESKS_GROUP, _check_desk)
+
+
+def _check_upstream(name: str, value: Any) -> str | None:
+    if not callable(getattr(value, "model_validate", None)) or not callable(getattr(value, "build", None)):
+        return "is not a pydantic model with a build(name, session) method (bridge.core.sync.UpstreamSettings)"
+    return None
+
+
+@cache
+def upstreams() -> Mapping[str, type[Any]]:
+    """Every registered upstream -> its settings model, by the source kind it acknowledges
+    (bridge.core.sync.UpstreamSettings); empty when none is installed."""
+    try:
+        return _load(UPSTREAMS_GROUP, _check_upstream)
+    except ConfigError as exc:
+        if "no adapters registered" in str(exc):
+            return MappingProxyType({})
+        raise
 
 
 def _check_runner(name: str, value: Any) -> str | None:

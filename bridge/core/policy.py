@@ -224,6 +224,24 @@ class Ticket(Strict):
         return self
 
 
+class OnDeskResolve(StrEnum):
+    """A person resolved (or closed) the ticket while its alerts still fire."""
+
+    MUTE_UNTIL_CLEAR = "mute_until_clear"  # no reopen: later alerts are notes only until every member clears
+    REOPEN = "reopen"  # the bridge reopens the ticket at once
+    NEW_TICKET = "new_ticket"  # a new ticket (new epoch, new correlation id) opens at once for what still fires
+
+
+class RouteSync(Strict):
+    """What the bridge does when a person changes a ticket of this route (the loop back, `sync:` of the
+    desk brings the changes in)."""
+
+    on_desk_resolve: OnDeskResolve = OnDeskResolve.MUTE_UNTIL_CLEAR
+    on_desk_assign: Literal["acknowledge", "ignore"] = "acknowledge"  # acknowledge upstream, once per ticket
+    on_desk_cancel_silence: Duration = 4 * 3600.0  # a cancelled ticket silences its members this long (0: none)
+    on_desk_comment: Literal["ignore", "upstream"] = "ignore"  # pass a person's comment to the tools
+
+
 class DuringChange(StrEnum):
     """What an incident that opens while an approved change covers its configuration item does."""
 

@@ -180,6 +180,13 @@ def policy_json(route: Route, retention_ms: int, audit_cap: int) -> bytes:
         policy["threshold"] = {"count": t.count, "distinct": t.distinct_resources, "window": ms(t.window)}
     if route.topology and route.topology.hold:
         policy["hold"] = ms(route.topology.hold)
+    sync = route.sync
+    policy["sync"] = {
+        "resolve": sync.on_desk_resolve.value,
+        "assign": sync.on_desk_assign,
+        "cancel_silence": ms(sync.on_desk_cancel_silence),
+        "comment": sync.on_desk_comment,
+    }
     if life.flap:
         policy["flap"] = {
             "changes": life.flap.changes,

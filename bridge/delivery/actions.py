@@ -24,7 +24,7 @@ from bridge.delivery.changes import ChangeChecks, Checked
 from bridge.delivery.guard import BreakerOpen, DeskGuard
 from bridge.delivery.notes import acknowledged, note_text
 from bridge.delivery.problems import Problems
-from bridge.runtime import outbox, routebook
+from bridge.runtime import outbox, routebook, sync
 from bridge.runtime.context import Runtime
 from bridge.runtime.outbox import Action
 
@@ -190,12 +190,14 @@ class DeskActions:
         ticket = orjson.dumps([ref.id, ref.display, ref.url])
         entries = ownership.written(action.epoch, fields)
         entries[f"ticket:{action.epoch}"] = ticket
+        pipe = redis.pipeline(transaction=False)
+        sync.record_ticket(pipe, desk.name, ref.id, action.incident)  # the loop back finds the incident by it
         if action.changes:  # a note follows: the ticket is recorded before it is called
-            pipe = redis.pipeline(transaction=False)
             pipe.hset(ik.state, mapping=entries)
             pipe.hdel(ik.state, marker, sent)
             await self.rt.scripts.execute(pipe)
         else:  # recorded with the action's own bookkeeping, one round trip
+            await self.rt.scripts.execute(pipe)
             action.writes, action.clears = entries, [marker, sent]
         view[f"ticket:{action.epoch}".encode()] = ticket
         view.pop(marker.encode(), None)

@@ -337,7 +337,19 @@ class Engine:
             child=child,
             live=own and routed.live,
             key=f"the alert storm of {routed.key}" if in_storm else routed.key,
+            **self._origin(alert, routed),
         )
+
+    def _origin(self, alert: Alert, routed: Routed) -> dict[str, str]:
+        """The member's source and labels, kept for the loop back: for acknowledgements upstream (a source
+        whose tool the mapping lets the bridge acknowledge in, `sources.<name>.upstream`) and the silence
+        of a cancelled ticket (the route's `sync.on_desk_cancel_silence`)."""
+        source = self.rt.config.sources.get(alert.source)
+        silence = routed.incidents.sync.on_desk_cancel_silence > 0
+        if not silence and (source is None or source.upstream is None):
+            return {}
+        labels = orjson.dumps(alert.labels)
+        return {"source": alert.source, "labels": labels.decode() if len(labels) <= 4096 else ""}
 
     def _record(self, records: _Records, w: _Work, applied: Applied, now: int) -> None:
         decision = applied.decision

@@ -6,6 +6,7 @@ from aiohttp import web
 
 from bridge.admin import api, probes, ui
 from bridge.ingress import heartbeat, opsgenie
+from bridge.ingress.desk_events import desk_events
 from bridge.ingress.webhook import webhook
 from bridge.runtime.context import RUNTIME, Runtime
 from bridge.runtime.http import errors_as_json
@@ -15,6 +16,7 @@ def make_app(runtime: Runtime) -> web.Application:
     app = web.Application(middlewares=[errors_as_json], client_max_size=max_body(runtime))
     app[RUNTIME] = runtime
     app.router.add_post("/webhook/{source}", webhook)
+    app.router.add_post("/desk-events/{desk}", desk_events)  # the loop back, pushed (bridge/ingress/desk_events.py)
     # Opsgenie's Alert API for its clients (an API URL of http://<bridge>/opsgenie/<source>/)
     og = "/opsgenie/{source}/v2/alerts"
     app.router.add_post(og, opsgenie.create)
@@ -34,4 +36,5 @@ def make_app(runtime: Runtime) -> web.Application:
 
 
 def max_body(runtime: Runtime) -> int:
-    return max((s.max_body for s in runtime.config.sources.values()), default=1 << 20)
+    bodies = [s.max_body for s in runtime.config.sources.values()] + [s.max_body for s in runtime.config.sync.values()]
+    return max(bodies, default=1 << 20)

@@ -24,9 +24,12 @@ from bridge.core import config as config_mod
 from bridge.core.config import MappingConfig
 from bridge.core.errors import ConfigError
 from bridge.core.tuning import Tuning
+from bridge.delivery.upstreams import UpstreamWorker
 from bridge.delivery.worker import Delivery
 from bridge.engine.consumer import Engine
+from bridge.engine.desk_events import DeskEventApplier
 from bridge.engine.timers import Ticker
+from bridge.ingress.desk_poll import DeskPoller
 from bridge.process.app import make_app
 from bridge.process.embedded import embedded_redis
 from bridge.runtime import durability
@@ -135,12 +138,14 @@ class Bridge:
         admin_token: str = "",
         announce: bool = True,
         viewer_token: str = "",
+        allow_unauthenticated: bool = False,
     ) -> None:
         """`announce`: log the start-up warnings (open sources); off in all but one of several workers."""
         self.config, self.redis_url = config, redis_url
         self.announce = announce
         self.config_paths, self.reload_poll_s = list(config_paths), reload_poll_s
         self.admin_token, self.viewer_token = admin_token, viewer_token
+        self.allow_unauthenticated = allow_unauthenticated
         self.reloader: Reloader | None = None
         self.host, self.port = host, port
         self.tuning = tuning or Tuning()
@@ -150,6 +155,7 @@ class Bridge:
         self.stopping = asyncio.Event()
         self.runtime: Runtime | None = None
         self.delivery: Delivery | None = None
+        self.poller: DeskPoller | None = None
         self._runner: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._stopped = False
@@ -170,7 +176,9 @@ class Bridge:
             consumer=self.consumer,
             admin_token=self.admin_token,
             viewer_token=self.viewer_token,
+            allow_unauthenticated=self.allow_unauthenticated,
         )
+        rt.metrics.sync_desks = tuple(self.config.desks)
         rt.not_ready = f"starting: connecting to Redis at {without_password(self.redis_url)}"
         self.runtime = rt
         await rt.open_desks()
@@ -187,6 +195,9 @@ class Bridge:
         engine.handoff = delivery
         ticker = Ticker(rt, engine.ready)
         upkeep = Upkeep(rt)
+        applier = DeskEventApplier(rt, engine.ready)
+        upstreams = UpstreamWorker(rt, applier.upstream_ready)
+        self.poller = poller = DeskPoller(rt)
         await upkeep.refresh()  # the shared gauges have their values from the first scrape on
         self._tasks = [
             asyncio.create_task(engine.run(self.stopping), name="engine"),
@@ -194,6 +205,9 @@ class Bridge:
             asyncio.create_task(ticker.run(self.stopping), name="timers"),
             asyncio.create_task(upkeep.run(self.stopping), name="upkeep"),
             asyncio.create_task(Watch(rt).run(self.stopping), name="heartbeats"),  # their gauges
+            asyncio.create_task(applier.run(self.stopping), name="desk_events"),  # the loop back
+            asyncio.create_task(upstreams.run(self.stopping), name="upstreams"),
+            asyncio.create_task(poller.run(self.stopping), name="desk_poll"),
         ]
         if self.config_paths:
             self.reloader = Reloader(rt, self.config_paths, poll_s=self.reload_poll_s)
@@ -286,6 +300,8 @@ class Bridge:
         for task in pending:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if self.poller is not None:
+            await self.poller.release()
         if self.runtime is not None:
             await self.runtime.aclose()
             await self.runtime.scripts.aclose()
@@ -324,7 +340,7 @@ async def serve(
         bridge = Bridge(
             config, redis_url, host=host, port=port, grace_s=grace_s, reuse_port=reuse_port, tuning=tuning,
             config_paths=config_paths, reload_poll_s=reload_poll_s, admin_token=admin_token, announce=announce,
-            viewer_token=viewer_token,
+            viewer_token=viewer_token, allow_unauthenticated=allow_unauthenticated,
         )  # fmt: skip
         signalled = asyncio.Event()
         loop = asyncio.get_running_loop()

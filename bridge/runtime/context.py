@@ -18,6 +18,7 @@ from bridge.core.plugins import configured
 from bridge.core.routing import Retired, Router
 from bridge.core.secrets import Masker
 from bridge.core.source import SourceAdapter
+from bridge.core.sync import Upstream
 from bridge.core.tuning import Tuning
 from bridge.runtime.bad_records import Reporter
 from bridge.runtime.metrics import Metrics
@@ -49,6 +50,8 @@ class Runtime:
     session: aiohttp.ClientSession | None = None
     admin_token: str = ""  # bearer token of the admin API (/api/v1); empty: the API is off
     viewer_token: str = ""  # the status page's read-only token (/ui); empty: only the admin token logs in
+    allow_unauthenticated: bool = False  # --allow-unauthenticated: desks without sync.secret take pushes
+    upstreams: dict[str, Upstream] = field(default_factory=dict)  # source name -> its acknowledgements (loop back)
     reload_error: str = ""  # why the last reload of the mapping was rejected; "" after one that took
     # Why this process is not ready yet while it starts (waiting for Redis), for /readyz; "" once started.
     not_ready: str = ""
@@ -85,13 +88,26 @@ class Runtime:
             self.desks,
             {name: desk.build(name, self.session) for name, desk in self.config.desks.items()},
         )
+        for name, sync in self.config.sync.items():  # the loop back knows the bridge's own writes by it
+            if sync.integration_user and name in self.desks and hasattr(self.desks[name], "integration_user"):
+                self.desks[name].integration_user = sync.integration_user  # type: ignore[attr-defined]
         for desk in old.values():
             await desk.aclose()
+        built = {name: s.upstream_settings() for name, s in self.config.sources.items()}
+        gone, self.upstreams = (
+            self.upstreams,
+            {name: settings.build(name, self.session) for name, settings in built.items() if settings is not None},
+        )
+        for upstream in gone.values():
+            await upstream.aclose()
 
     async def aclose(self) -> None:
         for desk in self.desks.values():
             await desk.aclose()
         self.desks = {}
+        for upstream in self.upstreams.values():
+            await upstream.aclose()
+        self.upstreams = {}
         if self.session is not None:
             await self.session.close()
             self.session = None

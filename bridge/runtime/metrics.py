@@ -38,6 +38,7 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 class Metrics:
     def __init__(self) -> None:
         self.registry = r = CollectorRegistry()
+        self.sync_desks: tuple[str, ...] = ()  # desks whose ticket index `refresh` measures (every configured one)
         self._received: dict[tuple[str, str], Any] = {}  # (source, status) -> its child of alerts_received
         self.alerts_received = Counter(
             "bridge_alerts_received", "Alerts accepted from sources, by source and status.",
@@ -46,11 +47,6 @@ class Metrics:
         self.alerts_rejected = Counter(
             "bridge_alerts_rejected",
             "Alerts of a sound payload that could not be read (kept as dead letters).",
-            ["source"], registry=r,
-        )  # fmt: skip
-        self.alerts_ours = Counter(
-            "bridge_alerts_ours",
-            "Notifications recognised as a tool's echo of the bridge's own acknowledgement upstream (dropped).",
             ["source"], registry=r,
         )  # fmt: skip
         self.decisions = Counter(
@@ -89,6 +85,35 @@ class Metrics:
             "bridge_desk_rate_limit_wait_seconds",
             "Seconds of waiting announced by desks (Retry-After) or imposed by the shared rate limit.",
             ["desk"], registry=r,
+        )  # fmt: skip
+        self.sync_received = Counter(
+            "bridge_sync_events_received",
+            "Desk-side changes taken in (the loop back), by desk, kind and how (push, poll).",
+            ["desk", "kind", "via"], registry=r,
+        )  # fmt: skip
+        self.sync_events = Counter(
+            "bridge_sync_events",
+            "Desk-side changes applied or dropped, by desk, kind and outcome (MUTED, REOPEN, DUPLICATE, OURS, ...).",
+            ["desk", "kind", "outcome"], registry=r,
+        )  # fmt: skip
+        self.sync_lag = Histogram(
+            "bridge_sync_lag_seconds", "From a change at the desk (its own clock) to its being applied.",
+            ["desk"], buckets=(0.1, 0.5, 1.0, 2.5, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 900.0), registry=r,
+        )  # fmt: skip
+        self.sync_cursor_age = Gauge(
+            "bridge_sync_poll_cursor_age_seconds", "Age of a polled desk's cursor (its last change seen), per desk.",
+            ["desk"], registry=r,
+        )  # fmt: skip
+        self.upstream_actions = Counter(
+            "bridge_upstream_actions",
+            "Actions on monitoring tools (acknowledge, extend, release, comment), by source, action and result.",
+            ["source", "action", "result"], registry=r,
+        )  # fmt: skip
+        self.sync_keys = Gauge(
+            "bridge_sync_keys",
+            "Sizes of the loop back's key families: desk_events (stream), tickets (index entries, all desks),"
+            " upstream_ready (incidents with upstream work).",
+            ["family"], registry=r,
         )  # fmt: skip
         self.reloads = Counter(
             "bridge_config_reloads",
@@ -180,8 +205,6 @@ class Metrics:
             child.inc(count)
         if parsed.rejected:
             self.alerts_rejected.labels(source).inc(len(parsed.rejected))
-        if parsed.ours:
-            self.alerts_ours.labels(source).inc(parsed.ours)
 
     def transient(self, desk: str, exc: DeskTransient) -> str:
         """The outcome label of a transient failure; a throttled call also counts as a wait."""
@@ -231,7 +254,17 @@ class Metrics:
             pipe.xinfo_groups(keys.INTAKE)
             pipe.xlen(keys.DLQ)
             pipe.hlen(keys.noise(int(time.time() * 1000)))
-            pending, groups, dlq, noise_fields = await pipe.execute(raise_on_error=False)
+            pipe.xlen(keys.DESK_EVENTS)
+            pipe.zcard(keys.UPSTREAM_READY)
+            for desk in self.sync_desks:
+                pipe.hlen(keys.desk_tickets(desk))
+            pending, groups, dlq, noise_fields, desk_events, upready, *tickets = await pipe.execute(
+                raise_on_error=False
+            )
+        for family, size in (("desk_events", desk_events), ("upstream_ready", upready)):
+            if isinstance(size, int):
+                self.sync_keys.labels(family).set(size)
+        self.sync_keys.labels("tickets").set(sum(n for n in tickets if isinstance(n, int)))
         if isinstance(pending, redis.exceptions.ResponseError):
             pending, groups = {}, []  # no intake stream or group yet: nothing received
         if isinstance(dlq, Exception):

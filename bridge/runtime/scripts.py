@@ -11,6 +11,7 @@ from redis.commands.core import AsyncScript
 
 from bridge.core import keys
 from bridge.core.models import DecisionKind
+from bridge.core.sync import DeskEvent
 from bridge.runtime.batch import Batcher, ClusterBatcher
 from bridge.runtime.connect import connect, is_cluster
 
@@ -62,6 +63,8 @@ class AlertStep:
     child: bool = False  # a topology child on its own incident (`topology.hold` applies)
     live: bool = False  # placed on its own incident because placement found it live (see MOVED)
     key: str = ""  # the rendered correlation key, kept with a new incident for humans (adoption notes)
+    source: str = ""  # the alert's source, kept per member for acknowledgements upstream ("" : not kept)
+    labels: str = ""  # its labels as JSON (at most 4 KB), with `source`
 
     def flags(self) -> str:
         """ARGV[10] of apply_alert.lua: suppressed, child, live, comma-separated."""
@@ -105,6 +108,7 @@ class Scripts:
         self._beat: AsyncScript = redis.register_script(_source("heartbeat_ping.lua"))
         self._lapse: AsyncScript = redis.register_script(_source("heartbeat_expire.lua"))
         self._problem: AsyncScript = redis.register_script(_source("problem_count.lua"))
+        self._desk_event: AsyncScript = redis.register_script(_source("apply_desk_event.lua"))
         self._all = (
             self._apply,
             self._fire,
@@ -119,6 +123,7 @@ class Scripts:
             self._beat,
             self._lapse,
             self._problem,
+            self._desk_event,
         )
         on = batched or redis
         self._batch: Batcher | ClusterBatcher = (ClusterBatcher if is_cluster(on) else Batcher)(
@@ -171,6 +176,8 @@ class Scripts:
             step.name,
             step.auto_ms,
             step.key[:200],
+            step.source,
+            step.labels,
         ]
         ik = keys.IncidentKeys(step.base)
         if pipe is not None:
@@ -294,6 +301,53 @@ class Scripts:
             args=[now_ms, epoch, note, who, retention_ms, self.audit_cap],
         )
         return _s(reply[0]), _s(reply[1]), int(reply[2])
+
+
+@dataclass(frozen=True, slots=True)
+class DeskEventApplied:
+    """What apply_desk_event.lua answered."""
+
+    outcome: str  # MUTED, REOPEN, OPEN, RESOLVED, CANCELLED, ACKNOWLEDGE, COMMENT, RECORDED, or why not applied
+    incident_id: str
+    outbox_len: int
+    upstream_len: int
+    silence_labels: list[str]  # CANCELLED: the labels (JSON) of each member that still fired
+
+
+def apply_desk_event(
+    scripts: Scripts,
+    base: str,
+    epoch: str,
+    event: DeskEvent,
+    *,
+    ticket: str,
+    policy: bytes,
+    now_ms: int,
+    pipe: Pipeline,
+) -> None:
+    """Queue applying one desk-side change to its incident (apply_desk_event.lua); decode the reply with
+    `desk_event_applied`."""
+    ik = keys.IncidentKeys(base)
+    args: list[str | int | bytes] = [
+        now_ms,
+        epoch,
+        event.kind.value,
+        event.at_ms,
+        event.event_id.replace(",", ";")[:200],
+        event.author[:200],
+        event.text[:1000],
+        ticket[:200],
+        policy,
+        "1" if event.ours else "",
+        event.desk,
+    ]
+    scripts._queue(
+        pipe, scripts._desk_event, [ik.state, ik.members, ik.outbox, ik.audit, ik.details, ik.upstream], args
+    )
+
+
+def desk_event_applied(reply: list[Any]) -> DeskEventApplied:
+    return DeskEventApplied(_s(reply[0]), _s(reply[1]), int(reply[2]), int(reply[3]), [_s(item) for item in reply[4]])
 
 
 def _pairs(flat: list[Any]) -> list[tuple[str, int]]:

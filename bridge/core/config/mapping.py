@@ -35,6 +35,7 @@ from bridge.core.policy import (
     MatcherText,
     Note,
     ProblemRecord,
+    RouteSync,
     Storm,
     Strict,
     Ticket,
@@ -82,6 +83,10 @@ class SourceConfig(Strict):
     secret: SecretStr | None = None
     max_body: int = Field(1 << 20, gt=0, description="bytes; larger bodies get 413")
     options: dict[str, Any] = Field(default_factory=dict)
+    # How the loop back acknowledges this source's alerts in the tool (the upstream plugin named by the
+    # source's kind validates it: entry-point group alert_ticket_bridge.upstreams); none: not acknowledged.
+    upstream: dict[str, Any] | None = None
+    _upstream: Any = PrivateAttr(default=None)  # the validated settings
 
     @field_validator("kind")
     @classmethod
@@ -103,6 +108,29 @@ class SourceConfig(Strict):
         elif self.options:
             raise ValueError(f"source kind {self.kind!r} takes no options")
         return self
+
+    @model_validator(mode="after")
+    def _valid_upstream(self) -> SourceConfig:
+        if self.upstream is None:
+            return self
+        model = plugins.upstreams().get(self.kind)
+        if model is None:
+            raise PydanticCustomError(
+                "no_upstream",
+                "{message}",
+                {"message": f"source kind {self.kind!r} has no upstream plugin: nothing can acknowledge its alerts",
+                 "at": ("upstream",)},
+            )  # fmt: skip
+        try:
+            self._upstream = model.model_validate(self.upstream)
+        except ValidationError as exc:  # each error at its own key, under `upstream`
+            details: list[Any] = [{**e, "loc": ("upstream", *e["loc"])} for e in exc.errors()]
+            raise ValidationError.from_exception_data(exc.title, details) from None
+        return self
+
+    def upstream_settings(self) -> Any:
+        """The validated upstream settings (bridge.core.sync.UpstreamSettings), or None."""
+        return self._upstream
 
     def secret_value(self) -> str:
         return self.secret.get_secret_value() if self.secret else ""
@@ -130,6 +158,7 @@ class Route(Strict):
     problem: ProblemRecord | None = None  # a key that keeps opening tickets opens a problem record
     # Which follow-ups become ticket notes (identical repeats never do); default all but `summary`.
     notes: list[Note] = Field(default_factory=lambda: list(DEFAULT_NOTES))
+    sync: RouteSync = RouteSync()  # what a person's change of the ticket does (the loop back)
 
     @model_validator(mode="before")
     @classmethod
@@ -161,6 +190,23 @@ class DeskLimit(Strict):
 
     per_second: float = Field(gt=0)
     burst: int = Field(1, ge=1)
+
+
+class DeskSync(Strict):
+    """The loop back of one desk: how the desk's human changes reach the bridge (`sync:` by desk name)."""
+
+    poll: Duration | None = Field(None, gt=0)  # ask the desk for changes this often (one replica does)
+    # Pushes to POST /desk-events/<desk>: `Authorization: Bearer <secret>`, or (auth: hmac) a hex
+    # HMAC-SHA256 of the body with it in `header`. Empty: pushes are refused unless the bridge runs
+    # with --allow-unauthenticated.
+    secret: SecretStr | None = None
+    auth: Literal["bearer", "hmac"] = "bearer"
+    header: str = "X-Bridge-Signature"  # the HMAC's header (auth: hmac); `sha256=` before the hex is allowed
+    max_body: int = Field(1 << 20, gt=0, description="bytes; larger pushes get 413")
+    integration_user: str = ""  # the desk user the bridge writes as: its changes are the bridge's own
+
+    def secret_value(self) -> str:
+        return self.secret.get_secret_value() if self.secret else ""
 
 
 NAME = r"^[A-Za-z0-9_.-]+$"  # names that go into URLs and Redis keys: heartbeats
@@ -216,6 +262,7 @@ class MappingConfig(Strict):
     sources: dict[str, SourceConfig]
     desks: dict[str, DeskConfig]
     limits: dict[str, DeskLimit] = Field(default_factory=dict)  # desk name -> shared rate limit
+    sync: dict[str, DeskSync] = Field(default_factory=dict)  # desk name -> its loop back (pushed, polled)
     routes: list[Route] = Field(min_length=1)
     heartbeats: dict[str, Heartbeat] = Field(default_factory=dict)  # name -> heartbeat
     _from_env: frozenset[str] = PrivateAttr(default=frozenset())  # set by `load`: see `secrets`
@@ -225,7 +272,14 @@ class MappingConfig(Strict):
         routes = [{"name": r.name, "desk": r.desk, "sources": r.sources} for r in self.routes]
         beats = {n: b.model_dump(include={"desk", "route", "alerts"}) for n, b in self.heartbeats.items()}
         found = misreferences(
-            {"sources": self.sources, "desks": self.desks, "limits": self.limits, "routes": routes, "heartbeats": beats}
+            {
+                "sources": self.sources,
+                "desks": self.desks,
+                "limits": self.limits,
+                "sync": self.sync,
+                "routes": routes,
+                "heartbeats": beats,
+            }
         )
         if found:
             message, at = found[0]
@@ -280,8 +334,10 @@ class MappingConfig(Strict):
     def secrets(self) -> set[str]:
         """Every secret of the mapping (bridge.core.secrets.configured): the values that dead letters, the
         audit trail, the admin API and the log mask."""
-        models = [*self.sources.values(), *self.desks.values(), *self.heartbeats.values()]
-        return configured([*models, *self.automation.values()], self._from_env)  # type: ignore[arg-type]
+        models: list[Any] = [*self.sources.values(), *self.desks.values(), *self.heartbeats.values()]
+        models += self.sync.values()
+        models += [s.upstream_settings() for s in self.sources.values() if s.upstream_settings() is not None]
+        return configured([*models, *self.automation.values()], self._from_env)
 
     @model_validator(mode="after")
     def _heartbeat_names(self) -> MappingConfig:
@@ -375,9 +431,10 @@ def misreferences(data: Mapping[str, Any]) -> list[tuple[str, Path_]]:
         for item, source in enumerate(used if isinstance(used, list) else []):
             if isinstance(source, str) and source not in sources:
                 found.append((label + unknown("source", source, sources), ("routes", index, "sources", item)))
-    for desk in names("limits"):
-        if desk not in desks:
-            found.append((unknown("desk", desk, desks), ("limits", desk)))
+    for section in ("limits", "sync"):
+        for desk in names(section):
+            if desk not in desks:
+                found.append((unknown("desk", desk, desks), (section, desk)))
     beats = data.get("heartbeats")
     for name, beat in beats.items() if isinstance(beats, Mapping) else []:
         beat = beat if isinstance(beat, Mapping) else {}

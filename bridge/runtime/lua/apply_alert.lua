@@ -35,6 +35,13 @@ ARGV[17] the alert's name (kept for members that timers may write about: flappin
 ARGV[18] the member's auto-resolve window (ms; "0": none): its alert's route's, or the rule's that matched
          it, so one incident may hold members of sources that clear and of sources that never do
 ARGV[19] the rendered correlation key (kept with a new incident, for humans: the note of an adoption)
+ARGV[20] the alert's source (name in the mapping)   ARGV[21] its labels (JSON object, at most 4 KB, else "")
+         kept per member as "s:<identity>" in KEYS[6] ("<source>|<labels JSON>"), for the loop back's
+         acknowledgements upstream (bridge/sync); the state's `srcs` lists the sources of its members
+
+The loop back (apply_desk_event.lua) may mark a live incident `muted`: a person resolved its ticket while
+members still fired. Then later alerts are notes only (as always while live), and once every member has
+cleared the incident settles as resolved at once, with no desk call (the desk resolved it already).
 
 Returns {decision, incident_id, outbox length, reason, timers} where timers is a flat list
 {kind, due, kind, due, ...} for the caller to add to the timers set (idempotently). For MOVED the
@@ -72,12 +79,13 @@ local alert_name = ARGV[17] or ""
 local auto_after = tonumber(ARGV[18] or "") or policy.auto_resolve_after or 0
 if auto_after <= 0 then auto_after = nil end
 local key_text = ARGV[19] or ""
+local source, labels_json = ARGV[20] or "", ARGV[21] or ""
 local RANK = {firing = 0, acknowledged = 1, resolved = 2}
 local MARKS_KEPT = 4
 local timers = {}
 
 local inc = redis.call("HMGET", K_STATE, "state", "epoch", "firing", "resolved_at", "resolve_due",
-  "desk_open", "flapping", "flips")
+  "desk_open", "flapping", "flips", "srcs", "muted")
 local state, epoch = inc[1], inc[2]
 local firing = tonumber(inc[3] or "0")
 local resolved_at = tonumber(inc[4] or "0")
@@ -324,6 +332,15 @@ local function set_member(st)
   if pending_by and not hold(st) then return end  -- pending: counted, and capped (`hold`)
   local kept = marks ~= "" and ("~" .. marks .. "|") or ""
   redis.call("HSET", K_MEMBERS, identity, occ .. "|" .. st .. "|" .. sev .. "|" .. now .. "|" .. kept .. resource)
+  if source ~= "" and st ~= "resolved" and (not prev or prev.status == "resolved") then
+    -- joining (or firing again): who it came from, for an acknowledgement upstream (bridge/sync)
+    redis.call("HSET", K_DETAILS, "s:" .. identity, source .. "|" .. labels_json)
+    local srcs = inc[9] or ","
+    if not string.find(srcs, "," .. source .. ",", 1, true) then
+      inc[9] = srcs .. source .. ","
+      redis.call("HSET", K_STATE, "srcs", inc[9])
+    end
+  end
   if st ~= "resolved" and auto_after then
     arm("auto@" .. auto_after .. ":" .. identity, now + auto_after)
     if alert_name ~= "" then redis.call("HSET", K_DETAILS, "n:" .. identity, alert_name) end
@@ -425,6 +442,15 @@ if status == "resolved" then
     return done("PENDING", "member cleared before the threshold")
   end
   local quiet = note_flip()
+  if firing <= 0 and state == "open" and inc[10] == "1" then
+    -- Muted by the loop back: a person resolved the ticket while members fired; now all are clear, it
+    -- settles as resolved without a desk call.
+    redis.call("HSET", K_STATE, "state", "resolved", "resolved_at", now, "resolve_due", 0, "changed_at", now,
+      "desk_open", 0, "muted", 0, "flapping", 0)
+    audit("RESOLVE", "all members clear; the desk had resolved the ticket (muted until clear)")
+    for _, key in ipairs(KEYS) do redis.call("PEXPIRE", key, policy.retention) end
+    return done("RESOLVE", "all members clear; resolved at the desk before")
+  end
   if firing <= 0 and state == "open" and not flapping then
     local due = now + policy.resolve_after
     redis.call("HSET", K_STATE, "state", "resolving", "resolve_due", due, "changed_at", now)
@@ -575,7 +601,8 @@ if state == "resolved" or state == "merged" then firing = 1 end
 redis.call("HSET", K_STATE, "state", "open", "epoch", epoch, "firing", firing, "opened_at", now,
   "resolve_due", 0, "resolved_at", 0, "changed_at", now, "route", route, "reopened", 0,
   "desk_open", 1, "flapping", 0, "flips", "", "desk", policy.desk or "", "settings", policy.settings or "")
-redis.call("HDEL", K_STATE, "pending_since", "pending_count", "hold_until", "held_alert", "merged_into")
+redis.call("HDEL", K_STATE, "pending_since", "pending_count", "hold_until", "held_alert", "merged_into", "muted")
+redis.call("HSET", K_DETAILS, "open_alert", alert_json)  -- what a new ticket for this incident is made of
 if key_text ~= "" then redis.call("HSET", K_STATE, "key", key_text) end
 redis.call("HDEL", K_STATE, "pending_by")
 redis.call("UNLINK", K_UNITS, K_HELD)  -- counted no more; its members stay members
