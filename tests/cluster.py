@@ -195,6 +195,14 @@ class LocalCluster:
         self.wait_ok()
         return replica
 
+    def kill_and_restart(self, master: Node) -> Node:
+        """`kill`, then start the dead node again (same folder and port, as a restarted pod): it rejoins
+        as the replica of the master that took its place. Returns that master once the two are in sync."""
+        promoted = self.kill(master)
+        master.start()
+        _until(lambda: master in self.replicas_in_sync(), f"{master.address} did not rejoin as a replica", 30)
+        return promoted
+
 
 def cluster_port() -> int:
     """A free port whose cluster bus port (+10000) is free too, as a cluster node needs."""

@@ -21,6 +21,7 @@ from adapters.sources import lenient
 from bridge.core.errors import PayloadError
 from bridge.core.models import Alert, FollowUp, FollowUpKind, Severity, Status
 from bridge.core.source import ParseContext, Parsed, ParseFn, SourceAdapter
+from bridge.core.sync import MARKER
 
 NagiosField = Literal[
     "notification_type", "object_type", "host_name", "host_alias", "host_address", "host_state",
@@ -125,6 +126,9 @@ class NagiosOptions(BaseModel):
     fields: dict[NagiosField, str] = Field(default_factory=dict)
     # state name (CRITICAL, DOWN, UNKNOWN, ...) → severity, over STATE_SEVERITY.
     severities: dict[str, Severity] = Field(default_factory=dict)
+    # Authors whose acknowledgements are the bridge's own (its `upstream: {author: ...}`): their
+    # ACKNOWLEDGEMENT notifications are dropped, as are those whose comment carries the bridge's marker.
+    own_authors: list[str] = Field(default_factory=lambda: ["alert-ticket-bridge"])
 
     @field_validator("severities")
     @classmethod
@@ -142,10 +146,21 @@ def _parser(kind: str) -> ParseFn:
             placeholder=lenient.NAGIOS_MACRO,
             strip_prefixes=("nagios", "icinga"),
         )
-        return Parsed(alerts=[_to_alert(kind, read, opts, ctx)])
+        alert = _to_alert(kind, read, opts, ctx)
+        if _ours(alert, opts):
+            return Parsed(ours=1)  # the tool's echo of the bridge's acknowledgement: no note, no loop
+        return Parsed(alerts=[alert])
 
     parse.__doc__ = f"Parse one {kind} notification (JSON, broken JSON or form) into one Alert."
     return parse
+
+
+def _ours(alert: Alert, opts: NagiosOptions) -> bool:
+    """An acknowledgement (or comment) the bridge itself made upstream: its marker, or one of its authors."""
+    event = alert.event
+    if event is None or event.kind not in (FollowUpKind.ACKNOWLEDGEMENT, FollowUpKind.COMMENT):
+        return False
+    return MARKER in event.comment or (bool(event.author) and event.author in opts.own_authors)
 
 
 def _to_alert(kind: str, read: lenient.Record, opts: NagiosOptions, ctx: ParseContext) -> Alert:

@@ -22,6 +22,7 @@ from adapters.sources import lenient
 from bridge.core.errors import PayloadError
 from bridge.core.models import Alert, FollowUp, FollowUpKind, Severity, Status
 from bridge.core.source import ParseContext, Parsed, SourceAdapter
+from bridge.core.sync import MARKER
 
 ZabbixField = Literal[
     "event_id", "event_value", "event_status", "event_update_status", "event_update_action",
@@ -143,6 +144,7 @@ def parse(body: bytes, content_type: str, headers: Mapping[str, str], ctx: Parse
         "host": read("host_name") or host,
         "trigger_id": trigger_id,
         "zabbix_event": event,
+        "event_id": event_id,  # what an acknowledgement upstream names the problem by (event.acknowledge)
     }
     raw = {
         "event_id": event_id,
@@ -173,6 +175,8 @@ def parse(body: bytes, content_type: str, headers: Mapping[str, str], ctx: Parse
         received_at=ctx.received_at,
         raw={key: value for key, value in raw.items() if value},
     )
+    if event == "update" and MARKER in read("event_update_message"):
+        return Parsed(ours=1)  # Zabbix's echo of the bridge's own acknowledgement or comment: no note, no loop
     return Parsed(alerts=[alert])
 
 

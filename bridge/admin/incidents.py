@@ -213,15 +213,18 @@ async def page_incidents(
     HGETALL and one HLEN."""
     report = bad_record or Reporter()
     rows: list[dict[str, Any]] = []
-    position, looked = max(0, start), 0
-    async with redis.pipeline(transaction=False) as pipe:
-        pipe.zcard(keys.INCIDENTS)
-        (total,) = await pipe.execute()
+    position, looked, total = max(0, start), 0, -1
     while len(rows) < limit and looked < look_at:
         chunk = min(200, look_at - looked)
-        bases = [_s(b) for b in await redis.zrevrange(keys.INCIDENTS, position, position + chunk - 1)]
+        async with redis.pipeline(transaction=False) as pipe:
+            pipe.zrevrange(keys.INCIDENTS, position, position + chunk - 1)
+            if total < 0:
+                pipe.zcard(keys.INCIDENTS)  # the index's size, in the first round trip
+            found, *size = await pipe.execute()
+        total = int(size[0]) if size else total
+        bases = [_s(b) for b in found]
         if not bases:
-            return Page(rows, None, looked, int(total))
+            return Page(rows, None, looked, total)
         wanted = [(i, b) for i, b in enumerate(bases) if routes is None or b.split(":", 1)[0] in routes]
         if state is not None and wanted:  # the state alone first: a filter that matches little reads little
             async with redis.pipeline(transaction=False) as pipe:
@@ -258,5 +261,5 @@ async def page_incidents(
         position += taken
         looked += taken
         if len(bases) < chunk and taken == len(bases):
-            return Page(rows, None, looked, int(total))
-    return Page(rows, position if position < total else None, looked, int(total))
+            return Page(rows, None, looked, total)
+    return Page(rows, position if position < total else None, looked, max(total, 0))

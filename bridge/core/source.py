@@ -36,6 +36,9 @@ class Rejected:
 class Parsed:
     alerts: list[Alert] = field(default_factory=list)
     rejected: list[Rejected] = field(default_factory=list)
+    # Notifications that are the tool's echo of the bridge's own acknowledgement or comment upstream (the
+    # loop back: bridge.core.sync.MARKER, the bridge's author): dropped, only counted.
+    ours: int = 0
 
 
 # parse(body, content_type, headers, ctx) -> Parsed; raises PayloadError when the envelope is unreadable.

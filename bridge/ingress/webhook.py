@@ -69,6 +69,8 @@ async def webhook(request: web.Request) -> web.Response:
     answer: dict[str, Any] = {"accepted": len(parsed.alerts), "rejected": len(parsed.rejected)}
     if parsed.rejected:
         answer["errors"] = [r.reason for r in parsed.rejected]
+    if parsed.ours:
+        answer["ours"] = parsed.ours  # the tool's echo of the bridge's own acknowledgement: dropped
     return json_response(answer, 202)
 
 

@@ -275,6 +275,9 @@ class ClusterBatcher:
     async def _run(self, commands: list[Command]) -> list[Any]:
         run: Any = self.redis.pipeline(transaction=False)
         for args, options in commands:
+            if "wait_key" in options:  # WAIT, to the master of that key as the client knows it now
+                node = self.redis.get_node_from_key(options["wait_key"])  # type: ignore[attr-defined]
+                options = {k: v for k, v in options.items() if k != "wait_key"} | {"target_nodes": node}
             run.execute_command(*args, **options)
         return list(await run.execute(raise_on_error=False))
 

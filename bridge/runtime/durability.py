@@ -24,8 +24,10 @@ from typing import Any
 import redis.exceptions
 import structlog
 
+from bridge.core import keys
 from bridge.core.errors import RequestError
 from bridge.core.tuning import Tuning
+from bridge.runtime.connect import is_cluster
 
 log = structlog.get_logger("bridge.runtime.durability")
 LOSES = {
@@ -75,6 +77,13 @@ def queue_wait(pipe: Any, tuning: Tuning) -> bool:
     whether it did. Its reply is the number of replicas that have them."""
     if not tuning.wait_replicas:
         return False
+    if is_cluster(pipe):
+        # On Redis Cluster, to the master of the intake stream only, after the XADDs on the same
+        # connection (redis-py's default would ask every node and add up their answers): the cluster
+        # batcher sends it to the node that serves `wait_key` as it runs (bridge/runtime/batch.py). It
+        # covers the alerts; dead letters written with them may be on another master, not waited for.
+        pipe.execute_command("WAIT", tuning.wait_replicas, tuning.wait_timeout_ms, wait_key=keys.INTAKE)
+        return True
     pipe.execute_command("WAIT", tuning.wait_replicas, tuning.wait_timeout_ms)
     return True
 

@@ -49,6 +49,11 @@ class Metrics:
             "Alerts of a sound payload that could not be read (kept as dead letters).",
             ["source"], registry=r,
         )  # fmt: skip
+        self.alerts_ours = Counter(
+            "bridge_alerts_ours",
+            "Notifications recognised as a tool's echo of the bridge's own acknowledgement upstream (dropped).",
+            ["source"], registry=r,
+        )  # fmt: skip
         self.decisions = Counter(
             "bridge_decisions",
             "Decisions of the engine, by route and kind.",
@@ -81,11 +86,6 @@ class Metrics:
             "Times delivery had to wait because a desk throttled it (429) or its rate limit was spent.",
             ["desk"], registry=r,
         )  # fmt: skip
-        self.rate_limit_wait_seconds = Counter(
-            "bridge_desk_rate_limit_wait_seconds",
-            "Seconds of waiting announced by desks (Retry-After) or imposed by the shared rate limit.",
-            ["desk"], registry=r,
-        )  # fmt: skip
         self.sync_received = Counter(
             "bridge_sync_events_received",
             "Desk-side changes taken in (the loop back), by desk, kind and how (push, poll).",
@@ -114,6 +114,11 @@ class Metrics:
             "Sizes of the loop back's key families: desk_events (stream), tickets (index entries, all desks),"
             " upstream_ready (incidents with upstream work).",
             ["family"], registry=r,
+        )  # fmt: skip
+        self.rate_limit_wait_seconds = Counter(
+            "bridge_desk_rate_limit_wait_seconds",
+            "Seconds of waiting announced by desks (Retry-After) or imposed by the shared rate limit.",
+            ["desk"], registry=r,
         )  # fmt: skip
         self.reloads = Counter(
             "bridge_config_reloads",
@@ -205,6 +210,8 @@ class Metrics:
             child.inc(count)
         if parsed.rejected:
             self.alerts_rejected.labels(source).inc(len(parsed.rejected))
+        if parsed.ours:
+            self.alerts_ours.labels(source).inc(parsed.ours)
 
     def transient(self, desk: str, exc: DeskTransient) -> str:
         """The outcome label of a transient failure; a throttled call also counts as a wait."""

@@ -44,6 +44,7 @@ COMMON = {
         "service": "billing",
         "host": "db-prod-02",
         "trigger_id": "23456",
+        "event_id": "8812345",
     },
 }
 

@@ -1,0 +1,112 @@
+"""Redis Cluster: `redis+cluster://` URLs, and a bridge on a real cluster (three masters, three replicas,
+tests/cluster.py) through a master's failover in the middle of a flow: `CLUSTER FAILOVER`, and a SIGKILL.
+
+The whole lifecycle suite runs on the cluster with BRIDGE_TEST_REDIS=cluster (tests/conftest.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Iterator
+from pathlib import Path
+
+import aiohttp
+import orjson
+import pytest
+from redis.asyncio.cluster import RedisCluster
+
+from bridge.core import keys
+from bridge.core.errors import ConfigError
+from bridge.process.server import Bridge
+from bridge.runtime.connect import connect, is_cluster
+from tests.amp import alert, group
+from tests.cluster import LocalCluster
+from tests.conftest import FAST, Snow, eventually, mapping
+
+
+@pytest.fixture
+def local_cluster(tmp_path: Path) -> Iterator[LocalCluster]:
+    cluster = LocalCluster(tmp_path / "cluster").start()
+    yield cluster
+    cluster.stop()
+
+
+async def test_a_cluster_url_makes_a_cluster_client_with_its_user_and_tls() -> None:
+    """Seeds, ACL user and password, and the TLS options reach every node's connections."""
+    client = connect("rediss+cluster://bridge:s3cret@r1:6379,r2:6380?ssl_ca_certs=/ca.pem&ssl_cert_reqs=required")
+    assert isinstance(client, RedisCluster) and is_cluster(client) and is_cluster(client.pipeline())
+    seeds = sorted((n.host, n.port) for n in client.nodes_manager.startup_nodes.values())
+    assert seeds == [("r1", 6379), ("r2", 6380)]
+    options = client.get_connection_kwargs()
+    assert (options["username"], options["password"], options["ssl_ca_certs"]) == ("bridge", "s3cret", "/ca.pem")
+    assert options["connection_class"].__name__ == "SSLConnection"
+    plain = connect("redis+cluster://r1:6379").get_connection_kwargs()
+    assert plain["connection_class"].__name__ == "Connection"
+
+
+@pytest.mark.parametrize("url", ["redis+cluster://", "redis+cluster://r1:6379/1", "redis+cluster://r1:x"])
+def test_a_bad_cluster_url_is_a_config_error(url: str) -> None:
+    with pytest.raises(ConfigError, match="bad Cluster URL"):
+        connect(url)
+
+
+@pytest.mark.cluster
+@pytest.mark.parametrize("how", ["failover", "sigkill"])
+async def test_a_master_failover_mid_flow_loses_no_alert_and_duplicates_no_ticket(
+    snow: Snow, local_cluster: LocalCluster, how: str
+) -> None:
+    """Alerts of 30 hosts are sent one after another, each retried until it is answered 202 (as
+    Alertmanager retries); after a third of them the intake stream's master is failed over (`CLUSTER
+    FAILOVER` on its replica) or SIGKILLed (its replica promoted after the node timeout, and the dead
+    node started again, as its pod would be, to become the new master's replica). With
+    BRIDGE_WAIT_REPLICAS=1 a 202 means the replica had the alerts (until a replica is back, the new
+    master has none and the bridge answers 503: the sender sends again): every host gets exactly one
+    ticket, and every ticket resolves after its alert's resolve (sent once the firing ones are in)."""
+    tuning = dataclasses.replace(FAST, wait_replicas=1, wait_timeout_ms=2000)
+    bridge = await Bridge(mapping(snow.url), local_cluster.url, port=0, tuning=tuning).start()
+    url = f"http://127.0.0.1:{bridge.port}/webhook/alertmanager"
+    hosts = [f"h{i:02d}:9100" for i in range(30)]
+    answers: dict[int, int] = {}
+
+    async def send(session: aiohttp.ClientSession, body: bytes) -> None:
+        deadline = asyncio.get_running_loop().time() + 60
+        while True:
+            try:
+                async with session.post(url, data=body, headers={"Content-Type": "application/json"}) as resp:
+                    answers[resp.status] = answers.get(resp.status, 0) + 1
+                    if resp.status == 202:
+                        return
+            except aiohttp.ClientError:
+                pass
+            assert asyncio.get_running_loop().time() < deadline, f"not taken within 60 s; answers {answers}"
+            await asyncio.sleep(0.2)
+
+    try:
+        victim = local_cluster.master_of(keys.INTAKE)
+        async with aiohttp.ClientSession() as session:
+            for i, host in enumerate(hosts):
+                if i == 10:
+                    fail = local_cluster.failover if how == "failover" else local_cluster.kill_and_restart
+                    hand_over = asyncio.create_task(asyncio.to_thread(fail, victim))
+                await send(session, orjson.dumps(group(alert(instance=host))))
+                await asyncio.sleep(0.05)
+            promoted = await hand_over
+            assert promoted.role() == "master" and promoted is not victim
+
+            def tickets_by_host() -> dict[str, int]:
+                found: dict[str, int] = {}
+                for ticket in snow.incidents():
+                    host = ticket["short_description"].rsplit(" ", 1)[-1]
+                    found[host] = found.get(host, 0) + 1
+                return found
+
+            await eventually(lambda: set(tickets_by_host()) == set(hosts), within=60, interval=0.2)
+            for host in hosts:
+                await send(session, orjson.dumps(group(alert("resolved", instance=host))))
+        await eventually(lambda: all(t["state"] == "6" for t in snow.incidents()), within=60, interval=0.2)
+        found = tickets_by_host()
+        assert set(found) == set(hosts), f"lost {sorted(set(hosts) - set(found))}; answers {answers}"
+        duplicates = {host: n for host, n in found.items() if n > 1}
+        assert not duplicates, f"duplicate tickets {duplicates}; answers {answers}"
+    finally:
+        await bridge.stop()
