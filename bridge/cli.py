@@ -140,11 +140,11 @@ def cmd_init(args: argparse.Namespace) -> int:
     return 0
 
 
-SIMULATORS = ("servicenow", "jira", "jira-datacenter", "remedy", "webhook", "jsm-ops")
+SIMULATORS = ("servicenow", "jira", "jira-datacenter", "remedy", "webhook", "jsm-ops", "icinga2", "zabbix")
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from adapters.simulators import jira, jsm_ops, remedy, servicenow, webhook
+    from adapters.simulators import icinga2, jira, jsm_ops, remedy, servicenow, webhook, zabbix
 
     runners: dict[str, Callable[[str, int, str, str], None]] = {
         "servicenow": servicenow.run,  # also serves OAuth and Event Management
@@ -153,6 +153,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         "remedy": remedy.run,
         "webhook": webhook.run,  # the password is the Bearer token
         "jsm-ops": jsm_ops.run,  # the password is the API key and the API token; the user the email
+        "icinga2": icinga2.run,  # upstream (loop back): the actions API, Basic auth
+        "zabbix": zabbix.run,  # upstream (loop back): event.acknowledge; the password is the API token
     }
     runners[args.desk](args.host, args.port, args.user, args.password)
     return 0
@@ -350,7 +352,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--content-type", default="application/json")
     p.set_defaults(func=cmd_test_mapping)
 
-    p = add_parser("simulate", help="run a service-desk simulator")
+    p = add_parser("simulate", help="run a service-desk (or Icinga 2 / Zabbix API) simulator")
     p.add_argument("desk", choices=SIMULATORS)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8081)
