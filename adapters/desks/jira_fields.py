@@ -46,14 +46,18 @@ def adf(text: str) -> dict[str, Any]:
 
 
 def adf_text(document: Any) -> str:
-    """The plain text of an ADF document (paragraphs separated by blank lines), for reading back."""
+    """The plain text of an ADF document (paragraphs separated by blank lines), for reading back;
+    whatever in it is not a node is skipped (a document from the network may be anything)."""
     if not isinstance(document, dict):
         return str(document or "")
     blocks = []
-    for block in document.get("content") or []:
-        nodes = block.get("content") or [] if isinstance(block, dict) else []
+    content = document.get("content")
+    for block in content if isinstance(content, list) else []:
+        nodes = block.get("content") if isinstance(block, dict) else None
         parts = [
-            node.get("text", "") if node.get("type") == "text" else "\n" for node in nodes if isinstance(node, dict)
+            (node.get("text") if isinstance(node.get("text"), str) else "") if node.get("type") == "text" else "\n"
+            for node in (nodes if isinstance(nodes, list) else [])
+            if isinstance(node, dict)
         ]
         blocks.append("".join(parts))
     return "\n\n".join(blocks)
