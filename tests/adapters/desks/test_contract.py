@@ -8,14 +8,16 @@ those of bridge.delivery.guard (`retried`): the adapters themselves never retry.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 import pytest
 
 from bridge.core.desk import Desk, TicketPhase, TicketRef
 from bridge.core.errors import DeskAuthExpired, DeskError, DeskRejected, DeskTransient
+from bridge.core.sync import DeskEvent, DeskEventKind, DeskEvents
 from tests.adapters.desks.conftest import Sim, build, retried, serve
+from tests.adapters.desks.pushes import receiving
 from tests.adapters.desks.variants import MAX_PAYLOAD
 
 CORRELATION = "route:abc123:1"
@@ -194,3 +196,50 @@ async def test_custom_ca_is_trusted_and_verification_stays_on(
         await trusting.aclose()
     finally:
         await runner.cleanup()
+
+
+# -- the loop back (bridge.core.sync) ---------------------------------------------------------------
+
+
+async def polled(desk: Any, since_ms: int) -> list[DeskEvent]:
+    events: list[DeskEvent] = []
+    cursor = None
+    while True:
+        page = await desk.changes_since(since_ms, cursor)
+        events += page.events
+        if page.cursor is None:
+            return events
+        cursor = page.cursor
+
+
+async def test_desk_events_a_persons_changes_polled_and_pushed_alike(sim: Sim, desk: Any) -> None:
+    """Every desk with a loop back: a person's comment and resolve come out of the poll as COMMENTED and
+    RESOLVED by that person, the bridge's own note as `ours`; where the desk pushes, its webhooks give
+    the same events with the same event ids (so the apply step takes each change once)."""
+    variant = sim.variant
+    if variant.act is None:
+        pytest.skip(f"{variant.name} reports no desk events")
+    assert callable(getattr(desk, "parse_events", None)) and callable(getattr(desk, "changes_since", None))
+    desk = cast(DeskEvents, desk)
+    async with receiving() as got:
+        if variant.push is not None:
+            variant.push(sim.app).target(got.url)
+        ref = await desk.open(CORRELATION, variant.fields)
+        await desk.note(ref, "disk at 97%")
+        variant.act(sim.app, ref.id, "jdoe", "comment")
+        variant.act(sim.app, ref.id, "jdoe", "resolve")
+        events = await polled(desk, 0)
+        if variant.push is not None:
+            await variant.push(sim.app).drained()
+            pushed = {e.event_id: e for body in got.bodies for e in desk.parse_events(body, {})}
+    human = [(e.kind, e.text if e.kind is DeskEventKind.COMMENTED else "") for e in events if not e.ours]
+    assert (DeskEventKind.COMMENTED, "seen, on it") in human
+    assert DeskEventKind.RESOLVED in {kind for kind, _ in human}, human
+    assert [e.at_ms for e in events] == sorted(e.at_ms for e in events)
+    assert all(e.author.endswith("jdoe") or e.author.lower().startswith("jdoe") for e in events if not e.ours)
+    assert any(e.ours and e.kind is DeskEventKind.COMMENTED for e in events), "the bridge's note is its own"
+    assert all(e.ticket.id == ref.id and e.correlation_id == CORRELATION for e in events)
+    if variant.push is not None:
+        for event in events:
+            assert event.event_id in pushed, (event, sorted(pushed))
+            assert (pushed[event.event_id].kind, pushed[event.event_id].ours) == (event.kind, event.ours)

@@ -15,6 +15,7 @@ from aiohttp import web
 
 from adapters.simulators import jira, jsm_ops, remedy, servicenow, webhook
 from adapters.simulators.faults import FAULTS
+from adapters.simulators.pusher import Pusher
 from adapters.simulators.servicenow import EVENTS, OAUTH, STORE
 from adapters.simulators.servicenow_oauth import DEFAULT_CLIENT
 from tests.adapters.desks import views
@@ -42,6 +43,10 @@ class Variant:
     sign_ins: Callable[[web.Application], int] | None = None  # token desks: logins so far
     bad_note: bool = False  # the 400 comes from a note over the size limit instead of bad_update
     rejected_status: int = 400  # what the desk answers that bad update or note (Opsgenie's APIs: 422)
+    # The loop back: a person's change on a ticket in the simulator (app, ticket id, user, "comment" or
+    # "resolve"), and the simulator's pusher when the desk pushes (None: poll-only, or no loop back at all).
+    act: Callable[[web.Application, str, str, str], None] | None = None
+    push: Callable[[web.Application], Pusher] | None = None
 
     def requests(self, app: web.Application) -> list[dict[str, Any]]:
         for key in (STORE, jira.STORE, remedy.STORE, webhook.STORE, jsm_ops.STORE):
@@ -80,6 +85,13 @@ def _oauth_revoke(app: web.Application) -> None:
     oauth.clients = {client: "rotated" for client in oauth.clients}
 
 
+def _sn_act(app: web.Application, ticket: str, user: str, what: str) -> None:
+    change = {"comments": "seen, on it"} if what == "comment" else {}
+    if what == "resolve":
+        change = {"state": "6", "close_code": "Solution provided", "close_notes": "fixed by hand"}
+    app[STORE].act_as_human(ticket, user, **change)
+
+
 def _sn_config(auth: dict[str, Any]) -> Callable[[str], dict[str, Any]]:
     return lambda url: {"kind": "servicenow", "url": url} | auth
 
@@ -108,6 +120,8 @@ _SN_COMMON: dict[str, Any] = {
     "view": views.servicenow_tickets,
     "forbid": _sn_forbid,
     "missing_id": "0" * 32,
+    "act": _sn_act,
+    "push": lambda app: app[servicenow.PUSH],
 }
 SERVICENOW_BASIC = Variant(
     name="servicenow-basic",
@@ -191,7 +205,18 @@ _JIRA_ROUTE = {
     "priority": "{{ {'critical': 'Highest', 'major': 'High'}.get(severity, 'Medium') }}",
     "labels": "alertmanager",
 }
+
+
+def _jira_act(app: web.Application, ticket: str, user: str, what: str) -> None:
+    if what == "comment":
+        app[jira.STORE].act_as_human(ticket, user, comment="seen, on it")
+    else:
+        app[jira.STORE].act_as_human(ticket, user, to="Resolved", resolution="Fixed")
+
+
 _JIRA_COMMON: dict[str, Any] = {
+    "act": _jira_act,
+    "push": lambda app: app[jira.PUSH],
     "update": {"priority": "Highest"},
     "bad_update": {"priority": "Urgent!"},
     "view": views.jira_tickets,
@@ -292,6 +317,15 @@ REMEDY = Variant(
     expire=lambda app: app[remedy.TOKENS].expire_all(),
     revoke=_remedy_revoke,
     sign_ins=lambda app: app[remedy.TOKENS].logins,
+    act=lambda app, ticket, user, what: app[remedy.STORE].act_as_human(
+        ticket,
+        user,
+        **(
+            {"work_log": "seen, on it"}
+            if what == "comment"
+            else {"Status": "Resolved", "Status_Reason": "No Further Action Required", "Resolution": "fixed by hand"}
+        ),
+    ),
 )
 
 
@@ -368,6 +402,12 @@ WEBHOOK = Variant(
     missing_id="999",
     expire=_static_expire,
     revoke=_static_revoke,
+    act=lambda app, ticket, user, what: app[webhook.STORE].act_as_human(
+        ticket,
+        user,
+        **({"comment": "seen, on it"} if what == "comment" else {"status": "resolved", "resolution": "by hand"}),
+    ),
+    push=lambda app: app[webhook.PUSH],
 )
 
 # -- JSM Operations ------------------------------------------------------------------------------
