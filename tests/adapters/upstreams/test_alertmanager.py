@@ -277,7 +277,7 @@ async def test_real_alertmanager_silences_extends_and_expires(start_am: Any, rec
 
 @pytest.mark.e2e
 async def test_real_alertmanager_extend_follows_a_grown_incident(start_am: Any, receiver: tuple[Receiver, str]) -> None:
-    """A member that joined after the acknowledgement is covered once extended; a silence expired by hand is made again."""
+    """A member that joined after the acknowledgement is covered once extended; one expired by hand is made again."""
     _, hook = receiver
     am, _ = start_am(f"{hook}/hook")
     async with aiohttp.ClientSession() as session:
@@ -310,7 +310,7 @@ async def test_real_alertmanager_errors(start_am: Any, receiver: tuple[Receiver,
             await upstream.acknowledge(ack([{}]))
         proc.terminate()
         proc.wait(10)
-        with pytest.raises(DeskTransient, match="connection (refused|lost)"):
+        with pytest.raises(DeskTransient, match=r"connection (refused|lost)"):
             await upstream.acknowledge(ack(DISK))
 
 
