@@ -54,13 +54,18 @@ def adf_text(document: Any) -> str:
     content = document.get("content")
     for block in content if isinstance(content, list) else []:
         nodes = block.get("content") if isinstance(block, dict) else None
-        parts = [
-            (node.get("text") if isinstance(node.get("text"), str) else "") if node.get("type") == "text" else "\n"
-            for node in (nodes if isinstance(nodes, list) else [])
-            if isinstance(node, dict)
+        parts: list[str] = [
+            _node_text(node) for node in (nodes if isinstance(nodes, list) else []) if isinstance(node, dict)
         ]
         blocks.append("".join(parts))
     return "\n\n".join(blocks)
+
+
+def _node_text(node: dict[str, Any]) -> str:
+    if node.get("type") != "text":
+        return "\n"
+    text = node.get("text")
+    return text if isinstance(text, str) else ""
 
 
 def field_text(value: Any) -> str:

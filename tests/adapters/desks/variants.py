@@ -45,7 +45,7 @@ class Variant:
     rejected_status: int = 400  # what the desk answers that bad update or note (Opsgenie's APIs: 422)
     # The loop back: a person's change on a ticket in the simulator (app, ticket id, user, "comment" or
     # "resolve"), and the simulator's pusher when the desk pushes (None: poll-only, or no loop back at all).
-    act: Callable[[web.Application, str, str, str], None] | None = None
+    act: Callable[[web.Application, str, str, str], object] | None = None
     push: Callable[[web.Application], Pusher] | None = None
 
     def requests(self, app: web.Application) -> list[dict[str, Any]]:
