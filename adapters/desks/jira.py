@@ -44,6 +44,7 @@ import asyncio
 import base64
 import re
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any, Literal, Self
 
 import aiohttp
@@ -52,9 +53,10 @@ from pydantic import ConfigDict, Field, SecretStr, field_validator, model_valida
 from adapters.desks.events import MAX_EVENTS, Identity, Reader, decode, marked, utc
 from adapters.desks.jira_fields import RICH_TEXT, adf, adf_text, field_text, jira_fields, jql_string, labels
 from adapters.desks.transport import Answer, DeskAddress, Seconds, Transport, https_url, json_reason, tls_context
-from bridge.core.desk import TicketPhase, TicketRef, TicketState
+from bridge.core.desk import ChangeRef, TicketPhase, TicketRef, TicketState
 from bridge.core.errors import DeskError, DeskRejected, PayloadError
 from bridge.core.sync import ChangePage, DeskEvent, DeskEventKind
+from bridge.core.templates import compile_template, render
 
 _JSM_ONLY = frozenset({"requestTypeId", "serviceDeskId"})
 # A correlation id as a label: `<route id>:<key hash>:<epoch>` (spaces as `_`; bridge.core.keys).
@@ -100,6 +102,25 @@ class JiraConfig(DeskAddress):
     # clause narrowing the poll (AND-ed to `project = <project>`), e.g. `labels = alertmanager`.
     cancelled: list[str] = ["Won't Do", "Won't Fix", "Declined", "Duplicate", "Canceled", "Cancelled", "Rejected"]
     sync_jql: str = ""
+    # Change-aware tickets (route `change:`): the JQL of the approved changes on a CI, a template with `ci`
+    # (the CI's name, already a quoted JQL string), e.g. `project = CHG AND status = "Implementing" AND
+    # "Affected CI" ~ {{ ci }}`; empty: no change is ever found. A change found covers now when its
+    # `change_start_field` and `change_end_field` (JSM: "Change start date", "Change completion date",
+    # customfield ids per site) hold now; without them, the JQL alone decides.
+    change_jql: str = ""
+    change_start_field: str = ""
+    change_end_field: str = ""
+    # Links from the incident (the outward, "from" issue, which gets the note) to the change and the
+    # problem; JSM sites also have "Problem/Incident" and "Causes".
+    change_link_type: str = "Relates"
+    problem_issue_type: str = "Problem"  # problem records: issues of this type in `project`
+    problem_link_type: str = "Relates"
+
+    @field_validator("change_jql")
+    @classmethod
+    def _template(cls, value: str) -> str:
+        compile_template(value)
+        return value
 
     @field_validator("url")
     @classmethod
@@ -234,6 +255,82 @@ class JiraDesk:
     async def resolve(self, ref: TicketRef, note: str, fields: Mapping[str, str]) -> None:
         await self._transition("resolve", ref, self._config.resolve_transition, done=True, fields=fields)
         await self._comment("resolve", ref, note)
+
+    # -- change-aware tickets and problem records (bridge.core.desk.ChangeAware, ProblemDesk) ------
+
+    async def change_covering(self, ci: str, at_ms: int) -> ChangeRef | None:
+        """The first change the desk's `change_jql` finds for `ci` whose window (if the desk names its
+        fields) holds `at_ms`, newest first."""
+        config = self._config
+        if not config.change_jql:
+            return None
+        try:
+            jql = render(config.change_jql, {"ci": jql_string(ci)})
+        except ValueError as exc:
+            raise DeskRejected(str(exc), desk=self.name, action="change_covering") from exc
+        window = [f for f in (config.change_start_field, config.change_end_field) if f]
+        fields = ["summary", *window]
+        if await self._is_cloud("change_covering"):
+            body = {"jql": jql, "fields": fields, "maxResults": 20}
+            found = await self._json("change_covering", "POST", await self._api("change_covering", "search/jql"),
+                                     json=body)  # fmt: skip
+        else:
+            params = {"jql": jql, "fields": ",".join(fields), "maxResults": "20"}
+            found = await self._json("change_covering", "GET", await self._api("change_covering", "search"),
+                                     params=params)  # fmt: skip
+        issues = found.get("issues") if isinstance(found, dict) else None
+        if not isinstance(issues, list):
+            raise DeskRejected(f"{self.name}: change search answer has no issues", desk=self.name,
+                               action="change_covering")  # fmt: skip
+        for issue in issues:
+            values = issue.get("fields") if isinstance(issue, dict) else None
+            if not isinstance(values, dict) or not isinstance(issue.get("key"), str):
+                continue
+            start = _when(values.get(config.change_start_field)) if config.change_start_field else 0
+            end = _when(values.get(config.change_end_field)) if config.change_end_field else 0
+            if window and (start is None or end is None or not start <= at_ms <= end):
+                continue  # no window, or not now
+            ref = self._ref(issue["key"])
+            summary = str(values.get("summary") or "")[:200]
+            return ChangeRef(ref.id, ref.display, ref.url, start or 0, end or 0, summary)
+        return None
+
+    async def link_change(self, ref: TicketRef, change: ChangeRef, note: str) -> None:
+        await self._link("link_change", ref, change.id, self._config.change_link_type, note)
+
+    async def open_problem(self, correlation_id: str, fields: Mapping[str, str]) -> TicketRef:
+        """An issue of `problem_issue_type` in the project, found again by its correlation label."""
+        cloud = await self._is_cloud("open_problem")
+        version = await self._version("open_problem")
+        summary = f"Recurring incident {correlation_id.rsplit(':problem:', 1)[0]}"
+        values: dict[str, Any] = {
+            "project": {"key": self._config.project},
+            "issuetype": {"name": self._config.problem_issue_type},
+        }
+        values |= self._fields({"summary": summary, **fields}, adf_rich_text=version == 3, cloud=cloud)
+        values["labels"] = [*values.get("labels", []), self._label(correlation_id)]
+        answer = await self._send("open_problem", "POST", await self._api("open_problem", "issue"),
+                                  json={"fields": values})  # fmt: skip
+        created = self._http.json("open_problem", answer)
+        if not isinstance(created, dict) or not isinstance(created.get("key"), str):
+            raise self._http.unexpected("open_problem", answer, "answer has no issue key")
+        return self._ref(created["key"])
+
+    async def link_problem(self, ref: TicketRef, problem: TicketRef, note: str) -> None:
+        await self._link("link_problem", ref, problem.id, self._config.problem_link_type, note)
+
+    async def _link(self, action: str, ref: TicketRef, other: str, kind: str, note: str) -> None:
+        """Create issue link (`POST /issueLink`): the ticket is the outward ("from") issue, which gets the
+        note as the link's comment."""
+        version = await self._version(action)
+        text = marked(note)
+        body = {
+            "type": {"name": kind},
+            "inwardIssue": {"key": other},
+            "outwardIssue": {"key": ref.id},
+            "comment": {"body": adf(text) if version == 3 else text},
+        }
+        await self._send(action, "POST", await self._api(action, "issueLink"), json=body)
 
     async def reopen(self, ref: TicketRef, note: str) -> None:
         await self._transition("reopen", ref, self._config.reopen_transition, done=False, fields={})
@@ -591,6 +688,18 @@ class JiraDesk:
         if not answer.ok:
             raise self._http.error(action, answer, _reason(answer.text))
         return answer
+
+
+def _when(value: Any) -> int | None:
+    """Epoch ms of a Jira date-time field's value, or None."""
+    if not isinstance(value, str) or not value:
+        return None
+    for form in _TIMES:
+        try:
+            return int(datetime.strptime(value, form).timestamp() * 1000)
+        except ValueError:
+            continue
+    return None
 
 
 def _pick(transitions: list[dict[str, Any]], wanted: str, *, done: bool, closed: list[str]) -> dict[str, Any] | None:

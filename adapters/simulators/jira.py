@@ -41,6 +41,7 @@ from aiohttp.typedefs import Handler
 
 from adapters.simulators.faults import FAULTS, FaultAnswers, Faults, install
 from adapters.simulators.jira_jsm import JsmError, add_jsm_routes
+from adapters.simulators.jira_links import link
 from adapters.simulators.jira_search import add_search_routes
 from adapters.simulators.jira_store import (
     CATEGORY_IDS,
@@ -94,6 +95,7 @@ def make_app(
     app.router.add_get(api + "/serverInfo", _server_info)
     app.router.add_get(api + "/myself", _myself)
     app.router.add_post(api + "/issue", _create)
+    app.router.add_post(api + "/issueLink", _link)
     app.router.add_get(api + "/issue/{key}", _read)
     app.router.add_put(api + "/issue/{key}", _edit)
     app.router.add_get(api + "/issue/{key}/comment", _comments)
@@ -224,6 +226,12 @@ async def _create(request: web.Request) -> web.Response:
     issue = request.app[STORE].create(await read_json(request), version=version, clock=time.monotonic())
     url = f"{request.url.origin()}/rest/api/{version}/issue/{issue.id}"
     return web.json_response({"id": issue.id, "key": issue.key, "self": url}, status=201)
+
+
+async def _link(request: web.Request) -> web.Response:
+    """Create issue link (jira_links): 201 with no body."""
+    link(request.app[STORE], await read_json(request), api_version(request))
+    return web.Response(status=201)
 
 
 async def _read(request: web.Request) -> web.Response:

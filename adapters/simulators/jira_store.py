@@ -55,6 +55,8 @@ SCREEN: Mapping[str, str] = {
     "customfield_10010": "text",  # "Alert source"
     "customfield_10020": "rich",  # "Runbook" (paragraph field)
     "customfield_10030": "option",  # "Severity"
+    "customfield_10040": "text",  # "Change start date" (date-time, as Jira writes it: 2026-12-04T10:00:00.000+0000)
+    "customfield_10041": "text",  # "Change completion date"
 }
 OPTIONS = {"customfield_10030": ("Sev 1", "Sev 2", "Sev 3", "Sev 4")}
 
@@ -97,8 +99,9 @@ class Project:
 
 
 PROJECTS = (
-    Project("10000", "OPS", ("Incident", "Task", "Bug"), "Open", CLASSIC, ("Database", "Network", "Web")),
+    Project("10000", "OPS", ("Incident", "Task", "Bug", "Problem"), "Open", CLASSIC, ("Database", "Network", "Web")),
     Project("10001", "HELP", ("[System] Incident", "[System] Service request"), "Waiting for support", SERVICE_REQUEST),
+    Project("10002", "CHG", ("Change",), "Open", CLASSIC),  # changes, for change-aware tickets
 )
 
 
@@ -153,6 +156,7 @@ class Issue:
     properties: dict[str, Any] = field(default_factory=dict)
     updated: str = ""
     histories: list[dict[str, Any]] = field(default_factory=list)  # the changelog, oldest first
+    links: list[dict[str, Any]] = field(default_factory=list)  # issue links, both ends (jira_links)
 
     @property
     def category(self) -> str:
@@ -197,6 +201,7 @@ class JiraStore:
     integration: str = "alert.bridge"  # the API user's name (Cloud: accountId 557058:alert.bridge)
     email: str = ""
     on_change: list[Callable[[str, Issue, dict[str, Any]], None]] = field(default_factory=list)
+    link_ids: int = 10000  # the last issue link's id (jira_links)
 
     def user(self, name: str | None = None) -> dict[str, Any]:
         """A user object; the integration user (with its email) when `name` is None."""
@@ -261,6 +266,7 @@ class JiraStore:
         self._ids, self._numbers = itertools.count(10000), {}
         self._comment_ids = itertools.count(10000)
         self._history_ids = itertools.count(10100)
+        self.link_ids = 10000
 
     def project(self, ref: Any) -> Project | None:
         key = ref.get("key") or ref.get("id") if isinstance(ref, dict) else ref

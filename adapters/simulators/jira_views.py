@@ -7,6 +7,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from adapters.simulators.jira_links import LINK_TYPES
 from adapters.simulators.jira_store import (
     CATEGORY_IDS,
     CATEGORY_NAMES,
@@ -82,6 +83,7 @@ def issue_body(origin: str, issue: Issue, version: int, wanted: str | None) -> d
         "resolution": {"name": issue.resolution} if issue.resolution else None,
         "created": issue.created,
         "updated": issue.updated or issue.created,
+        "issuelinks": issuelinks(origin, issue, version),
         "comment": {
             "comments": [
                 {k: v for k, v in c.items() if k != "jsdPublic"} | {"body": rich(c["body"], version)}
@@ -108,4 +110,30 @@ def issue_body(origin: str, issue: Issue, version: int, wanted: str | None) -> d
         out["fields"] = every
     else:
         out["fields"] = {n: every[n] for n in names if n in every}
+    return out
+
+
+def issuelinks(origin: str, issue: Issue, version: int) -> list[dict[str, Any]]:
+    """`fields.issuelinks` of an issue: each link with the other issue on its side."""
+    out = []
+    for made in issue.links:
+        kind = next(k for k in LINK_TYPES if k["id"] == made["type"])
+        other, side = (made["inward"], "inwardIssue") if made["outward"] is issue else (made["outward"], "outwardIssue")
+        out.append(
+            {
+                "id": made["id"],
+                "self": f"{origin}/rest/api/{version}/issueLink/{made['id']}",
+                "type": {**kind, "self": f"{origin}/rest/api/{version}/issueLinkType/{kind['id']}"},
+                side: {
+                    "id": other.id,
+                    "key": other.key,
+                    "self": f"{origin}/rest/api/{version}/issue/{other.id}",
+                    "fields": {
+                        "summary": other.fields.get("summary", ""),
+                        "status": status_json(other.status),
+                        "issuetype": {"name": other.fields.get("issuetype")},
+                    },
+                },
+            }
+        )
     return out

@@ -198,8 +198,8 @@ class Automation(Strict):
     @model_validator(mode="before")
     @classmethod
     def _yaml_on(cls, data: Any) -> Any:
-        if isinstance(data, dict) and True in data:
-            data = {("on" if key is True else key): value for key, value in data.items()}
+        if isinstance(data, dict) and (True in data or "True" in data):  # the loader may make keys text
+            data = {("on" if key in (True, "True") else key): value for key, value in data.items()}
         if isinstance(data, dict) and isinstance(data.get("on"), str):
             data = {**data, "on": [data["on"]]}
         return data

@@ -261,3 +261,33 @@ def test_yaml_on_key_is_read(snow: Snow) -> None:
     assert True in doc
     cfg = config(snow, awx_runner("http://127.0.0.1:1"), doc)
     assert cfg.routes[0].automation is not None and cfg.routes[0].automation.on == ["resolve"]
+
+
+def test_a_mapping_file_with_runners_loads(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A YAML mapping with the top-level `automation:` section, a token from the environment and a bare
+    `on:` key loads; the token is among the secrets masked."""
+    from bridge.core.config import load
+
+    monkeypatch.setenv("AWX_TOKEN", "awx-secret-from-env")
+    path = tmp_path / "mapping.yaml"
+    path.write_text(
+        """
+sources: {alertmanager: {kind: alertmanager}}
+desks: {snow: {kind: servicenow, url: "http://127.0.0.1:1", user: u, password: p}}
+automation:
+  awx-prod: {kind: awx, url: "https://awx.example.com", token: "${AWX_TOKEN}"}
+  rulebook: {kind: eda, url: "https://eda.example.com:5000/endpoint"}
+routes:
+  - name: web
+    desk: snow
+    automation:
+      runner: awx-prod
+      job_template: "42"
+      on: [open, resolve]
+      extra_vars: {host: "{{ labels.instance }}"}
+"""
+    )
+    cfg = load([str(path)])
+    assert cfg.routes[0].automation is not None and cfg.routes[0].automation.on == ["open", "resolve"]
+    assert "awx-secret-from-env" in cfg.secrets()
+    assert sorted(cfg.automation) == ["awx-prod", "rulebook"]

@@ -28,7 +28,7 @@ from bridge.core.tuning import Tuning
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 SECRET_KEYS = ("password", "secret", "token", "client_secret", "api_token")
-SECTIONS = ("sources", "desks", "limits", "sync", "routes", "heartbeats")
+SECTIONS = ("sources", "desks", "limits", "sync", "routes", "heartbeats", "automation")
 
 
 class _Found:
@@ -92,12 +92,13 @@ def load(paths: Sequence[str | Path], env: Mapping[str, str] | None = None) -> M
         read.append((path, data))
     found.raise_any()
 
-    merged: dict[str, Any] = {"sources": {}, "desks": {}, "limits": {}, "sync": {}, "routes": [], "heartbeats": {}}
+    merged: dict[str, Any] = {"sources": {}, "desks": {}, "limits": {}, "sync": {}, "routes": [], "heartbeats": {},
+        "automation": {}}  # fmt: skip
     origin: dict[Path_, tuple[str, Path_]] = {}  # merged path prefix -> (file, path in that file)
     for path, raw in read:
         at = lines[path]
         data = _resolve(raw, (), path, at, env, found)
-        for section in ("sources", "desks", "limits", "sync", "heartbeats"):
+        for section in ("sources", "desks", "limits", "sync", "heartbeats", "automation"):
             value = data.pop(section, None) or {}
             if not isinstance(value, dict):
                 found.add(f"must be a mapping of names to {section}", path, (section,), at.get((section,)))
