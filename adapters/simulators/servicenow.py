@@ -335,7 +335,7 @@ def _render(request: web.Request, row: Mapping[str, str], table: str) -> dict[st
     wanted = request.query.get("sysparm_fields")
     # a dot-walked field (`cmdb_ci.name`) is shown only when asked for, as the platform does
     names = [n for n in wanted.split(",") if n in row] if wanted else [n for n in row if "." not in n]
-    links = table != "cmdb_ci" and request.query.get("sysparm_exclude_reference_link") != "true"
+    links = table in WRITABLE and request.query.get("sysparm_exclude_reference_link") != "true"
     origin = request.url.origin()
     out: dict[str, Any] = {}
     for name in names:

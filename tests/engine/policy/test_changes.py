@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from bridge.admin.incidents import list_incidents, show_incident
+from bridge.core import keys
 from bridge.core.config import MappingConfig
 from tests.amp import alert, group
 from tests.conftest import Snow, eventually, post
@@ -182,3 +183,4 @@ async def test_cleared_during_the_change_never_opens(snow: Snow, make_bridge: An
     await asyncio.sleep(0.5)
     assert snow.incidents() == []
     assert {c for c in calls(snow)} == {("GET", "change_request")}
+    assert await redis.xlen(keys.DLQ) == 0, "the resolve of an incident that never had a ticket was dead-lettered"
