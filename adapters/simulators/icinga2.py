@@ -33,7 +33,7 @@ import orjson
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from adapters.simulators.faults import FaultAnswers, Faults, install
+from adapters.simulators.faults import FAULTS, FaultAnswers, Faults, install
 from adapters.simulators.requestlog import recorder
 
 _ACTIONS = ("acknowledge-problem", "remove-acknowledgement", "add-comment")
@@ -49,8 +49,8 @@ class IcingaStore:
         if service and host not in self.objects:
             self.add(host, state=0)
         name = f"{host}!{service}" if service else host
-        obj: dict[str, Any] = {"name": name, "type": "Service" if service else "Host", "state": state, "acknowledgement": 0,
-               "acknowledgement_expiry": 0, "ack": None, "comments": []}  # fmt: skip
+        obj: dict[str, Any] = {"name": name, "type": "Service" if service else "Host", "state": state}
+        obj |= {"acknowledgement": 0, "acknowledgement_expiry": 0, "ack": None, "comments": []}
         self.objects[name] = obj
         return obj
 
@@ -242,6 +242,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     run(args.host, args.port, args.user, args.password)
     return 0
 
+
+__all__ = ["FAULTS", "STORE", "IcingaStore", "main", "make_app", "run"]
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -32,7 +32,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from adapters.simulators.faults import FaultAnswers, Faults, install
+from adapters.simulators.faults import FAULTS, FaultAnswers, Faults, install
 from adapters.simulators.requestlog import recorder
 
 _CONTENT_TYPES = frozenset({"application/json-rpc", "application/json", "application/jsonrequest"})
@@ -199,6 +199,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     run(args.host, args.port, password=args.password)
     return 0
 
+
+__all__ = ["FAULTS", "STORE", "ZabbixStore", "main", "make_app", "run"]
 
 if __name__ == "__main__":
     raise SystemExit(main())
