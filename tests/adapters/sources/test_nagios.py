@@ -362,3 +362,33 @@ def test_options_model_forbids_unknown_keys_and_fields() -> None:
         nagios.NagiosOptions.model_validate({"fields": {"hostname": "x"}})
     with pytest.raises(ValidationError):
         nagios.NagiosOptions.model_validate({"severities": {"DOWN": "catastrophic"}})
+
+
+@pytest.mark.parametrize("kind", ["nagios", "icinga2"])
+@pytest.mark.parametrize(
+    ("fields", "ours"),
+    [
+        ({"notification_comment": "[alert-ticket-bridge] Acknowledged from ticket INC0010001 by jane"}, True),
+        ({"notification_author": "alert-ticket-bridge", "notification_comment": "on it"}, True),
+        ({"notification_author": "jdoe", "notification_comment": "Looking into it - INC0012345"}, False),
+        ({"notification_type": "PROBLEM", "notification_comment": "[alert-ticket-bridge] x"}, False),
+    ],
+    ids=["marker", "bridge-author", "person", "problem-with-marker"],
+)
+def test_the_echo_of_the_bridges_own_acknowledgement_is_dropped(kind: str, fields: dict[str, str], ours: bool) -> None:
+    """An ACKNOWLEDGEMENT carrying the bridge's marker or made by its author is dropped and counted (the loop
+    back's echo); a person's is an alert; a problem is never dropped for its text."""
+    doc = {**orjson.loads((FIXTURES / "nagios_service_acknowledgement.json").read_bytes()), **fields}
+    adapter = nagios.ICINGA2 if kind == "icinga2" else nagios.NAGIOS
+    parsed = adapter.parse(orjson.dumps(doc), "application/json", {}, ctx())
+    assert (parsed.ours, len(parsed.alerts)) == ((1, 0) if ours else (0, 1))
+
+
+def test_own_authors_is_configurable() -> None:
+    """A bridge whose upstream writes as another author names it in own_authors."""
+    doc = {
+        **orjson.loads((FIXTURES / "nagios_service_acknowledgement.json").read_bytes()),
+        "notification_author": "itsm",
+    }
+    parsed = nagios.NAGIOS.parse(orjson.dumps(doc), "application/json", {}, ctx(own_authors=["itsm"]))
+    assert (parsed.ours, parsed.alerts) == (1, [])

@@ -191,3 +191,16 @@ def test_options_model_validates_timezone_and_keys() -> None:
         zabbix.ZabbixOptions.model_validate({"timezone": "Mars/Olympus"})
     with pytest.raises(ValidationError):
         zabbix.ZabbixOptions.model_validate({"tz": "UTC"})
+
+
+def test_the_echo_of_the_bridges_own_update_is_dropped() -> None:
+    """An update whose message carries the bridge's marker is its own acknowledgement's echo: dropped, counted;
+    the same update by a person is a note; the alert keeps its event id as a label (for acknowledging it)."""
+    ctx = ParseContext("zabbix", RECEIVED, {})
+    ours = recorded(event_update_status="1", event_update_action="acknowledged", event_ack_status="Yes",
+                    event_update_message="[alert-ticket-bridge] Acknowledged from ticket INC0010001")  # fmt: skip
+    parsed = zabbix.parse(orjson.dumps(ours), "application/json", {}, ctx)
+    assert (parsed.ours, parsed.alerts) == (1, [])
+    theirs = {**ours, "event_update_message": "on it"}
+    [alert] = zabbix.parse(orjson.dumps(theirs), "application/json", {}, ctx).alerts
+    assert alert.labels["event_id"] == "8812345"
