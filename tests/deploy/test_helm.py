@@ -1,12 +1,14 @@
 """The Helm chart, rendered and linted by Helm's own code (helm-python-sdk binds Helm's Go library: no helm
 binary, no cluster, no network): `helm lint --strict` and `helm template` for several values sets, each
 rendered set validated against the Kubernetes 1.30 schemas, strictly; `required` messages instead of
-pods that crash-loop; values.schema.json rejecting a wrong type."""
+pods that crash-loop (a source without a secret, which the bridge refuses on 0.0.0.0, among them, unless
+`allowUnauthenticated`); values.schema.json rejecting a wrong type."""
 
 from __future__ import annotations
 
 import copy
 import os
+import re
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -50,7 +52,12 @@ VALUE_SETS: dict[str, tuple[str, dict[str, Any]]] = {
         },
     ),
     "sidecar": ("monitoring", {"mode": "sidecar", "credentials": CREDENTIALS}),
+    "allow-unauthenticated": (
+        "alert-ticket-bridge",
+        {"allowUnauthenticated": True, "credentials": {**CREDENTIALS, "ALERTMANAGER_TOKEN": ""}},
+    ),
 }
+OPEN = "these sources would take alerts without a secret: "
 
 
 @pytest.fixture(scope="module")
@@ -132,7 +139,8 @@ def test_existing_secret_keeps_the_redis_url(helm: ModuleType) -> None:
 @pytest.mark.parametrize(
     ("values", "message"),
     [
-        ({}, "credentials.ALERTMANAGER_TOKEN is required: mapping mapping.yaml uses ${ALERTMANAGER_TOKEN}"),
+        ({}, "credentials.SERVICENOW_URL is required: mapping mapping.yaml uses ${SERVICENOW_URL}"),
+        ({"credentials": {**CREDENTIALS, "ALERTMANAGER_TOKEN": ""}}, OPEN + "alertmanager (in mapping.yaml)"),
         (
             {"credentials": {**CREDENTIALS, "SERVICENOW_URL": ""}},
             "credentials.SERVICENOW_URL is required: mapping mapping.yaml uses ${SERVICENOW_URL}",
@@ -154,7 +162,7 @@ def test_existing_secret_keeps_the_redis_url(helm: ModuleType) -> None:
 )
 def test_missing_values_fail_at_template_time(helm: ModuleType, values: dict[str, Any], message: str) -> None:
     """What would make the pod exit (an empty desk URL, no Redis) fails `helm template`, naming the value."""
-    with pytest.raises(helm.HelmRenderError, match=message.replace("$", r"\$").replace("{", r"\{")):
+    with pytest.raises(helm.HelmRenderError, match=re.escape(message)):
         render(helm, values)
 
 
@@ -166,6 +174,7 @@ def test_missing_values_fail_at_template_time(helm: ModuleType, values: dict[str
         ({"mode": "daemonset"}, "/mode"),
         ({"credentials": {"SERVICENOW_PASSWORD": 1234}}, "/credentials/SERVICENOW_PASSWORD"),
         ({"redisUrl": "redis:6379"}, "/redisUrl"),
+        ({"allowUnauthenticated": "true"}, "/allowUnauthenticated"),  # a string would be true even as "false"
     ],
 )
 def test_values_schema_rejects_wrong_types(helm: ModuleType, values: dict[str, Any], where: str) -> None:
@@ -247,3 +256,108 @@ def test_default_mapping_is_a_valid_mapping(helm: ModuleType, tmp_path: Path) ->
     configmap = next(d for d in docs if d["kind"] == "ConfigMap")
     (tmp_path / "mapping.yaml").write_text(configmap["data"]["mapping.yaml"])
     assert config_mod.load([tmp_path / "mapping.yaml"], env=CREDENTIALS).routes[0].name == "prometheus"
+
+
+def notes(helm: ModuleType, values: dict[str, Any]) -> str:
+    """NOTES.txt as `helm install` prints it."""
+    with helm.Chart.load(CHART) as chart:
+        out = chart.render(values, name="alert-ticket-bridge", namespace="monitoring", is_install=True)
+    return next(text for name, text in out.items() if name.endswith("NOTES.txt"))
+
+
+def bridge_would_start(docs: list[dict[str, Any]], folder: Path, *, args: list[str] | None = None) -> None:
+    """What the pod's bridge does first with the rendered mapping, Secret and args (or these `args`): load the
+    mapping with the Secret's values as its environment, and refuse (ConfigError) a source without a secret
+    on 0.0.0.0 unless --allow-unauthenticated is among the args."""
+    from bridge.core import config as config_mod
+    from bridge.process.server import refuse_open_sources
+
+    configmap = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].endswith("-mappings"))
+    folder.mkdir()
+    paths = []
+    for name, text in configmap["data"].items():
+        (folder / name).write_text(text)
+        paths.append(folder / name)
+    env = one(docs, "Secret").get("stringData") or {}
+    args = bridge_of(docs)["args"] if args is None else args
+    host = next(a.removeprefix("--host=") for a in args if a.startswith("--host="))
+    config = config_mod.load(paths, env=env)
+    refuse_open_sources(config, host, allow_unauthenticated="--allow-unauthenticated" in args)
+
+
+def test_a_source_without_a_secret_fails_the_render_unless_allow_unauthenticated(
+    helm: ModuleType, tmp_path: Path
+) -> None:
+    """No token and no existingSecret: `helm template` fails naming the source and the way out, rather than
+    render a pod whose bridge refuses to start on 0.0.0.0. With the token it renders a bridge that starts;
+    with allowUnauthenticated: true one that passes --allow-unauthenticated, and starts (NOTES warn)."""
+    from bridge.core.errors import ConfigError
+
+    no_token = {**CREDENTIALS, "ALERTMANAGER_TOKEN": ""}
+    with pytest.raises(helm.HelmRenderError) as refused:
+        render(helm, {"credentials": no_token})
+    said = str(refused.value)
+    assert OPEN + "alertmanager (in mapping.yaml)" in said, said
+    assert "allowUnauthenticated: true" in said and "--allow-unauthenticated" in said and "existingSecret" in said
+
+    docs = render(helm, {"credentials": CREDENTIALS})
+    assert "--allow-unauthenticated" not in bridge_of(docs)["args"]
+    bridge_would_start(docs, tmp_path / "token")
+    assert "WARNING" not in notes(helm, {"credentials": CREDENTIALS})
+
+    allowed = {"credentials": no_token, "allowUnauthenticated": True}
+    docs = render(helm, allowed)
+    assert "--allow-unauthenticated" in bridge_of(docs)["args"]
+    bridge_would_start(docs, tmp_path / "allowed")
+    assert "WARNING: allowUnauthenticated is true (--allow-unauthenticated): alertmanager (in mapping.yaml)" in notes(
+        helm, allowed
+    )
+    # what the chart refuses is what the bridge refuses: that pod without the flag would not start
+    args = [a for a in bridge_of(docs)["args"] if a != "--allow-unauthenticated"]
+    with pytest.raises(ConfigError, match="alertmanager"):
+        bridge_would_start(docs, tmp_path / "not-allowed", args=args)
+
+
+SOURCE_MAPPING = """\
+sources:
+  tool:
+    kind: generic
+    {secret}
+    options: {{name: check}}
+desks:
+  servicenow:
+    kind: servicenow
+    url: https://example.service-now.com
+    user: bridge
+    password: ${{SERVICENOW_PASSWORD}}
+routes:
+  - name: tool
+    desk: servicenow
+"""
+
+
+@pytest.mark.parametrize(
+    ("secret", "values", "is_open"),
+    [
+        ("", {}, True),  # no secret at all
+        ('secret: ""', {}, True),
+        ("secret: ${TOOL_TOKEN:-}", {}, True),
+        ("secret: ${TOOL_TOKEN:-}", {"credentials": {"SERVICENOW_PASSWORD": "p", "TOOL_TOKEN": "t"}}, False),
+        ("secret: ${TOOL_TOKEN:-}", {"existingSecret": "mine"}, False),  # the chart cannot read it
+        ("secret: ${TOOL_TOKEN:-fallback}", {}, False),
+        ("secret: ${TOOL_TOKEN}", {"credentials": {"SERVICENOW_PASSWORD": "p", "TOOL_TOKEN": "t"}}, False),
+        ("secret_file: /run/secrets/tool", {}, False),
+        ("", {"allowUnauthenticated": True}, False),
+    ],
+)
+def test_which_sources_count_as_open(helm: ModuleType, secret: str, values: dict[str, Any], is_open: bool) -> None:
+    """A source is open with no secret, an empty one, or `${VAR:-}` that neither credentials nor existingSecret
+    can fill; a default, a file, a given VAR or allowUnauthenticated lets the chart render."""
+    content = SOURCE_MAPPING.format(secret=secret)
+    given = {"credentials": {"SERVICENOW_PASSWORD": "p"}, "mappings": [{"name": "tool.yaml", "content": content}]}
+    given |= values
+    if is_open:
+        with pytest.raises(helm.HelmRenderError, match=r"without a secret: tool \(in tool.yaml\)"):
+            render(helm, given)
+    else:
+        assert bridge_of(render(helm, given))["args"][:3] == ["serve", "--host=0.0.0.0", "--port=8080"]

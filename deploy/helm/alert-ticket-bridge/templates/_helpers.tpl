@@ -78,6 +78,42 @@ app.kubernetes.io/component: {{ include "bridge.component" . }}
 {{- $_ := required "credentials.ALERTMANAGER_TOKEN is required in sidecar mode: Alertmanager's bearer token for the bridge (or set existingSecret)" (get $credentials "ALERTMANAGER_TOKEN") -}}
 {{- end -}}
 {{- end -}}
+{{- if not $.Values.allowUnauthenticated -}}
+{{- $open := include "bridge.openSources" $ -}}
+{{- if $open -}}
+{{- fail (printf "these sources would take alerts without a secret: %s. The bridge listens on 0.0.0.0 in the pod, and there it refuses to start with a source that anyone who reaches the port could post to. Give each one its secret (e.g. credentials.ALERTMANAGER_TOKEN, or existingSecret), remove the sources you do not use, or set allowUnauthenticated: true (it passes --allow-unauthenticated) to accept that" $open) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The mapping files' sources that would take alerts without a secret (bridge serve --host 0.0.0.0
+refuses to start with any, unless --allow-unauthenticated): no `secret` nor `secret_file`, an empty one,
+or `${VAR:-}` with no credentials.VAR and no existingSecret (whose keys the chart cannot read; the bridge
+names such a source when it refuses to start). "name (in file)", comma-separated; "" if none. A file
+that is not YAML the chart can read is left to the bridge. */}}
+{{- define "bridge.openSources" -}}
+{{- $open := list -}}
+{{- $credentials := default dict .Values.credentials -}}
+{{- range fromYamlArray (include "bridge.mappingFiles" .) -}}
+{{- $file := .name -}}
+{{- $doc := fromYaml (toString .content) -}}
+{{- if and (not (hasKey $doc "Error")) (kindIs "map" (get $doc "sources")) -}}
+{{- range $name, $source := get $doc "sources" -}}
+{{- if kindIs "map" $source -}}
+{{- $secret := trim (toString (default "" (get $source "secret"))) -}}
+{{- $given := or (get $source "secret_file") $secret -}}
+{{- $fallback := regexFind "^\\$\\{[A-Za-z_][A-Za-z0-9_]*:-\\}$" $secret -}}
+{{- if $fallback -}}
+{{- $given = or $.Values.existingSecret (get $credentials (trimSuffix ":-}" (trimPrefix "${" $fallback))) -}}
+{{- end -}}
+{{- if not $given -}}
+{{- $open = append $open (printf "%s (in %s)" $name $file) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- join ", " $open -}}
 {{- end -}}
 
 {{/* The bridge's container. Readiness: /readyz (Redis answers) standalone; /healthz (the process
@@ -90,6 +126,9 @@ accepts and answers webhooks) as a sidecar, so that Redis never makes the Alertm
     - serve
     - --host=0.0.0.0
     - --port=8080
+    {{- if .Values.allowUnauthenticated }}
+    - --allow-unauthenticated
+    {{- end }}
     {{- range fromYamlArray (include "bridge.mappingFiles" .) }}
     - --config=/etc/bridge/mappings/{{ .name }}
     {{- end }}
