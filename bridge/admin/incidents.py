@@ -77,7 +77,8 @@ async def show_incident(redis: Redis, incident: str, bad_record: Reporter | None
         pipe.lrange(ik.outbox, 0, -1)
         pipe.lrange(ik.audit, 0, -1)
         pipe.lrange(ik.changes, 0, -1)
-        state, members, outbox, audit, changes = await pipe.execute()
+        pipe.lrange(ik.upstream, 0, -1)
+        state, members, outbox, audit, changes, upstream = await pipe.execute()
     if not state:
         return None
     row = {_s(k): _s(v) for k, v in state.items()}
@@ -91,6 +92,15 @@ async def show_incident(redis: Redis, incident: str, bad_record: Reporter | None
     summary["audit"] = _story(row.get("first"), audit, changes, lambda e: _entry(e, base, "incident", report))
     summary["repeats"] = {k.removeprefix("repeats:"): int(v) for k, v in row.items() if k.startswith("repeats:")}
     summary["changes_dropped"] = int(row.get("changes_dropped", "0") or 0)
+    # The loop back: what people did at the desk (with who), and what is still to tell the tools.
+    desk_fields = ("at", "desk_at", "desk", "kind", "author", "ticket", "text", "outcome")
+    summary["desk_events"] = [
+        {k: e.get(k) for k in desk_fields}
+        for e in summary["audit"]
+        if isinstance(e, dict) and e.get("decision") == "DESK_EVENT"
+    ]
+    summary["upstream"] = [_entry(e, base, "upstream_action", report) for e in upstream]
+    summary["muted"] = row.get("muted") == "1"
     return summary
 
 

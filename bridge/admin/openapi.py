@@ -93,6 +93,14 @@ class IncidentDetail(Incident):
     )
     repeats: dict[str, int] = Field(description="alerts that changed nothing (why -> how many): counted, not listed")
     changes_dropped: int = Field(description="older decisions no longer listed, to make room for newer ones")
+    desk_events: list[dict[str, Any]] = Field(
+        description="changes people made at the desk (the loop back), newest first: when (the desk's time), "
+        "kind, author, the ticket, and what the bridge did (MUTED, REOPEN, OPEN, RESOLVED, CANCELLED, ...)"
+    )
+    upstream: list[dict[str, Any]] = Field(
+        description="actions on the monitoring tools not yet made (acknowledge, extend, release, comment), oldest first"
+    )
+    muted: bool = Field(description="resolved at the desk while alerts fire: notes only until every member clears")
 
 
 class Resolution(BaseModel):

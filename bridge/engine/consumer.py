@@ -51,6 +51,7 @@ class _Records:
     changed: dict[str, int] = field(default_factory=dict)  # incident base -> last change
     children: dict[str, dict[str, int]] = field(default_factory=dict)  # topology parent -> child base -> when live
     decisions: dict[tuple[str, str], int] = field(default_factory=dict)  # (route, decision) -> count
+    released: list[str] = field(default_factory=list)  # incidents resolved: their upstream acknowledgements go
 
 
 class Handoff(Protocol):
@@ -236,6 +237,8 @@ class Engine:
             pipe.zadd(keys.TIMERS, records.timers)
         if records.changed:
             pipe.zadd(keys.INCIDENTS, records.changed)
+        if records.released:  # only those holding upstream work (xx), due now (lt)
+            pipe.zadd(keys.UPSTREAM_READY, dict.fromkeys(records.released, now), xx=True, lt=True)
         parents = adoption.index(pipe, records.children, self.rt.tuning.retention_ms)
         queued = len(pipe)
         dead = [self.rt.masker.value({**d, "at": now}) for d in dead]  # without the mapping's secrets
@@ -362,6 +365,8 @@ class Engine:
             records.timers[keys.timer_member(w.base, kind, due)] = due
         if decision is not DecisionKind.DUPLICATE:
             records.changed[w.base] = now
+        if decision is DecisionKind.RESOLVE:  # settled after a mute: acknowledgements upstream are released now
+            records.released.append(w.base)
         routed = w.routed
         live = decision in (DecisionKind.OPEN, DecisionKind.REOPEN, DecisionKind.PENDING)
         if not live or not adoption.adopts(routed.incidents):

@@ -136,7 +136,7 @@ class DeskEventApplier:
             if applied.outcome in ("REOPEN", "OPEN") and applied.outbox_len:
                 ready[base] = now
             if applied.upstream_len:
-                after.zadd(keys.UPSTREAM_READY, {base: now}, nx=True)
+                after.zadd(keys.UPSTREAM_READY, {base: now}, lt=True)  # sooner than an extension due later
                 self.upstream_ready.set()
             if applied.outcome == "CANCELLED" and applied.silence_labels:
                 silences.append((event, applied.incident_id, applied.silence_labels, self._policy(base) or b"{}"))

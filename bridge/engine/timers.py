@@ -91,6 +91,8 @@ class Ticker:
             if outbox_len:
                 ready[base] = now
             later.update({keys.timer_member(base, k, d): d for k, d in timers})
+            if decision == "RESOLVE":  # acknowledgements upstream it holds are released now (the loop back)
+                records.zadd(keys.UPSTREAM_READY, {base: now}, xx=True, lt=True)
             if decision:
                 changed[base] = now
                 decided += 1

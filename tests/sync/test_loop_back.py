@@ -18,6 +18,7 @@ from bridge.engine.silences import Silences
 from bridge.process.embedded import EmbeddedRedis
 from tests.amp import alert, group
 from tests.conftest import Snow, eventually, post
+from tests.running import cli
 
 TOKEN = "desk-t0ken"
 FIELDS = {"short_description": "[{{ severity | upper }}] {{ name }} on {{ resource }}", "description": "{{ summary }}"}
@@ -110,9 +111,7 @@ A1 = alert(instance="db-1:9100", device="/dev/sda")
 A2 = alert(instance="db-1:9100", device="/dev/sdb")
 
 
-async def test_resolved_while_firing_mutes_until_clear(
-    snow: Snow, make_bridge: Any, redis: aioredis.Redis
-) -> None:
+async def test_resolved_while_firing_mutes_until_clear(snow: Snow, make_bridge: Any, redis: aioredis.Redis) -> None:
     """Resolved by a person while alerts fire (default mute_until_clear): no reopen, later alerts are notes,
     and once all clear the incident resolves without a desk resolve."""
     _, url = await start(snow, make_bridge)
@@ -220,6 +219,27 @@ async def test_cancelled_closes_and_silences_the_members(snow: Snow, make_bridge
     await eventually(lambda: suppressed(redis))
     await pusher(snow).drained()
     assert calls(snow, before) == [] and len(snow.incidents()) == 1
+
+
+async def test_incidents_show_lists_the_desk_events_with_their_author(
+    snow: Snow, make_bridge: Any, redis: aioredis.Redis, redis_server: EmbeddedRedis
+) -> None:
+    """`bridge incidents show` lists what people did at the desk: kind, author, the ticket, what it did."""
+    _, url = await start(snow, make_bridge)
+    ticket = await open_ticket(snow, url, A1)
+    await eventually(lambda: calls(snow) == ["create"])
+    await human(snow, ticket, "jdoe", comments="looking at the disk")
+    await human(snow, ticket, "asmith", **RESOLVE)
+    await eventually(lambda: applied(redis, "MUTED"))
+    shown = orjson.loads(
+        (await cli("incidents", "show", ticket["correlation_id"], BRIDGE_REDIS_URL=redis_server.url)).stdout
+    )
+    events = [(e["kind"], e["author"], e["ticket"], e["outcome"]) for e in shown["desk_events"]]
+    assert events == [
+        ("resolved", "asmith", ticket["number"], "MUTED"),
+        ("commented", "jdoe", ticket["number"], "RECORDED"),
+    ]
+    assert shown["muted"] is True and shown["desk_events"][1]["text"] == "looking at the disk"
 
 
 async def suppressed(redis: aioredis.Redis) -> bool:

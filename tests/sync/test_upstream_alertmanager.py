@@ -1,0 +1,134 @@
+"""Acknowledgements upstream through the real Alertmanager (Debian's prometheus-alertmanager): a ticket taken at
+the ServiceNow simulator silences the incident's members in Alertmanager, once with two bridge replicas; the
+person's resolve expires the silence."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aiohttp
+import pytest
+import redis.asyncio as aioredis
+
+from bridge.core import keys
+from bridge.core.config import MappingConfig
+from tests.amp import alert
+from tests.conftest import Snow, eventually
+from tests.sync.test_loop_back import FIELDS, RESOLVE, TOKEN, applied, calls, human, open_ticket, sim
+
+pytestmark = pytest.mark.e2e
+
+
+def config(snow_url: str, am_url: str) -> MappingConfig:
+    return MappingConfig.model_validate(
+        {
+            "sources": {"alertmanager": {"kind": "alertmanager", "upstream": {"url": am_url}}},
+            "desks": {"snow": {"kind": "servicenow", "url": snow_url, "user": "bridge", "password": "s3cret"}},
+            "sync": {"snow": {"secret": TOKEN}},
+            "routes": [
+                {
+                    "name": "ops",
+                    "desk": "snow",
+                    "correlate": {"by": ["{{ labels.instance }}"]},
+                    "lifecycle": {"resolve_after": "200ms", "reopen_within": "5s"},
+                    "ticket": {"fields": FIELDS},
+                }
+            ],
+        }
+    )
+
+
+async def silences(am: str) -> list[dict[str, Any]]:
+    async with aiohttp.ClientSession() as session, session.get(f"{am}/api/v2/silences") as resp:
+        assert resp.status == 200
+        found: list[dict[str, Any]] = await resp.json()
+        return found
+
+
+async def test_assigned_ticket_silences_in_alertmanager_once_and_resolve_expires_it(
+    snow: Snow, make_bridge: Any, redis: aioredis.Redis, start_alertmanager: Any
+) -> None:
+    """Assigned at the desk: one silence in Alertmanager for the incident's two members (two replicas, pushes to
+    both); the person's resolve expires it; the audit trail names who."""
+    am = start_alertmanager(9)  # its own notifications go nowhere: only its silences API is used
+    await eventually(lambda: _up(am), within=20)
+    first = await make_bridge(config(snow.url, am))
+    second = await make_bridge(config(snow.url, am))
+    url = f"http://127.0.0.1:{first.port}"
+    members = [alert(instance="db-1:9100", device="/dev/sda"), alert(instance="db-1:9100", device="/dev/sdb")]
+    ticket = await open_ticket(snow, url, *members)
+    await eventually(lambda: calls(snow) == ["create", "note"])  # the second member's note
+    for bridge in (first, second):  # the Business Rule posts to both replicas
+        target = f"http://127.0.0.1:{bridge.port}/desk-events/snow"
+        await sim(snow, "/_sim/push", {"url": target, "headers": {"Authorization": f"Bearer {TOKEN}"}})
+        if bridge is first:
+            await human(snow, ticket, "jdoe", state="2")  # in progress: taken
+        else:
+            from tests.sync.test_loop_back import pusher
+
+            body = next(d.body for d in pusher(snow).deliveries if d.body["sys_updated_by"] == "jdoe")
+            await _post(target, body)
+    made = await eventually(lambda: _active(am), within=15)
+    assert len(made) == 1
+    silence = made[0]
+    matchers = {m["name"]: m["value"] for m in silence["matchers"]}
+    assert matchers["instance"] == "db-1:9100" and "sda" in matchers["device"] and "sdb" in matchers["device"]
+    assert ticket["number"] in silence["comment"]
+    await eventually(lambda: applied(redis, "ACKNOWLEDGE"))
+    bases = await redis.zrange(keys.INCIDENTS, 0, -1)
+    state = await redis.hgetall(keys.IncidentKeys(bases[0].decode()).state)
+    assert state[b"ack:alertmanager"].decode() == silence["id"]
+
+    await human(snow, ticket, "jdoe", **RESOLVE)  # resolved while firing: muted, the silence released
+    await eventually(lambda: applied(redis, "MUTED"))
+    await eventually(lambda: _expired(am, silence["id"]), within=15)
+    assert not await _active(am)
+    assert await redis.hget(keys.IncidentKeys(bases[0].decode()).state, "ack:alertmanager") is None
+
+
+async def _up(am: str) -> bool:
+    try:
+        async with aiohttp.ClientSession() as session, session.get(f"{am}/-/ready") as resp:
+            return resp.status == 200
+    except aiohttp.ClientError:
+        return False
+
+
+async def _active(am: str) -> list[dict[str, Any]]:
+    return [s for s in await silences(am) if s["status"]["state"] == "active"]
+
+
+async def _expired(am: str, silence_id: str) -> bool:
+    return any(s["id"] == silence_id and s["status"]["state"] == "expired" for s in await silences(am))
+
+
+async def _post(url: str, body: dict[str, Any]) -> None:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(url, json=body, headers={"Authorization": f"Bearer {TOKEN}"}) as resp,
+    ):
+        assert resp.status == 202
+
+
+async def test_the_silence_expires_when_the_alerts_clear(
+    snow: Snow, make_bridge: Any, redis: aioredis.Redis, start_alertmanager: Any
+) -> None:
+    """Acknowledged, then every member clears: the bridge resolves the ticket and expires the silence it made."""
+    am = start_alertmanager(9)
+    await eventually(lambda: _up(am), within=20)
+    bridge = await make_bridge(config(snow.url, am))
+    url = f"http://127.0.0.1:{bridge.port}"
+    await sim(snow, "/_sim/push", {"url": f"{url}/desk-events/snow", "headers": {"Authorization": f"Bearer {TOKEN}"}})
+    member = alert(instance="db-2:9100")
+    ticket = await open_ticket(snow, url, member)
+    await eventually(lambda: calls(snow) == ["create"])
+    await human(snow, ticket, "jdoe", state="2")
+    made = await eventually(lambda: _active(am), within=15)
+    cleared = {**member, "status": "resolved", "endsAt": "2024-05-14T10:02:45Z"}
+    async with aiohttp.ClientSession() as session:
+        from tests.amp import group
+
+        async with session.post(f"{url}/webhook/alertmanager", json=group(cleared)) as resp:
+            assert resp.status == 202
+    await eventually(lambda: "resolve" in calls(snow))
+    await eventually(lambda: _expired(am, made[0]["id"]), within=15)
