@@ -218,3 +218,51 @@ async def test_real_nagios_takes_the_acknowledgement_and_its_echo_is_ours(
     assert note.startswith(f"[acknowledged] {service} on web-01 (critical): Acknowledged by jdoe: Looking into it")
     _, samples = await scrape(base_url(bridge))
     assert value(samples, "bridge_alerts_ours_total", source="nagios-main") == 1
+
+
+@pytest.mark.e2e
+async def test_real_nagios_whole_loop_from_the_desk(
+    snow: Snow, make_bridge: Any, start_nagios: Any, redis: aioredis.Redis, tmp_path: Path
+) -> None:
+    """The whole loop: a person takes the ticket at the ServiceNow simulator, its Business Rule pushes that to
+    the bridge, the bridge acknowledges the problem in the real Nagios through its command file, and Nagios'
+    ACKNOWLEDGEMENT notification coming back is the bridge's own: counted, no work note, no second action."""
+    from tests.sync.test_loop_back import TOKEN as SYNC_TOKEN
+    from tests.sync.test_loop_back import applied, human, sim
+
+    service = "HTTP"
+    data = bridge_config(snow.url).model_dump(mode="json", by_alias=True, exclude_none=True)
+    data["desks"]["snow"]["password"] = "s3cret"  # (secrets dump masked)
+    data["sources"]["nagios-main"]["secret"] = "nagios-bridge-token"
+    data["sources"]["nagios-main"]["upstream"] = {"command_file": str(tmp_path / "nagios" / "rw" / "nagios.cmd")}
+    data["sync"] = {"snow": {"secret": SYNC_TOKEN}}
+    bridge = await make_bridge(type(bridge_config(snow.url)).model_validate(data))
+    push = {"url": f"{base_url(bridge)}/desk-events/snow", "headers": {"Authorization": f"Bearer {SYNC_TOKEN}"}}
+    await sim(snow, "/_sim/push", push)
+    nagios = start_nagios(bridge.port, service, "status_update_interval=1\n")
+    await nagios.wait(lambda: "Successfully launched command file worker" in nagios.log(), "Nagios to start")
+    await nagios.wait(lambda: nagios.service_result(service, 2, "CRITICAL - refused"), "a reader on the pipe")
+    await nagios.wait(lambda: snow.incidents(), "the incident")
+    [ticket] = snow.incidents()
+
+    await human(snow, ticket, "jdoe", state="2")  # in progress: taken by a person
+    await nagios.wait(lambda: service_status(nagios, service).get("problem_has_been_acknowledged") == "1", "the ack")
+    line = next(line for line in nagios.log().splitlines() if "EXTERNAL COMMAND: ACKNOWLEDGE_SVC_PROBLEM" in line)
+    assert f";web-01;{service};2;1;0;alert-ticket-bridge;{MARKER} " in line and ticket["number"] in line
+    await nagios.wait(lambda: nagios.notifications(r"ACKNOWLEDGEMENT \(CRITICAL\)"), "the ACKNOWLEDGEMENT notification")
+
+    async def counted() -> bool:
+        _, samples = await scrape(base_url(bridge))
+        return value(samples, "bridge_alerts_ours_total", source="nagios-main") == 1
+
+    await nagios.wait(counted, "the bridge to count the echo as its own")
+    assert await applied(redis, "ACKNOWLEDGE")
+    assert snow.notes(ticket) == []
+    assert nagios.log().count("EXTERNAL COMMAND: ACKNOWLEDGE_SVC_PROBLEM") == 1
+    assert nagios.failed_notifications() == []
+
+    from tests.sync.test_loop_back import RESOLVE
+
+    await human(snow, ticket, "jdoe", **RESOLVE)  # resolved by the person: the acknowledgement is released
+    await nagios.wait(lambda: "EXTERNAL COMMAND: REMOVE_SVC_ACKNOWLEDGEMENT;web-01;HTTP" in nagios.log(), "release")
+    await nagios.wait(lambda: service_status(nagios, service).get("problem_has_been_acknowledged") == "0", "no ack")
