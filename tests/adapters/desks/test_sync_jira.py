@@ -24,6 +24,7 @@ from bridge.core.errors import PayloadError
 from bridge.core.sync import MARKER, DeskEvent, DeskEventKind
 from tests.adapters.desks.conftest import build, serve
 from tests.adapters.desks.pushes import Receiver, receiving
+from tests.adapters.desks.test_jira import PLATFORM, _validator, schema_problems
 from tests.adapters.desks.variants import JIRA_CLOUD, JIRA_DATACENTER, JSM, Variant
 
 FIXTURES = Path(__file__).parents[2] / "fixtures" / "desks"
@@ -214,3 +215,40 @@ async def test_malformed_webhooks_are_payload_errors(
 
 async def test_other_webhook_events_give_no_event(site: tuple[Variant, web.Application, JiraDesk]) -> None:
     assert site[2].parse_events(orjson.dumps({"webhookEvent": "worklog_created", "worklog": {}}), {}) == []
+
+
+def _no_nulls(value: Any) -> Any:
+    """Jira sends null for an empty `from`/`to`, where the published schema says string (not nullable)."""
+    if isinstance(value, dict):
+        return {k: _no_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_no_nulls(v) for v in value]
+    return value
+
+
+async def test_changelogs_and_the_polls_search_follow_atlassians_schemas(
+    site: tuple[Variant, web.Application, JiraDesk], receiver: Receiver
+) -> None:
+    """The simulator's changelog histories and webhook items validate against `Changelog` and
+    `ChangeDetails` of Atlassian's platform OpenAPI; the poll's `/search/jql` body against
+    `SearchAndReconcileRequestBean`."""
+    variant, app, desk = site
+    app[jira.PUSH].target(receiver.url)
+    store: JiraStore = app[jira.STORE]
+    ref = await desk.open("route:abc123:1", variant.fields)
+    store.act_as_human(ref.id, "jdoe", assignee="jdoe")
+    store.act_as_human(ref.id, "jdoe", to="Resolved", resolution="Fixed")
+    await desk.changes_since(0, None)
+    await app[jira.PUSH].drained()
+    histories = store.get(ref.id).histories
+    assert histories
+    for history in histories:
+        assert [e.message for e in _validator(PLATFORM, "Changelog").iter_errors(_no_nulls(history))] == []
+    for raw in receiver.bodies:
+        body = orjson.loads(raw)
+        for item in (body.get("changelog") or {}).get("items", []):
+            assert [e.message for e in _validator(PLATFORM, "ChangeDetails").iter_errors(_no_nulls(item))] == []
+    search = [r for r in store.requests if r["path"].endswith("/search/jql")]
+    for request in search:
+        assert schema_problems(request) == []
+    assert bool(search) == (variant is not JIRA_DATACENTER)
