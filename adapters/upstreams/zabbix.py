@@ -123,7 +123,12 @@ class ZabbixEvents:
         }
         if self._settings.auth_in_body:
             body["auth"] = secret(self._settings.token)
-        answer = await self._http.send(action, "POST", self._settings.url, headers=self._headers, json=body)
+        try:
+            answer = await self._http.send(action, "POST", self._settings.url, headers=self._headers, json=body)
+        except DeskTransient as exc:
+            _mask(exc.request)
+            raise
+        _mask(answer.request)  # what an error keeps (a dead letter, a log line) never holds the token
         if not answer.ok:
             raise error(self._http, action, answer)
         data = self._http.json(action, answer)
@@ -143,3 +148,9 @@ class ZabbixEvents:
         if "result" not in data:
             raise self._http.unexpected(action, answer, "the answer has neither result nor error")
         return data["result"]
+
+
+def _mask(request: dict[str, Any]) -> None:
+    kept = request.get("json")
+    if isinstance(kept, dict) and "auth" in kept:
+        kept["auth"] = "********"

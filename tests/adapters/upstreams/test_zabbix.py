@@ -93,6 +93,10 @@ async def test_the_token_as_bearer_or_in_the_body(
     assert store(app).requests[-1]["body"]["auth"] == "********"
     with pytest.raises(DeskRejected, match="Not authorized"):
         await upstream(url, session, token="wrong").acknowledge(ack("101"))
+    with pytest.raises(DeskRejected, match="Not authorized") as refused:
+        await upstream(url, session, token="wrong", auth_in_body=True).acknowledge(ack("101"))
+    assert "wrong" not in str(refused.value.record())  # the dead letter keeps the request without the token
+    assert refused.value.record()["request"]["json"]["auth"] == "********"
 
 
 async def test_an_unknown_event_does_not_block_the_others(
