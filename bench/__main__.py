@@ -35,6 +35,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seconds", type=float, default=10.0, help="wrk measurement per target")
     p.add_argument("--warmup", type=float, default=2.0, help="wrk warm-up per target")
     p.add_argument("--sizes", default="1,50", help="alerts per request, comma-separated")
+    p.add_argument(
+        "--ingest-targets", help="the ingest targets to run, comma-separated (default all; e.g."
+        " bridge,bridge-fsync,bridge-wait1: the durability settings against the default alone)",
+    )  # fmt: skip
+    p.add_argument("--ingest-rounds", type=int, default=1, help="the ingest targets' sequence, this many times over")
     p.add_argument("--engine-alerts", type=int, default=50_000)
     p.add_argument("--lua-sizes", default="10,10000", help="the incident sizes the lua section compares (members)")
     p.add_argument("--lua-rounds", type=int, default=7, help="incidents per case and size (the median is kept)")
@@ -122,8 +127,10 @@ def main(argv: list[str] | None = None) -> int:
 
             sizes = tuple(int(s) for s in args.sizes.split(","))
             print(f"ingest: sizes {sizes}, {args.seconds}s per target ...", flush=True)
+            chosen = {"targets": tuple(args.ingest_targets.split(","))} if args.ingest_targets else {}
             results["ingest"] = ingest.run(work / "ingest", workers=args.workers, connections=args.connections,
-                                           seconds=args.seconds, warmup_s=args.warmup, sizes=sizes)  # fmt: skip
+                                           seconds=args.seconds, warmup_s=args.warmup, sizes=sizes,
+                                           rounds=args.ingest_rounds, **chosen)  # fmt: skip
         if "engine" in sections:
             from bench import drain
 

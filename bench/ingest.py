@@ -14,6 +14,7 @@ same run in `durability`.
 
 from __future__ import annotations
 
+import statistics
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
@@ -30,6 +31,7 @@ DURABILITY: dict[str, dict[str, str]] = {
     "bridge-fsync": {"durability": "fsync"},
     "bridge-wait1": {"wait_replicas": "1"},
 }
+TARGETS = ("bridge", "ingress-only", "aiohttp", "alertmanager", *DURABILITY)
 
 
 def run(
@@ -40,16 +42,26 @@ def run(
     seconds: float,
     warmup_s: float,
     sizes: tuple[int, ...] = (1, 50),
-    targets: tuple[str, ...] = ("bridge", "ingress-only", "aiohttp", "alertmanager", *DURABILITY),
+    targets: tuple[str, ...] = TARGETS,
+    rounds: int = 1,
 ) -> dict[str, Any]:
+    """Each target under the same wrk load, one after another in the order given, for each payload size
+    (`targets`, a subset of TARGETS: the durability settings are compared with `bridge` of the same run).
+
+    With `rounds` > 1 the sequence of targets runs that many times over, so that each durability setting
+    is compared with the default run just before it, round by round: on a machine shared with other
+    work the load drifts over minutes, and the median of the rounds' ratios is steadier than one."""
+    unknown = set(targets) - set(TARGETS)
+    if unknown:
+        raise ValueError(f"unknown ingest targets {sorted(unknown)}: choose among {', '.join(TARGETS)}")
     rows: list[dict[str, Any]] = []
     log = work / "wrk.log"
     if "alertmanager" in targets and procs.alertmanager_binary() is None:
         targets = tuple(t for t in targets if t != "alertmanager")
     for per in sizes:
-        for target in targets:
+        for turn, target in ((turn, target) for turn in range(rounds) for target in targets):
             with ExitStack() as stack:
-                url, check, cpu = _start(stack, target, work / f"{target}-{per}", workers)
+                url, check, cpu = _start(stack, target, work / f"{target}-{per}-{turn}", workers)
                 fmt = "amapi" if target == "alertmanager" else "webhook"
                 path = "/api/v2/alerts" if target == "alertmanager" else "/webhook/alertmanager"
                 if warmup_s > 0:
@@ -58,9 +70,9 @@ def run(
                 cpu_before = cpu()
                 result = wrk(url + path, fmt=fmt, per_request=per, connections=connections, seconds=seconds, log=log)
                 cpu_used = cpu() - cpu_before
-                rows.append(_row(target, per, result, check(), cpu_used))
+                rows.append({**_row(target, per, result, check(), cpu_used), "round": turn})
     return {"rows": rows, "ratios": _ratios(rows), "durability": _durability(rows), "workers": workers,
-            "connections": connections, "seconds": seconds}  # fmt: skip
+            "connections": connections, "seconds": seconds, "rounds": rounds}  # fmt: skip
 
 
 def _start(
@@ -124,36 +136,51 @@ def _row(target: str, per: int, result: WrkResult, held: int | None, cpu_s: floa
 
 
 def _durability(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Each durability setting's ingest against the default bridge of the same run (bridge.runtime.durability)."""
+    """Each durability setting's ingest against the default bridge of the same run and round
+    (bridge.runtime.durability): per size, the median of the rounds' ratios and their range."""
     out: list[dict[str, Any]] = []
-    for row in rows:
-        if row["target"] not in DURABILITY:
-            continue
-        base = next(
-            (r for r in rows if r["target"] == "bridge" and r["alerts_per_request"] == row["alerts_per_request"]), None
-        )
-        if base is None:
-            continue
-        cpu, base_cpu = row.get("cpu_us_per_alert"), base.get("cpu_us_per_alert")
-        out.append(
-            {
-                "target": row["target"],
-                "alerts_per_request": row["alerts_per_request"],
-                "alerts_per_s_vs_default": ratio(row["alerts_per_s"], base["alerts_per_s"]),
-                "p99_ms": row["p99_ms"],
-                "default_p99_ms": base["p99_ms"],
-                "cpu_us_per_alert_extra": round(cpu - base_cpu, 1)
-                if cpu is not None and base_cpu is not None
-                else None,
-            }
-        )
+    for target in DURABILITY:
+        for per in sorted({r["alerts_per_request"] for r in rows}):
+            pairs = []
+            for row in rows:
+                if (row["target"], row["alerts_per_request"]) != (target, per):
+                    continue
+                same = ("bridge", per, row.get("round"))
+                base = next((r for r in rows if (r["target"], r["alerts_per_request"], r.get("round")) == same), None)
+                if base is not None:
+                    pairs.append((row, base))
+            if not pairs:
+                continue
+            ratios = sorted(q for q in (ratio(r["alerts_per_s"], b["alerts_per_s"]) for r, b in pairs) if q is not None)
+            extra = sorted(
+                r["cpu_us_per_alert"] - b["cpu_us_per_alert"]
+                for r, b in pairs
+                if r.get("cpu_us_per_alert") is not None and b.get("cpu_us_per_alert") is not None
+            )
+            out.append(
+                {
+                    "target": target,
+                    "alerts_per_request": per,
+                    "rounds": len(pairs),
+                    "alerts_per_s_vs_default": round(statistics.median(ratios), 3) if ratios else None,
+                    "alerts_per_s_vs_default_range": [ratios[0], ratios[-1]] if ratios else None,
+                    "p99_ms": statistics.median(r["p99_ms"] for r, _ in pairs),
+                    "default_p99_ms": statistics.median(b["p99_ms"] for _, b in pairs),
+                    "cpu_us_per_alert_extra": round(statistics.median(extra), 1) if extra else None,
+                }
+            )
     return out
 
 
 def _ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for per in sorted({r["alerts_per_request"] for r in rows}):
-        by = {r["target"]: r["alerts_per_s"] for r in rows if r["alerts_per_request"] == per}
+        by = {
+            target: statistics.median(
+                r["alerts_per_s"] for r in rows if (r["target"], r["alerts_per_request"]) == (target, per)
+            )
+            for target in {r["target"] for r in rows if r["alerts_per_request"] == per}
+        }  # the median of the rounds
         for mine in ("bridge", "ingress-only"):
             if mine in by:
                 out.append(

@@ -78,6 +78,22 @@ def markdown(r: dict[str, Any]) -> str:
                 f"{_fmt(q['vs_alertmanager'], 3)} |"
             )
         lines.append("")
+        if ing.get("durability"):
+            lines += [
+                "What each durability setting (bridge.runtime.durability) costs, against `bridge` (the default,"
+                " AOF everysec) of the same run and round (the median of the rounds, their range in brackets):",
+                "",
+                "| setting | alerts/request | rounds | alerts/s ÷ default | p99 ms (default) | extra CPU µs/alert |",
+                "|---|---:|---:|---:|---:|---:|",
+            ]
+            for d in ing["durability"]:
+                low, high = d.get("alerts_per_s_vs_default_range") or (None, None)
+                lines.append(
+                    f"| {d['target']} | {d['alerts_per_request']} | {d.get('rounds', 1)} | "
+                    f"{_fmt(d['alerts_per_s_vs_default'], 3)} [{_fmt(low, 3)}, {_fmt(high, 3)}] | "
+                    f"{_fmt(d['p99_ms'], 2)} ({_fmt(d['default_p99_ms'], 2)}) | {_fmt(d['cpu_us_per_alert_extra'])} |"
+                )
+            lines.append("")
     if "engine" in r:
         e = r["engine"]
         lines += [

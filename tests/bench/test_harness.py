@@ -69,3 +69,29 @@ def test_quick_soak_writes_its_samples_and_figure(tmp_path: Path) -> None:
         s["redis_used_memory"] > 0 and s["bridge_rss"] > 0 for s in soak["samples"]
     )
     assert svg_file.read_text().startswith("<svg") and "<polyline" in svg_file.read_text()
+
+
+@pytest.mark.timeout(150)
+def test_quick_ingest_compares_each_durability_setting_with_the_default(tmp_path: Path) -> None:
+    """`--ingest-targets bridge,bridge-fsync,bridge-wait1`: every request of each setting answered 2xx (the
+    replica is in sync, so WAIT is met), each setting reported against the default of its round."""
+    require("redis-server")
+    require("wrk")
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--only", "ingest", "--ingest-targets",
+         "bridge,bridge-fsync,bridge-wait1", "--ingest-rounds", "2", "--workers", "1", "--out", str(tmp_path),
+         "--tag", "durability"],
+        cwd=ROOT, capture_output=True, text=True, timeout=140, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    [json_file] = tmp_path.glob("*-durability.json")
+    ingest = json.loads(json_file.read_text())["ingest"]
+    rows = ingest["rows"]
+    assert {(r["target"], r["round"]) for r in rows} == {
+        (t, n) for t in ("bridge", "bridge-fsync", "bridge-wait1") for n in (0, 1)
+    }
+    assert all(r["requests"] > 0 and r["errors"] == 0 for r in rows), rows
+    compared = {(d["target"], d["alerts_per_request"]): d for d in ingest["durability"]}
+    assert set(compared) == {(t, n) for t in ("bridge-fsync", "bridge-wait1") for n in (1, 50)}
+    assert all(d["rounds"] == 2 and d["alerts_per_s_vs_default"] > 0 for d in compared.values()), compared
+    assert "What each durability setting" in (tmp_path / json_file.name.replace(".json", ".md")).read_text()
