@@ -19,9 +19,11 @@ than create name only the alias. Each call is in the intake stream before it is 
 /webhook/{source}.
 
 Answers are Opsgenie's, so clients that read them keep working: 202 `{result, took, requestId}`;
-errors `{message, took, requestId}` (a 422 adds `errors`, field by field), 503 when Redis is
-unreachable (senders retry 5xx). A `requestId` carries what became of the call, so its status is
-answered without state: `alertId` is the alias in URL-safe base64.
+errors `{message, took, requestId}` (a 422 adds `errors`, field by field) with the bridge's own
+`error` code beside them (as every refusal of the bridge has one), 503 when Redis is unreachable or,
+with BRIDGE_WAIT_REPLICAS, the replicas did not have the call in time (senders retry 5xx). A
+`requestId` carries what became of the call, so its status is answered without state: `alertId` is
+the alias in URL-safe base64.
 Reference: https://docs.opsgenie.com/docs/alert-api; opsgenie/opsgenie-python-sdk `opsgenie-oas.yml`.
 """
 
@@ -46,7 +48,7 @@ from bridge.core.errors import AuthError, PayloadError, TooLarge
 from bridge.core.models import stable_hash
 from bridge.core.source import ParseContext, Parsed
 from bridge.ingress.webhook import enqueue, read_bounded
-from bridge.runtime import heartbeats
+from bridge.runtime import durability, heartbeats
 from bridge.runtime.context import RUNTIME, Runtime
 from bridge.runtime.heartbeats import take_pings
 from bridge.runtime.http import json_response
@@ -66,6 +68,15 @@ DONE = {
     "message": ("UpdateMessage", "Updated alert message"),
     "description": ("UpdateDescription", "Updated alert description"),
     "priority": ("UpdatePriority", "Updated alert priority"),
+}
+# The bridge's error code of each refusal (bridge.core.errors), beside Opsgenie's `message`.
+CODES = {
+    400: "bad_payload",
+    401: "unauthorized",
+    404: "not_found",
+    413: "payload_too_large",
+    422: "unprocessable",
+    503: "unavailable",
 }
 
 
@@ -88,7 +99,7 @@ class _Call:
         return _b64(orjson.dumps(record))
 
     def refused(self, status: int, message: str, errors: dict[str, str] | None = None) -> web.Response:
-        body: dict[str, Any] = {"message": message}
+        body: dict[str, Any] = {"message": message, "error": CODES.get(status, "bad_request")}
         if errors:
             body["errors"] = errors
         return self.answer(body, status)
@@ -216,6 +227,8 @@ async def _alert_call(request: web.Request, name: str) -> web.Response:
         await _apply(runtime, source_name, name, parsed, record)
     except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
         return _unavailable(call, request, exc)
+    except durability.NotReplicated as exc:  # in Redis, not yet in enough replicas: the client sends again
+        return call.refused(503, exc.detail)
     runtime.metrics.received(source_name, parsed)
     call.status = DONE[name][1]
     return call.answer({"result": "Request will be processed"}, 202)
@@ -290,6 +303,8 @@ async def integration(request: web.Request) -> web.Response:
         await enqueue(runtime, name, parsed)
     except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
         return _unavailable(call, request, exc)
+    except durability.NotReplicated as exc:
+        return call.refused(503, exc.detail)
     runtime.metrics.received(name, parsed)
     call.status = DONE["create"][1]
     return call.answer({"result": "Request will be processed"}, 200)
@@ -319,7 +334,8 @@ async def _record(runtime: Runtime, source: str, alias: str) -> dict[str, str]:
 
 
 async def _apply(runtime: Runtime, source: str, name: str, parsed: Parsed, record: dict[str, str]) -> None:
-    """The alert into the intake stream and the record updated, in one round trip (bridge/runtime/batch.py)."""
+    """The alert into the intake stream and the record updated, in one round trip (bridge/runtime/batch.py);
+    with BRIDGE_WAIT_REPLICAS, NotReplicated unless that many replicas have them (as at /webhook)."""
     alert = parsed.alerts[0]
     key = _key(source, alert.identity)
     pipe = runtime.redis.pipeline(transaction=False)
@@ -329,7 +345,10 @@ async def _apply(runtime: Runtime, source: str, name: str, parsed: Parsed, recor
         kept["a"] = alert.model_copy(update={"event": None}).model_dump_json()
     pipe.hset(key, mapping=kept)
     pipe.pexpire(key, runtime.tuning.retention_ms)
-    await runtime.scripts.execute(pipe)
+    waited = durability.queue_wait(pipe, runtime.tuning)  # last: it covers every write before it
+    replies = await runtime.scripts.execute(pipe)
+    if waited:
+        durability.replicated(replies[-1], runtime.tuning)
 
 
 def _unavailable(call: _Call, request: web.Request, exc: Exception) -> web.Response:

@@ -17,11 +17,13 @@ import pytest
 import redis as sync_redis
 import redis.asyncio as aioredis
 
-from bridge.core.config import tuning
+from bridge.core.config import MappingConfig, tuning
 from bridge.process.embedded import EmbeddedRedis, free_port
 from tests.amp import alert, group
 from tests.conftest import FAST, Snow, eventually, mapping, post
 from tests.running import ROOT, LogTail, spawn, wait_ready, webhook_url, write_mapping
+
+GENIE_KEY = "genie-key-4e7a"
 
 
 def serve_embedded(tmp_path: Path, snow: Snow, port: int, **env: str) -> subprocess.Popen[bytes]:
@@ -84,14 +86,32 @@ async def test_an_external_redis_is_asked_and_a_202_that_is_not_fsynced_is_warne
     assert warnings[1] == []
 
 
+def with_opsgenie(snow_url: str) -> MappingConfig:
+    """The tests' mapping with an Opsgenie door (source `og`, API key GENIE_KEY) beside /webhook/alertmanager."""
+    raw = mapping(snow_url).model_dump(mode="json", by_alias=True, exclude_none=True)
+    raw["desks"]["snow"]["password"] = "s3cret"  # a SecretStr dumps masked
+    raw["sources"]["og"] = {"kind": "opsgenie", "secret": GENIE_KEY}
+    return MappingConfig.model_validate(raw)
+
+
+async def opsgenie_create(bridge: Any, alias: str) -> tuple[int, dict[str, Any]]:
+    """An Opsgenie client's create, through the door."""
+    url = f"http://127.0.0.1:{bridge.port}/opsgenie/og/v2/alerts"
+    body = {"message": f"disk full on {alias}", "alias": alias}
+    return await post(url, body, Authorization=f"GenieKey {GENIE_KEY}")
+
+
 async def test_with_wait_replicas_a_webhook_is_answered_once_a_replica_has_it(
     snow: Snow, make_bridge: Any, redis_server: EmbeddedRedis, tmp_path: Path
 ) -> None:
-    """No replica: 503 JSON (the alert is in Redis; the sender sends again). A replica in sync: 202, and it has it."""
+    """No replica: 503 JSON (the alert is in Redis; the sender sends again), at /webhook and at the Opsgenie
+    door. A replica in sync: 202 at both, and it has both alerts."""
     waiting = dataclasses.replace(FAST, wait_replicas=1, wait_timeout_ms=300)
-    bridge = await make_bridge(mapping(snow.url), tuning=waiting)
+    bridge = await make_bridge(with_opsgenie(snow.url), tuning=waiting)
     status, answer = await post(webhook_url(bridge), group(alert(instance="alone")))
     assert (status, answer["error"]) == (503, "unavailable") and "replicas" in answer["detail"], answer
+    status, answer = await opsgenie_create(bridge, "og-alone")
+    assert (status, answer["error"]) == (503, "unavailable") and "replicas" in answer["message"], answer
 
     replica = EmbeddedRedis(tmp_path / "replica", appendonly=False).start()
     try:
@@ -104,10 +124,13 @@ async def test_with_wait_replicas_a_webhook_is_answered_once_a_replica_has_it(
         await eventually(in_sync, within=20)
         status, answer = await post(webhook_url(bridge), group(alert(instance="replicated")))
         assert status == 202, answer
+        status, answer = await opsgenie_create(bridge, "og-replicated")
+        assert status == 202 and answer["result"] == "Request will be processed", answer
         copy = aioredis.Redis(port=replica.port)
         try:
             entries = await copy.xrange("bridge:v1:intake")
             assert any(b"replicated" in fields[b"a"] for _, fields in entries)
+            assert any(b"og-replicated" in fields[b"a"] for _, fields in entries)
         finally:
             await copy.aclose()
     finally:
