@@ -306,7 +306,6 @@ class DeskActions:
         await changes.audit(self.rt, ik, action.incident, "cleared", Checked("", ChangeRef(shown, shown)), reason)
         return f"no ticket: cleared during change {shown}"
 
-
     async def _settled(
         self, ik: keys.IncidentKeys, desk: Desk, action: Action, view: dict[bytes, bytes], lag_ms: int
     ) -> None:
