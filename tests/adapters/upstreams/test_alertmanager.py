@@ -346,3 +346,38 @@ async def test_real_alertmanager_ha_pair(start_am: Any, receiver: tuple[Receiver
         await upstream.release(ack(DISK, handle=extended))
         assert (await get(session, f"{am2}/api/v2/silence/{extended}"))["status"]["state"] == "expired"
         await asyncio.sleep(0)
+
+
+async def test_5xx_is_transient_and_the_next_url_is_tried() -> None:
+    """A peer answering 503 is passed over for the next; when every one does, transient; a 401 (a proxy's) is
+    rejected and not passed over."""
+    seen: list[str] = []
+
+    def answering(status: int, body: Any, name: str) -> web.Application:
+        async def handle(request: web.Request) -> web.Response:
+            seen.append(f"{name} {request.method} {request.path}")
+            return web.json_response(body, status=status)
+
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", handle)
+        return app
+
+    down, _ = await start_app(answering(503, "unavailable", "down"))
+    up, up_url = await start_app(answering(200, {"silenceID": "5b1c0b33-0000-4000-8000-000000000001"}, "up"))
+    denied, denied_url = await start_app(answering(401, "unauthorized", "denied"))
+    down_url = f"http://127.0.0.1:{down.addresses[0][1]}"
+    try:
+        async with aiohttp.ClientSession() as session:
+            pair = AlertmanagerUpstream.model_validate({"url": [down_url, up_url]}).build("prom", session)
+            assert await pair.acknowledge(ack(DISK)) == "5b1c0b33-0000-4000-8000-000000000001"
+            assert seen == ["down POST /api/v2/silences", "up POST /api/v2/silences"]
+            alone = AlertmanagerUpstream.model_validate({"url": down_url}).build("prom", session)
+            with pytest.raises(DeskTransient, match="HTTP 503"):
+                await alone.acknowledge(ack(DISK))
+            proxy = AlertmanagerUpstream.model_validate({"url": [denied_url, up_url], "token": "t"})
+            with pytest.raises(DeskRejected, match="HTTP 401"):
+                await proxy.build("prom", session).acknowledge(ack(DISK))
+            assert seen[-1] == "denied POST /api/v2/silences"
+    finally:
+        for runner in (down, up, denied):
+            await runner.cleanup()
