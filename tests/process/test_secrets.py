@@ -1,6 +1,7 @@
 """Secrets are never stored: with secrets planted in every desk's URL, query, headers, body and
-credentials, and a desk that rejects every call and repeats back all it was sent, none of them is in
-Redis, in the log, in an admin API answer or in `bridge dlq list`."""
+credentials, in the Opsgenie door's API key and a heartbeat's token, and a desk that rejects every call
+and repeats back all it was sent, none of them is in Redis, in the log, in an admin API answer or in
+`bridge dlq list`."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import signal
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import orjson
 import redis.asyncio as aioredis
 from aiohttp import web
@@ -18,7 +20,7 @@ from bridge.core.config import load
 from bridge.core.secrets import MASK, Masker
 from bridge.process.embedded import EmbeddedRedis, free_port
 from tests.amp import alert, group
-from tests.conftest import eventually, post, start_app
+from tests.conftest import FIXTURES, eventually, post, start_app
 from tests.running import TOKEN, LogTail, call, cli, spawn, wait_ready
 
 SECRETS = {
@@ -211,3 +213,105 @@ def test_the_secrets_of_every_section_are_known(tmp_path: Path) -> None:
     found = load([path], env).secrets()
     basic = base64.b64encode(b"integration-user:desk-password-1").decode()
     assert {"source-token-1", "desk-password-1", "beat-token-1", "integration-user", basic} <= found
+
+
+DOOR_SECRETS = {
+    "OG_KEY": "og-genie-key-0d5f2b7e",
+    "NAG_KEY": "nagios-api-key-7c4e1a90",
+    "BEAT_TOKEN": "beat-token-3a8f6c21",
+    "SNOW_PASSWORD": SECRETS["SNOW_PASSWORD"],
+}
+DOOR_LEAKS = [*DOOR_SECRETS.values(), *forms(SECRETS["SNOW_PASSWORD"], "bridge")[1:]]
+
+
+def door_mapping(desk_url: str) -> dict[str, Any]:
+    """An Opsgenie source, a nagios source for Opsgenie's nagios script, a heartbeat with a token; the
+    echoing desk, so that every ticket is a dead letter holding what the bridge sent."""
+    fields = {"short_description": "{{ name }} {{ summary }}", "description": "{{ description }}"}
+    return {
+        "sources": {
+            "og": {"kind": "opsgenie", "secret": "${OG_KEY}"},
+            "nag": {"kind": "nagios", "secret": "${NAG_KEY}"},
+        },
+        "desks": {"snow": {"kind": "servicenow", "url": desk_url, "user": "bridge", "password": "${SNOW_PASSWORD}"}},
+        "routes": [
+            {"name": "all", "desk": "snow", "correlate": {"by": ["{{ source }}"]}, "ticket": {"fields": fields}}
+        ],
+        "heartbeats": {
+            "beat": {"interval": "1s", "grace": "1s", "desk": "snow", "secret": "${BEAT_TOKEN}", "key": ["cluster"],
+                     "ticket": {"fields": fields}},
+        },
+    }  # fmt: skip
+
+
+def assert_no_door_secret(where: str, text: str | bytes) -> None:
+    blob = text if isinstance(text, str) else text.decode(errors="replace")
+    leaked = [secret for secret in DOOR_LEAKS if secret in blob]
+    assert not leaked, f"{where} holds secrets: {[s[:6] + '...' for s in leaked]}"
+
+
+async def test_secrets_of_the_opsgenie_door_and_heartbeats_are_in_no_store_log_or_answer(
+    redis_server: EmbeddedRedis, redis: aioredis.Redis, tmp_path: Path
+) -> None:
+    """The Opsgenie API key (header, query, the nagios script's body), a heartbeat's token (header, query):
+    none in Redis, the log, the admin API, `bridge dlq list` or `bridge heartbeats list`."""
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", echo)
+    runner, desk_url = await start_app(app)
+    path = tmp_path / "mapping.yaml"
+    path.write_bytes(orjson.dumps(door_mapping(desk_url)))
+    port = free_port()
+    proc = spawn(path, redis_server.url, port, BRIDGE_ADMIN_TOKEN=TOKEN, BRIDGE_ATTEMPTS="1", **DOOR_SECRETS)
+    tail = LogTail(proc)
+    base, api = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{port}/api/v1"
+    genie = f"GenieKey {DOOR_SECRETS['OG_KEY']}"
+    try:
+        await wait_ready(port)
+        create = {"message": "DiskFull on db-1", "alias": "db-1-disk", "description": "df says 100%"}
+        url = f"{base}/opsgenie/og/v2/alerts?apiKey={DOOR_SECRETS['OG_KEY']}"  # some clients add it to the URL
+        assert (await post(url, create, Authorization=genie))[0] == 202
+        assert (await post(f"{base}/opsgenie/og/v2/alerts", create, Authorization="GenieKey wrong-key"))[0] == 401
+        note = {"note": "looking", "user": "alice"}
+        url = f"{base}/opsgenie/og/v2/alerts/db-1-disk/notes?identifierType=alias"
+        assert (await post(url, note, Authorization=genie))[0] == 202
+        script = orjson.loads((FIXTURES / "nagios_service_problem.json").read_bytes())
+        status, _ = await post(f"{base}/opsgenie/nag/v1/json/nagios", {**script, "apiKey": DOOR_SECRETS["NAG_KEY"]})
+        assert status == 200
+        url = f"{base}/heartbeat/beat?cluster=eu&token={DOOR_SECRETS['BEAT_TOKEN']}"
+        status, answer, _ = await call("GET", url, token=DOOR_SECRETS["BEAT_TOKEN"])
+        assert (status, answer["key"]) == (202, {"cluster": "eu"}), answer
+        assert (await post(f"{base}/heartbeat/beat?cluster=us", {}, Authorization="Bearer wrong"))[0] == 401
+        status, _, _ = await call("GET", f"{base}/opsgenie/og/v2/heartbeats/beat/ping?cluster=us", token=None)
+        assert status == 401  # no key
+        async with aiohttp.ClientSession() as session:
+            ping = f"{base}/opsgenie/og/v2/heartbeats/beat/ping?cluster=us"
+            async with session.get(ping, headers={"Authorization": genie}) as resp:
+                assert resp.status == 202, await resp.text()
+
+        async def letters() -> list[dict[str, Any]] | None:
+            found = [e for e in (await call("GET", api + "/dlq"))[1] if e["kind"] == "desk_rejected"]
+            # the Opsgenie alert, the nagios one, and both heartbeats' "no heartbeat" tickets
+            return found if len(found) >= 4 else None
+
+        await eventually(letters, within=30)
+        incidents = (await call("GET", api + "/incidents"))[1]
+        shown = [(await call("GET", api + f"/incidents/{i['id']}"))[1] for i in incidents]
+        listed = (await call("GET", api + "/dlq"))[1]
+        printed = (await cli("dlq", "list", BRIDGE_REDIS_URL=redis_server.url)).stdout
+        beats = (await cli("heartbeats", "list", BRIDGE_REDIS_URL=redis_server.url)).stdout
+        stored = await everything_in(redis)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        await asyncio.to_thread(proc.wait, 20)
+        tail.join()
+        await runner.cleanup()
+
+    assert len(incidents) >= 4 and all(i["audit"] for i in shown), incidents
+    assert b"eu" in beats and b"us" in beats, beats
+    assert b"db-1-disk" in stored and b"web-01" in stored  # what was sent is there, without the keys
+    assert_no_door_secret("Redis", stored)
+    assert_no_door_secret("the log", tail.text())
+    assert_no_door_secret("GET /api/v1/dlq", orjson.dumps(listed))
+    assert_no_door_secret("GET /api/v1/incidents/{id}", orjson.dumps(shown))
+    assert_no_door_secret("bridge dlq list", printed)
+    assert_no_door_secret("bridge heartbeats list", beats)
