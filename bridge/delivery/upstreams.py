@@ -113,7 +113,7 @@ class UpstreamWorker:
             wait = (
                 int(exc.retry_after * 1000)
                 if exc.retry_after
-                else min(MAX_BACKOFF_MS, FIRST_BACKOFF_MS << min(attempts, 10))
+                else min(MAX_BACKOFF_MS, FIRST_BACKOFF_MS << min(attempts - 1, 10))
             )
             until = self.rt.clock() + wait
             await self.rt.redis.set(keys.upstream_breaker(source), until, px=wait)
