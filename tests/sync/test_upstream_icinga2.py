@@ -128,6 +128,7 @@ async def test_a_refused_acknowledgement_is_a_dead_letter(
     bridge, ticket = await started(snow, make_bridge, url, password="wrong")
     await human(snow, ticket, "jdoe", state="2")
     await eventually(lambda: results(bridge).get("rejected", 0) == 1)
+    assert not any(o["acknowledgement"] for o in app[icinga2.STORE].objects.values())
     letters = await redis.xrange(keys.DLQ)
     assert [orjson.loads(f[b"entries"])[0]["kind"] for _, f in letters if f[b"kind"] == b"upstream_rejected"] == ["ACK"]
     bases = await redis.zrange(keys.INCIDENTS, 0, -1)
