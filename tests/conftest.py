@@ -66,15 +66,8 @@ ON_CLUSTER = os.environ.get("BRIDGE_TEST_REDIS") == "cluster"
 # (docs/operations.md, "Redis Cluster"), and those that look into the standalone client's pipelines.
 NOT_ON_CLUSTER = {
     "tests/engine/policy/test_root_cause.py": (
-        "topology adoption: adopt.lua spans a parent's and a child's slots",
-        (
-            "test_a_late_parent_adopts_its_children_and_closes_their_tickets",
-            "test_with_hold_the_order_makes_no_difference[parent_last]",
-            "test_adoption_is_shared_by_replicas",
-            "test_a_parent_adopts_only_children_within_adopt_within",
-            "test_a_storm_of_one_parents_children_is_adopted_with_them",
-            "test_an_alert_placed_just_before_its_incidents_adoption_runs_on_the_parent",
-        ),
+        "calls adopt.lua on one pipeline; on a cluster an adoption is adopt_child.lua, then adopt_parent.lua",
+        ("test_an_alert_placed_just_before_its_incidents_adoption_runs_on_the_parent",),
     ),
     "tests/engine/test_heartbeats.py": ("heartbeat_ping.lua and heartbeat_expire.lua span slots", ("*",)),
     "tests/delivery/test_faults.py": (

@@ -19,6 +19,7 @@ import structlog
 from bridge.core import keys
 from bridge.core.config import Route
 from bridge.runtime import outbox
+from bridge.runtime.connect import is_cluster
 from bridge.runtime.context import Runtime
 from bridge.runtime.scripts import Scripts
 
@@ -69,10 +70,13 @@ async def adopt_round(rt: Runtime, parent: str, since: int, now: int) -> bool:
     children = [c.decode() if isinstance(c, bytes) else str(c) for c in found]
     if not children:
         return True
-    pipe = rt.redis.pipeline(transaction=False)
-    for child in children:
-        rt.scripts.adopt(parent, child, now, policy, pipe)
-    replies = await rt.scripts.execute(pipe, raise_on_error=False)
+    if is_cluster(rt.redis):
+        replies = await _adopt_in_two_halves(rt, parent, children, now, policy)
+    else:
+        pipe = rt.redis.pipeline(transaction=False)
+        for child in children:
+            rt.scripts.adopt(parent, child, now, policy, pipe)
+        replies = await rt.scripts.execute(pipe, raise_on_error=False)
     finished: list[str] = []
     ready: dict[str, int] = {}
     adopted = 0
@@ -102,3 +106,38 @@ async def adopt_round(rt: Runtime, parent: str, since: int, now: int) -> bool:
         rt.metrics.decisions.labels(route_id, "ADOPTED").inc(adopted)
     await rt.scripts.execute(records)
     return len(children) < ROUND and len(finished) == len(children)
+
+
+async def _adopt_in_two_halves(rt: Runtime, parent: str, children: list[str], now: int, policy: bytes) -> list[Any]:
+    """On Redis Cluster a parent's and a child's keys are in two slots, and no script spans them: each
+    child's half (adopt_child.lua) runs first, then the parent's (adopt_parent.lua) with the share the
+    child's half returned. Each half is atomic and may run again: a round cut between the two (a crash)
+    leaves the child in the parent's index, and the timer's next round gets the same share from the
+    merged child and completes the parent's half, which does nothing if it was done. The parent's
+    liveness is read just before: should it close between that read and its half, the child is merged
+    into a parent that took nothing (its alerts come back to the parent as they fire again).
+    Returns adopt.lua's replies: [outcome, alerts moved, parent outbox length, child outbox length]."""
+    parent_state: list[Any] = await rt.redis.hmget(keys.IncidentKeys(parent).state, ["state", "epoch", "route"])
+    if parent_state[0] not in LIVE or parent_state[1] is None:
+        return [[b"parent_not_live", 0, 0, 0] for _ in children]
+    halves = rt.redis.pipeline(transaction=False)
+    for child in children:
+        rt.scripts.adopt_child(parent, parent_state, child, now, policy, halves)
+    firsts = await rt.scripts.execute(halves, raise_on_error=False)
+    halves = rt.redis.pipeline(transaction=False)
+    shared: list[int] = []
+    for i, (child, first) in enumerate(zip(children, firsts, strict=True)):
+        if not isinstance(first, Exception) and first[1]:
+            rt.scripts.adopt_parent(parent, child, first[1], now, policy, halves)
+            shared.append(i)
+    seconds = await rt.scripts.execute(halves, raise_on_error=False) if shared else []
+    replies: list[Any] = []
+    for first in firsts:
+        replies.append(first if isinstance(first, Exception) else [first[0], 0, 0, first[2]])
+    for i, second in zip(shared, seconds, strict=True):
+        if isinstance(second, Exception):
+            replies[i] = second
+        else:
+            outcome = second[0] if second[0] != b"done" else replies[i][0]
+            replies[i] = [outcome, second[1], second[2], replies[i][3]]
+    return replies

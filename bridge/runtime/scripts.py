@@ -104,6 +104,8 @@ class Scripts:
         self._token: AsyncScript = redis.register_script(_source("take_token.lua"))
         self._settle: AsyncScript = redis.register_script(_source("settle.lua"))
         self._adopt: AsyncScript = redis.register_script(_source("adopt.lua"))
+        self._adopt_child: AsyncScript = redis.register_script(_source("adopt_child.lua"))  # Redis Cluster's
+        self._adopt_parent: AsyncScript = redis.register_script(_source("adopt_parent.lua"))  # two halves
         self._storm: AsyncScript = redis.register_script(_source("storm_admit.lua"))
         self._beat: AsyncScript = redis.register_script(_source("heartbeat_ping.lua"))
         self._lapse: AsyncScript = redis.register_script(_source("heartbeat_expire.lua"))
@@ -119,6 +121,8 @@ class Scripts:
             self._token,
             self._settle,
             self._adopt,
+            self._adopt_child,
+            self._adopt_parent,
             self._storm,
             self._beat,
             self._lapse,
@@ -205,6 +209,22 @@ class Scripts:
         own = pk.script_keys()
         keys_ = [*own, *ck.script_keys(), ck.lease]
         self._queue(pipe, self._adopt, keys_, [now_ms, policy, parent, child, len(own)])
+
+    def adopt_child(
+        self, parent: str, parent_state: list[Any], child: str, now_ms: int, policy: bytes, pipe: Pipeline
+    ) -> None:
+        """Queue the child's half of an adoption on Redis Cluster (adopt_child.lua); `parent_state` is the
+        parent's state, epoch and route as read just before. The reply is [outcome, share, child outbox length]."""
+        ck = keys.IncidentKeys(child)
+        epoch, route = (_s(v) if v is not None else "" for v in parent_state[1:3])
+        self._queue(pipe, self._adopt_child, [*ck.script_keys(), ck.lease], [now_ms, policy, parent, child,
+                    f"{parent}:{epoch}", route])  # fmt: skip
+
+    def adopt_parent(self, parent: str, child: str, share: bytes, now_ms: int, policy: bytes, pipe: Pipeline) -> None:
+        """Queue the parent's half (adopt_parent.lua), with the share the child's half returned. The reply is
+        [outcome, alerts moved, parent outbox length]."""
+        self._queue(pipe, self._adopt_parent, keys.IncidentKeys(parent).script_keys(),
+                    [now_ms, policy, parent, child, share])  # fmt: skip
 
     @staticmethod
     def adopted(reply: list[Any]) -> tuple[str, int, int, int]:
