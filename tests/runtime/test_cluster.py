@@ -110,3 +110,51 @@ async def test_a_master_failover_mid_flow_loses_no_alert_and_duplicates_no_ticke
         assert not duplicates, f"duplicate tickets {duplicates}; answers {answers}"
     finally:
         await bridge.stop()
+
+
+@pytest.mark.cluster
+async def test_an_adoption_cut_between_its_halves_is_completed_once_by_the_next_round(
+    local_cluster: LocalCluster,
+) -> None:
+    """On a cluster a parent's and a child's keys are in two slots: the child's half of an adoption runs
+    first and keeps the parent's share. A round cut right after it (a crash) leaves the parent without
+    the child's alert; the next round takes the same share from the merged child and completes the
+    parent's half, once: a third round does nothing, and the parent's ticket gets one note."""
+    from types import SimpleNamespace
+
+    from redis.crc import key_slot
+
+    from bridge.core.routing import policy_json
+    from bridge.engine.adoption import _adopt_in_two_halves
+    from bridge.runtime.scripts import AlertStep, Scripts
+    from tests.engine.policy.test_root_cause import TOPOLOGY, by_host
+
+    client = connect(local_cluster.url)
+    await client.initialize()
+    try:
+        scripts = Scripts(client)
+        await scripts.load()
+        parent, child = keys.IncidentKeys("ops:parent"), keys.IncidentKeys("ops:child")
+        assert key_slot(parent.state.encode()) != key_slot(child.state.encode())
+        rules = policy_json(by_host("http://127.0.0.1:1", topology=TOPOLOGY).routes[0], 60_000, 50)
+        for i, (base, identity) in enumerate((("ops:child", "h1"), ("ops:parent", "sw"))):
+            step = AlertStep(base, identity, "firing", "critical", 1, False, b'{"name":"x"}', "ops", identity, rules,
+                             name="HostDown", key=identity)  # fmt: skip
+            assert (await scripts.apply_alert(step, 1_000 + i)).decision.value == "OPEN"
+
+        state = await client.hmget(parent.state, ["state", "epoch", "route"])
+        pipe = client.pipeline(transaction=False)
+        scripts.adopt_child("ops:parent", state, "ops:child", 2_000, rules, pipe)
+        ((outcome, share, _),) = await scripts.execute(pipe)  # ... and the round is cut here
+        assert outcome == b"adopted" and share
+        assert await client.hget(parent.state, "firing") == b"1"
+
+        rt = SimpleNamespace(redis=client, scripts=scripts)
+        rounds = [await _adopt_in_two_halves(rt, "ops:parent", ["ops:child"], 3_000, rules) for _ in range(2)]  # type: ignore[arg-type]
+        assert [r[0][:2] for r in rounds] == [[b"adopted", 1], [b"done", 0]]
+        assert await client.hget(parent.state, "firing") == b"2"
+        assert await client.hget(child.state, "merged_into") == b"ops:parent"
+        notes = [orjson.loads(e) for e in await client.lrange(parent.outbox, 0, -1)]
+        assert [n["kind"] for n in notes].count("NOTE") == 1 and "adopted" in notes[-1]["reason"]
+    finally:
+        await client.aclose()
