@@ -50,6 +50,24 @@ def test_a_bad_cluster_url_is_a_config_error(url: str) -> None:
         connect(url)
 
 
+def test_heartbeats_on_a_cluster_are_refused_at_start_and_on_reload() -> None:
+    """Heartbeats do not run on Redis Cluster yet: a mapping with them is a start-up error there (and a
+    reload that adds them is rejected), not a 500 for every ping; on one Redis the same mapping starts."""
+    from bridge.runtime.context import Runtime
+    from bridge.runtime.scripts import Scripts
+    from tests.engine.test_heartbeats import beat_mapping
+
+    with_beats, plain = beat_mapping(Snow("http://127.0.0.1:1", None)), mapping("http://127.0.0.1:1")  # type: ignore[arg-type]
+    cluster = connect("redis+cluster://127.0.0.1:1")  # not connected: nothing here reaches Redis
+    with pytest.raises(ConfigError, match="heartbeats: do not run on Redis Cluster yet"):
+        Runtime(cluster, Scripts(cluster), with_beats)
+    rt = Runtime(cluster, Scripts(cluster), plain)
+    with pytest.raises(ConfigError, match="Redis Cluster"):
+        rt.use_config(with_beats)
+    one = connect("redis://127.0.0.1:1/0")
+    assert Runtime(one, Scripts(one), with_beats).config.heartbeats
+
+
 @pytest.mark.cluster
 @pytest.mark.parametrize("how", ["failover", "sigkill"])
 async def test_a_master_failover_mid_flow_loses_no_alert_and_duplicates_no_ticket(
