@@ -88,8 +88,14 @@ class bound:
         reset_contextvars(**self._tokens)
 
 
+# JSON allows these raw inside strings, but they end a line for Python's str.splitlines, JavaScript and
+# some log viewers: escaped, an event is one line wherever it is read (alert text and paths carry them).
+_LINE_BREAKS = str.maketrans({"\u2028": "\\u2028", "\u2029": "\\u2029", "\x85": "\\u0085"})
+
+
 def _orjson_text(value: Any, **_: Any) -> str:
-    return orjson.dumps(value, default=str).decode()
+    text = orjson.dumps(value, default=str).decode()
+    return text if text.isascii() else text.translate(_LINE_BREAKS)
 
 
 class _CurrentStderr:

@@ -153,3 +153,20 @@ def test_scrub_skips_only_text_no_pattern_could_change(text: str) -> None:
     for pattern, replacement in logs._IN_TEXT:
         slow = pattern.sub(replacement, slow)
     assert logs._scrub(text) == slow
+
+
+def test_an_event_is_one_line_whatever_its_text_holds() -> None:
+    """U+2028, U+2029 and NEL in a logged value (alert text, a request path) are escaped: every reader of
+    lines, str.splitlines included, sees one line per event, and its JSON the same text."""
+    import subprocess
+    import sys
+
+    text = "/opsgenie/x/é\u2028y\x85z\u2029"
+    script = (
+        "import structlog; from bridge.core import logs; logs.configure(json=True); "
+        f"structlog.get_logger('t').info('request_refused', path={text!r})"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, check=True, timeout=30)
+    lines = done.stderr.decode().splitlines()
+    assert len(lines) == 1, lines
+    assert orjson.loads(lines[0])["path"] == text
