@@ -351,8 +351,7 @@ class Engine:
         silence = routed.incidents.sync.on_desk_cancel_silence > 0
         if not silence and (source is None or source.upstream is None):
             return {}
-        labels = orjson.dumps(alert.labels)
-        return {"source": alert.source, "labels": labels.decode() if len(labels) <= 4096 else ""}
+        return {"source": alert.source}  # the step takes the labels from the alert's JSON, when a member joins
 
     def _record(self, records: _Records, w: _Work, applied: Applied, now: int) -> None:
         decision = applied.decision

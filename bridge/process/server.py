@@ -178,7 +178,6 @@ class Bridge:
             viewer_token=self.viewer_token,
             allow_unauthenticated=self.allow_unauthenticated,
         )
-        rt.metrics.sync_desks = tuple(self.config.desks)
         rt.not_ready = f"starting: connecting to Redis at {without_password(self.redis_url)}"
         self.runtime = rt
         await rt.open_desks()

@@ -71,6 +71,7 @@ class Runtime:
         self.bad_record = Reporter(self.metrics)
         self.masker = Masker(self.config.secrets())
         logs.mask(self.masker.secrets)
+        self.metrics.sync_desks = tuple(self.config.desks)  # the ticket indexes the gauges measure
 
     def _router(self, config: MappingConfig) -> Router:
         if config.heartbeats and is_cluster(self.redis):  # at start, and a reload that adds them is rejected
@@ -87,6 +88,7 @@ class Runtime:
         self.sources = _sources(config)
         self.masker = self.masker | Masker(config.secrets())
         logs.mask(self.masker.secrets)
+        self.metrics.sync_desks = tuple(config.desks)
 
     async def open_desks(self) -> None:
         if self.session is None:

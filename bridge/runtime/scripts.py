@@ -63,8 +63,7 @@ class AlertStep:
     child: bool = False  # a topology child on its own incident (`topology.hold` applies)
     live: bool = False  # placed on its own incident because placement found it live (see MOVED)
     key: str = ""  # the rendered correlation key, kept with a new incident for humans (adoption notes)
-    source: str = ""  # the alert's source, kept per member for acknowledgements upstream ("" : not kept)
-    labels: str = ""  # its labels as JSON (at most 4 KB), with `source`
+    source: str = ""  # the alert's source: a member joining keeps it with its labels, for the loop back ("": not)
 
     def flags(self) -> str:
         """ARGV[10] of apply_alert.lua: suppressed, child, live, comma-separated."""
@@ -181,7 +180,6 @@ class Scripts:
             step.auto_ms,
             step.key[:200],
             step.source,
-            step.labels,
         ]
         ik = keys.IncidentKeys(step.base)
         if pipe is not None:

@@ -35,9 +35,10 @@ ARGV[17] the alert's name (kept for members that timers may write about: flappin
 ARGV[18] the member's auto-resolve window (ms; "0": none): its alert's route's, or the rule's that matched
          it, so one incident may hold members of sources that clear and of sources that never do
 ARGV[19] the rendered correlation key (kept with a new incident, for humans: the note of an adoption)
-ARGV[20] the alert's source (name in the mapping)   ARGV[21] its labels (JSON object, at most 4 KB, else "")
-         kept per member as "s:<identity>" in KEYS[6] ("<source>|<labels JSON>"), for the loop back's
-         acknowledgements upstream (bridge/sync); the state's `srcs` lists the sources of its members
+ARGV[20] the alert's source (name in the mapping), or "" : where the loop back may need it, a member joining
+         keeps its source and labels (taken from ARGV[8], at most 4 KB of them) as "s:<identity>" in KEYS[6]
+         ("<source>|<labels JSON>"), for acknowledgements upstream and the silence of a cancelled ticket
+         (apply_desk_event.lua, bridge/delivery/upstreams.py); the state's `srcs` lists its members' sources
 
 The loop back (apply_desk_event.lua) may mark a live incident `muted`: a person resolved its ticket while
 members still fired. Then later alerts are notes only (as always while live), and once every member has
@@ -79,7 +80,7 @@ local alert_name = ARGV[17] or ""
 local auto_after = tonumber(ARGV[18] or "") or policy.auto_resolve_after or 0
 if auto_after <= 0 then auto_after = nil end
 local key_text = ARGV[19] or ""
-local source, labels_json = ARGV[20] or "", ARGV[21] or ""
+local source = ARGV[20] or ""
 local RANK = {firing = 0, acknowledged = 1, resolved = 2}
 local MARKS_KEPT = 4
 local timers = {}
@@ -334,7 +335,11 @@ local function set_member(st)
   redis.call("HSET", K_MEMBERS, identity, occ .. "|" .. st .. "|" .. sev .. "|" .. now .. "|" .. kept .. resource)
   if source ~= "" and st ~= "resolved" and (not prev or prev.status == "resolved") then
     -- joining (or firing again): who it came from, for an acknowledgement upstream (bridge/sync)
-    redis.call("HSET", K_DETAILS, "s:" .. identity, source .. "|" .. labels_json)
+    -- decoded only here, once per member joining: no cost for the repeats
+    local ok, decoded = pcall(cjson.decode, alert_json)
+    local labels = ok and type(decoded) == "table" and type(decoded.labels) == "table" and cjson.encode(decoded.labels) or ""
+    if #labels > 4096 then labels = "" end
+    redis.call("HSET", K_DETAILS, "s:" .. identity, source .. "|" .. labels)
     local srcs = inc[9] or ","
     if not string.find(srcs, "," .. source .. ",", 1, true) then
       inc[9] = srcs .. source .. ","
