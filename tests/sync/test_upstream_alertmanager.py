@@ -132,3 +132,37 @@ async def test_the_silence_expires_when_the_alerts_clear(
             assert resp.status == 202
     await eventually(lambda: "resolve" in calls(snow))
     await eventually(lambda: _expired(am, made[0]["id"]), within=15)
+
+
+async def test_an_acknowledgement_about_to_end_is_extended_while_the_ticket_is_open(
+    snow: Snow, make_bridge: Any, redis: aioredis.Redis, start_alertmanager: Any
+) -> None:
+    """A silence within its last quarter hour, the ticket still open: the worker moves its end an hour ahead,
+    the same silence id kept."""
+    am = start_alertmanager(9)
+    await eventually(lambda: _up(am), within=20)
+    bridge = await make_bridge(config(snow.url, am))
+    url = f"http://127.0.0.1:{bridge.port}"
+    await sim(snow, "/_sim/push", {"url": f"{url}/desk-events/snow", "headers": {"Authorization": f"Bearer {TOKEN}"}})
+    ticket = await open_ticket(snow, url, alert(instance="db-3:9100"))
+    await eventually(lambda: calls(snow) == ["create"])
+    await human(snow, ticket, "jdoe", state="2")
+    made = (await eventually(lambda: _active(am), within=15))[0]
+    base = (await redis.zrange(keys.INCIDENTS, 0, -1))[0].decode()
+    now = bridge.runtime.clock()
+    await redis.hset(keys.IncidentKeys(base).state, "ack_until:alertmanager", now + 60_000)  # as if 59 minutes passed
+    await redis.zadd(keys.UPSTREAM_READY, {base: now})
+    extended = await eventually(lambda: _ends_after(am, made["endsAt"]), within=15)
+    assert [s["id"] for s in extended] == [made["id"]]
+    extends = [
+        s.value
+        for m in bridge.runtime.metrics.upstream_actions.collect()
+        for s in m.samples
+        if s.name.endswith("_total") and s.labels["action"] == "extend" and s.labels["result"] == "ok"
+    ]
+    assert extends == [1.0]
+
+
+async def _ends_after(am: str, ends: str) -> list[dict[str, Any]]:
+    active = await _active(am)
+    return active if active and all(s["endsAt"] > ends for s in active) else []
