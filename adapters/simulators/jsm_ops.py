@@ -30,7 +30,13 @@ alias 512, description 15000, note 25000 (longer: 422), at most 20 tags. Errors 
 understand `alias:<value>` (quoted or not), `status:open|closed`, `acknowledged:true|false`, joined by
 `AND`. The shared fault switches apply (faults.py); `read_only` makes writes 403.
 Test hooks: `GET /_sim/alerts`, `GET /_sim/requests`, `/_sim/faults`, `/_sim/reset`; in-process
-`app[STORE]`. As a process: `bridge simulate jsm-ops --port P` (the API key and the API token are
+`app[STORE]`. The loop back: `OpsStore.act_as_human(alias, user, action, note)` (or `POST
+/_sim/human/{alias}` `{"user", "action": "acknowledge"|"close"|"notes", "note"?}`) is a person's
+action; every acknowledge, close and note, the API's too, is pushed to the target of `POST
+/_sim/push` `{"url", "headers"?}` (`app[PUSH]`) as JSM Ops' outgoing Webhook integration sends it
+(Opsgenie's format [INFERRED]: `{"action", "alert": {alertId, alias, message, tinyId, username,
+userId, note, createdAt, updatedAt, ...}, "source", "integrationName", "integrationId"}`).
+As a process: `bridge simulate jsm-ops --port P` (the API key and the API token are
 the password, the email the user, the cloud id `sim-cloud`).
 """
 
@@ -52,6 +58,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from adapters.simulators.faults import FAULTS, FaultAnswers, Faults, install
+from adapters.simulators.pusher import Pusher
 from adapters.simulators.requestlog import recorder
 
 INTEGRATION = "/jsm/ops/integration/v2/alerts"
@@ -84,6 +91,40 @@ class OpsStore:
     outcomes: dict[str, dict[str, Any]] = field(default_factory=dict)  # request id -> its status
     requests: list[dict[str, Any]] = field(default_factory=list)
     _tiny: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+    on_action: list[Any] = field(default_factory=list)  # callables taking (verb, alert, user, note)
+
+    def apply(self, alert: dict[str, Any], name: str, user: str, note: str) -> tuple[bool, str]:
+        """acknowledge, close or notes on one alert: (done, the request's status text)."""
+        now = _now()
+        if name in ("close", "acknowledge") and alert["status"] == "closed":
+            return False, "Alert is already closed"
+        if name == "close":
+            alert["status"] = "closed"
+            alert["closeNote"] = note
+            if note:
+                alert["notes"].append({"note": note, "owner": user, "createdAt": now, "close": True})
+            status = "Closed alert"
+        elif name == "acknowledge":
+            alert["acknowledged"] = True
+            if note:
+                alert["notes"].append({"note": note, "owner": user, "createdAt": now})
+            status = "Acknowledged alert"
+        else:
+            alert["notes"].append({"note": note, "owner": user, "createdAt": now})
+            status = "Added note"
+        alert["updatedAt"] = now
+        verb = {"acknowledge": "Acknowledge", "close": "Close", "notes": "AddNote"}[name]
+        for listener in self.on_action:
+            listener(verb, alert, user, note)
+        return True, status
+
+    def act_as_human(self, alias: str, user: str, action: str, note: str = "") -> dict[str, Any]:
+        """A person in JSM: acknowledge, close or add a note (`notes`) on the alias's alert."""
+        alert = self.find(alias, "alias")
+        if alert is None or action not in ("acknowledge", "close", "notes"):
+            raise OpsError(404, f"no alert {alias!r} or no action {action!r}")
+        self.apply(alert, action, user, note)
+        return alert
 
     def reset(self) -> None:
         self.alerts.clear()
@@ -123,6 +164,34 @@ class OpsStore:
 
 
 STORE = web.AppKey("jsm_ops_store", OpsStore)
+PUSH = web.AppKey("jsm_ops_push", Pusher)
+
+
+def webhook_body(verb: str, alert: dict[str, Any], user: str, note: str) -> dict[str, Any]:
+    """What JSM Ops' outgoing Webhook integration posts for one action on an alert (Opsgenie's format)."""
+    shown = {
+        "alertId": alert["id"],
+        "message": alert["message"],
+        "tags": alert["tags"],
+        "tinyId": alert["tinyId"],
+        "entity": alert["entity"],
+        "alias": alert["alias"],
+        "createdAt": _ms(alert["createdAt"]),
+        "updatedAt": _ms(alert["updatedAt"]),
+        "username": user,
+        "userId": f"user-{user}",
+        "description": alert["description"],
+        "priority": alert["priority"],
+        "source": alert["source"],
+    } | ({"note": note} if note else {})
+    integration = {"integrationName": "Webhook", "integrationId": "sim-webhook", "integrationType": "Webhook"}
+    return {"action": verb, "alert": shown, "source": {"name": "", "type": "web"}} | integration
+
+
+def _ms(text: str) -> int:
+    return int(datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%f%z").timestamp() * 1000)
+
+
 _KEYS = web.AppKey("jsm_ops_keys", dict)
 
 
@@ -137,6 +206,10 @@ def make_app(
     store = OpsStore()
     app = web.Application(middlewares=[recorder(lambda r: r.path.startswith("/jsm/"), _requests_of), _errors])
     app[STORE] = store
+    push = Pusher()
+    app[PUSH] = push
+    store.on_action.append(lambda verb, alert, user, note: push.push(webhook_body(verb, alert, user, note)))
+    app.on_cleanup.append(lambda _: push.aclose())
     app[_KEYS] = {
         "genie": api_key,
         "basic": base64.b64encode(f"{email}:{api_token}".encode()).decode(),
@@ -153,7 +226,26 @@ def make_app(
     app.router.add_get(api + "/{id}", _get)
     app.router.add_get("/_sim/alerts", _all)
     app.router.add_get("/_sim/requests", _requests)
+    app.router.add_post("/_sim/human/{alias}", _human)
+    app.router.add_post("/_sim/push", _push_target)
     return app
+
+
+async def _human(request: web.Request) -> web.Response:
+    body = await _body(request, required=True)
+    if not isinstance(body.get("user"), str) or not isinstance(body.get("action"), str):
+        raise OpsError(422, 'send {"user", "action": "acknowledge"|"close"|"notes", "note"?}')
+    note = body.get("note")
+    text = note if isinstance(note, str) else ""
+    alert = request.app[STORE].act_as_human(request.match_info["alias"], body["user"], body["action"], text)
+    return web.json_response(_public(alert))
+
+
+async def _push_target(request: web.Request) -> web.Response:
+    body = await _body(request, required=True)
+    headers = body.get("headers") or {}
+    request.app[PUSH].target(str(body.get("url", "")), {str(k): str(v) for k, v in headers.items()})
+    return web.json_response({"url": request.app[PUSH].url})
 
 
 FAULT_ANSWERS = FaultAnswers(
@@ -304,27 +396,8 @@ async def _action(request: web.Request) -> web.Response:
     alias = alert["alias"] if alert else identifier if kind == "alias" else ""
     if alert is None:  # accepted all the same: the request's status says what became of it
         return _accepted(store.outcome(verb, None, alias, False, "Alert does not exist"))
-    now = _now()
-    if name == "close":
-        if alert["status"] == "closed":
-            return _accepted(store.outcome(verb, alert, alias, False, "Alert is already closed"))
-        alert["status"] = "closed"
-        alert["closeNote"] = note
-        if note:
-            alert["notes"].append({"note": note, "owner": user, "createdAt": now, "close": True})
-        status = "Closed alert"
-    elif name == "acknowledge":
-        if alert["status"] == "closed":
-            return _accepted(store.outcome(verb, alert, alias, False, "Alert is already closed"))
-        alert["acknowledged"] = True
-        if note:
-            alert["notes"].append({"note": note, "owner": user, "createdAt": now})
-        status = "Acknowledged alert"
-    else:
-        alert["notes"].append({"note": note, "owner": user, "createdAt": now})
-        status = "Added note"
-    alert["updatedAt"] = now
-    return _accepted(store.outcome(verb, alert, alias, True, status))
+    done, status = store.apply(alert, name, user, note)
+    return _accepted(store.outcome(verb, alert, alias, done, status))
 
 
 def _public(alert: dict[str, Any]) -> dict[str, Any]:
