@@ -69,7 +69,6 @@ NOT_ON_CLUSTER = {
         "calls adopt.lua on one pipeline; on a cluster an adoption is adopt_child.lua, then adopt_parent.lua",
         ("test_an_alert_placed_just_before_its_incidents_adoption_runs_on_the_parent",),
     ),
-    "tests/engine/test_heartbeats.py": ("heartbeat_ping.lua and heartbeat_expire.lua span slots", ("*",)),
     "tests/delivery/test_faults.py": (
         "reads the standalone pipeline's command_stack (a cluster pipeline has none)",
         (

@@ -14,7 +14,6 @@ from aiohttp import web
 from bridge.core import logs
 from bridge.core.config import MappingConfig
 from bridge.core.desk import Desk
-from bridge.core.errors import ConfigError
 from bridge.core.plugins import configured
 from bridge.core.routing import Retired, Router
 from bridge.core.secrets import Masker
@@ -22,7 +21,6 @@ from bridge.core.source import SourceAdapter
 from bridge.core.sync import Upstream
 from bridge.core.tuning import Tuning
 from bridge.runtime.bad_records import Reporter
-from bridge.runtime.connect import is_cluster
 from bridge.runtime.metrics import Metrics
 from bridge.runtime.scripts import Redis, Scripts
 
@@ -74,11 +72,6 @@ class Runtime:
         self.metrics.sync_desks = tuple(self.config.desks)  # the ticket indexes the gauges measure
 
     def _router(self, config: MappingConfig) -> Router:
-        if config.heartbeats and is_cluster(self.redis):  # at start, and a reload that adds them is rejected
-            raise ConfigError(
-                "heartbeats: do not run on Redis Cluster yet (their scripts span slots: docs/operations.md,"
-                " 'Redis Cluster'); use a standalone or Sentinel-managed Redis, or remove `heartbeats:`"
-            )
         return Router(config, retention_ms=self.tuning.retention_ms, audit_cap=self.scripts.audit_cap)
 
     def use_config(self, config: MappingConfig) -> None:

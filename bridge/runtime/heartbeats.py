@@ -164,7 +164,10 @@ async def ping(rt: Runtime, pings: Sequence[tuple[str, Mapping[str, str]]]) -> l
             pipe,
         )
         made.append((name, bid, labels))
-    replies = await rt.scripts.execute(pipe)
+    if is_cluster(rt.redis):
+        replies = await _ping_on_cluster(rt, now, pipe)
+    else:
+        replies = await rt.scripts.execute(pipe)
     out = [Ping(name, bid, labels, _s(r[0]), int(r[1])) for (name, bid, labels), r in zip(made, replies, strict=True)]
     shown = board(rt.metrics)
     for done in out:
@@ -251,7 +254,8 @@ async def fire(rt: Runtime, due: Sequence[tuple[str, str, int]]) -> list[str]:
     for (member, bid, due_ms), state in zip(due, states, strict=True):
         beat = _beat(bid, state)
         config = rt.config.heartbeats.get(beat.name) if beat else None
-        if beat is None or config is None or beat.expired or beat.due_ms != due_ms:
+        owed = state.get(b"open_pending") == b"1"  # Redis Cluster: expired, its alert not added yet
+        if beat is None or config is None or (beat.expired and not owed) or beat.due_ms != due_ms:
             done.append(member)  # gone, no longer in the mapping, already expired, or pinged since
             continue
         alert = expired_alert(beat.name, config, beat.labels, beat.last_ms, now)
@@ -261,7 +265,10 @@ async def fire(rt: Runtime, due: Sequence[tuple[str, str, int]]) -> list[str]:
         expiring.append((member, beat))
     if not expiring:
         return done
-    replies = await rt.scripts.execute(pipe, raise_on_error=False)
+    if is_cluster(rt.redis):
+        replies = await _expire_on_cluster(rt, pipe)
+    else:
+        replies = await rt.scripts.execute(pipe, raise_on_error=False)
     for (member, beat), reply in zip(expiring, replies, strict=True):
         if isinstance(reply, Exception):  # left claimed: it comes due again once the claim expires
             log.error("heartbeat_expiry_failed", heartbeat=beat.name, key=beat.labels, error=str(reply))
@@ -271,6 +278,69 @@ async def fire(rt: Runtime, due: Sequence[tuple[str, str, int]]) -> list[str]:
             board(rt.metrics).expired(beat.id)
             log.warning("heartbeat_expired", heartbeat=beat.name, key=beat.labels, last_ping=_iso(beat.last_ms))
     return done
+
+
+async def _ping_on_cluster(rt: Runtime, now: int, queued: Any) -> list[Any]:
+    """Redis Cluster: the pings queued on `queued` (heartbeat_ping.lua's keys and arguments) made in the
+    slots they touch. First the new expiry timers, and each id's admission under its name's bound
+    (heartbeat_admit.lua); then each heartbeat's own hash (heartbeat_ping_state.lua); then the old timers'
+    removal, the index and the resolving alerts; last the resolving alerts' debts cleared. Cut anywhere
+    (a crash), a timer too many fires to no effect (its due is not the state's), a missing index entry
+    waits for the next ping, and an owed resolving alert is added by the next ping. heartbeat_ping.lua's
+    replies: [outcome, due]."""
+    calls = [c.args[3:] for c in queued._execution_strategy._command_queue]  # EVALSHA sha 5 KEYS... ARGV...
+    first = rt.redis.pipeline(transaction=False)
+    for _, _, ids, timers, _, bid, _, window, _, _, max_keys, _ in calls:
+        due = now + int(window)
+        first.zadd(timers, {keys.timer_member(bid, TIMER_KIND, due): due})
+        rt.scripts.heartbeat_admit(ids, bid, int(max_keys), first)
+    admitted = (await rt.scripts.execute(first))[1::2]
+    states = rt.redis.pipeline(transaction=False)
+    for (state, _, _, _, _, bid, _, window, name, labels, _, _), ok in zip(calls, admitted, strict=True):
+        rt.scripts.heartbeat_ping_state(state, [bid, now, window, name, labels, "1" if ok else ""], states)
+    replies = await rt.scripts.execute(states)
+    after = rt.redis.pipeline(transaction=False)
+    owed: list[str] = []
+    for (state, index, _, timers, intake, bid, *_, healed), (outcome, due, before) in zip(calls, replies, strict=True):
+        if _s(outcome) == "full":
+            continue
+        if int(before) and int(before) != int(due):
+            after.zrem(timers, keys.timer_member(bid, TIMER_KIND, int(before)))
+        after.zadd(index, {bid: now})
+        if _s(outcome) == "recovered":
+            after.xadd(intake, {"a": healed})
+            owed.append(state)
+    await rt.scripts.execute(after)
+    if owed:
+        cleared = rt.redis.pipeline(transaction=False)
+        for state in owed:
+            cleared.hdel(state, "resolve_pending")
+        await rt.scripts.execute(cleared)
+    return [reply[:2] for reply in replies]
+
+
+async def _expire_on_cluster(rt: Runtime, queued: Any) -> list[Any]:
+    """Redis Cluster: the expiries queued on `queued` (heartbeat_expire.lua's keys and arguments) made in
+    the slots they touch: each heartbeat's own hash (heartbeat_expire_state.lua), then the opening alerts
+    of those that expired, then their debts cleared. The caller removes a timer only after this: cut
+    anywhere (a crash), the timer comes due again and the owed alert is added then. heartbeat_expire.lua's
+    replies: 1 if it expired now (or its owed alert was added now), else 0; an error in place."""
+    calls = [c.args[3:] for c in queued._execution_strategy._command_queue]  # EVALSHA sha 2 KEYS... ARGV...
+    states = rt.redis.pipeline(transaction=False)
+    for state, _, due, now, last, _ in calls:
+        rt.scripts.heartbeat_expire_state(state, [due, now, last], states)
+    replies = await rt.scripts.execute(states, raise_on_error=False)
+    alerts = rt.redis.pipeline(transaction=False)
+    owed = [(call, reply) for call, reply in zip(calls, replies, strict=True) if reply == 1]
+    for (_, intake, *_, alert), _ in owed:
+        alerts.xadd(intake, {"a": alert})
+    if owed:
+        await rt.scripts.execute(alerts)
+        cleared = rt.redis.pipeline(transaction=False)
+        for (state, *_), _ in owed:
+            cleared.hdel(state, "open_pending")
+        await rt.scripts.execute(cleared)
+    return list(replies)
 
 
 async def read_all(client: Any, limit: int = 10_000) -> list[Beat]:

@@ -108,6 +108,10 @@ class Scripts:
         self._storm: AsyncScript = redis.register_script(_source("storm_admit.lua"))
         self._beat: AsyncScript = redis.register_script(_source("heartbeat_ping.lua"))
         self._lapse: AsyncScript = redis.register_script(_source("heartbeat_expire.lua"))
+        # Redis Cluster's heartbeats: the parts of the two above on one slot each (bridge/runtime/heartbeats.py)
+        self._beat_admit: AsyncScript = redis.register_script(_source("heartbeat_admit.lua"))
+        self._beat_state: AsyncScript = redis.register_script(_source("heartbeat_ping_state.lua"))
+        self._lapse_state: AsyncScript = redis.register_script(_source("heartbeat_expire_state.lua"))
         self._problem: AsyncScript = redis.register_script(_source("problem_count.lua"))
         self._desk_event: AsyncScript = redis.register_script(_source("apply_desk_event.lua"))
         self._all = (
@@ -125,6 +129,9 @@ class Scripts:
             self._storm,
             self._beat,
             self._lapse,
+            self._beat_admit,
+            self._beat_state,
+            self._lapse_state,
             self._problem,
             self._desk_event,
         )
@@ -243,6 +250,18 @@ class Scripts:
     def heartbeat_expire(self, keys_: list[str], args: list[str | int | bytes], pipe: Pipeline) -> None:
         """Queue one heartbeat's expiry (heartbeat_expire.lua); its reply is 1 if it expired now."""
         self._queue(pipe, self._lapse, keys_, args)
+
+    def heartbeat_admit(self, ids_key: str, bid: str, max_keys: int, pipe: Pipeline) -> None:
+        """Queue heartbeat_admit.lua (Redis Cluster): its reply is 1 if the id may be watched."""
+        self._queue(pipe, self._beat_admit, [ids_key], [bid, max_keys])
+
+    def heartbeat_ping_state(self, state_key: str, args: list[str | int | bytes], pipe: Pipeline) -> None:
+        """Queue heartbeat_ping_state.lua (Redis Cluster): its reply is [outcome, due, previous due]."""
+        self._queue(pipe, self._beat_state, [state_key], args)
+
+    def heartbeat_expire_state(self, state_key: str, args: list[str | int], pipe: Pipeline) -> None:
+        """Queue heartbeat_expire_state.lua (Redis Cluster): its reply is 1 if the opening alert is to be added."""
+        self._queue(pipe, self._lapse_state, [state_key], args)
 
     async def claim_timers(self, now_ms: int, lease_ms: int, limit: int) -> list[str]:
         return await self.claim(keys.TIMERS, now_ms, lease_ms, limit)

@@ -50,24 +50,6 @@ def test_a_bad_cluster_url_is_a_config_error(url: str) -> None:
         connect(url)
 
 
-def test_heartbeats_on_a_cluster_are_refused_at_start_and_on_reload() -> None:
-    """Heartbeats do not run on Redis Cluster yet: a mapping with them is a start-up error there (and a
-    reload that adds them is rejected), not a 500 for every ping; on one Redis the same mapping starts."""
-    from bridge.runtime.context import Runtime
-    from bridge.runtime.scripts import Scripts
-    from tests.engine.test_heartbeats import beat_mapping
-
-    with_beats, plain = beat_mapping(Snow("http://127.0.0.1:1", None)), mapping("http://127.0.0.1:1")  # type: ignore[arg-type]
-    cluster = connect("redis+cluster://127.0.0.1:1")  # not connected: nothing here reaches Redis
-    with pytest.raises(ConfigError, match="heartbeats: do not run on Redis Cluster yet"):
-        Runtime(cluster, Scripts(cluster), with_beats)
-    rt = Runtime(cluster, Scripts(cluster), plain)
-    with pytest.raises(ConfigError, match="Redis Cluster"):
-        rt.use_config(with_beats)
-    one = connect("redis://127.0.0.1:1/0")
-    assert Runtime(one, Scripts(one), with_beats).config.heartbeats
-
-
 @pytest.mark.cluster
 @pytest.mark.parametrize("how", ["failover", "sigkill"])
 async def test_a_master_failover_mid_flow_loses_no_alert_and_duplicates_no_ticket(
@@ -174,5 +156,47 @@ async def test_an_adoption_cut_between_its_halves_is_completed_once_by_the_next_
         assert await client.hget(child.state, "merged_into") == b"ops:parent"
         notes = [orjson.loads(e) for e in await client.lrange(parent.outbox, 0, -1)]
         assert [n["kind"] for n in notes].count("NOTE") == 1 and "adopted" in notes[-1]["reason"]
+    finally:
+        await client.aclose()
+
+
+@pytest.mark.cluster
+async def test_a_heartbeat_cut_before_its_alert_is_added_adds_it_on_the_next_turn(local_cluster: LocalCluster) -> None:
+    """On a cluster a heartbeat's hash and the intake stream are in two slots: an expiry (or a recovering
+    ping) marks the hash first and adds its alert after. Cut between the two (a crash), the alert is owed:
+    the timer coming due again adds the opening alert, the next ping the resolving one, each once."""
+    from bridge.runtime import heartbeats
+    from bridge.runtime.context import Runtime
+    from bridge.runtime.scripts import Scripts
+    from tests.engine.test_heartbeats import beat_mapping
+
+    client = connect(local_cluster.url)
+    await client.initialize()  # type: ignore[attr-defined]
+    try:
+        rt = Runtime(client, Scripts(client), beat_mapping(Snow("http://127.0.0.1:1", None)))  # type: ignore[arg-type]
+        await rt.scripts.load()
+        (made,) = await heartbeats.ping(rt, [("prom", {"cluster": "eu"})])
+        assert made.outcome == "new"
+        state = keys.heartbeat(made.id)
+        due, last = (int(v) for v in await client.hmget(state, ["due", "last"]))
+        pipe = client.pipeline(transaction=False)
+        rt.scripts.heartbeat_expire_state(state, [due, rt.clock(), last], pipe)
+        assert await rt.scripts.execute(pipe) == [1]  # ... and the expiry is cut here
+        assert await client.xlen(keys.INTAKE) == 0
+
+        timer = (keys.timer_member(made.id, heartbeats.TIMER_KIND, due), made.id, due)
+        for _ in range(2):  # the timer comes due again (its claim lapsed); then once more, to no effect
+            assert await heartbeats.fire(rt, [timer]) == [timer[0]]
+        opened = [orjson.loads(f[b"a"])["status"] for _, f in await client.xrange(keys.INTAKE)]
+        assert opened == ["firing"]
+
+        pipe = client.pipeline(transaction=False)
+        rt.scripts.heartbeat_ping_state(state, [made.id, rt.clock(), 1000, "prom", "{}", "1"], pipe)
+        ((outcome, _, _),) = await rt.scripts.execute(pipe)  # a recovering ping, cut before its alert
+        assert outcome == b"recovered" and await client.xlen(keys.INTAKE) == 1
+        outcomes = [(await heartbeats.ping(rt, [("prom", {"cluster": "eu"})]))[0].outcome for _ in range(2)]
+        assert outcomes == ["recovered", "ok"]  # the next ping adds the owed alert, once
+        statuses = [orjson.loads(f[b"a"])["status"] for _, f in await client.xrange(keys.INTAKE)]
+        assert statuses == ["firing", "resolved"]
     finally:
         await client.aclose()
