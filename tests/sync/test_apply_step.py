@@ -141,3 +141,22 @@ async def test_upkeep_forgets_the_tickets_of_forgotten_incidents(redis: aioredis
     await redis.hset(keys.desk_tickets("snow"), mapping={"live": f"{BASE}:{epoch}", "gone": "ops:aaaaaaaaaaaa:e1"})
     assert await Upkeep(Runtime(redis, scripts, config)).trim_tickets() == 1
     assert await redis.hgetall(keys.desk_tickets("snow")) == {b"live": f"{BASE}:{epoch}".encode()}
+
+
+async def test_new_ticket_opens_with_the_alert_the_ticket_opened_with(redis: aioredis.Redis) -> None:
+    """on_desk_resolve: new_ticket: a new epoch and an OPEN of the alert the first ticket opened with; an incident
+    that kept no such alert (opened by an older version) is muted instead."""
+    scripts = Scripts(redis)
+    await scripts.load()
+    rules = policy(on_desk_resolve="new_ticket")
+    epoch = await opened(scripts, rules, "a")
+    ik = keys.IncidentKeys(BASE)
+    await redis.delete(ik.outbox)  # the first OPEN, as if delivered
+    assert await apply(scripts, epoch, rules, event(DeskEventKind.RESOLVED, 1, "r")) == ["OPEN"]
+    (entry,) = [orjson.loads(e) for e in await redis.lrange(ik.outbox, 0, -1)]
+    raw: Any = await redis.hget(ik.state, "epoch")
+    new_epoch = raw.decode()
+    assert entry["kind"] == "OPEN" and entry["epoch"] == new_epoch != epoch
+    assert entry["alert"]["labels"] == {"alertname": "Disk", "instance": "db-0"}
+    await redis.hdel(ik.details, "open_alert")
+    assert await apply(scripts, new_epoch, rules, event(DeskEventKind.RESOLVED, 2, "r2")) == ["MUTED"]

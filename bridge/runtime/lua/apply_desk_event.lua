@@ -22,7 +22,8 @@ those ids again, is dropped (DUPLICATE): however often, and through whichever re
 Effects, by kind and the route's `sync` policy:
   resolved, members still firing: mute_until_clear -> `muted` (apply_alert.lua: notes only, then settles
     without a desk call once all clear); reopen -> a REOPEN action; new_ticket -> a new epoch and an OPEN
-    action now (what still fires gets its own ticket, with a new correlation id).
+    action now (what still fires gets its own ticket, with a new correlation id), made of the alert the
+    ticket opened with (KEYS[5] `open_alert`; an incident that kept none, opened by an older version, is muted).
   resolved, all members clear: resolved here, no desk call.
   cancelled: resolved here, never reopened (`resolved_at` 0: the next firing opens a new ticket); members
     still firing are marked cleared at their occurrence (repeats stay quiet); their labels are returned
@@ -152,13 +153,14 @@ if kind == "resolved" then
     audit("REOPEN")
     return reply("REOPEN")
   end
-  if sync.resolve == "new_ticket" then
+  local opened_with = sync.resolve == "new_ticket" and redis.call("HGET", K_DETAILS, "open_alert")
+  if opened_with then  -- (an incident opened before this version kept no alert to open with: muted instead)
     epoch = new_epoch()
     incident_id = base .. ":" .. epoch
     redis.call("HSET", K_STATE, "epoch", epoch, "opened_at", now, "desk_open", 1, "muted", 0, "reopened", 0,
       "changed_at", now)
     emit("OPEN", "ticket " .. ticket .. " was resolved at the desk" .. who .. " while " .. firing
-      .. " alerts still fire: a new ticket", redis.call("HGET", K_DETAILS, "open_alert"))
+      .. " alerts still fire: a new ticket", opened_with)
     audit("OPEN")
     return reply("OPEN")
   end

@@ -58,6 +58,7 @@ if kind == "hold" then
     "resolved_at", 0, "changed_at", now, "reopened", 0, "desk_open", 1, "flapping", 0, "flips", "",
     "desk", policy.desk or "", "settings", policy.settings or "")
   redis.call("HDEL", K_STATE, "pending_since", "pending_count", "hold_until", "held_alert")
+  redis.call("HSET", K_DETAILS, "open_alert", alert_json)  -- what a new ticket opens with (the loop back's new_ticket)
   local reason = "no topology parent came within topology.hold"
   -- As apply_alert.lua writes an OPEN (lease.lua reads its head): the held alert's JSON as it came.
   redis.call("RPUSH", K_OUTBOX, '{"kind":"OPEN","incident":' .. cjson.encode(id) .. ',"epoch":'
