@@ -24,6 +24,7 @@ from bridge.engine import adoption
 from bridge.engine.placement import place
 from bridge.engine.silences import Silence, Silences, silenced
 from bridge.runtime import dead_letters, noise, outbox, routebook
+from bridge.runtime.connect import is_cluster
 from bridge.runtime.context import Runtime, wait_for_event
 from bridge.runtime.scripts import AlertStep, Applied
 
@@ -145,7 +146,9 @@ class Engine:
             reply, silences = await pipe.execute()
         entries: list[Entry] = reply[0][1] if reply else []
         if entries:
-            await self.process(entries, silences)
+            # On Redis Cluster the two go to two masters at once: the silences were read as the block
+            # began, not after the entries came, and are read again (a silence made meanwhile counts).
+            await self.process(entries, None if is_cluster(self.rt.redis) else silences)
         return len(entries)
 
     async def claim_idle(self) -> int:
