@@ -23,11 +23,13 @@ from pydantic import (
 from pydantic_core import CoreSchema, PydanticCustomError
 
 from bridge.core import plugins
+from bridge.core.automation import RunnerSettings
 from bridge.core.desk import DeskSettings
 from bridge.core.matchers import Matcher, parse_matchers
 from bridge.core.models import Severity
 from bridge.core.policy import (
     DEFAULT_NOTES,
+    Automation,
     ChangeCheck,
     Correlate,
     Duration,
@@ -42,8 +44,6 @@ from bridge.core.policy import (
     Topology,
 )
 from bridge.core.secrets import configured
-from bridge.core.automation import RunnerSettings
-from bridge.core.policy import Automation
 
 Path_ = tuple[str | int, ...]  # a key path: mapping keys and list indices
 
@@ -380,7 +380,7 @@ class MappingConfig(Strict):
             if runner is None:
                 message = unknown("runner", name, list(self.automation))
             elif runner.kind == "awx" and not route.automation.job_template:
-                message, at = f"runner {name!r} is AWX: name the job template to launch", at[:-1] + ("job_template",)
+                message, at = f"runner {name!r} is AWX: name the job template to launch", (*at[:-1], "job_template")
             if message:
                 text = f"route {route.name!r}: {message}"
                 raise PydanticCustomError("unknown_runner", "{message}", {"message": text, "at": at})
