@@ -225,3 +225,11 @@ def _until(check: Any, failure: str, within: float = 10.0) -> None:
         if time.monotonic() > deadline:
             raise TimeoutError(failure)
         time.sleep(0.05)
+
+
+def queued_commands(pipe: Any) -> list[tuple[Any, ...]]:
+    """The commands queued on a pipeline, each its arguments, on one Redis (redis-py's `command_stack`)
+    or on a cluster (its execution strategy's queue)."""
+    if hasattr(pipe, "command_stack"):
+        return [args for args, _ in pipe.command_stack]
+    return [command.args for command in pipe._execution_strategy._command_queue]

@@ -62,20 +62,11 @@ def require(binary: str) -> str:
 
 
 ON_CLUSTER = os.environ.get("BRIDGE_TEST_REDIS") == "cluster"
-# With BRIDGE_TEST_REDIS=cluster: the tests of what the bridge does not do on Redis Cluster yet
-# (docs/operations.md, "Redis Cluster"), and those that look into the standalone client's pipelines.
+# With BRIDGE_TEST_REDIS=cluster: the tests of a path that only one Redis takes (skipped by name, with why).
 NOT_ON_CLUSTER = {
     "tests/engine/policy/test_root_cause.py": (
         "calls adopt.lua on one pipeline; on a cluster an adoption is adopt_child.lua, then adopt_parent.lua",
         ("test_an_alert_placed_just_before_its_incidents_adoption_runs_on_the_parent",),
-    ),
-    "tests/delivery/test_faults.py": (
-        "reads the standalone pipeline's command_stack (a cluster pipeline has none)",
-        (
-            "test_a_replica_dying_right_after_its_last_bookkeeping_leaves_the_work_appended_meanwhile_due",
-            "test_a_handed_over_incident_leaves_no_marker_behind_when_another_drain_holds_it",
-            "test_a_handed_over_incident_is_taken_in_the_engine_s_round_trip",
-        ),
     ),
 }
 

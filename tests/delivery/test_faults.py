@@ -19,6 +19,7 @@ from bridge.process.embedded import EmbeddedRedis, free_port
 from bridge.process.server import Bridge
 from bridge.runtime import outbox
 from tests.amp import alert, group
+from tests.cluster import queued_commands
 from tests.conftest import FAST, Snow, eventually, mapping, post
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -315,7 +316,7 @@ async def test_a_replica_dying_right_after_its_last_bookkeeping_leaves_the_work_
     execute, after_advance = scripts.execute, []
 
     async def observed(pipe: Any, **options: Any) -> Any:
-        advancing = any(a[0] == "EVALSHA" and "advance" in a for a, _ in pipe.command_stack)
+        advancing = any(a[0] == "EVALSHA" and "advance" in a for a in queued_commands(pipe))
         replies = await execute(pipe, **options)
         if advancing:  # what another replica would find, were this one to die now
             after_advance.append((await redis.llen(ik.outbox), await redis.zscore(keys.READY, ik.base)))
@@ -408,7 +409,7 @@ async def test_a_handed_over_incident_leaves_no_marker_behind_when_another_drain
     held, other_ended, landed = asyncio.Event(), asyncio.Event(), asyncio.Event()
 
     async def records_late(pipe: Any, **options: Any) -> Any:
-        if held.is_set() or not any(args[0] == "XACK" for args, _ in pipe.command_stack):
+        if held.is_set() or not any(args[0] == "XACK" for args in queued_commands(pipe)):
             return await execute(pipe, **options)
         held.set()  # the engine's records (its marker among them) reach Redis only after...
         await other_ended.wait()
@@ -440,8 +441,8 @@ async def test_a_handed_over_incident_is_taken_in_the_engine_s_round_trip(
     takes_with: list[bool] = []  # for each round trip with a take: was it the engine's (its XACK)?
 
     async def watching(pipe: Any, **options: Any) -> Any:
-        names = [args[0] for args, _ in pipe.command_stack]
-        if any("take" in args for args, _ in pipe.command_stack):
+        names = [args[0] for args in queued_commands(pipe)]
+        if any("take" in args for args in queued_commands(pipe)):
             takes_with.append("XACK" in names)
         return await execute(pipe, **options)
 
