@@ -35,6 +35,7 @@ from bridge.core.automation import Outcome, Request, Runner, RunnerSettings
 from bridge.core.config import Route
 from bridge.core.templates import alert_context, render
 from bridge.runtime import outbox
+from bridge.runtime.connect import is_cluster
 from bridge.runtime.context import Runtime
 from bridge.runtime.outbox import Action
 
@@ -161,6 +162,9 @@ class Automations:
         }  # fmt: skip
         pipe = self.rt.redis.pipeline(transaction=False)
         pipe.rpush(ik.outbox, orjson.dumps(entry))
+        if is_cluster(self.rt.redis):  # the outbox and `ready` are on two masters there: the append first
+            await self.rt.scripts.execute(pipe)
+            pipe = self.rt.redis.pipeline(transaction=False)
         outbox.signal(pipe, {ik.base: now})
         await self.rt.scripts.execute(pipe)
 
