@@ -16,6 +16,7 @@ from dataclasses import replace
 import structlog
 from aiohttp import web
 
+from bridge.core import keys
 from bridge.core.errors import AuthError, PayloadError, TooLarge, UnsupportedMedia
 from bridge.ingress.webhook import check_bearer, read_bounded
 from bridge.runtime import durability, sync
@@ -55,7 +56,7 @@ async def desk_events(request: web.Request) -> web.Response:
     events = [e if e.desk == name else replace(e, desk=name) for e in events]
     pipe = runtime.redis.pipeline(transaction=False)
     sync.queue_events(pipe, events)
-    waited = durability.queue_wait(pipe, runtime.tuning)
+    waited = durability.queue_wait(pipe, runtime.tuning, keys.DESK_EVENTS)  # on a cluster: its master's replicas
     replies = await runtime.scripts.execute(pipe)
     if waited:
         durability.replicated(replies[-1], runtime.tuning)

@@ -72,17 +72,18 @@ async def check(client: Any, tuning: Tuning) -> dict[str, str]:
     return settings
 
 
-def queue_wait(pipe: Any, tuning: Tuning) -> bool:
+def queue_wait(pipe: Any, tuning: Tuning, stream: str = keys.INTAKE) -> bool:
     """Queue `WAIT <replicas> <timeout>` after a request's writes (same connection, so it covers them);
     whether it did. Its reply is the number of replicas that have them."""
     if not tuning.wait_replicas:
         return False
     if is_cluster(pipe):
-        # On Redis Cluster, to the master of the intake stream only, after the XADDs on the same
-        # connection (redis-py's default would ask every node and add up their answers): the cluster
-        # batcher sends it to the node that serves `wait_key` as it runs (bridge/runtime/batch.py). It
-        # covers the alerts; dead letters written with them may be on another master, not waited for.
-        pipe.execute_command("WAIT", tuning.wait_replicas, tuning.wait_timeout_ms, wait_key=keys.INTAKE)
+        # On Redis Cluster, to the master of the stream written (the intake; the desk events' for those)
+        # only, after the XADDs on the same connection (redis-py's default would ask every node and add
+        # up their answers): the cluster batcher sends it to the node that serves `wait_key` as it runs
+        # (bridge/runtime/batch.py). It covers that stream's entries; other writes of the request (dead
+        # letters, the Opsgenie door's record, a desk's ticket index) may be on other masters, not waited for.
+        pipe.execute_command("WAIT", tuning.wait_replicas, tuning.wait_timeout_ms, wait_key=stream)
         return True
     pipe.execute_command("WAIT", tuning.wait_replicas, tuning.wait_timeout_ms)
     return True
