@@ -495,7 +495,7 @@ def test_check_config_accepts_the_example() -> None:
     """`bridge check-config bridge/samples/example.yaml` exits 0 and says ok."""
     done = check_config(EXAMPLE)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.startswith("ok: 11 source(s), 1 desk(s), 4 route(s)")
+    assert done.stdout.startswith("ok: 12 source(s), 1 desk(s), 4 route(s)")
 
 
 def test_check_config_refuses_a_bad_file_with_its_location(tmp_path: Path) -> None:

@@ -21,6 +21,7 @@ import redis.asyncio as aioredis
 from bridge.admin.incidents import show_incident
 from bridge.core import keys
 from bridge.core.config import MappingConfig
+from bridge.core.sync import MARKER
 from tests.conftest import ROOT, Snow, eventually, require
 
 pytestmark = pytest.mark.e2e
@@ -286,7 +287,7 @@ async def test_real_nagios_opens_and_resolves_an_incident(
     # notification, sent with the problem's start unchanged, becomes a work note with author and comment.
     assert nagios.command(f"ACKNOWLEDGE_SVC_PROBLEM;web-01;{service};2;1;0;jdoe;Looking into it - INC42")
     await nagios.wait(lambda: snow.notes(ticket), "the acknowledgement's work note")
-    assert snow.notes(ticket) == [
+    assert [n.removesuffix(f"\n\n{MARKER}") for n in snow.notes(ticket)] == [  # the desk's marker line
         f"[acknowledged] {service} on web-01 (critical): Acknowledged by jdoe: Looking into it - INC42"
     ]
     assert len(nagios.notifications(r"ACKNOWLEDGEMENT \(CRITICAL\)")) == 1

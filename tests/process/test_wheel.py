@@ -91,13 +91,13 @@ def test_a_wheel_in_a_fresh_venv_runs_from_an_empty_directory(tmp_path: Path) ->
     work.mkdir()
     done = run(bridge, "check-config", cwd=work, env=env)
     assert done.returncode == 0, done.stderr
-    assert done.stdout == f"ok: 11 source(s), 1 desk(s), 4 route(s) in {example} (the packaged example)\n"
+    assert done.stdout == f"ok: 12 source(s), 1 desk(s), 4 route(s) in {example} (the packaged example)\n"
 
     done = run(bridge, "init", cwd=work, env=env)
     assert done.returncode == 0, done.stderr
     assert sorted(p.name for p in work.iterdir()) == ["mapping.yaml", "schema.json"]
     done = run(bridge, "check-config", "mapping.yaml", cwd=work, env=env)
-    assert done.returncode == 0 and done.stdout.startswith("ok: 11 source(s)"), done.stderr
+    assert done.returncode == 0 and done.stdout.startswith("ok: 12 source(s)"), done.stderr
 
     port, data = free_port(), tmp_path / "data"
     log = tmp_path / "serve.log"

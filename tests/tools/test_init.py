@@ -38,7 +38,7 @@ def test_check_config_without_a_file_checks_the_packaged_example(tmp_path: Path)
     """`bridge check-config` with no file, from a directory with no mapping, checks the packaged example."""
     done = bridge("check-config", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.startswith("ok: 11 source(s), 1 desk(s), 4 route(s)")
+    assert done.stdout.startswith("ok: 12 source(s), 1 desk(s), 4 route(s)")
     assert str(EXAMPLE) in done.stdout and "packaged example" in done.stdout
 
 
@@ -64,7 +64,7 @@ def test_init_writes_a_starter_that_passes_check_config_and_its_schema(tmp_path:
 
     checked = bridge("check-config", "mapping.yaml", cwd=tmp_path)
     assert checked.returncode == 0, checked.stderr
-    assert checked.stdout.startswith("ok: 11 source(s), 1 desk(s), 4 route(s) in mapping.yaml")
+    assert checked.stdout.startswith("ok: 12 source(s), 1 desk(s), 4 route(s) in mapping.yaml")
     validator = jsonschema.Draft202012Validator(orjson.loads((tmp_path / "schema.json").read_bytes()))
     assert list(validator.iter_errors(yaml.safe_load(text))) == []
 
