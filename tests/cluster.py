@@ -125,6 +125,26 @@ class LocalCluster:
         for node in self.nodes:
             node.stop()
 
+    def healthy(self) -> bool:
+        """Every node up, as many masters as it was made with, and `cluster_state:ok` everywhere: what a test
+        that reuses it needs (a test that killed or failed over a node leaves it otherwise)."""
+        try:
+            return (
+                all(n.alive for n in self.nodes)
+                and len(self.master_nodes()) == self.masters
+                and all(n.client().cluster("info")["cluster_state"] == "ok" for n in self.nodes)
+            )
+        except redis.exceptions.RedisError:
+            return False
+
+    def flush(self) -> None:
+        """Empty, as a new cluster is: every key and every loaded script gone (FLUSHALL reaches the replicas)."""
+        for master in self.master_nodes():
+            client = master.client()
+            client.flushall()
+            client.script_flush()
+        _until(lambda: len(self.replicas_in_sync()) == self.masters, "the replicas did not follow the flush", 30)
+
     def wait_ok(self, within: float = 30.0) -> None:
         """Until every live node says `cluster_state:ok` and agrees on who serves every slot."""
 

@@ -81,17 +81,33 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.skip(reason=f"not on Redis Cluster yet: {why}"))
 
 
+@pytest.fixture(scope="session")
+def _clusters() -> Iterator[list[Any]]:
+    """With BRIDGE_TEST_REDIS=cluster: the session's cluster, made once (six nodes take seconds to form) and
+    emptied between tests; made again when a test left it unhealthy."""
+    made: list[Any] = []
+    yield made
+    for cluster in made:
+        cluster.stop()
+
+
 @pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[EmbeddedRedis]:
+def redis_server(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[EmbeddedRedis]:
     """A private redis-server with AOF; tests may stop(kill=True) and start() it again. With
     BRIDGE_TEST_REDIS=cluster, a Redis Cluster of three masters and three replicas instead
-    (tests/cluster.py), so that the same tests run on both; its `url` is a `redis+cluster://` one."""
+    (tests/cluster.py), so that the same tests run on both; its `url` is a `redis+cluster://` one. The cluster is
+    the session's, emptied before each test (FLUSHALL, SCRIPT FLUSH), as a new one would be."""
     if ON_CLUSTER:
         from tests.cluster import LocalCluster
 
-        cluster = LocalCluster(tmp_path / "cluster").start()
-        yield cluster  # type: ignore[misc]
-        cluster.stop()
+        made: list[LocalCluster] = request.getfixturevalue("_clusters")
+        if made and made[0].healthy():
+            made[0].flush()
+        else:
+            for old in made:
+                old.stop()
+            made[:] = [LocalCluster(tmp_path / "cluster").start()]
+        yield made[0]  # type: ignore[misc]
         return
     server = EmbeddedRedis(tmp_path / "redis").start()
     yield server
