@@ -55,6 +55,20 @@ class Node:
         return redis.Redis(port=self.port, socket_timeout=5, decode_responses=True)
 
     def start(self) -> None:
+        """Start it; a new node whose port another process took meanwhile (it exits: the bind failed) tries
+        another port. A node restarted after a kill keeps its port (its cluster knows it by that)."""
+        member = (self.folder / "nodes.conf").exists()  # of a formed cluster: only its own port will do
+        for _ in range(5):
+            self._spawn()
+            if _until_or_exit(self, 30.0 if member else 10.0):  # a member reloads its AOF first
+                return
+            if member:
+                break
+            self.stop(kill=True)
+            self.port = cluster_port()
+        raise TimeoutError(f"redis-server on {self.port} did not answer")
+
+    def _spawn(self) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
         args = [
             self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.folder),
@@ -63,7 +77,6 @@ class Node:
             "--appendonly", "yes", "--save", "", "--daemonize", "no", "--logfile", "redis.log",
         ]  # fmt: skip
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        _until(lambda: self._pings(), f"redis-server on {self.port} did not answer")
 
     def _pings(self) -> bool:
         try:
@@ -237,6 +250,18 @@ def cluster_port() -> int:
         except OSError:
             continue
         return port
+
+
+def _until_or_exit(node: Node, within: float = 10.0) -> bool:
+    """Until `node` answers (True), or its process exits or `within` passes (False)."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if node._pings():
+            return True
+        if not node.alive:
+            return False
+        time.sleep(0.05)
+    return False
 
 
 def _until(check: Any, failure: str, within: float = 10.0) -> None:
