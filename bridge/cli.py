@@ -189,6 +189,7 @@ def _with_redis(action: Callable[[Any], Awaitable[Any]]) -> Callable[[argparse.N
 async def _incidents(ctx: Any) -> Any:
     from bridge.admin.incidents import list_incidents, resolve_incident, show_incident
     from bridge.core.tuning import Tuning
+    from bridge.runtime import shards
     from bridge.runtime.scripts import Scripts
 
     client, args = ctx
@@ -202,7 +203,7 @@ async def _incidents(ctx: Any) -> Any:
         # covers any reopen window shorter than that.
         done = await resolve_incident(
             client, Scripts(client), args.id, now_ms=int(time.time() * 1000),
-            retention_ms=Tuning().retention_ms, note=args.note, who=args.by,
+            retention_ms=Tuning().retention_ms, note=args.note, who=args.by, shards=await shards.recorded(client),
         )  # fmt: skip
         if not done.ok:
             raise BridgeError(f"{args.id} was not resolved: {done.outcome.replace('_', ' ')}")
@@ -212,10 +213,11 @@ async def _incidents(ctx: Any) -> Any:
 
 async def _dlq(ctx: Any) -> Any:
     from bridge.delivery import dlq
+    from bridge.runtime import shards
 
     client, args = ctx
     if args.action == "retry":
-        outcome = await dlq.retry(client, args.id, int(time.time() * 1000))
+        outcome = await dlq.retry(client, args.id, int(time.time() * 1000), await shards.recorded(client))
         if outcome is not dlq.Retried.RETRIED:
             raise BridgeError(f"{args.id} was not retried: {outcome.value.replace('_', ' ')}")
         return {"id": args.id, "outcome": outcome.value}
@@ -247,11 +249,12 @@ async def _silences(ctx: Any) -> Any:
 
 
 async def _heartbeats(ctx: Any) -> Any:
+    from bridge.runtime import shards
     from bridge.runtime.heartbeats import forget, list_beats
 
     client, args = ctx
     if args.action == "forget":
-        if not await forget(client, args.id):
+        if not await forget(client, args.id, await shards.recorded(client)):
             raise BridgeError(f"no heartbeat {args.id} (its id as `bridge heartbeats list` shows it)")
         return {"id": args.id, "forgotten": True}
     return await list_beats(client, int(time.time() * 1000))

@@ -137,7 +137,7 @@ async def resolve_incident(request: web.Request) -> web.Response:
     incident = request.match_info["id"]
     done = await incidents.resolve_incident(
         rt.redis, rt.scripts, incident, now_ms=rt.clock(), retention_ms=_retention(rt, incident),
-        note=body.note, who=body.by or "api",
+        note=body.note, who=body.by or "api", shards=rt.shards,
     )  # fmt: skip
     if done.outcome == "not_found":
         raise NotFound(f"no incident {incident}")
@@ -241,7 +241,7 @@ async def show_letter(request: web.Request) -> web.Response:
 async def retry_letter(request: web.Request) -> web.Response:
     rt = _runtime(request)
     letter_id = _letter_id(request)
-    outcome = await dlq.retry(rt.redis, letter_id, rt.clock())
+    outcome = await dlq.retry(rt.redis, letter_id, rt.clock(), rt.shards)
     if outcome is dlq.Retried.NOT_FOUND:
         raise NotFound(f"no dead letter {letter_id}")
     if outcome is dlq.Retried.NOT_RETRYABLE:

@@ -148,7 +148,15 @@ class Resolved:
 
 
 async def resolve_incident(
-    redis: Redis, scripts: Scripts, incident: str, *, now_ms: int, retention_ms: int, note: str, who: str
+    redis: Redis,
+    scripts: Scripts,
+    incident: str,
+    *,
+    now_ms: int,
+    retention_ms: int,
+    note: str,
+    who: str,
+    shards: keys.Shards,
 ) -> Resolved:
     """Resolve by hand through resolve_incident.lua, then queue the desk call for delivery."""
     base, epoch = base_and_epoch(incident)
@@ -157,7 +165,7 @@ async def resolve_incident(
     )
     async with redis.pipeline(transaction=False) as pipe:
         if outbox_len:  # also when an earlier call appended and ended before it could say so
-            outbox.signal(pipe, {base: now_ms})
+            outbox.signal(pipe, {base: now_ms}, shards)
         if outcome == "RESOLVE":
             pipe.zadd(keys.INCIDENTS, {base: now_ms})
         await pipe.execute()

@@ -52,7 +52,7 @@ class Upkeep:
     async def refresh(self) -> None:
         """Read the shared-state gauges from Redis now (the bridge does once before it is started)."""
         self._refreshed = asyncio.get_running_loop().time()
-        await self.rt.metrics.refresh(self.rt.redis)
+        await self.rt.metrics.refresh(self.rt.redis, self.rt.shards)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Refresh the gauges every `gauges_every_s` (at once if never), trim every `upkeep_every_s`, until `stop`."""

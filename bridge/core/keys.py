@@ -1,21 +1,29 @@
 """The whole Redis key schema, in one place, behind a version prefix.
 
 Keys of one incident share the hash tag `{<route>:<key hash>}` so that the scripts which touch them
-run unchanged on Redis Cluster. Global keys (intake, timers, ready queue) are each one key.
+run unchanged on Redis Cluster. The intake stream, the ready queue and the timers are split into
+shards (`Shards`): one each on one Redis, by default, and sixteen each on a cluster, so that no one
+slot carries all of ingest or all of the scheduling. Other global keys (the incidents index, the
+silences, the dead letters) are one key each.
 """
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+import zlib
+from dataclasses import dataclass, field
+
+from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 
 PREFIX = "bridge:v1:"
 
-INTAKE = PREFIX + "intake"  # stream of accepted alerts; consumer group ENGINE_GROUP
+INTAKE = PREFIX + "intake"  # stream of accepted alerts; consumer group ENGINE_GROUP (one shard: Shards)
 ENGINE_GROUP = "engine"
 DLQ = PREFIX + "dlq"  # stream of dead letters: bad alerts, unrouted alerts, rejected desk calls
-TIMERS = PREFIX + "timers"  # zset "<base>|<kind>|<due ms>" scored by due time
-READY = PREFIX + "ready"  # zset of incident bases whose outbox has work, scored by when to try
+TIMERS = PREFIX + "timers"  # zset "<base>|<kind>|<due ms>" scored by due time (one shard: Shards)
+READY = PREFIX + "ready"  # zset of incident bases whose outbox has work, scored by when to try (one shard)
+SHARDS = PREFIX + "shards"  # how many shards this Redis's intake, ready queue and timers have (Shards)
+CLUSTER_SHARDS = 16  # the shards on Redis Cluster unless BRIDGE_SHARDS says otherwise
 INCIDENTS = PREFIX + "incidents"  # zset of incident bases by last change, for listing
 SILENCES = PREFIX + "silences"  # hash silence id -> JSON
 SCRIPTS_LOADED = PREFIX + "scripts"  # marker that readiness checks
@@ -184,6 +192,78 @@ class IncidentKeys:
     def script_keys(self) -> list[str]:
         """KEYS[1..8] of apply_alert.lua, fire_timer.lua and resolve_incident.lua."""
         return [self.state, self.members, self.outbox, self.audit, self.changes, self.details, self.units, self.held]
+
+
+@dataclass(frozen=True, slots=True)
+class Shards:
+    """The intake stream, the ready queue and the timers, each split into `count` keys.
+
+    One shard is the keys as they always were (`INTAKE`, `READY`, `TIMERS`). With more, shard i's
+    three keys share a hash tag chosen so that its slot lies in the middle of the i-th `count`th of the slot space:
+    a cluster whose masters hold even ranges of slots (as `redis-cli --cluster create` makes them)
+    gets an even share of the shards on each. An alert goes to the intake shard of its identity, an
+    incident's ready marker and timers to the shards of its base, so each is always in one place.
+    The count is fixed for a Redis's life: the first replica to start records it (`SHARDS`), and one
+    started with another count refuses to start (bridge.runtime.shards).
+    """
+
+    count: int = 1
+    intakes: tuple[str, ...] = field(init=False)
+    readies: tuple[str, ...] = field(init=False)
+    timers: tuple[str, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.count <= 256:
+            raise ValueError(f"BRIDGE_SHARDS={self.count}: use 1 to 256 (0: automatic)")
+        if self.count == 1:
+            tags = [""]
+        else:
+            tags = [":{" + _tag_in(i * REDIS_CLUSTER_HASH_SLOTS // self.count, self.count) + "}"
+                    for i in range(self.count)]  # fmt: skip
+        object.__setattr__(self, "intakes", tuple(INTAKE + t for t in tags))
+        object.__setattr__(self, "readies", tuple(READY + t for t in tags))
+        object.__setattr__(self, "timers", tuple(TIMERS + t for t in tags))
+
+    def of(self, name: str) -> int:
+        """The shard of an alert identity or an incident base (CRC-32: fast and stable)."""
+        return zlib.crc32(name.encode()) % self.count if self.count > 1 else 0
+
+    def intake_for(self, identity: str) -> str:
+        return self.intakes[self.of(identity)]
+
+    def ready_for(self, base: str) -> str:
+        return self.readies[self.of(base)]
+
+    def timers_for(self, member: str) -> str:
+        """The timers shard of a timer member (`<base>|<kind>|<due>`) or of a base."""
+        return self.timers[self.of(member.split("|", 1)[0])]
+
+    def by_ready(self, ready: dict[str, int]) -> dict[str, dict[str, int]]:
+        """`ready` (base -> score) split by ready shard."""
+        return _split(ready, self.ready_for)
+
+    def by_timers(self, members: dict[str, int]) -> dict[str, dict[str, int]]:
+        """Timer members (member -> due) split by timers shard."""
+        return _split(members, self.timers_for)
+
+
+def _tag_in(first_slot: int, count: int) -> str:
+    """The first tag `s<n>` whose slot lies near the middle of [first_slot, first_slot + the slots of one
+    shard): within a sixteenth of the range (or 8 slots) on either side, so that no master boundary of
+    an even split falls between a shard's range and its slot."""
+    width = max(1, REDIS_CLUSTER_HASH_SLOTS // count)
+    middle, near = first_slot + width // 2, max(8, width // 16)
+    n = 0
+    while abs(key_slot(f"s{n}".encode()) - middle) > near:
+        n += 1
+    return f"s{n}"
+
+
+def _split(items: dict[str, int], key_of: object) -> dict[str, dict[str, int]]:
+    out: dict[str, dict[str, int]] = {}
+    for name, score in items.items():
+        out.setdefault(key_of(name), {})[name] = score  # type: ignore[operator]
+    return out
 
 
 def timer_member(base: str, kind: str, due_ms: int) -> str:

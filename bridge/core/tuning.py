@@ -10,7 +10,7 @@ class Tuning:
     """Engine and delivery knobs that are not mapping policy (tests shrink them)."""
 
     batch: int = 256  # intake entries per XREADGROUP
-    engine_readers: int = 3  # batches in flight per engine
+    engine_readers: int = 3  # batches in flight per engine (with more than one shard: one per shard instead)
     block_ms: int = 1000  # XREADGROUP block
     claim_idle_ms: int = 30_000  # an intake entry unacked this long belongs to a dead consumer
     claim_every_s: float = 5.0
@@ -33,9 +33,14 @@ class Tuning:
     durability: str = "everysec"
     wait_replicas: int = 0  # > 0: a webhook is answered 202 only once that many replicas have its alerts (WAIT)
     wait_timeout_ms: int = 1000  # how long WAIT waits for them; fewer in time is a 503 (the sender retries)
+    # The intake stream, ready queue and timers are split into this many keys each (bridge.core.keys.Shards):
+    # 0 is automatic, 1 on one Redis or Sentinel, 16 on Redis Cluster. Fixed for a Redis's life.
+    shards: int = 0
 
     def __post_init__(self) -> None:
         if self.durability not in ("everysec", "fsync"):
             raise ValueError(f"BRIDGE_DURABILITY={self.durability!r}: use everysec (the default) or fsync")
         if self.wait_replicas < 0 or self.wait_timeout_ms < 1:
             raise ValueError("BRIDGE_WAIT_REPLICAS must be 0 or more and BRIDGE_WAIT_TIMEOUT_MS at least 1")
+        if not 0 <= self.shards <= 256:
+            raise ValueError(f"BRIDGE_SHARDS={self.shards}: use 1 to 256, or 0 for automatic")

@@ -165,7 +165,7 @@ class Automations:
         if is_cluster(self.rt.redis):  # the outbox and `ready` are on two masters there: the append first
             await self.rt.scripts.execute(pipe)
             pipe = self.rt.redis.pipeline(transaction=False)
-        outbox.signal(pipe, {ik.base: now})
+        outbox.signal(pipe, {ik.base: now}, self.rt.shards)
         await self.rt.scripts.execute(pipe)
 
 

@@ -61,8 +61,8 @@ async def get_letter(redis: Redis, letter_id: str) -> dict[str, Any] | None:
     return _decode(*found[0]) if found else None
 
 
-async def retry(redis: Redis, letter_id: str, now_ms: int) -> Retried:
-    """Put a rejected desk action back at the head of its incident's outbox."""
+async def retry(redis: Redis, letter_id: str, now_ms: int, shards: keys.Shards) -> Retried:
+    """Put a rejected desk action back at the head of its incident's outbox (and mark it in its ready shard)."""
     letter = await get_letter(redis, letter_id)
     if letter is None:
         return Retried.NOT_FOUND
@@ -77,12 +77,12 @@ async def retry(redis: Redis, letter_id: str, now_ms: int) -> Retried:
         if not await redis.xdel(keys.DLQ, letter_id):
             return Retried.NOT_FOUND
         await redis.lpush(ik.outbox, *[orjson.dumps(entry) for entry in reversed(letter["entries"])])
-        await redis.zadd(keys.READY, {base: now_ms})
+        await redis.zadd(shards.ready_for(base), {base: now_ms})
         return Retried.RETRIED
     async with redis.pipeline(transaction=True) as pipe:
         for entry in reversed(letter["entries"]):
             pipe.lpush(ik.outbox, orjson.dumps(entry))
-        pipe.zadd(keys.READY, {base: now_ms})
+        pipe.zadd(shards.ready_for(base), {base: now_ms})
         pipe.xdel(keys.DLQ, letter_id)
         await pipe.execute()
     return Retried.RETRIED

@@ -85,7 +85,8 @@ class Delivery:
         room = self.rt.tuning.delivery_concurrency - len(self._inflight)
         if room <= 0:
             return 0
-        due = await self.rt.scripts.claim(keys.READY, self.rt.clock(), self.rt.tuning.lease_ms, room)
+        readies, lease_ms = self.rt.shards.readies, self.rt.tuning.lease_ms
+        due = await self.rt.scripts.claim_sharded(readies, self.rt.clock(), lease_ms, room)
         started = 0
         for base in due:
             if base in self._inflight:
@@ -114,7 +115,7 @@ class Delivery:
         marker's score, lease.lua "take" and the desks' breakers; returns the desks whose breakers
         are read, in order. The engine queues it after the marker it writes."""
         desks = list(self.rt.desks)
-        pipe.zscore(keys.READY, base)
+        pipe.zscore(self.rt.shards.ready_for(base), base)
         self.rt.scripts.take(keys.IncidentKeys(base), self.token, self.rt.tuning.lease_ms, outbox.HEAD, pipe)
         pipe.execute_command("MGET", *[keys.desk_breaker(d) for d in desks])  # one slot: {desks}
         return desks
@@ -198,9 +199,9 @@ class Delivery:
         pipe = self.rt.redis.pipeline(transaction=False)
         await self.rt.scripts.lease(ik.lease, self.token, "release", pipe=pipe)
         if retry_at is not None:
-            pipe.zadd(keys.READY, {ik.base: retry_at})
+            pipe.zadd(self.rt.shards.ready_for(ik.base), {ik.base: retry_at})
         else:
-            self.rt.scripts.settle(ik.base, self._seen.get(ik.base), pipe)
+            self.rt.scripts.settle(self.rt.shards.ready_for(ik.base), ik.base, self._seen.get(ik.base), pipe)
         replies = await self.rt.scripts.execute(pipe)
         if retry_at is None and replies[-1]:
             await self._make_due(ik.base)
@@ -208,7 +209,7 @@ class Delivery:
     async def _make_due(self, base: str) -> None:
         """The drain has ended but its marker moved since its last read: work may have come after it."""
         pipe = self.rt.redis.pipeline(transaction=False)
-        pipe.zadd(keys.READY, {base: self.rt.clock()}, lt=True)
+        pipe.zadd(self.rt.shards.ready_for(base), {base: self.rt.clock()}, lt=True)
         await self.rt.scripts.execute(pipe)
         self.ready.set()  # for whichever replica claims it first, this one included
 
@@ -232,7 +233,7 @@ class Delivery:
         while True:
             if head is None:
                 pipe = redis.pipeline(transaction=False)
-                pipe.zscore(keys.READY, ik.base)
+                pipe.zscore(self.rt.shards.ready_for(ik.base), ik.base)
                 outbox.read_head(pipe, ik, desks)
                 self._seen[ik.base], *read = await self.rt.scripts.execute(pipe)
                 head = outbox.Head(*read)
@@ -310,7 +311,7 @@ class Delivery:
         advanced = len(pipe)
         self.rt.scripts.advance(ik, self.token, lease_ms, action.entries, pipe)
         if last:
-            self.rt.scripts.settle(ik.base, self._seen.get(ik.base), pipe)
+            self.rt.scripts.settle(self.rt.shards.ready_for(ik.base), ik.base, self._seen.get(ik.base), pipe)
         replies = await self.rt.scripts.execute(pipe)
         left: int = replies[advanced]
         if left < 0:

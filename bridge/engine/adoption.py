@@ -53,7 +53,8 @@ async def late_children(rt: Runtime, parents: list[str], states: list[Any], now:
     live = [parent for parent, state in zip(parents, states, strict=True) if state in LIVE]
     due = {keys.timer_member(parent, TIMER_KIND, now): now for parent in live}
     if due:
-        await rt.redis.zadd(keys.TIMERS, due)
+        for timers, members in rt.shards.by_timers(due).items():
+            await rt.redis.zadd(timers, members)
 
 
 async def adopt_round(rt: Runtime, parent: str, since: int, now: int) -> bool:
@@ -100,7 +101,7 @@ async def adopt_round(rt: Runtime, parent: str, since: int, now: int) -> bool:
     if finished:
         records.zrem(index_key, *finished)
     if ready:
-        outbox.signal(records, ready)
+        outbox.signal(records, ready, rt.shards)
     if adopted:
         records.zadd(keys.INCIDENTS, dict.fromkeys([parent, *finished], now))
         rt.metrics.decisions.labels(route_id, "ADOPTED").inc(adopted)

@@ -23,7 +23,7 @@ from bridge.core.routing import Routed, Router, follow_up
 from bridge.engine import adoption
 from bridge.engine.placement import place
 from bridge.engine.silences import Silence, Silences, silenced
-from bridge.runtime import dead_letters, noise, outbox, routebook
+from bridge.runtime import dead_letters, noise, outbox, routebook, shards
 from bridge.runtime.connect import is_cluster
 from bridge.runtime.context import Runtime, wait_for_event
 from bridge.runtime.scripts import AlertStep, Applied
@@ -74,11 +74,14 @@ class Engine:
         self._backlog = asyncio.Event()  # set while reads come back full: more readers join in
 
     async def ensure_group(self) -> None:
-        try:
-            await self.rt.redis.xgroup_create(keys.INTAKE, keys.ENGINE_GROUP, id="0", mkstream=True)
-        except redis.exceptions.ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
+        """Check the shards this Redis was started with (see keys.Shards) and make each intake shard's group."""
+        await shards.check(self.rt.redis, self.rt.shards)
+        for stream in self.rt.shards.intakes:
+            try:
+                await self.rt.redis.xgroup_create(stream, keys.ENGINE_GROUP, id="0", mkstream=True)
+            except redis.exceptions.ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
 
     async def run(self, stop: asyncio.Event) -> None:
         """Read, decide, acknowledge, until `stop`, with `tuning.engine_readers` batches in flight: one
@@ -89,26 +92,30 @@ class Engine:
             await routebook.refresh(self.rt, reason="start")
         except Exception:  # their incidents' states find their way there anyway (placement misses them)
             log.exception("routebook_refresh_failed")
-        readers = max(1, self.rt.tuning.engine_readers)
-        await asyncio.gather(*(self._read(stop, primary=i == 0) for i in range(readers)))
+        intakes = self.rt.shards.intakes
+        if len(intakes) == 1:
+            readers = max(1, self.rt.tuning.engine_readers)
+            await asyncio.gather(*(self._read(stop, intakes[0], primary=i == 0) for i in range(readers)))
+        else:  # one reader per shard, each blocking on its own: no XREADGROUP spans two slots of a cluster
+            await asyncio.gather(*(self._read(stop, stream, primary=True) for stream in intakes))
 
-    async def _read(self, stop: asyncio.Event, *, primary: bool) -> None:
-        """One reader, batches until `stop`. The primary one also takes over idle entries now and then;
-        the others join in only while batches come back full (a backlog), so that at low rates an
-        alert is not split from its neighbours into batches of one."""
+    async def _read(self, stop: asyncio.Event, stream: str, *, primary: bool) -> None:
+        """One reader of the intake shard `stream`, batches until `stop`. The primary one also takes
+        over idle entries now and then; the others join in only while batches come back full (a
+        backlog), so that at low rates an alert is not split from its neighbours into batches of one."""
         loop = asyncio.get_running_loop()
         next_claim = 0.0
         batch = self.rt.tuning.batch
         while not stop.is_set():
             try:
                 if primary and loop.time() >= next_claim:
-                    await self.claim_idle()
-                    await self.trim()
+                    await self.claim_idle(stream)
+                    await self.trim(stream)
                     next_claim = loop.time() + self.rt.tuning.claim_every_s
                 if primary:
-                    got = await self.step(block_ms=self.rt.tuning.block_ms)
+                    got = await self.step(block_ms=self.rt.tuning.block_ms, stream=stream)
                 elif self._backlog.is_set():
-                    got = await self.step(block_ms=None)
+                    got = await self.step(block_ms=None, stream=stream)
                 else:
                     await wait_for_event(self._backlog, self.rt.tuning.block_ms / 1000)
                     continue
@@ -133,30 +140,37 @@ class Engine:
                 log.exception("engine_step_failed")
                 await wait_for_event(stop, 1.0)
 
-    async def step(self, block_ms: int | None = None) -> int:
-        """Process one batch of new entries; returns how many were read.
+    async def step(self, block_ms: int | None = None, stream: str | None = None) -> int:
+        """Process one batch of new entries of the intake shard `stream` (None: one of each shard, and
+        a block only if there is one); returns how many were read.
 
         The silences are read in the same round trip, right after the entries arrive.
         """
+        if stream is None:
+            intakes = self.rt.shards.intakes
+            wait = block_ms if len(intakes) == 1 else None
+            return sum([await self.step(wait, s) for s in intakes])
         async with self.rt.redis.pipeline(transaction=False) as pipe:
-            pipe.xreadgroup(
-                keys.ENGINE_GROUP, self.rt.consumer, {keys.INTAKE: ">"}, count=self.rt.tuning.batch, block=block_ms
-            )
+            batch = self.rt.tuning.batch
+            pipe.xreadgroup(keys.ENGINE_GROUP, self.rt.consumer, {stream: ">"}, count=batch, block=block_ms)
             pipe.hgetall(keys.SILENCES)
             reply, silences = await pipe.execute()
         entries: list[Entry] = reply[0][1] if reply else []
         if entries:
             # On Redis Cluster the two go to two masters at once: the silences were read as the block
             # began, not after the entries came, and are read again (a silence made meanwhile counts).
-            await self.process(entries, None if is_cluster(self.rt.redis) else silences)
+            await self.process(entries, None if is_cluster(self.rt.redis) else silences, stream=stream)
         return len(entries)
 
-    async def claim_idle(self) -> int:
-        """Take over entries another consumer read but did not acknowledge in time."""
+    async def claim_idle(self, stream: str | None = None) -> int:
+        """Take over entries another consumer read but did not acknowledge in time (of one intake
+        shard; None: of every one)."""
+        if stream is None:
+            return sum([await self.claim_idle(s) for s in self.rt.shards.intakes])
         total, start = 0, "0-0"
         while True:
             reply: Any = await self.rt.redis.xautoclaim(
-                keys.INTAKE,
+                stream,
                 keys.ENGINE_GROUP,
                 self.rt.consumer,
                 min_idle_time=self.rt.tuning.claim_idle_ms,
@@ -166,28 +180,33 @@ class Engine:
             next_id, entries = reply[0], reply[1]
             deleted = reply[2] if len(reply) > 2 else []  # Redis 7 also names entries trimmed meanwhile
             if deleted:
-                await self.rt.redis.xack(keys.INTAKE, keys.ENGINE_GROUP, *deleted)
+                await self.rt.redis.xack(stream, keys.ENGINE_GROUP, *deleted)
             live = [e for e in entries if e[1]]
             if live:
                 log.info("intake_claimed", entries=len(live))
-                await self.process(live)
+                await self.process(live, stream=stream)
             total += len(live)
             if next_id in (b"0-0", "0-0") or not entries:
                 return total
             start = next_id
 
-    async def trim(self) -> None:
-        """Drop acknowledged entries: everything older than the oldest pending or undelivered one."""
-        pending = await self.rt.redis.xpending(keys.INTAKE, keys.ENGINE_GROUP)
-        groups = await self.rt.redis.xinfo_groups(keys.INTAKE)
-        last = next((g["last-delivered-id"] for g in groups if _s(g["name"]) == keys.ENGINE_GROUP), None)
-        if last is None:
-            return
-        floor = _s(pending["min"]) if pending and pending.get("pending") else _next_id(_s(last))
-        await self.rt.redis.xtrim(keys.INTAKE, minid=floor, approximate=True)
+    async def trim(self, stream: str | None = None) -> None:
+        """Drop acknowledged entries: everything older than the oldest pending or undelivered one (of
+        one intake shard; None: of every one)."""
+        for each in self.rt.shards.intakes if stream is None else (stream,):
+            pending = await self.rt.redis.xpending(each, keys.ENGINE_GROUP)
+            groups = await self.rt.redis.xinfo_groups(each)
+            last = next((g["last-delivered-id"] for g in groups if _s(g["name"]) == keys.ENGINE_GROUP), None)
+            if last is None:
+                continue
+            floor = _s(pending["min"]) if pending and pending.get("pending") else _next_id(_s(last))
+            await self.rt.redis.xtrim(each, minid=floor, approximate=True)
 
-    async def process(self, entries: list[Entry], silences: dict[bytes, bytes] | None = None) -> None:
-        """Decide a batch; `silences` is the silences hash as read with it (else it is read now)."""
+    async def process(
+        self, entries: list[Entry], silences: dict[bytes, bytes] | None = None, *, stream: str | None = None
+    ) -> None:
+        """Decide a batch of the intake shard `stream` (None: the first); `silences` is the silences hash
+        as read with it (else it is read now)."""
         now = self.rt.clock()
         stored: Any = await self.rt.redis.hgetall(keys.SILENCES) if silences is None else silences
         if self.silences.known(stored):
@@ -232,12 +251,13 @@ class Engine:
         # incident index.
         pipe = self.rt.redis.pipeline(transaction=False)
         noise.count(pipe, now, noise.from_decisions(records.decisions))  # the status page's noise per route
-        if taken:
-            pipe.zadd(keys.READY, dict.fromkeys(taken, now + self.rt.tuning.lease_ms))
+        sharded = self.rt.shards
+        for ready, marks in sharded.by_ready(dict.fromkeys(taken, now + self.rt.tuning.lease_ms)).items():
+            pipe.zadd(ready, marks)
         if len(records.ready) > len(taken):
-            outbox.signal(pipe, {base: at for base, at in records.ready.items() if base not in taken})
-        if records.timers:
-            pipe.zadd(keys.TIMERS, records.timers)
+            outbox.signal(pipe, {base: at for base, at in records.ready.items() if base not in taken}, sharded)
+        for timers, due in sharded.by_timers(records.timers).items():
+            pipe.zadd(timers, due)
         if records.changed:
             pipe.zadd(keys.INCIDENTS, records.changed)
         if records.released:  # only those holding upstream work (xx), due now (lt)
@@ -246,7 +266,7 @@ class Engine:
         queued = len(pipe)
         dead = [self.rt.masker.value({**d, "at": now}) for d in dead]  # without the mapping's secrets
         letters = slice(queued, queued + dead_letters.add(pipe, self.rt.tuning, dead, now))
-        pipe.xack(keys.INTAKE, keys.ENGINE_GROUP, *[e[0] for e in entries])
+        pipe.xack(stream or sharded.intakes[0], keys.ENGINE_GROUP, *[e[0] for e in entries])
         # The incidents delivery took: their leases and first reads, after their markers, in this
         # same round trip. A take that failed is left to its drain to make again (it is re-entrant).
         recorded = len(pipe)

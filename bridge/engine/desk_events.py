@@ -141,7 +141,7 @@ class DeskEventApplier:
             if applied.outcome == "CANCELLED" and applied.silence_labels:
                 silences.append((event, applied.incident_id, applied.silence_labels, self._policy(base) or b"{}"))
         if ready:
-            outbox.signal(after, ready)
+            outbox.signal(after, ready, self.rt.shards)
         ids = [entry_id for entry_id, _ in events] + bad
         if ids:
             after.xack(keys.DESK_EVENTS, keys.SYNC_GROUP, *ids)

@@ -1,5 +1,5 @@
-"""Timers in one Redis sorted set, ticked by every replica: the resolve hold-down (and, per route
-policy, auto-resolve and the end of a flap's quiet period), and heartbeats' expiries
+"""Timers in a Redis sorted set (one per shard: keys.Shards), ticked by every replica: the resolve
+hold-down (and, per route policy, auto-resolve and the end of a flap's quiet period), and heartbeats' expiries
 (bridge/runtime/heartbeats.py). Claiming re-scores an entry instead of
 removing it, so a replica that dies mid-tick leaves its timers to fire again; firing twice is a
 no-op."""
@@ -43,7 +43,7 @@ class Ticker:
         a resolve storm's thousand hold-downs are not two thousand round trips one after another.
         """
         now = self.rt.clock()
-        claimed = await self.rt.scripts.claim_timers(now, self.rt.tuning.timer_lease_ms, 500)
+        claimed = await self.rt.scripts.claim_timers(now, self.rt.tuning.timer_lease_ms, 500, self.rt.shards)
         done: list[str] = []  # members to drop: fired, or of a route that left the mapping
         fired: list[tuple[str, str, str]] = []  # (member, base, kind)
         beats: list[tuple[str, str, int]] = []  # heartbeats' expiries: (member, heartbeat id, due)
@@ -99,13 +99,13 @@ class Ticker:
                 self.rt.metrics.decisions.labels(base.split(":", 1)[0], decision).inc()
                 log.info("timer_fired", kind=kind.split(":", 1)[0], base=base, decision=decision)
         if ready:
-            outbox.signal(records, ready)
+            outbox.signal(records, ready, self.rt.shards)
         if changed:
             records.zadd(keys.INCIDENTS, changed)
-        if later:
-            records.zadd(keys.TIMERS, later)
-        if done:
-            records.zrem(keys.TIMERS, *done)
+        for zset, rescored in self.rt.shards.by_timers(later).items():
+            records.zadd(zset, rescored)
+        for zset, members in self.rt.shards.by_timers(dict.fromkeys(done, 0)).items():
+            records.zrem(zset, *members)
         await self.rt.scripts.execute(records)
         if decided:
             self.ready.set()

@@ -56,10 +56,10 @@ async def desk_events(request: web.Request) -> web.Response:
     events = [e if e.desk == name else replace(e, desk=name) for e in events]
     pipe = runtime.redis.pipeline(transaction=False)
     sync.queue_events(pipe, events)
-    waited = durability.queue_wait(pipe, runtime.tuning, keys.DESK_EVENTS)  # on a cluster: its master's replicas
+    waits = durability.queue_wait(pipe, runtime.tuning, [keys.DESK_EVENTS])  # on a cluster: its master's replicas
     replies = await runtime.scripts.execute(pipe)
-    if waited:
-        durability.replicated(replies[-1], runtime.tuning)
+    if waits:
+        durability.replicated(replies[-waits:], runtime.tuning)
     for event in events:
         runtime.metrics.sync_received.labels(name, event.kind.value, "push").inc()
     log.debug("desk_events_accepted", desk=name, accepted=len(events))

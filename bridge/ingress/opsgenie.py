@@ -339,16 +339,17 @@ async def _apply(runtime: Runtime, source: str, name: str, parsed: Parsed, recor
     alert = parsed.alerts[0]
     key = _key(source, alert.identity)
     pipe = runtime.redis.pipeline(transaction=False)
-    pipe.xadd(keys.INTAKE, {"a": alert.model_dump_json()})
+    stream = runtime.shards.intake_for(alert.identity)
+    pipe.xadd(stream, {"a": alert.model_dump_json()})
     kept: dict[Any, Any] = {"s": alert.status.value}
     if name == "create" or name in PUT_ACTIONS or not record:
         kept["a"] = alert.model_copy(update={"event": None}).model_dump_json()
     pipe.hset(key, mapping=kept)
     pipe.pexpire(key, runtime.tuning.retention_ms)
-    waited = durability.queue_wait(pipe, runtime.tuning)  # last: it covers every write before it
+    waits = durability.queue_wait(pipe, runtime.tuning, [stream])  # last: it covers every write before it
     replies = await runtime.scripts.execute(pipe)
-    if waited:
-        durability.replicated(replies[-1], runtime.tuning)
+    if waits:
+        durability.replicated(replies[-waits:], runtime.tuning)
 
 
 def _unavailable(call: _Call, request: web.Request, exc: Exception) -> web.Response:

@@ -114,20 +114,22 @@ async def enqueue(runtime: Runtime, source: str, parsed: Parsed) -> None:
     the same event-loop turn (bridge/runtime/batch.py); it raises what Redis raised for any of this request's.
     """
     pipe = runtime.redis.pipeline(transaction=False)
-    for alert in parsed.alerts:
-        pipe.xadd(keys.INTAKE, {"a": alert.model_dump_json()})
+    shards = runtime.shards
+    streams = [shards.intake_for(alert.identity) for alert in parsed.alerts]  # an alert's shard: its identity's
+    for alert, stream in zip(parsed.alerts, streams, strict=True):
+        pipe.xadd(stream, {"a": alert.model_dump_json()})
     mask = runtime.masker  # what the sender sent, without the mapping's secrets
     letters = [
         {"kind": "bad_alert", "source": source, "reason": mask.text(bad.reason), "raw": letter_json(bad.raw, mask)}
         for bad in parsed.rejected
     ]
     queued = dead_letters.add(pipe, runtime.tuning, letters, runtime.clock())
-    waited = durability.queue_wait(pipe, runtime.tuning)  # last: it covers every write before it
+    waits = durability.queue_wait(pipe, runtime.tuning, streams)  # last: it covers every write before it
     replies = await runtime.scripts.execute(pipe)
     if queued:
-        dead_letters.dropped(runtime.metrics, replies[:-1] if waited else replies)
-    if waited:
-        durability.replicated(replies[-1], runtime.tuning)
+        dead_letters.dropped(runtime.metrics, replies[: len(replies) - waits])
+    if waits:
+        durability.replicated(replies[-waits:], runtime.tuning)
 
 
 LETTER_DEPTH = 32  # levels of a rejected alert kept in its dead letter; deeper ones are cut

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import aiohttp
 from aiohttp import web
 
-from bridge.core import logs
+from bridge.core import keys, logs
 from bridge.core.config import MappingConfig
 from bridge.core.desk import Desk
 from bridge.core.plugins import configured
@@ -20,6 +20,7 @@ from bridge.core.secrets import Masker
 from bridge.core.source import SourceAdapter
 from bridge.core.sync import Upstream
 from bridge.core.tuning import Tuning
+from bridge.runtime import shards as sharding
 from bridge.runtime.bad_records import Reporter
 from bridge.runtime.metrics import Metrics
 from bridge.runtime.scripts import Redis, Scripts
@@ -62,8 +63,11 @@ class Runtime:
     # The mapping's secrets, masked in what is stored and answered (bridge.core.secrets); those of
     # mappings loaded before stay in it, for what was written under them.
     masker: Masker = field(init=False)
+    # The intake, ready queue and timers' keys (tuning.shards; automatic: 1, or 16 on Redis Cluster).
+    shards: keys.Shards = field(init=False)
 
     def __post_init__(self) -> None:
+        self.shards = sharding.default(self.redis, self.tuning.shards)
         self.router = self._router(self.config)
         self.sources = _sources(self.config)
         self.bad_record = Reporter(self.metrics)

@@ -19,6 +19,7 @@ warning says when a 202 will not mean what the setting asks (or when it cannot b
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import redis.exceptions
@@ -72,26 +73,30 @@ async def check(client: Any, tuning: Tuning) -> dict[str, str]:
     return settings
 
 
-def queue_wait(pipe: Any, tuning: Tuning, stream: str = keys.INTAKE) -> bool:
+def queue_wait(pipe: Any, tuning: Tuning, streams: Iterable[str] = (keys.INTAKE,)) -> int:
     """Queue `WAIT <replicas> <timeout>` after a request's writes (same connection, so it covers them);
-    whether it did. Its reply is the number of replicas that have them."""
+    how many it queued (0 or 1; on Redis Cluster one per stream written). Their replies are the number
+    of replicas that have the writes."""
     if not tuning.wait_replicas:
-        return False
+        return 0
     if is_cluster(pipe):
-        # On Redis Cluster, to the master of the stream written (the intake; the desk events' for those)
-        # only, after the XADDs on the same connection (redis-py's default would ask every node and add
-        # up their answers): the cluster batcher sends it to the node that serves `wait_key` as it runs
-        # (bridge/runtime/batch.py). It covers that stream's entries; other writes of the request (dead
-        # letters, the Opsgenie door's record, a desk's ticket index) may be on other masters, not waited for.
-        pipe.execute_command("WAIT", tuning.wait_replicas, tuning.wait_timeout_ms, wait_key=stream)
-        return True
+        # On Redis Cluster, to the master of each stream written (the intake's shards; the desk events'
+        # for those) only, after the XADDs on the same connection (redis-py's default would ask every
+        # node and add up their answers): the cluster batcher sends it to the node that serves `wait_key`
+        # as it runs (bridge/runtime/batch.py). It covers those streams' entries; other writes of the
+        # request (dead letters, the Opsgenie door's record, a desk's ticket index) may be on other
+        # masters, not waited for.
+        written = list(dict.fromkeys(streams))
+        for stream in written:
+            pipe.execute_command("WAIT", tuning.wait_replicas, tuning.wait_timeout_ms, wait_key=stream)
+        return len(written)
     pipe.execute_command("WAIT", tuning.wait_replicas, tuning.wait_timeout_ms)
-    return True
+    return 1
 
 
-def replicated(reply: Any, tuning: Tuning) -> None:
-    """NotReplicated (503) unless WAIT's reply says enough replicas have the writes."""
-    count = reply if isinstance(reply, int) else 0
+def replicated(replies: list[Any], tuning: Tuning) -> None:
+    """NotReplicated (503) unless every WAIT's reply (of `queue_wait`) says enough replicas have the writes."""
+    count = min((r if isinstance(r, int) else 0 for r in replies), default=0)
     if count < tuning.wait_replicas:
         raise NotReplicated(
             f"the alerts are in Redis but only {count} of {tuning.wait_replicas} replicas had them within"

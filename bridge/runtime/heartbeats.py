@@ -157,10 +157,11 @@ async def ping(rt: Runtime, pings: Sequence[tuple[str, Mapping[str, str]]]) -> l
         beat = rt.config.heartbeats[name]
         labels = dict(given)
         bid = beat_id(name, labels)
-        healed = recovered_alert(name, beat, labels, now).model_dump_json()
+        healed = recovered_alert(name, beat, labels, now)
+        timers, intake = rt.shards.timers_for(bid), rt.shards.intake_for(healed.identity)
         rt.scripts.heartbeat_ping(
-            [keys.heartbeat(bid), keys.HEARTBEATS, keys.heartbeat_ids(name), keys.TIMERS, keys.INTAKE],
-            [bid, now, beat.window_ms(), name, orjson.dumps(labels), beat.max_keys, healed],
+            [keys.heartbeat(bid), keys.HEARTBEATS, keys.heartbeat_ids(name), timers, intake],
+            [bid, now, beat.window_ms(), name, orjson.dumps(labels), beat.max_keys, healed.model_dump_json()],
             pipe,
         )
         made.append((name, bid, labels))
@@ -260,7 +261,9 @@ async def fire(rt: Runtime, due: Sequence[tuple[str, str, int]]) -> list[str]:
             continue
         alert = expired_alert(beat.name, config, beat.labels, beat.last_ms, now)
         rt.scripts.heartbeat_expire(
-            [keys.heartbeat(bid), keys.INTAKE], [due_ms, now, beat.last_ms, alert.model_dump_json()], pipe
+            [keys.heartbeat(bid), rt.shards.intake_for(alert.identity)],
+            [due_ms, now, beat.last_ms, alert.model_dump_json()],
+            pipe,
         )
         expiring.append((member, beat))
     if not expiring:
@@ -360,7 +363,7 @@ async def list_beats(client: Any, now_ms: int) -> list[dict[str, Any]]:
     return [beat.view(now_ms) for beat in await read_all(client)]
 
 
-async def forget(client: Any, bid: str) -> bool:
+async def forget(client: Any, bid: str, shards: keys.Shards) -> bool:
     """Stop watching one heartbeat (a cluster taken down for good): its state, its index entries and its
     timer go. Its ticket, if open, stays: resolve it by hand (`bridge incidents resolve`). False if unknown."""
     state = await client.hgetall(keys.heartbeat(bid))
@@ -373,7 +376,7 @@ async def forget(client: Any, bid: str) -> bool:
         pipe.delete(keys.heartbeat(bid))
         pipe.zrem(keys.HEARTBEATS, bid)
         pipe.srem(keys.heartbeat_ids(beat.name), bid)
-        pipe.zrem(keys.TIMERS, keys.timer_member(bid, TIMER_KIND, beat.due_ms))
+        pipe.zrem(shards.timers_for(bid), keys.timer_member(bid, TIMER_KIND, beat.due_ms))
         await pipe.execute()
     return True
 

@@ -244,40 +244,45 @@ class Metrics:
         """The exposition format, from memory: a scrape sends Redis nothing."""
         return generate_latest(self.registry)
 
-    async def refresh(self, client: Any) -> None:
-        """Read the shared-state gauges from Redis. If it cannot be read, `bridge_redis_up` is 0 and
-        the shared gauges keep their last values."""
+    async def refresh(self, client: Any, shards: keys.Shards | None = None) -> None:
+        """Read the shared-state gauges from Redis (its intake in `shards`: one by default). If it cannot
+        be read, `bridge_redis_up` is 0 and the shared gauges keep their last values."""
         try:
-            await self._refresh(client)
+            await self._refresh(client, shards or keys.Shards())
         except (redis.exceptions.RedisError, OSError):
             self.redis_up.set(0)
         else:
             self.redis_up.set(1)
             self.refreshed.set_to_current_time()
 
-    async def _refresh(self, client: Any) -> None:
+    async def _refresh(self, client: Any, shards: keys.Shards) -> None:
         async with client.pipeline(transaction=False) as pipe:
-            pipe.xpending(keys.INTAKE, keys.ENGINE_GROUP)
-            pipe.xinfo_groups(keys.INTAKE)
+            for stream in shards.intakes:
+                pipe.xpending(stream, keys.ENGINE_GROUP)
+                pipe.xinfo_groups(stream)
             pipe.xlen(keys.DLQ)
             pipe.hlen(keys.noise(int(time.time() * 1000)))
             pipe.xlen(keys.DESK_EVENTS)
             pipe.zcard(keys.UPSTREAM_READY)
             for desk in self.sync_desks:
                 pipe.hlen(keys.desk_tickets(desk))
-            pending, groups, dlq, noise_fields, desk_events, upready, *tickets = await pipe.execute(
-                raise_on_error=False
-            )
+            replies = await pipe.execute(raise_on_error=False)
+        split = 2 * shards.count
+        intake, (dlq, noise_fields, desk_events, upready, *tickets) = replies[:split], replies[split:]
         for family, size in (("desk_events", desk_events), ("upstream_ready", upready)):
             if isinstance(size, int):
                 self.sync_keys.labels(family).set(size)
         self.sync_keys.labels("tickets").set(sum(n for n in tickets if isinstance(n, int)))
-        if isinstance(pending, redis.exceptions.ResponseError):
-            pending, groups = {}, []  # no intake stream or group yet: nothing received
         if isinstance(dlq, Exception):
             raise dlq
-        self.intake_pending.set(int(pending.get("pending", 0)) if pending else 0)
-        self.intake_lag.set(await _intake_lag(client, pending, groups))
+        pending_total, lag = 0, 0.0
+        for stream, pending, groups in zip(shards.intakes, intake[0::2], intake[1::2], strict=True):
+            if isinstance(pending, redis.exceptions.ResponseError):
+                pending, groups = {}, []  # no intake stream or group yet: nothing received
+            pending_total += int(pending.get("pending", 0)) if pending else 0
+            lag = max(lag, await _intake_lag(client, stream, pending, groups))
+        self.intake_pending.set(pending_total)
+        self.intake_lag.set(lag)
         self.dead_letters.set(int(dlq))
         if isinstance(noise_fields, int):
             self.noise_fields.set(noise_fields)
@@ -303,15 +308,16 @@ class Metrics:
         self.outbox_actions.set(sum(queued))
 
 
-async def _intake_lag(client: Any, pending: Any, groups: Any) -> float:
-    """Seconds since the oldest undecided entry: the oldest pending one, else the first unread one."""
+async def _intake_lag(client: Any, stream: str, pending: Any, groups: Any) -> float:
+    """Seconds since the oldest undecided entry of an intake shard: the oldest pending one, else the
+    first unread one."""
     oldest: str | None = None
     if pending and pending.get("pending"):
         oldest = _s(pending["min"])
     else:
         last = next((g["last-delivered-id"] for g in groups or [] if _s(g["name"]) == keys.ENGINE_GROUP), None)
         if last is not None:
-            after: Any = await client.xrange(keys.INTAKE, "(" + _s(last), "+", count=1)
+            after: Any = await client.xrange(stream, "(" + _s(last), "+", count=1)
             oldest = _s(after[0][0]) if after else None
     if oldest is None:
         return 0.0

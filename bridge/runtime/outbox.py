@@ -112,14 +112,16 @@ def read_head(pipe: Any, ik: keys.IncidentKeys, desks: list[str]) -> None:
     pipe.execute_command("MGET", *[keys.desk_breaker(d) for d in desks])  # one slot: {desks}
 
 
-def signal(pipe: Any, ready: Mapping[str, int]) -> None:
-    """Queue marking incidents whose outboxes just got work (`ready`: base → when to deliver): a marker
-    is added where none is, and one already there moved by 1 ms, so that a drain ending meanwhile
-    sees that work came after its last read (settle.lua). Whatever appends to an outbox calls this
-    after the append (or, as the dead-letter retry and the engine's handoff do, sets a new score)."""
-    pipe.zadd(keys.READY, ready, nx=True)
-    for base in ready:
-        pipe.zincrby(keys.READY, 1, base)
+def signal(pipe: Any, ready: Mapping[str, int], shards: keys.Shards) -> None:
+    """Queue marking incidents whose outboxes just got work (`ready`: base → when to deliver) in their
+    ready shards: a marker is added where none is, and one already there moved by 1 ms, so that a
+    drain ending meanwhile sees that work came after its last read (settle.lua). Whatever appends to
+    an outbox calls this after the append (or, as the dead-letter retry and the engine's handoff do,
+    sets a new score)."""
+    for zset, marks in shards.by_ready(dict(ready)).items():
+        pipe.zadd(zset, marks, nx=True)
+        for base in marks:
+            pipe.zincrby(zset, 1, base)
 
 
 def ticket_ref(view: dict[bytes, bytes], epoch: str) -> TicketRef | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -136,6 +137,7 @@ class Scripts:
             self._desk_event,
         )
         on = batched or redis
+        self._turn = 0  # where claim_sharded starts its round of the shards
         self._batch: Batcher | ClusterBatcher = (ClusterBatcher if is_cluster(on) else Batcher)(
             on, self.load, timeout=timeout
         )
@@ -263,14 +265,41 @@ class Scripts:
         """Queue heartbeat_expire_state.lua (Redis Cluster): its reply is 1 if the opening alert is to be added."""
         self._queue(pipe, self._lapse_state, [state_key], args)
 
-    async def claim_timers(self, now_ms: int, lease_ms: int, limit: int) -> list[str]:
-        return await self.claim(keys.TIMERS, now_ms, lease_ms, limit)
+    async def claim_timers(self, now_ms: int, lease_ms: int, limit: int, shards: keys.Shards) -> list[str]:
+        return await self.claim_sharded(shards.timers, now_ms, lease_ms, limit)
 
     async def claim(self, zset: str, now_ms: int, lease_ms: int, limit: int) -> list[str]:
         """Up to `limit` members of `zset` due by now, re-scored to now + lease (see claim_timers.lua)."""
         pipe = self._queue(self.redis.pipeline(transaction=False), self._claim, [zset], [now_ms, lease_ms, limit])
         (reply,) = await self.execute(pipe)
         return [_s(m) for m in reply]
+
+    async def claim_sharded(self, zsets: Sequence[str], now_ms: int, lease_ms: int, limit: int) -> list[str]:
+        """`claim` over the shards of one sorted set (the ready queue's, the timers'): how many are due
+        in each is counted first, in one round trip, and the `limit` shared among those that have some,
+        starting from a different shard each time; their claims go in one more round trip. Nothing is
+        claimed that is not taken: a member claimed and left would wait a whole lease."""
+        if len(zsets) == 1:
+            return await self.claim(zsets[0], now_ms, lease_ms, limit)
+        pipe = self.redis.pipeline(transaction=False)
+        for zset in zsets:
+            pipe.zcount(zset, "-inf", now_ms)
+        counts = await self.execute(pipe)
+        self._turn = (self._turn + 1) % len(zsets)
+        shares: list[tuple[str, int]] = []
+        left = limit
+        for i in range(len(zsets)):
+            at = (self._turn + i) % len(zsets)
+            share = min(int(counts[at]), left)
+            if share > 0:
+                shares.append((zsets[at], share))
+                left -= share
+        if not shares:
+            return []
+        pipe = self.redis.pipeline(transaction=False)
+        for zset, share in shares:
+            self._queue(pipe, self._claim, [zset], [now_ms, lease_ms, share])
+        return [_s(m) for reply in await self.execute(pipe) for m in reply]
 
     async def take_token(self, desk: str, now_ms: int, per_second: float, burst: int, key: str | None = None) -> int:
         """0 when the desk's shared bucket (or the bucket `key`) gave a token, else the ms to wait for one."""
@@ -306,11 +335,11 @@ class Scripts:
         runs) without ending the action's drain: for one that was dead-lettered."""
         self._queue(pipe, self._lease, [ik.lease, ik.outbox], [token, "pop", 0, len(entries), entries[0]])
 
-    def settle(self, base: str, seen: float | None, pipe: Pipeline) -> None:
-        """Queue letting go of an incident's ready marker; `seen` is its score as read just before the
-        drain's last read of the outbox. The reply is 1 if the marker moved since and was kept (see
-        settle.lua)."""
-        self._queue(pipe, self._settle, [keys.READY], [base, "" if seen is None else int(seen)])
+    def settle(self, ready: str, base: str, seen: float | None, pipe: Pipeline) -> None:
+        """Queue letting go of an incident's ready marker (in its shard `ready`); `seen` is its score as
+        read just before the drain's last read of the outbox. The reply is 1 if the marker moved since
+        and was kept (see settle.lua)."""
+        self._queue(pipe, self._settle, [ready], [base, "" if seen is None else int(seen)])
 
     async def problem_count(
         self, ik: keys.IncidentKeys, now_ms: int, window_ms: int, after: int, member: str, token: str, hold_ms: int

@@ -195,7 +195,7 @@ async def replay(
         rejected += len(parsed.rejected)
         async with client.pipeline(transaction=False) as pipe:  # as the ingress writes them
             for item in parsed.alerts:
-                pipe.xadd(keys.INTAKE, {"a": item.model_dump_json()})
+                pipe.xadd(rt.shards.intake_for(item.identity), {"a": item.model_dump_json()})
             letters = [{"kind": "bad_alert", "source": hook.source, "reason": bad.reason} for bad in parsed.rejected]
             dead_letters.add(pipe, rt.tuning, letters, clock())
             await pipe.execute()
@@ -210,10 +210,11 @@ async def replay(
 async def _advance(rt: Runtime, clock: Clock, ticker: Ticker, delivery: Delivery, until_ms: int) -> None:
     """Move the clock to `until_ms`, firing each timer at its due time and delivering what it causes."""
     for _ in range(MAX_STEPS):
-        due: Any = await rt.redis.zrange(keys.TIMERS, 0, 0, withscores=True)
-        if not due or int(due[0][1]) > until_ms:
+        firsts: list[Any] = [await rt.redis.zrange(timers, 0, 0, withscores=True) for timers in rt.shards.timers]
+        due = min((int(first[0][1]) for first in firsts if first), default=None)
+        if due is None or due > until_ms:
             break
-        clock.now_ms = max(clock.now_ms, int(due[0][1]))
+        clock.now_ms = max(clock.now_ms, due)
         await ticker.tick()
         await _deliver(rt, delivery)
     clock.now_ms = max(clock.now_ms, until_ms)
@@ -222,7 +223,9 @@ async def _advance(rt: Runtime, clock: Clock, ticker: Ticker, delivery: Delivery
 
 async def _deliver(rt: Runtime, delivery: Delivery) -> None:
     for _ in range(MAX_STEPS):
-        ready: Any = await rt.redis.zrangebyscore(keys.READY, "-inf", rt.clock(), start=0, num=100)
+        ready: list[Any] = []
+        for zset in rt.shards.readies:
+            ready += await rt.redis.zrangebyscore(zset, "-inf", rt.clock(), start=0, num=100)
         if not ready:
             return
         for base in ready:

@@ -37,7 +37,7 @@ def producer(r: redis.Redis, entry: str) -> Steps:
     r.rpush(OUTBOX, entry)
     yield
     pipe = r.pipeline(transaction=False)
-    outbox.signal(pipe, {BASE: NOW})
+    outbox.signal(pipe, {BASE: NOW}, keys.Shards())
     pipe.execute()
 
 
@@ -108,7 +108,7 @@ def test_settle_removes_a_marker_only_where_it_has_not_moved(client: redis.Redis
     assert settle(keys=[keys.READY], args=[BASE, NOW]) == 0 and client.zscore(keys.READY, BASE) is None
     client.zadd(keys.READY, {BASE: NOW})
     pipe = client.pipeline(transaction=False)
-    outbox.signal(pipe, {BASE: NOW})  # moved by an append
+    outbox.signal(pipe, {BASE: NOW}, keys.Shards())  # moved by an append
     pipe.execute()
     assert settle(keys=[keys.READY], args=[BASE, NOW]) == 1 and client.zscore(keys.READY, BASE) == NOW + 1
     assert settle(keys=[keys.READY], args=[BASE, ""]) == 1  # none was seen: kept

@@ -20,9 +20,11 @@ from bridge.process.server import Bridge
 from bridge.runtime import outbox
 from tests.amp import alert, group
 from tests.cluster import queued_commands
-from tests.conftest import FAST, Snow, eventually, mapping, post
+from tests.conftest import FAST, ON_CLUSTER, Snow, eventually, mapping, post
 
 ROOT = Path(__file__).resolve().parents[2]
+
+SHARDS = keys.Shards(keys.CLUSTER_SHARDS if ON_CLUSTER else 1)  # the bridges' own (their default for the Redis)
 
 
 def url(bridge: Any) -> str:
@@ -255,7 +257,7 @@ async def test_work_claimed_while_its_drain_ends_is_delivered_at_once(snow: Snow
 
     assert (await post(url(bridge), group(alert(instance="x:1", severity="critical"))))[0] == 202
     await eventually(lambda: base in delivery._again)  # claimed meanwhile, and held back
-    assert await redis.zscore(keys.READY, base) > bridge.runtime.clock() + 20_000  # a lease ahead
+    assert await redis.zscore(SHARDS.ready_for(base), base) > bridge.runtime.clock() + 20_000  # a lease ahead
     delivery._ended(base)  # the drain ends
     await eventually(lambda: len(snow.notes(snow.incidents()[0])) > notes_before, within=5)
 
@@ -299,7 +301,8 @@ async def test_work_appended_while_the_last_action_is_at_the_desk_is_drained_on(
         return head is not None and orjson.loads(head)["kind"] == "NOTE"  # the open is done and recorded
 
     await eventually(note_at_the_desk, within=5, interval=0.02)
-    assert await redis.zscore(keys.READY, ik.base) > bridge.runtime.clock() + 20_000  # claimed a lease ahead
+    marker = await redis.zscore(SHARDS.ready_for(ik.base), ik.base)
+    assert marker > bridge.runtime.clock() + 20_000  # claimed a lease ahead
     ticket = snow.incidents()[0]
     await eventually(lambda: snow.notes(ticket), within=5)
     await eventually(lambda: _drained(redis, ik), within=5)
@@ -319,7 +322,7 @@ async def test_a_replica_dying_right_after_its_last_bookkeeping_leaves_the_work_
         advancing = any(a[0] == "EVALSHA" and "advance" in a for a in queued_commands(pipe))
         replies = await execute(pipe, **options)
         if advancing:  # what another replica would find, were this one to die now
-            after_advance.append((await redis.llen(ik.outbox), await redis.zscore(keys.READY, ik.base)))
+            after_advance.append((await redis.llen(ik.outbox), await redis.zscore(SHARDS.ready_for(ik.base), ik.base)))
         return replies
 
     assert (await post(url(bridge), group(alert())))[0] == 202
@@ -333,7 +336,7 @@ async def test_a_replica_dying_right_after_its_last_bookkeeping_leaves_the_work_
 
 
 async def _drained(redis: Any, ik: keys.IncidentKeys) -> bool:
-    return await redis.zscore(keys.READY, ik.base) is None and not await redis.llen(ik.outbox)
+    return await redis.zscore(SHARDS.ready_for(ik.base), ik.base) is None and not await redis.llen(ik.outbox)
 
 
 async def test_work_appended_just_after_the_lease_is_released_is_not_stranded(
@@ -355,7 +358,7 @@ async def test_work_appended_just_after_the_lease_is_released_is_not_stranded(
         if keys_.base == ik.base and not injected:  # as the engine would, right after the release
             injected.append(late)
             pipe.rpush(keys_.outbox, late)
-            outbox.signal(pipe, {keys_.base: bridge.runtime.clock()})
+            outbox.signal(pipe, {keys_.base: bridge.runtime.clock()}, bridge.runtime.shards)
 
     monkeypatch.setattr(scripts, "advance", advance_then_append)
     ticket = (await eventually(lambda: snow.incidents(), within=5))[0]
@@ -378,7 +381,7 @@ async def test_work_handed_to_delivery_here_is_claimed_a_lease_ahead_as_far_as_t
     assert (await post(url(bridge), group(alert(instance="a:1"), alert(instance="b:1"))))[0] == 202
 
     async def both_marked() -> list[Any]:
-        marks = await redis.zrange(keys.READY, 0, -1, withscores=True)
+        marks = [m for zset in SHARDS.readies for m in await redis.zrange(zset, 0, -1, withscores=True)]
         return marks if len(marks) == 2 else []
 
     scores = {member.decode(): score for member, score in await eventually(both_marked)}
@@ -424,7 +427,7 @@ async def test_a_handed_over_incident_leaves_no_marker_behind_when_another_drain
     # ...the other replica's drain delivered that note and ended: outbox, lease and marker gone.
     await redis.lpop(ik.outbox)
     await redis.delete(ik.lease)
-    await redis.zrem(keys.READY, ik.base)
+    await redis.zrem(SHARDS.ready_for(ik.base), ik.base)
     other_ended.set()
     await asyncio.wait_for(landed.wait(), 5)
     await eventually(lambda: _drained(redis, ik), within=5)

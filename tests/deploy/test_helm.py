@@ -136,6 +136,16 @@ def test_existing_secret_keeps_the_redis_url(helm: ModuleType) -> None:
     assert "BRIDGE_REDIS_URL" not in {e["name"] for e in bridge["env"]}
 
 
+def test_a_cluster_url_and_its_shard_count_reach_the_bridge(helm: ModuleType) -> None:
+    """redisUrl takes a `redis+cluster://` URL; redisShards, when set, becomes BRIDGE_SHARDS (left
+    out at 0: the bridge's automatic count)."""
+    url = "rediss+cluster://r1:6379,r2:6379"
+    env = bridge_of(render(helm, {"credentials": CREDENTIALS, "redisUrl": url, "redisShards": 32}))["env"]
+    assert {"name": "BRIDGE_REDIS_URL", "value": url} in env and {"name": "BRIDGE_SHARDS", "value": "32"} in env
+    env = bridge_of(render(helm, {"credentials": CREDENTIALS, "redisUrl": url}))["env"]
+    assert "BRIDGE_SHARDS" not in {e["name"] for e in env}
+
+
 @pytest.mark.parametrize(
     ("values", "message"),
     [

@@ -9,6 +9,7 @@ import asyncio
 import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import orjson
@@ -82,7 +83,8 @@ async def test_a_master_failover_mid_flow_loses_no_alert_and_duplicates_no_ticke
             await asyncio.sleep(0.2)
 
     try:
-        victim = local_cluster.master_of(keys.INTAKE)
+        assert bridge.runtime is not None
+        victim = local_cluster.master_of(bridge.runtime.shards.intakes[0])  # a third of the intake's shards
         async with aiohttp.ClientSession() as session:
             for i, host in enumerate(hosts):
                 if i == 10:
@@ -108,6 +110,41 @@ async def test_a_master_failover_mid_flow_loses_no_alert_and_duplicates_no_ticke
         assert set(found) == set(hosts), f"lost {sorted(set(hosts) - set(found))}; answers {answers}"
         duplicates = {host: n for host, n in found.items() if n > 1}
         assert not duplicates, f"duplicate tickets {duplicates}; answers {answers}"
+    finally:
+        await bridge.stop()
+
+
+@pytest.mark.cluster
+async def test_ingest_and_scheduling_spread_over_every_master(snow: Snow, local_cluster: LocalCluster) -> None:
+    """Sixteen shards by default on a cluster: 30 hosts' alerts (one group, then their resolves) are
+    written to intake shards on all three masters, each master's engine reads its own (XREADGROUP), and
+    the ready markers and hold-down timers of the 30 incidents are claimed on every master too, and
+    every host gets its ticket, resolved (how evenly many alerts spread: tests/core/test_keys.py)."""
+    bridge = await Bridge(mapping(snow.url), local_cluster.url, port=0, tuning=FAST).start()
+    url = f"http://127.0.0.1:{bridge.port}/webhook/alertmanager"
+    hosts = [f"h{i:02d}:9100" for i in range(30)]
+    masters = [n for n in local_cluster.nodes if n.alive and n.role() == "master"]
+    try:
+        assert bridge.runtime is not None and bridge.runtime.shards.count == keys.CLUSTER_SHARDS
+        async with aiohttp.ClientSession() as session:
+            json = {"Content-Type": "application/json"}
+            firing = orjson.dumps(group(*[alert(instance=h) for h in hosts]))
+            async with session.post(url, data=firing, headers=json) as resp:
+                assert resp.status == 202
+            await eventually(lambda: len(snow.incidents()) == 30, within=30, interval=0.2)
+            resolved = orjson.dumps(group(*[alert("resolved", instance=h) for h in hosts]))
+            async with session.post(url, data=resolved, headers=json) as resp:
+                assert resp.status == 202
+        await eventually(lambda: all(t["state"] == "6" for t in snow.incidents()), within=30, interval=0.2)
+        assert len(snow.incidents()) == 30
+
+        def calls(node: Any, command: str) -> int:
+            return int(node.client().info("commandstats").get(f"cmdstat_{command}", {}).get("calls", 0))
+
+        xadds = [calls(m, "xadd") for m in masters]
+        assert all(xadds) and sum(xadds) >= 60, xadds
+        for command in ("xreadgroup", "zadd", "evalsha"):
+            assert all(calls(m, command) for m in masters), command
     finally:
         await bridge.stop()
 
@@ -182,21 +219,27 @@ async def test_a_heartbeat_cut_before_its_alert_is_added_adds_it_on_the_next_tur
         pipe = client.pipeline(transaction=False)
         rt.scripts.heartbeat_expire_state(state, [due, rt.clock(), last], pipe)
         assert await rt.scripts.execute(pipe) == [1]  # ... and the expiry is cut here
-        assert await client.xlen(keys.INTAKE) == 0
+        assert await intake_entries(rt) == []
 
         timer = (keys.timer_member(made.id, heartbeats.TIMER_KIND, due), made.id, due)
         for _ in range(2):  # the timer comes due again (its claim lapsed); then once more, to no effect
             assert await heartbeats.fire(rt, [timer]) == [timer[0]]
-        opened = [orjson.loads(f[b"a"])["status"] for _, f in await client.xrange(keys.INTAKE)]
+        opened = [orjson.loads(f[b"a"])["status"] for _, f in await intake_entries(rt)]
         assert opened == ["firing"]
 
         pipe = client.pipeline(transaction=False)
         rt.scripts.heartbeat_ping_state(state, [made.id, rt.clock(), 1000, "prom", "{}", "1"], pipe)
         ((outcome, _, _),) = await rt.scripts.execute(pipe)  # a recovering ping, cut before its alert
-        assert outcome == b"recovered" and await client.xlen(keys.INTAKE) == 1
+        assert outcome == b"recovered" and len(await intake_entries(rt)) == 1
         outcomes = [(await heartbeats.ping(rt, [("prom", {"cluster": "eu"})]))[0].outcome for _ in range(2)]
         assert outcomes == ["recovered", "ok"]  # the next ping adds the owed alert, once
-        statuses = [orjson.loads(f[b"a"])["status"] for _, f in await client.xrange(keys.INTAKE)]
+        statuses = [orjson.loads(f[b"a"])["status"] for _, f in await intake_entries(rt)]
         assert statuses == ["firing", "resolved"]
     finally:
         await client.aclose()
+
+
+async def intake_entries(rt: Any) -> list[Any]:
+    """Every entry of every intake shard, oldest first."""
+    found = [entry for stream in rt.shards.intakes for entry in await rt.redis.xrange(stream)]
+    return sorted(found, key=lambda e: tuple(int(p) for p in e[0].split(b"-")))

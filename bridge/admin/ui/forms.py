@@ -173,7 +173,7 @@ def _letter_id(request: web.Request) -> str:
 async def retry_letter(request: web.Request) -> web.StreamResponse:
     rt = _rt(request)
     letter_id = _letter_id(request)
-    outcome = await dlq.retry(rt.redis, letter_id, rt.clock())
+    outcome = await dlq.retry(rt.redis, letter_id, rt.clock(), rt.shards)
     if outcome is dlq.Retried.NOT_FOUND:
         raise UiError(404, f"no dead letter {letter_id}")
     if outcome is dlq.Retried.NOT_RETRYABLE:

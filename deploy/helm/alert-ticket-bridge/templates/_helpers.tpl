@@ -142,6 +142,10 @@ accepts and answers webhooks) as a sidecar, so that Redis never makes the Alertm
     - name: BRIDGE_REDIS_URL
       value: {{ .Values.redisUrl | quote }}
     {{- end }}
+    {{- if .Values.redisShards }}
+    - name: BRIDGE_SHARDS
+      value: {{ .Values.redisShards | quote }}
+    {{- end }}
   ports:
     - name: bridge
       containerPort: 8080
