@@ -84,6 +84,17 @@ def automation_bucket(runner: str) -> str:
     return f"{PREFIX}bucket:automation:{runner}"
 
 
+def login_failures(remote: str) -> str:
+    """The status page's refused logins from one address (a token bucket: `LOGIN_BURST`, one more every
+    `LOGIN_REFILL_S`), by a hash of the address; expires once full again."""
+    return f"{PREFIX}bucket:ui-login:{hashlib.sha256(remote.encode()).hexdigest()[:24]}"
+
+
+def login_blocked(remote: str) -> str:
+    """Set (with expiry) while an address may not log in: it ran out of refused logins."""
+    return f"{PREFIX}ui-login-blocked:{hashlib.sha256(remote.encode()).hexdigest()[:24]}"
+
+
 def storm_count(route: str, group: str = "") -> str:
     """The new incidents a route's storm guard admitted within its window (zset base -> when), of one
     `storm.group_by` group (`group` its hash); with its flag, one hash tag."""

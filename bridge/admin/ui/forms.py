@@ -14,6 +14,7 @@ from bridge.admin import api, openapi
 from bridge.admin.openapi import SilenceRequest
 from bridge.admin.ui import auth
 from bridge.admin.ui.render import SESSION_KEY, UiError, page
+from bridge.core import keys
 from bridge.core.errors import PayloadError
 from bridge.delivery import dlq
 from bridge.engine.silences import Silences
@@ -22,6 +23,8 @@ from bridge.runtime.context import RUNTIME, Runtime
 log = structlog.get_logger("bridge.admin.ui")
 LETTERS_SHOWN = 50
 HOME = "/ui/incidents"
+LOGIN_BURST = 10  # refused logins an address may make at once ...
+LOGIN_REFILL_S = 30  # ... and one more every this many seconds; then every login is refused (429) until then
 
 
 def _rt(request: web.Request) -> Runtime:
@@ -68,14 +71,32 @@ async def login(request: web.Request) -> web.Response:
         return _login_page(request, 403, "The form expired or did not come from this page: try again.")
     if not auth.enabled(rt):
         return _login_page(request, 403, "The status page is off: start the bridge with BRIDGE_ADMIN_TOKEN set.")
+    remote = request.remote or ""
+    blocked_ms = int(await rt.redis.pttl(keys.login_blocked(remote)))
+    if blocked_ms > 0:
+        return _too_many(request, blocked_ms)
     role = auth.role_of(rt, str(form.get("token", "")))
     if role is None:
-        log.info("ui_login_refused", remote=request.remote)
+        log.info("ui_login_refused", remote=remote)
+        wait_ms = await rt.scripts.take_token(
+            "", rt.clock(), 1 / LOGIN_REFILL_S, LOGIN_BURST, key=keys.login_failures(remote)
+        )
+        if wait_ms:  # out of refused logins: none at all, the right token's included, until one is back
+            await rt.redis.set(keys.login_blocked(remote), 1, px=wait_ms)
+            log.warning("ui_login_blocked", remote=remote, seconds=round(wait_ms / 1000))
+            return _too_many(request, wait_ms)
         return _login_page(request, 401, "That token is neither the admin token nor the viewer token.")
     log.info("ui_login", role=role, remote=request.remote)
     response = see_other(safe_next(str(form.get("next", HOME))))
     auth.set_cookie(response, request, auth.COOKIE, auth.issue(rt, role), auth.SESSION_S)
     response.del_cookie(auth.LOGIN_COOKIE, path="/ui")
+    return response
+
+
+def _too_many(request: web.Request, wait_ms: int) -> web.Response:
+    seconds = max(1, -(-wait_ms // 1000))
+    response = _login_page(request, 429, f"Too many refused logins from this address: try again in {seconds} s.")
+    response.headers["Retry-After"] = str(seconds)
     return response
 
 

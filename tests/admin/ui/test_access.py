@@ -156,3 +156,32 @@ async def test_pages_say_what_is_refused_and_carry_the_safe_headers(client: UiCl
 
 def base_url_of(client: UiClient) -> str:
     return client.url
+
+
+async def test_refused_logins_are_limited_per_address(client: UiClient, ui_bridge: Any, make_bridge: Any) -> None:
+    """Ten wrong tokens from one address are each a 401; the eleventh is a 429 with Retry-After, and
+    from then on so is every login from there, the right token's included, until a refused login is
+    back (30 s); the limit is in Redis, so another replica refuses the same."""
+    for _ in range(10):
+        _, text, _ = await client.get("/ui/login")
+        csrf = text.split('name="csrf" value="')[1].split('"')[0]
+        status, _, _ = await client.post("/ui/login", {"token": "guess", "csrf": csrf})
+        assert status == 401
+    _, text, _ = await client.get("/ui/login")
+    csrf = text.split('name="csrf" value="')[1].split('"')[0]
+    status, text, response = await client.post("/ui/login", {"token": "guess", "csrf": csrf})
+    assert status == 429 and "Too many refused logins" in text
+    assert 1 <= int(response.headers["Retry-After"]) <= 30
+    csrf = text.split('name="csrf" value="')[1].split('"')[0]  # the 429's own login form
+    status, _, response = await client.post("/ui/login", {"token": TOKEN, "csrf": csrf})
+    assert status == 429 and int(response.headers["Retry-After"]) <= 30
+    status, _, _ = await client.get("/ui/incidents")
+    assert status == 303  # not logged in
+    replica = UiClient(base_url(await make_bridge(ui_bridge.config, admin_token=TOKEN)))
+    try:
+        _, text, _ = await replica.get("/ui/login")
+        csrf = text.split('name="csrf" value="')[1].split('"')[0]
+        status, _, _ = await replica.post("/ui/login", {"token": TOKEN, "csrf": csrf})
+        assert status == 429
+    finally:
+        await replica.close()
