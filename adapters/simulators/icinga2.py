@@ -60,7 +60,7 @@ class IcingaStore:
 
 
 STORE = web.AppKey("icinga_store", IcingaStore)
-_AUTH = web.AppKey("icinga_auth", str)
+_AUTH = web.AppKey("icinga_auth", list)  # [the Authorization header it takes]: `set_password` changes it
 
 
 def _error(code: int, status: str, headers: dict[str, str] | None = None) -> web.Response:
@@ -74,11 +74,20 @@ FAULT_ANSWERS = FaultAnswers(
 )
 
 
+def _basic(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+def set_password(app: web.Application, user: str, password: str) -> None:
+    """The API user's password changed (as an operator would fix it) while the simulator runs."""
+    app[_AUTH][0] = _basic(user, password)
+
+
 def make_app(*, user: str = "root", password: str = "icinga", faults: Faults | None = None) -> web.Application:
     store = IcingaStore()
     app = web.Application(middlewares=[recorder(lambda r: r.path.startswith("/v1/"), lambda r: r.app[STORE].requests)])
     app[STORE] = store
-    app[_AUTH] = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+    app[_AUTH] = [_basic(user, password)]
     install(app, faults if faults is not None else Faults(), FAULT_ANSWERS, on_reset=store.reset)
     app.middlewares.append(_authenticate)
     app.router.add_post("/v1/actions/{action}", _action)
@@ -93,7 +102,7 @@ async def _authenticate(request: web.Request, handler: Handler) -> web.StreamRes
     if not request.path.startswith("/v1/"):
         return await handler(request)
     wants_json = request.headers.get("Accept") == "application/json"
-    if request.headers.get("Authorization") != request.app[_AUTH]:
+    if request.headers.get("Authorization") != request.app[_AUTH][0]:
         headers = {"WWW-Authenticate": 'Basic realm="Icinga 2"'}
         if wants_json:
             return _error(401, "Unauthorized. Please check your user credentials.", headers)

@@ -245,7 +245,7 @@ async def retry_letter(request: web.Request) -> web.Response:
     if outcome is dlq.Retried.NOT_FOUND:
         raise NotFound(f"no dead letter {letter_id}")
     if outcome is dlq.Retried.NOT_RETRYABLE:
-        raise Conflict(f"{letter_id} is not a desk call; fix the source or mapping, then drop it")
+        raise Conflict(f"{letter_id} is not a desk or upstream call; fix the source or mapping, then drop it")
     log.info("dead_letter_retried", letter=letter_id)
     return _json({"id": letter_id, "outcome": outcome.value}, 202)
 

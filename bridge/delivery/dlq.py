@@ -33,7 +33,7 @@ def _decode(entry_id: Any, fields: dict[Any, Any]) -> dict[str, Any]:
 class Retried(StrEnum):
     RETRIED = "retried"
     NOT_FOUND = "not_found"
-    NOT_RETRYABLE = "not_retryable"  # not a desk call (a bad or unrouted alert): nothing to put back
+    NOT_RETRYABLE = "not_retryable"  # not a call (a bad or unrouted alert): nothing to put back
 
 
 async def list_letters(
@@ -61,24 +61,40 @@ async def get_letter(redis: Redis, letter_id: str) -> dict[str, Any] | None:
     return _decode(*found[0]) if found else None
 
 
+RETRYABLE = ("desk_rejected", "upstream_rejected")  # a desk's or a monitoring tool's refused call
+
+
 async def retry(redis: Redis, letter_id: str, now_ms: int, shards: keys.Shards) -> Retried:
-    """Put a rejected desk action back at the head of its incident's outbox (and mark it in its ready shard)."""
+    """Put a rejected call back at the head of its incident's list: a desk action into the outbox (its
+    incident marked in its ready shard), an upstream action (an acknowledgement, a silence, a comment in
+    the monitoring tool) into the upstream list (marked in `upready`)."""
     letter = await get_letter(redis, letter_id)
     if letter is None:
         return Retried.NOT_FOUND
-    if letter.get("kind") != "desk_rejected":
+    if letter.get("kind") not in RETRYABLE:
         return Retried.NOT_RETRYABLE
     base = keys.base_of(letter["incident"])
     ik = keys.IncidentKeys(base)
+    if letter["kind"] == "desk_rejected":
+        into, ready = ik.outbox, shards.ready_for(base)
+    else:
+        into, ready = ik.upstream, keys.UPSTREAM_READY
     if is_cluster(redis):
-        # The outbox, `ready` and the dead letters are in three slots: no MULTI spans them. The letter
-        # is taken first (of two retries at once, one gets it); a crash right after loses this retry,
-        # which the operator sees fail, and never makes the desk call twice.
+        # The list, its ready set and the dead letters are in three slots: no MULTI spans them. The
+        # letter is taken first (of two retries at once, one gets it); a crash right after loses this
+        # retry, which the operator sees fail, and never makes the call twice.
         if not await redis.xdel(keys.DLQ, letter_id):
             return Retried.NOT_FOUND
-        await redis.lpush(ik.outbox, *[orjson.dumps(entry) for entry in reversed(letter["entries"])])
-        await redis.zadd(shards.ready_for(base), {base: now_ms})
+        await redis.lpush(into, *[orjson.dumps(entry) for entry in reversed(letter["entries"])])
+        await redis.zadd(ready, {base: now_ms})
         return Retried.RETRIED
+    async with redis.pipeline(transaction=True) as pipe:
+        for entry in reversed(letter["entries"]):
+            pipe.lpush(into, orjson.dumps(entry))
+        pipe.zadd(ready, {base: now_ms})
+        pipe.xdel(keys.DLQ, letter_id)
+        await pipe.execute()
+    return Retried.RETRIED
     async with redis.pipeline(transaction=True) as pipe:
         for entry in reversed(letter["entries"]):
             pipe.lpush(ik.outbox, orjson.dumps(entry))

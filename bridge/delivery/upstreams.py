@@ -222,7 +222,7 @@ class UpstreamWorker:
         now = self.rt.clock()
         letter = {
             "kind": "upstream_rejected",
-            "incident": str(entry.get("incident", ik.base)),
+            "incident": str(entry.get("incident") or f"{ik.base}:{entry.get('epoch', '')}"),  # `<base>:<epoch>`
             "entries": orjson.dumps([self.rt.masker.value(entry)]),
             "error": orjson.dumps(self.rt.masker.value(exc.record()), default=str),
             "at": now,

@@ -16,6 +16,7 @@ from adapters.simulators import icinga2
 from adapters.simulators.faults import FAULTS
 from bridge.core import keys
 from bridge.core.config import MappingConfig
+from bridge.delivery import dlq
 from tests.conftest import Snow, eventually, fixture_json, post, start_app
 from tests.sync.test_loop_back import FIELDS, RESOLVE, TOKEN, applied, calls, human, sim
 
@@ -120,10 +121,11 @@ async def test_a_tool_that_fails_is_retried_and_never_holds_the_ticket(
     assert sum(1 for o in app[icinga2.STORE].objects.values() if o["acknowledgement"]) == 1
 
 
-async def test_a_refused_acknowledgement_is_a_dead_letter(
+async def test_a_refused_acknowledgement_is_a_dead_letter_that_can_be_retried(
     snow: Snow, make_bridge: Any, redis: aioredis.Redis, icinga: tuple[web.Application, str]
 ) -> None:
-    """Icinga refusing (a wrong password: 401) makes a dead letter and an audit entry, not a retry."""
+    """Icinga refusing (a wrong password: 401) makes a dead letter and an audit entry, not a retry; once
+    the tool is fixed, retrying the letter makes the acknowledgement."""
     app, url = icinga
     bridge, ticket = await started(snow, make_bridge, url, password="wrong")
     await human(snow, ticket, "jdoe", state="2")
@@ -133,6 +135,16 @@ async def test_a_refused_acknowledgement_is_a_dead_letter(
     assert [orjson.loads(f[b"entries"])[0]["kind"] for _, f in letters if f[b"kind"] == b"upstream_rejected"] == ["ACK"]
     bases = await redis.zrange(keys.INCIDENTS, 0, -1)
     assert await redis.llen(keys.IncidentKeys(bases[0].decode()).upstream) == 0
+
+    # The operator fixes the tool's side (here: Icinga now takes the bridge's password) and retries the
+    # letter, as `bridge dlq retry ID` does: the acknowledgement is made, once, and the letter is gone.
+    icinga2.set_password(app, "bridge", "wrong")
+    (letter_id,) = [i.decode() for i, f in letters if f[b"kind"] == b"upstream_rejected"]
+    assert await dlq.retry(redis, letter_id, bridge.runtime.clock(), bridge.runtime.shards) is dlq.Retried.RETRIED
+    await eventually(lambda: results(bridge).get("ok", 0) == 1, within=10)
+    assert sum(1 for o in app[icinga2.STORE].objects.values() if o["acknowledgement"]) == 1
+    assert not [f for _, f in await redis.xrange(keys.DLQ) if f[b"kind"] == b"upstream_rejected"]
+    assert await dlq.retry(redis, letter_id, bridge.runtime.clock(), bridge.runtime.shards) is dlq.Retried.NOT_FOUND
 
 
 def results(bridge: Any) -> dict[str, float]:
