@@ -198,7 +198,7 @@ async def retry_letter(request: web.Request) -> web.StreamResponse:
     if outcome is dlq.Retried.NOT_FOUND:
         raise UiError(404, f"no dead letter {letter_id}")
     if outcome is dlq.Retried.NOT_RETRYABLE:
-        raise UiError(409, f"{letter_id} is not a desk call; fix the source or mapping, then drop it")
+        raise UiError(409, f"{letter_id} is not a desk or upstream call; fix the source or mapping, then drop it")
     log.info("dead_letter_retried", letter=letter_id, by="status page")
     raise web.HTTPSeeOther(f"/ui/dead-letters?done=retried&id={letter_id}")
 
