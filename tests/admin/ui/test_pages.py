@@ -241,7 +241,7 @@ async def test_dead_letters_are_retried_and_dropped_from_the_page(
         _, text, _ = await client.get("/ui/dead-letters?kind=bad_alert")
         assert ROW_ID.findall(text) == [bad_letter]
         status, text, _ = await client.post(f"/ui/dead-letters/{bad_letter}/retry", {"csrf": await client.csrf()})
-        assert status == 409 and "not a desk call" in text
+        assert status == 409 and "not a desk or upstream call" in text
         status, _, _ = await client.post(f"/ui/dead-letters/{bad_letter}/drop", {"csrf": await client.csrf()})
         assert status == 303 and await redis.xlen(keys.DLQ) == 0
         status, text, _ = await client.post("/ui/dead-letters/not-an-id/drop", {"csrf": await client.csrf()})
