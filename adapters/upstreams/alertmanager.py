@@ -18,8 +18,12 @@ value that none of the incident's members has).
 
 The handle is the silence ids, comma-separated, in group order. `extend` reconciles: each group's silence is
 updated (its end moved, in place when its matchers are unchanged), created when it is gone, and silences no
-longer needed are expired. An answer lost after Alertmanager created a silence leaves that silence behind to
-end at its `endsAt` (at most the bridge's acknowledgement window), not forever.
+longer needed are expired. Before a silence is created, Alertmanager is asked for one this bridge already
+made for the same acknowledgement (the same `createdBy`, comment and matchers, still pending or active,
+found by `GET /api/v2/silences?filter=` on the group's equality matchers): an answer lost after Alertmanager
+created a silence (a timeout, a proxy's 502) makes the call again, and the retry takes that silence over
+instead of making a second one. Should that lookup itself fail, the silence is created all the same: a
+duplicate then ends at its `endsAt` (at most the bridge's acknowledgement window), never stays.
 
 Several URLs (an HA pair): each call goes to the first that answers; a silence made on one gossips to the
 others, so `extend` and `release` work on whichever answers then.
@@ -32,6 +36,7 @@ import re
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Self
+from urllib.parse import urlencode
 
 import aiohttp
 from pydantic import Field, SecretStr, field_validator, model_validator
@@ -150,6 +155,8 @@ class AlertmanagerSilences:
             "createdBy": self._settings.created_by,
             "comment": comment(ack),
         }
+        if old is None:  # a silence made by a call whose answer was lost is this one's
+            old = await self._made_before(action, matchers, body["comment"])
         if old is not None and old.get("status", {}).get("state") != "expired":
             body["id"] = old["id"]
             if _same(old.get("matchers", []), matchers) and old.get("status", {}).get("state") == "active":
@@ -164,6 +171,32 @@ class AlertmanagerSilences:
         if not isinstance(silence_id, str) or not silence_id:
             raise self._http.unexpected(action, answer, "the answer has no silenceID")
         return silence_id
+
+    async def _made_before(self, action: str, matchers: list[Matcher], text: str) -> dict[str, Any] | None:
+        """A pending or active silence of ours with these matchers and this comment, if Alertmanager has one;
+        None as well when it cannot say (the silence is then made)."""
+        filters = [("filter", f'{m["name"]}="{_quoted(str(m["value"]))}"') for m in matchers
+                   if not m.get("isRegex") and m.get("isEqual", True) is not False]  # fmt: skip
+        try:
+            answer = await self._send(action, "GET", "/api/v2/silences?" + urlencode(filters))
+        except DeskTransient:
+            return None
+        if not answer.ok:
+            return None
+        try:
+            found = self._http.json(action, answer)
+        except Exception:  # an answer that is not JSON: as good as none
+            return None
+        for silence in found if isinstance(found, list) else []:
+            if (
+                isinstance(silence, dict)
+                and silence.get("createdBy") == self._settings.created_by
+                and silence.get("comment") == text
+                and silence.get("status", {}).get("state") in ("pending", "active")
+                and _same(silence.get("matchers") or [], matchers)
+            ):
+                return silence
+        return None
 
     async def _get(self, silence_id: str) -> dict[str, Any] | None:
         answer = await self._send("extend", "GET", f"/api/v2/silence/{silence_id}")
@@ -203,6 +236,11 @@ class AlertmanagerSilences:
         if not isinstance(data, dict):
             raise self._http.unexpected(action, answer, "the answer is not a JSON object")
         return data
+
+
+def _quoted(value: str) -> str:
+    """`value` inside the double quotes of an Alertmanager filter matcher (`name="value"`)."""
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
 def _iso(when: datetime) -> str:

@@ -9,11 +9,12 @@ from typing import Any
 import aiohttp
 import pytest
 import redis.asyncio as aioredis
+from aiohttp import web
 
 from bridge.core import keys
 from bridge.core.config import MappingConfig
 from tests.amp import alert
-from tests.conftest import Snow, eventually
+from tests.conftest import Snow, eventually, start_app
 from tests.sync.test_loop_back import FIELDS, RESOLVE, TOKEN, applied, calls, human, open_ticket, sim
 
 pytestmark = pytest.mark.e2e
@@ -132,6 +133,57 @@ async def test_the_silence_expires_when_the_alerts_clear(
             assert resp.status == 202
     await eventually(lambda: "resolve" in calls(snow))
     await eventually(lambda: _expired(am, made[0]["id"]), within=15)
+
+
+async def test_a_silence_whose_answer_was_lost_is_taken_over_not_made_twice(
+    snow: Snow, make_bridge: Any, redis: aioredis.Redis, start_alertmanager: Any
+) -> None:
+    """A proxy in front of Alertmanager passes the bridge's first POST /api/v2/silences on and answers it
+    502 (the answer lost: Alertmanager made the silence). The bridge tries again after its back-off, finds
+    the silence it made (its createdBy, comment and matchers) and keeps it: one silence, not two, and its
+    id is the acknowledgement's handle."""
+    am = start_alertmanager(9)
+    await eventually(lambda: _up(am), within=20)
+    lost: list[str] = []
+
+    async def forward(request: web.Request) -> web.Response:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.request(
+                request.method,
+                am + request.path_qs,
+                data=await request.read(),
+                headers={"Content-Type": "application/json"},
+            ) as resp,
+        ):
+            status, body = resp.status, await resp.read()
+        if request.method == "POST" and request.path == "/api/v2/silences" and not lost:
+            lost.append(body.decode())
+            return web.Response(status=502, text="bad gateway")  # Alertmanager made it; the answer is lost
+        return web.Response(status=status, body=body, content_type="application/json")
+
+    proxy = web.Application()
+    proxy.router.add_route("*", "/{tail:.*}", forward)
+    runner, proxy_url = await start_app(proxy)
+    try:
+        bridge = await make_bridge(config(snow.url, proxy_url))
+        url = f"http://127.0.0.1:{bridge.port}"
+        await sim(
+            snow, "/_sim/push", {"url": f"{url}/desk-events/snow", "headers": {"Authorization": f"Bearer {TOKEN}"}}
+        )
+        ticket = await open_ticket(snow, url, alert(instance="db-3:9100"))
+        await eventually(lambda: calls(snow) == ["create"])
+        await human(snow, ticket, "jdoe", state="2")
+        await eventually(lambda: applied(redis, "ACKNOWLEDGE"))
+        bases = await redis.zrange(keys.INCIDENTS, 0, -1)
+        ik = keys.IncidentKeys(bases[0].decode())
+        handle = await eventually(lambda: redis.hget(ik.state, "ack:alertmanager"), within=20)
+        assert lost, "the first silence's answer was not the one lost"
+        made = await silences(am)
+        assert [s["id"] for s in made] == [handle.decode()], made  # one silence, the one whose answer was lost
+        assert made[0]["status"]["state"] == "active" and lost[0].find(made[0]["id"]) >= 0
+    finally:
+        await runner.cleanup()
 
 
 async def test_an_acknowledgement_about_to_end_is_extended_while_the_ticket_is_open(
