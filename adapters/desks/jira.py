@@ -30,8 +30,8 @@ is Basic `email:api_token` (Cloud) or Bearer with a personal access token (Data 
 
 The loop back (bridge.core.sync): `parse_events` reads Jira's webhooks (`jira:issue_updated` with
 its changelog, `comment_created`; Cloud and Data Center send the same shape), `changes_since` polls
-`updated >= "<yyyy/MM/dd HH:mm>"` (the integration user's time zone must be UTC: JQL reads dates
-in it) with `expand=changelog` and the comments, scoped to `project` (and `sync_jql`), keeping the
+`updated >= "<yyyy/MM/dd HH:mm>"` (in the integration user's profile time zone, which JQL reads dates
+in: `/myself` tells it) with `expand=changelog` and the comments, scoped to `project` (and `sync_jql`), keeping the
 issues that carry a correlation label. A change into the done category is RESOLVED, or CANCELLED
 when its resolution or status is in `cancelled`; a cleared resolution is REOPENED; into "In
 Progress" or an assignee set is ASSIGNED. Comments the bridge writes end with `MARKER`; the
@@ -44,13 +44,14 @@ import asyncio
 import base64
 import re
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import UTC, datetime, tzinfo
 from typing import Any, Literal, Self
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import aiohttp
 from pydantic import ConfigDict, Field, SecretStr, field_validator, model_validator
 
-from adapters.desks.events import MAX_EVENTS, Identity, Reader, decode, marked, utc
+from adapters.desks.events import MAX_EVENTS, Identity, Reader, decode, marked
 from adapters.desks.jira_fields import RICH_TEXT, adf, adf_text, field_text, jira_fields, jql_string, labels
 from adapters.desks.transport import Answer, DeskAddress, Seconds, Transport, https_url, json_reason, tls_context
 from bridge.core.desk import ChangeRef, TicketPhase, TicketRef, TicketState
@@ -172,6 +173,7 @@ class JiraDesk:
         self.find_lag = config.timeout + config.search_lag
         self._identity = Identity(config.email)
         self._identified = False
+        self._zone: tzinfo = UTC  # the integration user's profile time zone (`/myself`): JQL's dates are in it
         self.page_size = 50  # issues per search page of the poll
 
     @property
@@ -192,6 +194,7 @@ class JiraDesk:
         if isinstance(me, dict):
             for key in ("accountId", "name", "key", "emailAddress"):
                 self._identity.learn(str(me.get(key) or ""))
+            self._zone = _zone(me.get("timeZone"))
         self._identified = True
 
     # -- the Desk protocol ---------------------------------------------------------------------
@@ -391,7 +394,8 @@ class JiraDesk:
         scope = f"project = {jql_string(self._config.project)}"
         if self._config.sync_jql:
             scope += f" AND ({self._config.sync_jql})"
-        jql = f'updated >= "{utc(since_ms, "%Y/%m/%d %H:%M")}" AND {scope} ORDER BY updated ASC'
+        since = datetime.fromtimestamp(max(0, since_ms) / 1000, self._zone).strftime("%Y/%m/%d %H:%M")
+        jql = f'updated >= "{since}" AND {scope} ORDER BY updated ASC'
         fields = ["status", "labels", "resolution", "comment", "updated", "assignee"]
         if cloud:
             body: dict[str, Any] = {"jql": jql, "fields": fields, "expand": "changelog", "maxResults": self.page_size}
@@ -733,3 +737,11 @@ def _reason(text: str) -> str:
     errors = json_reason(text, ("errors",))
     jsm = json_reason(text, ("errorMessage",))
     return "; ".join(part for part in (messages, errors, jsm) if part)
+
+
+def _zone(name: Any) -> tzinfo:
+    """A Jira profile's `timeZone` (an IANA name); UTC when it has none this machine knows."""
+    try:
+        return ZoneInfo(str(name)) if name else UTC
+    except (ZoneInfoNotFoundError, ValueError):
+        return UTC

@@ -3,8 +3,9 @@
 Grammar: clauses `field op value` joined by AND / OR (AND binds tighter), NOT, parentheses, then
 `ORDER BY field [ASC|DESC], ...`. Operators `=`, `!=`, `~`, `!~`, `in (...)`, `not in (...)`,
 `is EMPTY`, `is not EMPTY`, and `>=`, `>`, `<=`, `<` on the dates `created` and `updated` (values
-"yyyy/MM/dd HH:mm", "yyyy-MM-dd HH:mm", "yyyy/MM/dd" or "yyyy-MM-dd", read as UTC: the simulated
-users' time zone). Values are bare words or double-quoted strings with backslash escapes.
+"yyyy/MM/dd HH:mm", "yyyy-MM-dd HH:mm", "yyyy/MM/dd" or "yyyy-MM-dd", read in the searching user's
+profile time zone, as Jira reads them: the store's `time_zone`, UTC by default). Values are bare
+words or double-quoted strings with backslash escapes.
 Keywords and field names are case-insensitive; so are values, except labels and property values.
 Fields: project, key, issuetype (type), status, statusCategory, labels, summary, text,
 resolution, priority, created, and `issue.property[key].path` when the site indexes that property.
@@ -16,8 +17,9 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from typing import Any
+from zoneinfo import ZoneInfo
 
 _TOKEN = re.compile(
     r"""\s*(?:
@@ -54,9 +56,9 @@ class Query:
         return found
 
 
-def parse(text: str, indexed_properties: Collection[str] = ()) -> Query:
+def parse(text: str, indexed_properties: Collection[str] = (), time_zone: str = "UTC") -> Query:
     tokens = _tokens(text)
-    parser = _Parser(tokens, frozenset(indexed_properties))
+    parser = _Parser(tokens, frozenset(indexed_properties), ZoneInfo(time_zone))
     test = parser.expression() if tokens and parser.peek_word() != "order" else (lambda row: True)
     order = parser.order_by()
     if parser.at < len(tokens):
@@ -76,8 +78,8 @@ def _tokens(text: str) -> list[str]:
 
 
 class _Parser:
-    def __init__(self, tokens: list[str], indexed: frozenset[str]) -> None:
-        self.tokens, self.at, self.indexed = tokens, 0, indexed
+    def __init__(self, tokens: list[str], indexed: frozenset[str], zone: tzinfo = UTC) -> None:
+        self.tokens, self.at, self.indexed, self.zone = tokens, 0, indexed, zone
 
     def peek_word(self) -> str:
         return self.tokens[self.at].lower() if self.at < len(self.tokens) else ""
@@ -134,7 +136,7 @@ class _Parser:
             return inside if op == "in" else (lambda row: not inside(row))
         value = _literal(self.take())
         if op in (">=", ">", "<=", "<"):
-            return _date_test(field, op, value)
+            return _date_test(field, op, value, self.zone)
         if op == "=":
             return lambda row: _equal(field, row.get(field), value)
         if op == "!=":
@@ -200,12 +202,12 @@ _DATES = frozenset({"created", "updated"})
 _DATE_FORMATS = ("%Y/%m/%d %H:%M", "%Y-%m-%d %H:%M", "%Y/%m/%d", "%Y-%m-%d")
 
 
-def _date_test(field: str, op: str, value: str) -> Test:
+def _date_test(field: str, op: str, value: str, zone: tzinfo = UTC) -> Test:
     if field not in _DATES:
         raise JqlError(f"Error in the JQL Query: the operator {op!r} is not supported by the field {field!r}")
     for form in _DATE_FORMATS:
         try:
-            at = int(datetime.strptime(value, form).replace(tzinfo=UTC).timestamp() * 1000)
+            at = int(datetime.strptime(value, form).replace(tzinfo=zone).timestamp() * 1000)
             break
         except ValueError:
             continue

@@ -44,7 +44,7 @@ async def _search(request: web.Request) -> web.Response:
     if request.method == "POST":
         params |= await read_json(request)
     try:
-        query = parse(str(params.get("jql", "")), settings["indexed"])
+        query = parse(str(params.get("jql", "")), settings["indexed"], store.time_zone)
     except JqlError as exc:
         raise JiraError(400, str(exc)) from None
     now = time.monotonic()

@@ -200,13 +200,14 @@ class JiraStore:
     _history_ids: itertools.count[int] = field(default_factory=lambda: itertools.count(10100))
     integration: str = "alert.bridge"  # the API user's name (Cloud: accountId 557058:alert.bridge)
     email: str = ""
+    time_zone: str = "UTC"  # the API user's profile time zone: /myself shows it, JQL reads dates in it
     on_change: list[Callable[[str, Issue, dict[str, Any]], None]] = field(default_factory=list)
     link_ids: int = 10000  # the last issue link's id (jira_links)
 
     def user(self, name: str | None = None) -> dict[str, Any]:
         """A user object; the integration user (with its email) when `name` is None."""
         if name is None:
-            return user_json(self.integration, cloud=self.cloud, email=self.email)
+            return user_json(self.integration, cloud=self.cloud, email=self.email) | {"timeZone": self.time_zone}
         return user_json(name, cloud=self.cloud)
 
     def record(self, issue: Issue, items: list[dict[str, Any]], author: str | None = None) -> None:

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
+from zoneinfo import ZoneInfo
 
 import aiohttp
 import orjson
@@ -159,6 +160,26 @@ async def test_the_poll_pages_through_the_changes_since_a_time(site: tuple[Varia
     search = [r for r in store.requests if "/search" in r["path"]]
     shown = search[-1]["body"] or search[-1]["query"]
     assert 'updated >= "' in shown["jql"] and "ORDER BY updated ASC" in shown["jql"]
+
+
+async def test_the_poll_writes_its_time_in_the_integration_users_time_zone(
+    site: tuple[Variant, web.Application, JiraDesk],
+) -> None:
+    """JQL reads a date in the searching user's profile time zone (here New York, UTC-5 or -4): the poll
+    asks `/myself` for it and writes `since` in it, so a change made after `since` is found. Written as
+    UTC, the search would have started hours later and found nothing."""
+    variant, app, desk = site
+    store: JiraStore = app[jira.STORE]
+    store.time_zone = "America/New_York"
+    ref = await desk.open("route:abc123:1", variant.fields)
+    since = int(datetime.now(UTC).timestamp() * 1000) - 1000
+    store.act_as_human(ref.id, "jdoe", comment="seen from New York")
+    events = (await desk.changes_since(since, None)).events
+    assert [(e.ticket.id, e.kind, e.text) for e in events] == [(ref.id, K.COMMENTED, "seen from New York")]
+    search = [r for r in store.requests if "/search" in r["path"]]
+    shown = search[-1]["body"] or search[-1]["query"]
+    local = datetime.fromtimestamp(since / 1000, ZoneInfo("America/New_York")).strftime("%Y/%m/%d %H:%M")
+    assert f'updated >= "{local}"' in shown["jql"]
 
 
 @pytest.mark.parametrize(
