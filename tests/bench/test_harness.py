@@ -95,3 +95,26 @@ def test_quick_ingest_compares_each_durability_setting_with_the_default(tmp_path
     assert set(compared) == {(t, n) for t in ("bridge-fsync", "bridge-wait1") for n in (1, 50)}
     assert all(d["rounds"] == 2 and d["alerts_per_s_vs_default"] > 0 for d in compared.values()), compared
     assert "What each durability setting" in (tmp_path / json_file.name.replace(".json", ".md")).read_text()
+
+
+@pytest.mark.timeout(180)
+def test_the_cluster_section_drains_on_one_redis_and_on_a_cluster(tmp_path: Path) -> None:
+    """`python -m bench.cluster` with a tiny backlog: each kind (one Redis, a cluster of three masters) drains
+    it with one and with two engine processes, and the figures are written; no timing is asserted."""
+    require("redis-server")
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.cluster", "--alerts", "300", "--processes", "1,2", "--out", str(tmp_path),
+         "--tag", "smoke"],
+        cwd=ROOT, capture_output=True, text=True, timeout=170, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    [json_file] = tmp_path.glob("*-smoke.json")
+    runs = json.loads(json_file.read_text())["cluster"]["runs"]
+    assert [(r["kind"], r["processes"]) for r in runs] == [
+        ("one Redis", 1),
+        ("cluster (3 masters)", 1),
+        ("one Redis", 2),
+        ("cluster (3 masters)", 2),
+    ]
+    assert all(r["alerts_per_s"] > 0 and r["busiest_redis_us_per_alert"] > 0 for r in runs)
+    assert "| cluster (3 masters) | 2 |" in next(tmp_path.glob("*-smoke.md")).read_text()

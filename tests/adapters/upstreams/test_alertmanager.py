@@ -370,7 +370,11 @@ async def test_5xx_is_transient_and_the_next_url_is_tried() -> None:
         async with aiohttp.ClientSession() as session:
             pair = AlertmanagerUpstream.model_validate({"url": [down_url, up_url]}).build("prom", session)
             assert await pair.acknowledge(ack(DISK)) == "5b1c0b33-0000-4000-8000-000000000001"
-            assert seen == ["down POST /api/v2/silences", "up POST /api/v2/silences"]
+            # the lookup of a silence made before (a lost answer's), then the silence: each passes `down` over
+            assert [s.split("?")[0] for s in seen] == [
+                "down GET /api/v2/silences", "up GET /api/v2/silences",
+                "down POST /api/v2/silences", "up POST /api/v2/silences",
+            ]  # fmt: skip
             alone = AlertmanagerUpstream.model_validate({"url": down_url}).build("prom", session)
             with pytest.raises(DeskTransient, match="HTTP 503"):
                 await alone.acknowledge(ack(DISK))
