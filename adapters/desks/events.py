@@ -10,7 +10,7 @@ or `MARKER` in the text); `marked` puts `MARKER` into a note the bridge writes.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -21,6 +21,7 @@ from bridge.core.sync import MARKER
 MAX_BODY = 1 << 20  # a desk's webhook body: one ticket's change, far below a megabyte
 MAX_TEXT = 10_000  # a comment's text as kept in a DeskEvent (the audit trail shows it)
 MAX_EVENTS = 500  # events one body or one poll page may yield
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def decode(body: bytes, what: str) -> Mapping[str, Any]:
@@ -128,8 +129,8 @@ def parse_time(value: str, formats: Iterable[str]) -> int | None:
             continue
         if parsed.tzinfo is None:
             parsed = parsed.replace(tzinfo=UTC)
-        try:
-            return int(parsed.timestamp() * 1000)
+        try:  # exact: a float's seconds times 1000 can fall a millisecond short (.123 -> 122.99...)
+            return (parsed - _EPOCH) // timedelta(milliseconds=1)
         except (OverflowError, OSError, ValueError):
             return None
     return None

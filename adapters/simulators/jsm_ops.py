@@ -17,7 +17,12 @@ follows Opsgenie's own (opsgenie/opsgenie-python-sdk `opsgenie-oas.yml`): marked
     GET  /jsm/ops/integration/v2/alerts/requests/{requestId}  [INFERRED] a request's outcome, as Opsgenie
     GET  /jsm/ops/api/{cloudId}/v1/alerts?query=&sort=createdAt&order=desc&offset=&size=
                                                                {"values": [...], "links": {"next"}}
-    GET  /jsm/ops/api/{cloudId}/v1/alerts/{id}
+    GET  /jsm/ops/api/{cloudId}/v1/alerts/{id}                {..., "report": {ackTime, closeTime,
+                                                               acknowledgedBy, closedBy}} (Opsgenie's report)
+    GET  /jsm/ops/api/{cloudId}/v1/alerts/{id}/notes?order=&limit=&offset=&direction=next
+                                                               [INFERRED: Opsgenie's list alert notes]
+                                                               {"values": [{note, owner, createdAt, offset}],
+                                                               "links": {"next"}}
     GET  /jsm/ops/api/{cloudId}/v1/alerts/requests/{id}       {action, processedAt, integrationId,
                                                                isSuccess, status, alertId, alias}
 
@@ -27,15 +32,19 @@ at once (the real API processes them shortly after answering; their outcome is i
 status: "Alert does not exist" and so on). Field limits as Opsgenie's: message 130 characters (cut),
 alias 512, description 15000, note 25000 (longer: 422), at most 20 tags. Errors are
 `{"message", "took", "requestId"}`, a 422 with `errors` by field [INFERRED: Opsgenie's]. Queries
-understand `alias:<value>` (quoted or not), `status:open|closed`, `acknowledged:true|false`, joined by
-`AND`. The shared fault switches apply (faults.py); `read_only` makes writes 403.
+understand `alias:<value>` and `source:<value>` (quoted or not), `status:open|closed`,
+`acknowledged:true|false`, and `createdAt` or `updatedAt` compared (`>=`, `>`, `<=`, `<`) with epoch
+milliseconds (Opsgenie's search syntax), joined by `AND`. The shared fault switches apply (faults.py);
+`read_only` makes writes 403.
 Test hooks: `GET /_sim/alerts`, `GET /_sim/requests`, `/_sim/faults`, `/_sim/reset`; in-process
 `app[STORE]`. The loop back: `OpsStore.act_as_human(alias, user, action, note)` (or `POST
-/_sim/human/{alias}` `{"user", "action": "acknowledge"|"close"|"notes", "note"?}`) is a person's
-action; every acknowledge, close and note, the API's too, is pushed to the target of `POST
-/_sim/push` `{"url", "headers"?}` (`app[PUSH]`) as JSM Ops' outgoing Webhook integration sends it
-(Opsgenie's format [INFERRED]: `{"action", "alert": {alertId, alias, message, tinyId, username,
-userId, note, createdAt, updatedAt, ...}, "source", "integrationName", "integrationId"}`).
+/_sim/human/{alias}` `{"user", "action": "acknowledge"|"unacknowledge"|"close"|"notes", "note"?}`) is a
+person's action; every acknowledge, unacknowledge, close and note, the API's too, is pushed to the
+target of `POST /_sim/push` `{"url", "headers"?}` (`app[PUSH]`) as JSM Ops' outgoing Webhook
+integration sends it (Opsgenie's format: `{"action", "alert": {alertId, alias, message, tinyId,
+username, userId, note, createdAt (epoch ms), updatedAt (epoch ns), ...}, "source", "integrationName",
+"integrationId", "integrationType"}`). An acknowledge or close sets the alert's `report`
+(`acknowledgedBy`/`ackTime`, `closedBy`/`closeTime`: ms after createdAt); its note is a note.
 As a process: `bridge simulate jsm-ops --port P` (the API key and the API token are
 the password, the email the user, the cloud id `sim-cloud`).
 """
@@ -48,9 +57,9 @@ import itertools
 import re
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -65,7 +74,9 @@ INTEGRATION = "/jsm/ops/integration/v2/alerts"
 CLOUD_ID = "sim-cloud"
 PRIORITIES = ("P1", "P2", "P3", "P4", "P5")
 LIMITS = {"alias": 512, "description": 15000, "note": 25000, "entity": 512, "source": 100, "user": 100}
-_QUERY_TERM = re.compile(r'^(alias|status|acknowledged):(?:"((?:[^"\\]|\\.)*)"|(\S+))$')
+_QUERY_TERM = re.compile(r'^(alias|source|status|acknowledged):(?:"((?:[^"\\]|\\.)*)"|(\S+))$')
+_QUERY_TIME = re.compile(r"^(createdAt|updatedAt)\s*(>=|<=|>|<)\s*(\d{1,15})$")
+_VERBS = {"acknowledge": "Acknowledge", "unacknowledge": "UnAcknowledge", "close": "Close", "notes": "AddNote"}
 
 
 class OpsError(Exception):
@@ -92,36 +103,41 @@ class OpsStore:
     requests: list[dict[str, Any]] = field(default_factory=list)
     _tiny: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     on_action: list[Any] = field(default_factory=list)  # callables taking (verb, alert, user, note)
+    clock: Callable[[], str] = _now  # the time of a change (a test may tick it: `2026-...T10:00:00.000Z`)
 
     def apply(self, alert: dict[str, Any], name: str, user: str, note: str) -> tuple[bool, str]:
-        """acknowledge, close or notes on one alert: (done, the request's status text)."""
-        now = _now()
-        if name in ("close", "acknowledge") and alert["status"] == "closed":
+        """acknowledge, unacknowledge, close or notes on one alert: (done, the request's status text)."""
+        now = self.clock()
+        if name != "notes" and alert["status"] == "closed":
             return False, "Alert is already closed"
+        since_created = _ms(now) - _ms(alert["createdAt"])
         if name == "close":
             alert["status"] = "closed"
             alert["closeNote"] = note
+            alert["report"] |= {"closeTime": since_created, "closedBy": user}
             if note:
                 alert["notes"].append({"note": note, "owner": user, "createdAt": now, "close": True})
             status = "Closed alert"
-        elif name == "acknowledge":
-            alert["acknowledged"] = True
+        elif name in ("acknowledge", "unacknowledge"):
+            alert["acknowledged"] = name == "acknowledge"
+            if name == "acknowledge":
+                alert["report"] |= {"ackTime": since_created, "acknowledgedBy": user}
             if note:
                 alert["notes"].append({"note": note, "owner": user, "createdAt": now})
-            status = "Acknowledged alert"
+            status = "Acknowledged alert" if name == "acknowledge" else "Unacknowledged alert"
         else:
             alert["notes"].append({"note": note, "owner": user, "createdAt": now})
             status = "Added note"
         alert["updatedAt"] = now
-        verb = {"acknowledge": "Acknowledge", "close": "Close", "notes": "AddNote"}[name]
+        verb = _VERBS[name]
         for listener in self.on_action:
             listener(verb, alert, user, note)
         return True, status
 
     def act_as_human(self, alias: str, user: str, action: str, note: str = "") -> dict[str, Any]:
-        """A person in JSM: acknowledge, close or add a note (`notes`) on the alias's alert."""
+        """A person in JSM: acknowledge, unacknowledge, close or add a note (`notes`) on the alias's alert."""
         alert = self.find(alias, "alias")
-        if alert is None or action not in ("acknowledge", "close", "notes"):
+        if alert is None or action not in _VERBS:
             raise OpsError(404, f"no alert {alias!r} or no action {action!r}")
         self.apply(alert, action, user, note)
         return alert
@@ -177,7 +193,7 @@ def webhook_body(verb: str, alert: dict[str, Any], user: str, note: str) -> dict
         "entity": alert["entity"],
         "alias": alert["alias"],
         "createdAt": _ms(alert["createdAt"]),
-        "updatedAt": _ms(alert["updatedAt"]),
+        "updatedAt": _ms(alert["updatedAt"]) * 1_000_000,  # nanoseconds, as JSM sends it
         "username": user,
         "userId": f"user-{user}",
         "description": alert["description"],
@@ -189,7 +205,11 @@ def webhook_body(verb: str, alert: dict[str, Any], user: str, note: str) -> dict
 
 
 def _ms(text: str) -> int:
-    return int(datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%f%z").timestamp() * 1000)
+    """Epoch milliseconds of one of the simulator's times, exactly (no float rounding)."""
+    return (datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%f%z") - _EPOCH) // timedelta(milliseconds=1)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 _KEYS = web.AppKey("jsm_ops_keys", dict)
@@ -224,6 +244,7 @@ def make_app(
     app.router.add_get(api, _list)
     app.router.add_get(api + "/requests/{request_id}", _request)
     app.router.add_get(api + "/{id}", _get)
+    app.router.add_get(api + "/{id}/notes", _notes)
     app.router.add_get("/_sim/alerts", _all)
     app.router.add_get("/_sim/requests", _requests)
     app.router.add_post("/_sim/human/{alias}", _human)
@@ -234,7 +255,7 @@ def make_app(
 async def _human(request: web.Request) -> web.Response:
     body = await _body(request, required=True)
     if not isinstance(body.get("user"), str) or not isinstance(body.get("action"), str):
-        raise OpsError(422, 'send {"user", "action": "acknowledge"|"close"|"notes", "note"?}')
+        raise OpsError(422, 'send {"user", "action": "acknowledge"|"unacknowledge"|"close"|"notes", "note"?}')
     note = body.get("note")
     text = note if isinstance(note, str) else ""
     alert = request.app[STORE].act_as_human(request.match_info["alias"], body["user"], body["action"], text)
@@ -337,7 +358,7 @@ async def _create(request: web.Request) -> web.Response:
     if errors:
         raise OpsError(422, "Request body is not processable. Please check the errors.", errors)
     alias = fields["alias"] or str(uuid.uuid4())
-    now = _now()
+    now = store.clock()
     existing = store.open_alias(alias)
     if existing is not None:  # deduplicated: counted again, nothing else changes
         existing["count"] += 1
@@ -369,6 +390,7 @@ async def _create(request: web.Request) -> web.Response:
         "integration": {"id": "sim-integration", "name": "API", "type": "API"},
         "notes": [{"note": fields["note"], "owner": fields["user"], "createdAt": now}] if fields["note"] else [],
         "closeNote": "",
+        "report": {},
     }
     store.alerts[alert_id] = alert
     return _accepted(store.outcome("Create", alert, alias, True, "Created alert"))
@@ -392,7 +414,7 @@ async def _action(request: web.Request) -> web.Response:
         raise OpsError(422, "Request body is not processable. Please check the errors.", errors)
     identifier = request.match_info["identifier"]
     alert = store.find(identifier, kind)
-    verb = {"acknowledge": "Acknowledge", "close": "Close", "notes": "AddNote"}[name]
+    verb = _VERBS[name]
     alias = alert["alias"] if alert else identifier if kind == "alias" else ""
     if alert is None:  # accepted all the same: the request's status says what became of it
         return _accepted(store.outcome(verb, None, alias, False, "Alert does not exist"))
@@ -404,20 +426,31 @@ def _public(alert: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in alert.items() if k not in ("notes", "closeNote")}
 
 
-def _terms(query: str) -> list[tuple[str, str]]:
-    """A search query's terms as (field, value); 422 for what the simulator does not understand."""
+def _terms(query: str) -> list[tuple[str, str, str]]:
+    """A search query's terms as (field, operator, value); 422 for what the simulator does not understand."""
     terms = []
     for term in [t.strip() for t in re.split(r"\s+AND\s+", query.strip(), flags=re.IGNORECASE) if t.strip()]:
+        timed = _QUERY_TIME.match(term)
+        if timed:
+            terms.append((timed[1], timed[2], timed[3]))
+            continue
         found = _QUERY_TERM.match(term)
         if not found:
             raise OpsError(422, f"Invalid query: {term[:80]}")
         name, quoted, bare = found.groups()
-        terms.append((name, re.sub(r"\\(.)", r"\1", quoted) if quoted is not None else bare))
+        terms.append((name, ":", re.sub(r"\\(.)", r"\1", quoted) if quoted is not None else bare))
     return terms
 
 
-def _matches(alert: dict[str, Any], terms: list[tuple[str, str]]) -> bool:
-    for name, value in terms:
+_COMPARE = {">=": int.__ge__, ">": int.__gt__, "<=": int.__le__, "<": int.__lt__}
+
+
+def _matches(alert: dict[str, Any], terms: list[tuple[str, str, str]]) -> bool:
+    for name, operator, value in terms:
+        if operator != ":":
+            if not _COMPARE[operator](_ms(alert[name]), int(value)):
+                return False
+            continue
         shown = str(alert[name]).lower() if name == "acknowledged" else str(alert[name])
         if shown != (value.lower() if name == "acknowledged" else value):
             return False
@@ -454,6 +487,35 @@ async def _get(request: web.Request) -> web.Response:
     if alert is None:
         raise OpsError(404, "Alert does not exist")
     return web.json_response(_public(alert))
+
+
+async def _notes(request: web.Request) -> web.Response:
+    """An alert's notes, `order` asc or desc (default), `limit` at most 100, after the note whose `offset`
+    is given (`direction=next`; the opaque offset is `<createdAt ms>_<sequence>`)."""
+    alert = request.app[STORE].alerts.get(request.match_info["id"])
+    if alert is None:
+        raise OpsError(404, "Alert does not exist")
+    order = request.query.get("order", "desc")
+    if order not in ("asc", "desc") or request.query.get("direction", "next") != "next":
+        raise OpsError(422, "order must be asc or desc and direction next")
+    notes = [
+        {"note": n["note"], "owner": n["owner"], "createdAt": n["createdAt"], "offset": f"{_ms(n['createdAt'])}_{k}"}
+        for k, n in enumerate(alert["notes"])
+    ]
+    if order == "desc":
+        notes.reverse()
+    after = request.query.get("offset", "")
+    if after:
+        at = next((k for k, n in enumerate(notes) if n["offset"] == after), None)
+        if at is None:
+            raise OpsError(422, f"offset {after[:40]!r} is not a note of this alert")
+        notes = notes[at + 1 :]
+    limit = _number(request, "limit", 20, 100)
+    page = notes[:limit]
+    links: dict[str, str] = {}
+    if len(notes) > limit and page:
+        links["next"] = f"/v1/alerts/{alert['id']}/notes?offset={page[-1]['offset']}&direction=next&order={order}"
+    return web.json_response({"values": page, "links": links})
 
 
 async def _request(request: web.Request) -> web.Response:

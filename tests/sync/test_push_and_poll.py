@@ -21,19 +21,11 @@ SECRET = "push-s3cret"
 
 
 def config(snow_url: str, desk_sync: dict[str, Any] | None, route_sync: dict[str, Any] | None = None) -> MappingConfig:
-    data: dict[str, Any] = {  # jsm_ops: a desk kind without parse_events
+    data: dict[str, Any] = {  # servicenow_em: a desk kind without parse_events
         "sources": {"alertmanager": {"kind": "alertmanager"}},
         "desks": {
             "snow": {"kind": "servicenow", "url": snow_url, "user": "bridge", "password": "s3cret"},
-            "ops": {
-                "kind": "jsm_ops",
-                "url": "http://127.0.0.1:9",
-                "allow_insecure_http": True,
-                "api_key": "k",
-                "cloud_id": "c",
-                "email": "e@example.com",
-                "api_token": "t",
-            },
+            "ops": {"kind": "servicenow_em", "url": snow_url, "user": "bridge", "password": "s3cret"},
         },
         "routes": [
             {

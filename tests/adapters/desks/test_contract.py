@@ -216,9 +216,9 @@ WITH_EVENTS = [v for v in VARIANTS if v.act is not None]
 
 
 def test_the_desks_without_desk_events_are_the_documented_ones() -> None:
-    """docs/desks.md: ServiceNow Event Management (the instance's own alert rules drive it) and JSM Operations
-    (its simulator pushes, its desk reads none yet) report no desk events; every other desk does."""
-    assert {v.name for v in VARIANTS if v.act is None} == {"servicenow-em", "jsm-ops"}
+    """docs/desks.md: ServiceNow Event Management (the instance's own alert rules drive it) reports no desk
+    events; every other desk does."""
+    assert {v.name for v in VARIANTS if v.act is None} == {"servicenow-em"}
 
 
 @pytest.mark.parametrize("variant", WITH_EVENTS, ids=lambda v: v.name)

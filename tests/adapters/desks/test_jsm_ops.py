@@ -12,6 +12,7 @@ import pytest
 from adapters.simulators import jsm_ops
 from bridge.core.desk import Desk, TicketPhase, TicketRef
 from bridge.core.errors import DeskRejected
+from bridge.core.sync import MARKER
 from tests.adapters.desks.conftest import build, serve
 from tests.adapters.desks.variants import JSM_OPS
 
@@ -84,7 +85,7 @@ async def test_actions_name_the_alert_by_its_alias_escaped(jsm: tuple[Any, str],
     assert all(r["query"] == {"identifierType": "alias"} for r in actions)
     [alert] = alerts(app)  # the slash and the quotes stayed in the one alias: each call reached its alert
     assert alert["alias"] == odd and alert["status"] == "closed" and alert["acknowledged"] is True
-    assert [n["note"] for n in alert["notes"]] == ["a note", "cleared"]
+    assert [n["note"] for n in alert["notes"]] == [f"a note\n\n{MARKER}", f"cleared\n\n{MARKER}"]  # the bridge's own
 
 
 async def test_reopen_creates_the_alias_again_from_the_last_alert(jsm: tuple[Any, str], desk: Desk) -> None:
@@ -98,7 +99,7 @@ async def test_reopen_creates_the_alias_again_from_the_last_alert(jsm: tuple[Any
     assert (first["status"], again["status"]) == ("closed", "open")
     kept = ("message", "priority", "tags", "extraProperties", "alias")
     assert {k: again[k] for k in kept} == {k: first[k] for k in kept}
-    assert [n["note"] for n in again["notes"]] == ["fired again"]
+    assert [n["note"] for n in again["notes"]] == [f"fired again\n\n{MARKER}"]
     assert (await desk.state(ref)).phase is TicketPhase.OPEN
 
 
@@ -111,7 +112,7 @@ async def test_update_of_fields_the_api_cannot_change_is_a_note(jsm: tuple[Any, 
     paths = [r["path"].rsplit("/", 1)[-1] for r in writes(app)[1:]]
     assert paths == ["acknowledge", "notes"]
     [alert] = alerts(app)
-    assert alert["notes"][0]["note"] == "Fields changed (not editable through the alert API): priority: P1"
+    assert alert["notes"][0]["note"] == f"Fields changed (not editable through the alert API): priority: P1\n\n{MARKER}"
 
 
 @pytest.mark.parametrize(

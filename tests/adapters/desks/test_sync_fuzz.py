@@ -15,7 +15,7 @@ from pydantic import TypeAdapter
 from bridge.core.config import DeskConfig
 from bridge.core.errors import PayloadError
 from bridge.core.sync import DeskEvent, DeskEvents
-from tests.adapters.desks.variants import JIRA_CLOUD, JIRA_DATACENTER, JSM, REMEDY, SERVICENOW_BASIC, WEBHOOK
+from tests.adapters.desks.variants import JIRA_CLOUD, JIRA_DATACENTER, JSM, JSM_OPS, REMEDY, SERVICENOW_BASIC, WEBHOOK
 
 FIXTURES = Path(__file__).parents[2] / "fixtures" / "desks"
 DESKS: TypeAdapter[Any] = TypeAdapter(DeskConfig)
@@ -32,6 +32,7 @@ PARSERS = {
     "jira-cloud": (desk(JIRA_CLOUD), sorted(FIXTURES.glob("jira_cloud_*.json"))),
     "jira-datacenter": (desk(JIRA_DATACENTER), sorted(FIXTURES.glob("jira_dc_*.json"))),
     "jsm": (desk(JSM), sorted(FIXTURES.glob("jsm_*.json"))),
+    "jsm-ops": (desk(JSM_OPS), sorted(FIXTURES.glob("jsmops_*.json"))),
     "webhook": (desk(WEBHOOK), sorted(FIXTURES.glob("webhook_*.json"))),
     "remedy": (desk(REMEDY), []),
 }

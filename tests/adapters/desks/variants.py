@@ -444,6 +444,10 @@ JSM_OPS = Variant(
     missing_status=None,  # the desk reads the alias back first: no alert, no call
     expire=_static_expire,
     revoke=_static_revoke,
+    act=lambda app, ticket, user, what: app[jsm_ops.STORE].act_as_human(
+        ticket, user, *(("notes", "seen, on it") if what == "comment" else ("close",))
+    ),
+    push=lambda app: app[jsm_ops.PUSH],
 )
 
 VARIANTS = (

@@ -144,7 +144,7 @@ def jsm_ops_tickets(app: web.Application) -> list[Ticket]:
     tickets = []
     for alias in dict.fromkeys(a["alias"] for a in alerts):
         mine = [a for a in alerts if a["alias"] == alias]
-        closes = [n["note"] for a in mine for n in a["notes"] if n.get("close")]
+        closes = [unmarked(n["note"]) for a in mine for n in a["notes"] if n.get("close")]
         tickets.append(
             Ticket(
                 id=alias,
@@ -152,7 +152,7 @@ def jsm_ops_tickets(app: web.Application) -> list[Ticket]:
                 correlation=alias,
                 phase="resolved" if mine[-1]["status"] == "closed" else "open",
                 title=mine[0]["message"],
-                notes=[n["note"] for a in mine for n in a["notes"] if not n.get("close")],
+                notes=_notes([n["note"] for a in mine for n in a["notes"] if not n.get("close")]),
                 resolution=closes[-1] if closes else "",
                 fields={"alerts": mine},
             )
