@@ -40,6 +40,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         " bridge,bridge-fsync,bridge-wait1: the durability settings against the default alone)",
     )  # fmt: skip
     p.add_argument("--ingest-rounds", type=int, default=1, help="the ingest targets' sequence, this many times over")
+    p.add_argument(
+        "--ingest-cases", default="unique,repeats,new", help="the ingest section's alerts, comma-separated: unique"
+        " (every alert unseen), repeats (a fixed set of open alerts, over and over), new (every alert a new ticket)",
+    )  # fmt: skip
+    p.add_argument("--repeat-pool", type=int, default=500, help="open alerts the ingest repeats case re-sends")
     p.add_argument("--engine-alerts", type=int, default=50_000)
     p.add_argument("--lua-sizes", default="10,10000", help="the incident sizes the lua section compares (members)")
     p.add_argument("--lua-rounds", type=int, default=7, help="incidents per case and size (the median is kept)")
@@ -126,11 +131,13 @@ def main(argv: list[str] | None = None) -> int:
             from bench import ingest
 
             sizes = tuple(int(s) for s in args.sizes.split(","))
-            print(f"ingest: sizes {sizes}, {args.seconds}s per target ...", flush=True)
+            cases = tuple(args.ingest_cases.split(","))
+            print(f"ingest: cases {cases}, sizes {sizes}, {args.seconds}s per target ...", flush=True)
             chosen = {"targets": tuple(args.ingest_targets.split(","))} if args.ingest_targets else {}
             results["ingest"] = ingest.run(work / "ingest", workers=args.workers, connections=args.connections,
                                            seconds=args.seconds, warmup_s=args.warmup, sizes=sizes,
-                                           rounds=args.ingest_rounds, **chosen)  # fmt: skip
+                                           rounds=args.ingest_rounds, cases=cases, pool=args.repeat_pool,
+                                           **chosen)  # fmt: skip
         if "engine" in sections:
             from bench import drain
 

@@ -64,6 +64,51 @@ def write_mapping(
     return path
 
 
+def write_trivial_desk_mapping(path: Path, *, desk_url: str, correlate: Sequence[str]) -> Path:
+    """One Alertmanager source, the generic webhook desk against a receiver that keeps nothing
+    (`bench/trivial.py`): every open, note and resolve is one POST answered at once, and the desk does
+    not slow down as tickets pile up (the ServiceNow simulator keeps every one)."""
+    action = {"path": "/webhook/desk", "body": {"id": "{{ correlation_id }}"}}
+    mapping = {
+        "sources": {"alertmanager": {"kind": "alertmanager", "secret": TOKEN}},
+        "desks": {
+            "desk": {
+                "kind": "webhook", "url": desk_url, "timeout": 10.0,
+                "open": {**action, "id": "to_string(accepted)"},
+                "note": action, "resolve": action, "reopen": action,
+            }
+        },
+        "routes": [
+            {
+                "name": "bench",
+                "sources": ["alertmanager"],
+                "desk": "desk",
+                "correlate": {"by": list(correlate)},
+                "lifecycle": {"resolve_after": "5m", "reopen_within": "1h"},
+                "ticket": {"fields": {"summary": "{{ summary }}", "host": "{{ resource }}"}},
+            }
+        ],
+    }  # fmt: skip
+    path.write_text(json.dumps(mapping, indent=1))  # JSON is YAML
+    return path
+
+
+def repeat_alert(i: int, fmt: str = "webhook") -> dict[str, Any]:
+    """Alert i of the fixed set bench/alerts.lua repeats (mode `repeat:<pool>`): the same labels,
+    annotations, start and fingerprint as wrk sends it, so that sending it first makes it open."""
+    labels = {"alertname": f"BenchAlert{i % 100}", "instance": f"host-rep-{i}", "job": "node",
+              "severity": "critical", "run": "repeats"}  # fmt: skip
+    alert: dict[str, Any] = {
+        "labels": labels,
+        "annotations": {"summary": f"bench alert rep-{i}", "description": "synthetic load"},
+        "startsAt": "2026-01-01T00:00:00Z",
+        "generatorURL": "http://prometheus:9090/graph?g0.expr=up",
+    }
+    if fmt == "amapi":
+        return alert
+    return {"status": "firing", **alert, "endsAt": "0001-01-01T00:00:00Z", "fingerprint": f"{i:016x}"}
+
+
 def am_alert(
     labels: dict[str, str], *, status: str = "firing", starts: str = "2026-01-01T00:00:00Z", ends: str = ""
 ) -> dict[str, Any]:
@@ -120,12 +165,14 @@ def wrk(
     threads: int = 2,
     tag: str = "r",
     log: Path | None = None,
+    mode: str = "unique",
 ) -> WrkResult:
-    """Run wrk with bench/alerts.lua (every alert unique) and read its `BENCH_JSON` line."""
+    """Run wrk with bench/alerts.lua and read its `BENCH_JSON` line. `mode`: "unique" (every alert one
+    no earlier request carried) or "repeat:<pool>" (the fixed set of `repeat_alert`, over and over)."""
     argv = [
         "wrk", f"-t{threads}", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency",
         "--timeout", "10s", "-H", f"Authorization: Bearer {TOKEN}", "-s", str(HERE / "alerts.lua"),
-        url, "--", fmt, str(per_request), tag,
+        url, "--", fmt, str(per_request), tag, mode,
     ]  # fmt: skip
     done = subprocess.run(argv, capture_output=True, text=True, check=True, timeout=seconds + 60)
     if log is not None:

@@ -1,8 +1,9 @@
 """Profile the bridge under the ingest load with py-spy; print where its time goes.
 
-    python -m bench.profile [--target ingress-only|bridge] [--per 1] [--seconds 8]
+    python -m bench.profile [--target ingress-only|bridge] [--case unique|repeats|new] [--per 1] [--seconds 8]
 
-Runs one worker under wrk's load, samples it with `py-spy record` (collapsed stacks, kept in
+Runs one worker under wrk's load (the ingest section's case: its mapping, desk and alerts; repeats are
+sent once first, so that wrk's are repeats of open alerts), samples it with `py-spy record` (collapsed stacks, kept in
 bench/results/profiles/), and prints the functions with the largest inclusive and self share.
 The engine section runs in-process, so it is profiled as a whole:
 `py-spy record -f raw -o engine.txt -- python -m bench --only engine`, then `--summarize engine.txt`.
@@ -21,8 +22,7 @@ import time
 from contextlib import ExitStack
 from pathlib import Path
 
-from bench import procs
-from bench.common import write_mapping, wrk
+from bench.common import wrk
 
 OUT = Path(__file__).resolve().parent / "results" / "profiles"
 _FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>[^:]*)(?::\d+)?\)$")
@@ -109,28 +109,27 @@ def record(pid: int, seconds: float, out: Path) -> None:
     )  # fmt: skip
 
 
-def profile_ingest(target: str, per: int, seconds: float, connections: int) -> Path:
+def profile_ingest(target: str, per: int, seconds: float, connections: int, case: str = "unique") -> Path:
+    from bench import ingest
+
     OUT.mkdir(parents=True, exist_ok=True)
-    out = OUT / f"ingest-{target}-{per}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.txt"
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    out = OUT / f"ingest-{target}-{case}-{per}-{stamp}.txt"
     with tempfile.TemporaryDirectory(prefix="bridge-profile-") as tmp, ExitStack() as stack:
-        work = Path(tmp)
-        server = stack.enter_context(procs.redis_server(work / "redis"))
-        desk = procs.desk(work=work, latency_ms=0)
-        stack.callback(desk.stop)
-        config = write_mapping(work / "mapping.yaml", desk_url=desk.url, correlate=["{{ labels.alertname }}"])
-        if target == "bridge":
-            proc = procs.bridge(config, server.url, work=work, workers=1)
-        else:
-            proc = procs.ingress_only(config, server.url, work=work, workers=1)
-        stack.callback(proc.stop)
+        started = ingest.start(stack, target, Path(tmp), 1, case)
+        url, check = started.url + "/webhook/alertmanager", started.check
+        mode = f"repeat:{ingest.REPEAT_POOL}" if case == "repeats" else "unique"
+        if case == "repeats":
+            ingest.preopen(url, "webhook", ingest.REPEAT_POOL, check)
         load = threading.Thread(
             target=wrk,
-            args=(proc.url + "/webhook/alertmanager",),
-            kwargs={"fmt": "webhook", "per_request": per, "connections": connections, "seconds": seconds + 2},
-        )
+            args=(url,),
+            kwargs={"fmt": "webhook", "per_request": per, "connections": connections, "seconds": seconds + 2,
+                    "mode": mode},
+        )  # fmt: skip
         load.start()
         time.sleep(1)
-        record(proc.pids()[0], seconds, out)
+        record(started.proc.pids()[0], seconds, out)
         load.join()
     return out
 
@@ -138,12 +137,13 @@ def profile_ingest(target: str, per: int, seconds: float, connections: int) -> P
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.profile")
     parser.add_argument("--target", choices=["ingress-only", "bridge"], default="ingress-only")
+    parser.add_argument("--case", choices=["unique", "repeats", "new"], default="unique")
     parser.add_argument("--per", type=int, default=1)
     parser.add_argument("--seconds", type=float, default=8)
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--summarize", type=Path, help="only summarize an existing collapsed-stack file")
     args = parser.parse_args()
-    out = args.summarize or profile_ingest(args.target, args.per, args.seconds, args.connections)
+    out = args.summarize or profile_ingest(args.target, args.per, args.seconds, args.connections, args.case)
     print(f"{out}\n")
     print(layers(out) + "\n")
     print(summarize(out))

@@ -158,7 +158,7 @@ class Scripts:
         return await self._batch.execute(pipe, raise_on_error=raise_on_error)
 
     @staticmethod
-    def _queue(pipe: Pipeline, script: AsyncScript, keys: list[str], args: list[Any]) -> Pipeline:
+    def _queue(pipe: Pipeline, script: AsyncScript, keys: Sequence[str], args: list[Any]) -> Pipeline:
         pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
         return pipe
 
@@ -190,14 +190,14 @@ class Scripts:
             step.key[:200],
             step.source,
         ]
-        ik = keys.IncidentKeys(step.base)
+        names = keys.script_keys(step.base)
         if pipe is not None:
-            return self._queue(pipe, self._apply, ik.script_keys(), args)
-        return Applied.from_reply(await self._apply(keys=ik.script_keys(), args=args))
+            return self._queue(pipe, self._apply, names, args)
+        return Applied.from_reply(await self._apply(keys=list(names), args=args))
 
     def fire_timer(self, base: str, kind: str, due_ms: int, now_ms: int, policy: bytes, pipe: Pipeline) -> None:
         """Queue applying a due timer; decode its reply with `fired`."""
-        self._queue(pipe, self._fire, keys.IncidentKeys(base).script_keys(), [now_ms, kind, due_ms, policy])
+        self._queue(pipe, self._fire, keys.script_keys(base), [now_ms, kind, due_ms, policy])
 
     @staticmethod
     def fired(reply: list[Any]) -> tuple[str, int, list[tuple[str, int]]]:

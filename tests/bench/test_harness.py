@@ -79,8 +79,8 @@ def test_quick_ingest_compares_each_durability_setting_with_the_default(tmp_path
     require("wrk")
     done = subprocess.run(
         [sys.executable, "-m", "bench", "--quick", "--only", "ingest", "--ingest-targets",
-         "bridge,bridge-fsync,bridge-wait1", "--ingest-rounds", "2", "--workers", "1", "--out", str(tmp_path),
-         "--tag", "durability"],
+         "bridge,bridge-fsync,bridge-wait1", "--ingest-rounds", "2", "--ingest-cases", "unique", "--workers", "1",
+         "--out", str(tmp_path), "--tag", "durability"],
         cwd=ROOT, capture_output=True, text=True, timeout=140, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
@@ -118,3 +118,27 @@ def test_the_cluster_section_drains_on_one_redis_and_on_a_cluster(tmp_path: Path
     ]
     assert all(r["alerts_per_s"] > 0 and r["busiest_redis_us_per_alert"] > 0 for r in runs)
     assert "| cluster (3 masters) | 2 |" in next(tmp_path.glob("*-smoke.md")).read_text()
+
+
+@pytest.mark.timeout(150)
+def test_quick_ingest_runs_the_repeats_and_new_tickets_cases(tmp_path: Path) -> None:
+    """`--ingest-cases repeats,new`: the repeats case's alerts are open incidents with their tickets before wrk
+    runs, every request of both cases is answered 2xx, and each case has its own ratios (Alertmanager's where
+    it is installed)."""
+    require("redis-server")
+    require("wrk")
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--only", "ingest", "--ingest-targets", "bridge,alertmanager",
+         "--ingest-cases", "repeats,new", "--repeat-pool", "100", "--workers", "1", "--out", str(tmp_path),
+         "--tag", "cases"],
+        cwd=ROOT, capture_output=True, text=True, timeout=140, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    [json_file] = tmp_path.glob("*-cases.json")
+    ingest = json.loads(json_file.read_text())["ingest"]
+    bridge = [r for r in ingest["rows"] if r["target"] == "bridge"]
+    wanted = {(c, n) for c in ("repeats", "new") for n in (1, 50)}
+    assert {(r["case"], r["alerts_per_request"]) for r in bridge} == wanted
+    assert all(r["requests"] > 0 and r["errors"] == 0 for r in ingest["rows"]), ingest["rows"]
+    assert all(r["preopened"] == 100 for r in bridge if r["case"] == "repeats"), bridge
+    assert {(q["case"], q["alerts_per_request"]) for q in ingest["ratios"] if q["target"] == "bridge"} == wanted

@@ -73,12 +73,9 @@ local alert_json, route, resource = ARGV[8], ARGV[9], ARGV[11]
 local flags = "," .. (ARGV[10] or "") .. ","
 local suppressed = string.find(flags, ",suppressed,", 1, true) ~= nil
 local is_child, placed_live = string.find(flags, ",child,", 1, true) ~= nil, string.find(flags, ",live,", 1, true) ~= nil
-local policy = cjson.decode(ARGV[12])
 local mark, followup, note_text, is_event = ARGV[13] or "", ARGV[14] or "", ARGV[15] or "", ARGV[16] == "1"
-local unnoted = policy.quiet or {}
 local alert_name = ARGV[17] or ""
-local auto_after = tonumber(ARGV[18] or "") or policy.auto_resolve_after or 0
-if auto_after <= 0 then auto_after = nil end
+local auto_arg = tonumber(ARGV[18] or "")
 local key_text = ARGV[19] or ""
 local source = ARGV[20] or ""
 local RANK = {firing = 0, acknowledged = 1, resolved = 2}
@@ -105,6 +102,30 @@ local function parse_member(value)
   return {occ = tonumber(o), status = s, sev = v, seen = tonumber(seen), resource = res, marks = marks}
 end
 local prev = parse_member(redis.call("HGET", K_MEMBERS, identity))
+
+-- 0a. An identical repeat of a member (the common case: an Alertmanager HA pair, repeat_interval): the
+-- same occurrence, status and severity, no follow-up it has not seen, nothing to re-arm on the member
+-- (no auto-resolve window). It changes nothing, and it is answered here, before the policy is decoded
+-- and the rest of the step is set up; what step 1 below does for it, to the letter: the repeat counted,
+-- the resolve timer re-armed for a replayed entry, the outbox length returned. Not while pending (the
+-- threshold's index may be due to be built first) nor on a merged incident (MOVED, below).
+if prev and occ == prev.occ and status == prev.status and sev == prev.sev and state ~= "pending"
+    and state ~= "merged" and (mark == "" or string.find("," .. prev.marks .. ",", "," .. mark .. ",", 1, true))
+    and auto_arg and (auto_arg <= 0 or status == "resolved") then
+  if state == "resolving" then
+    timers[1], timers[2] = "resolve", tonumber(inc[5] or "0")
+  end
+  if state then
+    redis.call("HINCRBY", K_STATE, "repeats:repeat", 1)
+    redis.call("HSET", K_STATE, "repeated_at", now)
+  end
+  return {"DUPLICATE", base .. ":" .. (epoch or ""), redis.call("LLEN", K_OUTBOX), "repeat", timers}
+end
+
+local policy = cjson.decode(ARGV[12])
+local unnoted = policy.quiet or {}
+local auto_after = auto_arg or policy.auto_resolve_after or 0
+if auto_after <= 0 then auto_after = nil end
 
 -- Threshold counting in constant work per alert, whatever the incident's size. While the incident is
 -- pending, the members it holds are indexed in K_HELD, a sorted set read in its members' order (all
