@@ -178,11 +178,13 @@ class Identity:
 
     def __init__(self, *names: str | None) -> None:
         self._configured = ""
+        self._default = next((n for n in names if n), "")  # the desk's auth user: whose changes are ours
         self._names = {n.casefold() for n in names if n}
 
     @property
     def integration_user(self) -> str:
-        return self._configured
+        """`sync.integration_user` once set, else the desk's auth user (the first name given)."""
+        return self._configured or self._default
 
     @integration_user.setter
     def integration_user(self, value: str | None) -> None:
@@ -196,3 +198,17 @@ class Identity:
         """Whether one of `authors` is the integration user, or the text carries MARKER."""
         names = {self._configured.casefold()} if self._configured else self._names
         return MARKER in text or any(a and a.casefold() in names for a in authors)
+
+
+class KnowsItself:
+    """A desk with desk events: `integration_user`, whose changes are the bridge's own (its `_identity`)."""
+
+    _identity: Identity
+
+    @property
+    def integration_user(self) -> str:
+        return self._identity.integration_user
+
+    @integration_user.setter
+    def integration_user(self, value: str | None) -> None:
+        self._identity.integration_user = value

@@ -51,7 +51,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import aiohttp
 from pydantic import ConfigDict, Field, SecretStr, field_validator, model_validator
 
-from adapters.desks.events import MAX_EVENTS, Identity, Reader, decode, marked
+from adapters.desks.events import MAX_EVENTS, Identity, KnowsItself, Reader, decode, marked
 from adapters.desks.jira_fields import RICH_TEXT, adf, adf_text, field_text, jira_fields, jql_string, labels
 from adapters.desks.transport import Answer, DeskAddress, Seconds, Transport, https_url, json_reason, tls_context
 from bridge.core.desk import ChangeRef, TicketPhase, TicketRef, TicketState
@@ -153,7 +153,7 @@ class JiraConfig(DeskAddress):
         return JiraDesk(name, self, transport)
 
 
-class JiraDesk:
+class JiraDesk(KnowsItself):
     """Issues found again by their correlation label (or property); see the module text."""
 
     def __init__(self, name: str, config: JiraConfig, transport: Transport) -> None:
@@ -171,20 +171,12 @@ class JiraDesk:
         # How long `find` may miss an issue after its create was sent: the answer may come that late
         # (`timeout`), and search may take `search_lag` more to show the issue.
         self.find_lag = config.timeout + config.search_lag
+        # sync.integration_user: the accountId (Cloud) or user name (Data Center); by default the configured
+        # email and whatever /myself answers (`identify`)
         self._identity = Identity(config.email)
         self._identified = False
         self._zone: tzinfo = UTC  # the integration user's profile time zone (`/myself`): JQL's dates are in it
         self.page_size = 50  # issues per search page of the poll
-
-    @property
-    def integration_user(self) -> str:
-        """Whose changes are the bridge's own: set it to the accountId (Cloud) or user name (Data Center);
-        by default the configured email and whatever `/myself` answers (`identify`)."""
-        return self._identity.integration_user or (self._config.email or "")
-
-    @integration_user.setter
-    def integration_user(self, value: str | None) -> None:
-        self._identity.integration_user = value
 
     async def identify(self) -> None:
         """Learn the integration user's accountId, name and key from `/myself` (once)."""

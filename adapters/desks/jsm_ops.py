@@ -54,7 +54,7 @@ import orjson
 import structlog
 from pydantic import ConfigDict, Field, SecretStr, field_validator
 
-from adapters.desks.events import Identity, Reader, decode, marked
+from adapters.desks.events import Identity, KnowsItself, Reader, decode, marked
 from adapters.desks.transport import Answer, DeskAddress, Seconds, Transport, https_url, json_reason, tls_context
 from bridge.core.desk import TicketPhase, TicketRef, TicketState
 from bridge.core.errors import DeskRejected, PayloadError
@@ -105,7 +105,7 @@ class JsmOpsConfig(DeskAddress):
         return JsmOpsDesk(name, self, transport)
 
 
-class JsmOpsDesk:
+class JsmOpsDesk(KnowsItself):
     def __init__(self, name: str, config: JsmOpsConfig, transport: Transport) -> None:
         self.name = name
         self._config = config
@@ -118,15 +118,6 @@ class JsmOpsDesk:
         self._identity = Identity(config.user)
         self.page_size = 100  # alerts per list request of the poll (JSM's most)
         self.max_pages = 5  # list requests per poll at most
-
-    @property
-    def integration_user(self) -> str:
-        """Whose changes are the bridge's own (default: the configured `user`, which its requests name)."""
-        return self._identity.integration_user or self._config.user
-
-    @integration_user.setter
-    def integration_user(self, value: str | None) -> None:
-        self._identity.integration_user = value
 
     async def find(self, correlation_id: str) -> TicketRef | None:
         return _ref(correlation_id) if await self._newest("find", correlation_id) else None

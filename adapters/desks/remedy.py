@@ -46,7 +46,7 @@ import orjson
 import structlog
 from pydantic import ConfigDict, SecretStr, field_validator
 
-from adapters.desks.events import Identity, marked, merge_pages, offsets, parse_time
+from adapters.desks.events import Identity, KnowsItself, marked, merge_pages, offsets, parse_time
 from adapters.desks.transport import Answer, DeskAddress, Seconds, Transport, https_url, tls_context
 from bridge.core.desk import TicketPhase, TicketRef, TicketState
 from bridge.core.errors import DeskError, DeskRejected, PayloadError
@@ -111,7 +111,7 @@ class RemedyConfig(DeskAddress):
         return RemedyDesk(name, self, transport)
 
 
-class RemedyDesk:
+class RemedyDesk(KnowsItself):
     """Incidents on one AR System server, found again by `correlation_field`."""
 
     def __init__(self, name: str, config: RemedyConfig, transport: Transport) -> None:
@@ -123,15 +123,6 @@ class RemedyDesk:
         self._entry = f"{config.url}/api/arsys/v1/entry"
         self._identity = Identity(config.user)
         self.page_size = 100  # entries per request of the poll
-
-    @property
-    def integration_user(self) -> str:
-        """Whose changes are the bridge's own (default: the configured `user`)."""
-        return self._identity.integration_user or self._config.user
-
-    @integration_user.setter
-    def integration_user(self, value: str | None) -> None:
-        self._identity.integration_user = value
 
     def parse_events(self, body: bytes, headers: Mapping[str, str]) -> list[DeskEvent]:
         """Nothing: AR System has no outgoing webhook; set `sync: {poll: ...}` for a Remedy desk."""

@@ -21,7 +21,7 @@ from typing import Any, Literal
 import aiohttp
 from pydantic import Field
 
-from adapters.desks.events import Identity, Reader, decode, marked, merge_pages, offsets, parse_time, utc
+from adapters.desks.events import Identity, KnowsItself, Reader, decode, marked, merge_pages, offsets, parse_time, utc
 from adapters.desks.servicenow_auth import ServiceNowCredentials, ServiceNowSignIn, call
 from adapters.desks.transport import Answer, Transport, tls_context
 from bridge.core.desk import ChangeRef, TicketPhase, TicketRef, TicketState
@@ -73,7 +73,7 @@ class ServiceNowConfig(ServiceNowSignIn):
         return ServiceNowDesk(name, self, transport)
 
 
-class ServiceNowDesk:
+class ServiceNowDesk(KnowsItself):
     """Incidents in one ServiceNow table, found again by `correlation_id`."""
 
     def __init__(self, name: str, config: ServiceNowConfig, transport: Transport) -> None:
@@ -84,15 +84,6 @@ class ServiceNowDesk:
         self._table_url = f"{config.url}/api/now/table/{config.table}"
         self._identity = Identity(config.user)
         self.page_size = 100  # rows per Table API call of the poll
-
-    @property
-    def integration_user(self) -> str:
-        """The user whose changes are the bridge's own (default: the configured `user`)."""
-        return self._identity.integration_user or (self._config.user or "")
-
-    @integration_user.setter
-    def integration_user(self, value: str | None) -> None:
-        self._identity.integration_user = value
 
     async def find(self, correlation_id: str) -> TicketRef | None:
         """The newest record with this correlation id, in any state."""

@@ -57,7 +57,7 @@ import jmespath
 from jmespath.exceptions import JMESPathError
 from pydantic import BaseModel, ConfigDict, SecretStr, field_validator, model_validator
 
-from adapters.desks.events import MAX_EVENTS, Identity, Reader, decode, marked, utc
+from adapters.desks.events import MAX_EVENTS, Identity, KnowsItself, Reader, decode, marked, utc
 from adapters.desks.transport import Answer, DeskAddress, Seconds, Transport, https_url, json_reason, tls_context
 from bridge.core.desk import TicketPhase, TicketRef, TicketState
 from bridge.core.errors import DeskRejected, PayloadError
@@ -202,7 +202,7 @@ class WebhookConfig(DeskAddress):
         return WebhookDesk(name, self, transport)
 
 
-class WebhookDesk:
+class WebhookDesk(KnowsItself):
     def __init__(self, name: str, config: WebhookConfig, transport: Transport) -> None:
         self.name = name
         self._config = config
@@ -215,15 +215,6 @@ class WebhookDesk:
             headers["Authorization"] = "Basic " + base64.b64encode(pair).decode("ascii")
         self._headers = headers  # never logged or kept with an error
         self._identity = Identity(config.user)
-
-    @property
-    def integration_user(self) -> str:
-        """Whose changes are the bridge's own (default: `user`, for Basic auth)."""
-        return self._identity.integration_user or (self._config.user or "")
-
-    @integration_user.setter
-    def integration_user(self, value: str | None) -> None:
-        self._identity.integration_user = value
 
     # -- the loop back (bridge.core.sync) ------------------------------------------------------
 
