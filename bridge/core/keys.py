@@ -46,6 +46,9 @@ def noise(at_ms: int) -> str:
 HEARTBEATS = PREFIX + "heartbeats"  # zset heartbeat id -> its last ping (ms), for listing
 
 
+HEARTBEAT_TIMER_KIND = "heartbeat"  # a heartbeat's expiry timer: `<id>|heartbeat|<due>` in the timers
+
+
 def heartbeat(beat_id: str) -> str:
     """One heartbeat's state (hash), by its id: `<name>`, or `<name>/<hash of its key labels>`."""
     return f"{PREFIX}heartbeat:{{{beat_id}}}"

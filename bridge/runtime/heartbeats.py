@@ -39,13 +39,14 @@ from bridge.core.matchers import Matcher, matches_all
 from bridge.core.models import Alert, Status, stable_hash
 from bridge.core.routing import HEARTBEAT_KIND, match_labels
 from bridge.core.source import Parsed
+from bridge.runtime import heartbeats_cluster as on_cluster
 from bridge.runtime.connect import is_cluster
 from bridge.runtime.context import Runtime, wait_for_event
 from bridge.runtime.metrics import Metrics
 
 log = structlog.get_logger("bridge.runtime.heartbeats")
 SOURCE = "heartbeats"  # the `source` of a heartbeat's alerts
-TIMER_KIND = "heartbeat"  # the kind of its timers: `<id>|heartbeat|<due>`
+TIMER_KIND = keys.HEARTBEAT_TIMER_KIND  # the kind of its timers: `<id>|heartbeat|<due>`
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,7 +167,7 @@ async def ping(rt: Runtime, pings: Sequence[tuple[str, Mapping[str, str]]]) -> l
         )
         made.append((name, bid, labels))
     if is_cluster(rt.redis):
-        replies = await _ping_on_cluster(rt, now, pipe)
+        replies = await on_cluster.ping(rt, now, pipe)
     else:
         replies = await rt.scripts.execute(pipe)
     out = [Ping(name, bid, labels, _s(r[0]), int(r[1])) for (name, bid, labels), r in zip(made, replies, strict=True)]
@@ -269,7 +270,7 @@ async def fire(rt: Runtime, due: Sequence[tuple[str, str, int]]) -> list[str]:
     if not expiring:
         return done
     if is_cluster(rt.redis):
-        replies = await _expire_on_cluster(rt, pipe)
+        replies = await on_cluster.expire(rt, pipe)
     else:
         replies = await rt.scripts.execute(pipe, raise_on_error=False)
     for (member, beat), reply in zip(expiring, replies, strict=True):
@@ -281,69 +282,6 @@ async def fire(rt: Runtime, due: Sequence[tuple[str, str, int]]) -> list[str]:
             board(rt.metrics).expired(beat.id)
             log.warning("heartbeat_expired", heartbeat=beat.name, key=beat.labels, last_ping=_iso(beat.last_ms))
     return done
-
-
-async def _ping_on_cluster(rt: Runtime, now: int, queued: Any) -> list[Any]:
-    """Redis Cluster: the pings queued on `queued` (heartbeat_ping.lua's keys and arguments) made in the
-    slots they touch. First the new expiry timers, and each id's admission under its name's bound
-    (heartbeat_admit.lua); then each heartbeat's own hash (heartbeat_ping_state.lua); then the old timers'
-    removal, the index and the resolving alerts; last the resolving alerts' debts cleared. Cut anywhere
-    (a crash), a timer too many fires to no effect (its due is not the state's), a missing index entry
-    waits for the next ping, and an owed resolving alert is added by the next ping. heartbeat_ping.lua's
-    replies: [outcome, due]."""
-    calls = [c.args[3:] for c in queued._execution_strategy._command_queue]  # EVALSHA sha 5 KEYS... ARGV...
-    first = rt.redis.pipeline(transaction=False)
-    for _, _, ids, timers, _, bid, _, window, _, _, max_keys, _ in calls:
-        due = now + int(window)
-        first.zadd(timers, {keys.timer_member(bid, TIMER_KIND, due): due})
-        rt.scripts.heartbeat_admit(ids, bid, int(max_keys), first)
-    admitted = (await rt.scripts.execute(first))[1::2]
-    states = rt.redis.pipeline(transaction=False)
-    for (state, _, _, _, _, bid, _, window, name, labels, _, _), ok in zip(calls, admitted, strict=True):
-        rt.scripts.heartbeat_ping_state(state, [bid, now, window, name, labels, "1" if ok else ""], states)
-    replies = await rt.scripts.execute(states)
-    after = rt.redis.pipeline(transaction=False)
-    owed: list[str] = []
-    for (state, index, _, timers, intake, bid, *_, healed), (outcome, due, before) in zip(calls, replies, strict=True):
-        if _s(outcome) == "full":
-            continue
-        if int(before) and int(before) != int(due):
-            after.zrem(timers, keys.timer_member(bid, TIMER_KIND, int(before)))
-        after.zadd(index, {bid: now})
-        if _s(outcome) == "recovered":
-            after.xadd(intake, {"a": healed})
-            owed.append(state)
-    await rt.scripts.execute(after)
-    if owed:
-        cleared = rt.redis.pipeline(transaction=False)
-        for state in owed:
-            cleared.hdel(state, "resolve_pending")
-        await rt.scripts.execute(cleared)
-    return [reply[:2] for reply in replies]
-
-
-async def _expire_on_cluster(rt: Runtime, queued: Any) -> list[Any]:
-    """Redis Cluster: the expiries queued on `queued` (heartbeat_expire.lua's keys and arguments) made in
-    the slots they touch: each heartbeat's own hash (heartbeat_expire_state.lua), then the opening alerts
-    of those that expired, then their debts cleared. The caller removes a timer only after this: cut
-    anywhere (a crash), the timer comes due again and the owed alert is added then. heartbeat_expire.lua's
-    replies: 1 if it expired now (or its owed alert was added now), else 0; an error in place."""
-    calls = [c.args[3:] for c in queued._execution_strategy._command_queue]  # EVALSHA sha 2 KEYS... ARGV...
-    states = rt.redis.pipeline(transaction=False)
-    for state, _, due, now, last, _ in calls:
-        rt.scripts.heartbeat_expire_state(state, [due, now, last], states)
-    replies = await rt.scripts.execute(states, raise_on_error=False)
-    alerts = rt.redis.pipeline(transaction=False)
-    owed = [(call, reply) for call, reply in zip(calls, replies, strict=True) if reply == 1]
-    for (_, intake, *_, alert), _ in owed:
-        alerts.xadd(intake, {"a": alert})
-    if owed:
-        await rt.scripts.execute(alerts)
-        cleared = rt.redis.pipeline(transaction=False)
-        for (state, *_), _ in owed:
-            cleared.hdel(state, "open_pending")
-        await rt.scripts.execute(cleared)
-    return list(replies)
 
 
 async def read_all(client: Any, limit: int = 10_000) -> list[Beat]:
