@@ -53,13 +53,10 @@ from __future__ import annotations
 
 import argparse
 import base64
-import itertools
 import re
 import time
 import uuid
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -67,6 +64,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from adapters.simulators.faults import FAULTS, FaultAnswers, Faults, install
+from adapters.simulators.jsm_ops_store import PUSH, STORE, VERBS, OpsError, OpsStore, epoch_ms, webhook_body
 from adapters.simulators.pusher import Pusher
 from adapters.simulators.requestlog import recorder
 
@@ -76,140 +74,6 @@ PRIORITIES = ("P1", "P2", "P3", "P4", "P5")
 LIMITS = {"alias": 512, "description": 15000, "note": 25000, "entity": 512, "source": 100, "user": 100}
 _QUERY_TERM = re.compile(r'^(alias|source|status|acknowledged):(?:"((?:[^"\\]|\\.)*)"|(\S+))$')
 _QUERY_TIME = re.compile(r"^(createdAt|updatedAt)\s*(>=|<=|>|<)\s*(\d{1,15})$")
-_VERBS = {"acknowledge": "Acknowledge", "unacknowledge": "UnAcknowledge", "close": "Close", "notes": "AddNote"}
-
-
-class OpsError(Exception):
-    def __init__(self, status: int, message: str, errors: dict[str, str] | None = None) -> None:
-        self.status, self.message, self.errors = status, message, errors
-        super().__init__(message)
-
-    def response(self, headers: dict[str, str] | None = None) -> web.Response:
-        body: dict[str, Any] = {"message": self.message, "took": 0.001, "requestId": str(uuid.uuid4())}
-        if self.errors:
-            body["errors"] = self.errors
-        return web.json_response(body, status=self.status, headers=headers)
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-@dataclass
-class OpsStore:
-    read_only: bool = False
-    alerts: dict[str, dict[str, Any]] = field(default_factory=dict)  # id -> alert, in creation order
-    outcomes: dict[str, dict[str, Any]] = field(default_factory=dict)  # request id -> its status
-    requests: list[dict[str, Any]] = field(default_factory=list)
-    _tiny: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
-    on_action: list[Any] = field(default_factory=list)  # callables taking (verb, alert, user, note)
-    clock: Callable[[], str] = _now  # the time of a change (a test may tick it: `2026-...T10:00:00.000Z`)
-
-    def apply(self, alert: dict[str, Any], name: str, user: str, note: str) -> tuple[bool, str]:
-        """acknowledge, unacknowledge, close or notes on one alert: (done, the request's status text)."""
-        now = self.clock()
-        if name != "notes" and alert["status"] == "closed":
-            return False, "Alert is already closed"
-        since_created = _ms(now) - _ms(alert["createdAt"])
-        if name == "close":
-            alert["status"] = "closed"
-            alert["closeNote"] = note
-            alert["report"] |= {"closeTime": since_created, "closedBy": user}
-            if note:
-                alert["notes"].append({"note": note, "owner": user, "createdAt": now, "close": True})
-            status = "Closed alert"
-        elif name in ("acknowledge", "unacknowledge"):
-            alert["acknowledged"] = name == "acknowledge"
-            if name == "acknowledge":
-                alert["report"] |= {"ackTime": since_created, "acknowledgedBy": user}
-            if note:
-                alert["notes"].append({"note": note, "owner": user, "createdAt": now})
-            status = "Acknowledged alert" if name == "acknowledge" else "Unacknowledged alert"
-        else:
-            alert["notes"].append({"note": note, "owner": user, "createdAt": now})
-            status = "Added note"
-        alert["updatedAt"] = now
-        verb = _VERBS[name]
-        for listener in self.on_action:
-            listener(verb, alert, user, note)
-        return True, status
-
-    def act_as_human(self, alias: str, user: str, action: str, note: str = "") -> dict[str, Any]:
-        """A person in JSM: acknowledge, unacknowledge, close or add a note (`notes`) on the alias's alert."""
-        alert = self.find(alias, "alias")
-        if alert is None or action not in _VERBS:
-            raise OpsError(404, f"no alert {alias!r} or no action {action!r}")
-        self.apply(alert, action, user, note)
-        return alert
-
-    def reset(self) -> None:
-        self.alerts.clear()
-        self.outcomes.clear()
-        self.requests.clear()
-        self.read_only = False
-        self._tiny = itertools.count(1)
-
-    def writable(self) -> None:
-        if self.read_only:
-            raise OpsError(403, "The integration does not have the access rights for this action.")
-
-    def open_alias(self, alias: str) -> dict[str, Any] | None:
-        return next((a for a in self.alerts.values() if a["alias"] == alias and a["status"] == "open"), None)
-
-    def find(self, identifier: str, kind: str) -> dict[str, Any] | None:
-        """The alert an identifier names: by id, by tinyId, or by alias (the open one, else the newest)."""
-        if kind == "id":
-            return self.alerts.get(identifier)
-        if kind == "tiny":
-            return next((a for a in self.alerts.values() if a["tinyId"] == identifier), None)
-        named = [a for a in self.alerts.values() if a["alias"] == identifier]
-        return self.open_alias(identifier) or (named[-1] if named else None)
-
-    def outcome(self, action: str, alert: dict[str, Any] | None, alias: str, ok: bool, status: str) -> str:
-        request_id = str(uuid.uuid4())
-        self.outcomes[request_id] = {
-            "action": action,
-            "processedAt": _now(),
-            "integrationId": "sim-integration",
-            "isSuccess": ok,
-            "status": status,
-            "alertId": alert["id"] if alert else "",
-            "alias": alias,
-        }
-        return request_id
-
-
-STORE = web.AppKey("jsm_ops_store", OpsStore)
-PUSH = web.AppKey("jsm_ops_push", Pusher)
-
-
-def webhook_body(verb: str, alert: dict[str, Any], user: str, note: str) -> dict[str, Any]:
-    """What JSM Ops' outgoing Webhook integration posts for one action on an alert (Opsgenie's format)."""
-    shown = {
-        "alertId": alert["id"],
-        "message": alert["message"],
-        "tags": alert["tags"],
-        "tinyId": alert["tinyId"],
-        "entity": alert["entity"],
-        "alias": alert["alias"],
-        "createdAt": _ms(alert["createdAt"]),
-        "updatedAt": _ms(alert["updatedAt"]) * 1_000_000,  # nanoseconds, as JSM sends it
-        "username": user,
-        "userId": f"user-{user}",
-        "description": alert["description"],
-        "priority": alert["priority"],
-        "source": alert["source"],
-    } | ({"note": note} if note else {})
-    integration = {"integrationName": "Webhook", "integrationId": "sim-webhook", "integrationType": "Webhook"}
-    return {"action": verb, "alert": shown, "source": {"name": "", "type": "web"}} | integration
-
-
-def _ms(text: str) -> int:
-    """Epoch milliseconds of one of the simulator's times, exactly (no float rounding)."""
-    return (datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%f%z") - _EPOCH) // timedelta(milliseconds=1)
-
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 _KEYS = web.AppKey("jsm_ops_keys", dict)
@@ -414,7 +278,7 @@ async def _action(request: web.Request) -> web.Response:
         raise OpsError(422, "Request body is not processable. Please check the errors.", errors)
     identifier = request.match_info["identifier"]
     alert = store.find(identifier, kind)
-    verb = _VERBS[name]
+    verb = VERBS[name]
     alias = alert["alias"] if alert else identifier if kind == "alias" else ""
     if alert is None:  # accepted all the same: the request's status says what became of it
         return _accepted(store.outcome(verb, None, alias, False, "Alert does not exist"))
@@ -448,7 +312,7 @@ _COMPARE = {">=": int.__ge__, ">": int.__gt__, "<=": int.__le__, "<": int.__lt__
 def _matches(alert: dict[str, Any], terms: list[tuple[str, str, str]]) -> bool:
     for name, operator, value in terms:
         if operator != ":":
-            if not _COMPARE[operator](_ms(alert[name]), int(value)):
+            if not _COMPARE[operator](epoch_ms(alert[name]), int(value)):
                 return False
             continue
         shown = str(alert[name]).lower() if name == "acknowledged" else str(alert[name])
@@ -499,7 +363,12 @@ async def _notes(request: web.Request) -> web.Response:
     if order not in ("asc", "desc") or request.query.get("direction", "next") != "next":
         raise OpsError(422, "order must be asc or desc and direction next")
     notes = [
-        {"note": n["note"], "owner": n["owner"], "createdAt": n["createdAt"], "offset": f"{_ms(n['createdAt'])}_{k}"}
+        {
+            "note": n["note"],
+            "owner": n["owner"],
+            "createdAt": n["createdAt"],
+            "offset": f"{epoch_ms(n['createdAt'])}_{k}",
+        }
         for k, n in enumerate(alert["notes"])
     ]
     if order == "desc":
