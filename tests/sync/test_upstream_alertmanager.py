@@ -20,10 +20,14 @@ from tests.sync.test_loop_back import FIELDS, RESOLVE, TOKEN, applied, calls, hu
 pytestmark = pytest.mark.e2e
 
 
-def config(snow_url: str, am_url: str) -> MappingConfig:
+def config(snow_url: str, am_url: str | list[str], secret: str | None = None) -> MappingConfig:
+    """The Alertmanager source acknowledging in `am_url` (one, or an HA pair's), the ServiceNow desk."""
+    source: dict[str, Any] = {"kind": "alertmanager", "upstream": {"url": am_url}}
+    if secret:
+        source["secret"] = secret
     return MappingConfig.model_validate(
         {
-            "sources": {"alertmanager": {"kind": "alertmanager", "upstream": {"url": am_url}}},
+            "sources": {"alertmanager": source},
             "desks": {"snow": {"kind": "servicenow", "url": snow_url, "user": "bridge", "password": "s3cret"}},
             "sync": {"snow": {"secret": TOKEN}},
             "routes": [

@@ -18,7 +18,8 @@ import yaml
 from bridge.core.config import MappingConfig
 from bridge.process.embedded import free_port
 from tests.conftest import Snow, eventually, require
-from tests.sync.test_loop_back import FIELDS, RESOLVE, TOKEN, calls, human, pusher, sim
+from tests.sync.test_loop_back import RESOLVE, TOKEN, calls, human, pusher, sim
+from tests.sync.test_upstream_alertmanager import config as one_am_config
 
 pytestmark = pytest.mark.e2e
 AM_TOKEN = "am-pair-token"
@@ -62,22 +63,7 @@ def am_pair(tmp_path: Path) -> Iterator[Any]:
 
 
 def config(snow_url: str, ams: list[str]) -> MappingConfig:
-    return MappingConfig.model_validate(
-        {
-            "sources": {"alertmanager": {"kind": "alertmanager", "secret": AM_TOKEN, "upstream": {"url": ams}}},
-            "desks": {"snow": {"kind": "servicenow", "url": snow_url, "user": "bridge", "password": "s3cret"}},
-            "sync": {"snow": {"secret": TOKEN}},
-            "routes": [
-                {
-                    "name": "ops",
-                    "desk": "snow",
-                    "correlate": {"by": ["{{ labels.instance }}"]},
-                    "lifecycle": {"resolve_after": "200ms", "reopen_within": "5s"},
-                    "ticket": {"fields": FIELDS},
-                }
-            ],
-        }
-    )
+    return one_am_config(snow_url, ams, secret=AM_TOKEN)
 
 
 async def _json(session: aiohttp.ClientSession, url: str) -> Any:
