@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import re
 from collections.abc import Mapping
 from datetime import UTC, datetime, tzinfo
 from typing import Any, Literal, Self
@@ -51,19 +50,17 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import aiohttp
 from pydantic import ConfigDict, Field, SecretStr, field_validator, model_validator
 
-from adapters.desks.events import MAX_EVENTS, Identity, KnowsItself, Reader, decode, marked
-from adapters.desks.jira_fields import RICH_TEXT, adf, adf_text, field_text, jira_fields, jql_string, labels
+from adapters.desks.events import MAX_EVENTS, Identity, KnowsItself, Reader, marked
+from adapters.desks.jira_events import CORRELATION, TIMES, JiraEvents
+from adapters.desks.jira_fields import RICH_TEXT, adf, field_text, jira_fields, jql_string, labels
 from adapters.desks.transport import Answer, DeskAddress, Seconds, Transport, https_url, json_reason, tls_context
 from bridge.core.desk import ChangeRef, TicketPhase, TicketRef, TicketState
 from bridge.core.errors import DeskError, DeskRejected, PayloadError
-from bridge.core.sync import ChangePage, DeskEvent, DeskEventKind
+from bridge.core.sync import ChangePage, DeskEvent
 from bridge.core.templates import compile_template, render
 
 _JSM_ONLY = frozenset({"requestTypeId", "serviceDeskId"})
 # A correlation id as a label: `<route id>:<key hash>:<epoch>` (spaces as `_`; bridge.core.keys).
-_CORRELATION = re.compile(r"[A-Za-z0-9_.-]+:[0-9a-f]{6,}:[0-9a-z]+")
-_TIMES = ("%Y-%m-%dT%H:%M:%S.%f%z", "%Y-%m-%dT%H:%M:%S%z")
-_KNOWN_EVENTS = frozenset({"jira:issue_updated", "comment_created"})
 
 
 class JiraConfig(DeskAddress):
@@ -174,6 +171,7 @@ class JiraDesk(KnowsItself):
         # sync.integration_user: the accountId (Cloud) or user name (Data Center); by default the configured
         # email and whatever /myself answers (`identify`)
         self._identity = Identity(config.email)
+        self._events = JiraEvents(name, config, self._identity)  # the loop back's reading of Jira's changes
         self._identified = False
         self._zone: tzinfo = UTC  # the integration user's profile time zone (`/myself`): JQL's dates are in it
         self.page_size = 50  # issues per search page of the poll
@@ -356,27 +354,8 @@ class JiraDesk(KnowsItself):
     # -- the loop back (bridge.core.sync) ------------------------------------------------------
 
     def parse_events(self, body: bytes, headers: Mapping[str, str]) -> list[DeskEvent]:
-        """A Jira webhook: `jira:issue_updated` (its changelog: one event; its comment, when the update
-        was a comment: another) or `comment_created`. Other webhook events carry no human change we
-        act on and give no event."""
-        what = f"{self.name} desk event"
-        data = Reader(decode(body, what), what)
-        event = data.text("webhookEvent", required=True, limit=100)
-        if event not in _KNOWN_EVENTS:
-            return []
-        issue = data.obj("issue", required=True)
-        assert issue is not None
-        ref, correlation, status = self._issue(issue)
-        at_ms = data.integer("timestamp") or 0
-        events = []
-        changelog = data.obj("changelog")
-        if changelog is not None:
-            history = {"id": changelog.text("id", required=True, limit=64), "created_ms": at_ms}
-            events.append(self._history(ref, correlation, status, history, changelog, data.obj("user")))
-        comment = data.obj("comment")
-        if comment is not None:
-            events.append(self._comment_event(ref, correlation, comment, at_ms))
-        return events
+        """A Jira webhook (adapters.desks.jira_events)."""
+        return self._events.parse(body)
 
     async def changes_since(self, since_ms: int, cursor: str | None) -> ChangePage:
         """Issues of `project` (and `sync_jql`) updated at or after `since_ms` (JQL counts minutes):
@@ -402,7 +381,7 @@ class JiraDesk(KnowsItself):
         try:
             page = Reader(found, what)
             issues = page.items("issues", limit=MAX_EVENTS)
-            events = [e for issue in issues for e in self._issue_changes(issue, since_ms)]
+            events = [e for issue in issues for e in self._events.issue_changes(issue, since_ms)]
         except PayloadError as exc:
             raise DeskRejected(f"{self.name} changes: unexpected search answer: {exc}", desk=self.name) from exc
         events.sort(key=lambda e: e.at_ms)
@@ -413,101 +392,6 @@ class JiraDesk(KnowsItself):
             start, total = page.integer("startAt") or 0, page.integer("total") or 0
             next_cursor = str(start + len(issues)) if issues and start + len(issues) < total else None
         return ChangePage(events=events, cursor=next_cursor)
-
-    def _issue_changes(self, issue: Reader, since_ms: int) -> list[DeskEvent]:
-        ref, correlation, status = self._issue(issue)
-        if not correlation and self._config.correlation == "label":
-            return []  # not an issue the bridge opened
-        events = []
-        changelog = issue.obj("changelog")
-        for history in changelog.items("histories") if changelog is not None else []:
-            at_ms = history.time_ms("created", _TIMES, required=True) or 0
-            if at_ms >= since_ms:
-                shown = {"id": history.text("id", required=True, limit=64), "created_ms": at_ms}
-                events.append(self._history(ref, correlation, status, shown, history, history.obj("author")))
-        fields = issue.obj("fields")
-        comments = fields.obj("comment") if fields is not None else None
-        for comment in comments.items("comments") if comments is not None else []:
-            at_ms = comment.time_ms("created", _TIMES, required=True) or 0
-            if at_ms >= since_ms:
-                events.append(self._comment_event(ref, correlation, comment, at_ms))
-        return events
-
-    def _issue(self, issue: Reader) -> tuple[TicketRef, str, tuple[str, str]]:
-        """The issue's ref, its correlation id (from the label) and its current status and category."""
-        key = issue.text("key", required=True, limit=100)
-        fields = issue.obj("fields")
-        correlation, status = "", ("", "")
-        if fields is not None:
-            prefix = self._config.label_prefix
-            for label in fields.data.get("labels") or [] if isinstance(fields.data.get("labels"), list) else []:
-                text = str(label)
-                if text.startswith(prefix) and _CORRELATION.fullmatch(text[len(prefix) :]):
-                    correlation = text[len(prefix) :]
-            shown = fields.obj("status")
-            if shown is not None:
-                category = shown.obj("statusCategory")
-                status = (shown.text("name", limit=200), category.text("key", limit=50) if category else "")
-        return self._ref(key), correlation, status
-
-    def _history(
-        self,
-        ref: TicketRef,
-        correlation: str,
-        status: tuple[str, str],
-        history: Mapping[str, Any],
-        holder: Reader,
-        author: Reader | None,
-    ) -> DeskEvent:
-        """One changelog history as one event, its kind from the status, resolution and assignee items."""
-        moved_to, resolution, reopened, assigned = "", "", False, False
-        for item in holder.items("items"):
-            name = (item.text("fieldId", limit=100) or item.text("field", limit=100)).lower()
-            if name == "status":
-                moved_to = item.text("toString", limit=200)
-            elif name == "resolution":
-                resolution = item.text("toString", limit=200)
-                reopened = reopened or (not resolution and bool(item.text("fromString", limit=200)))
-            elif name == "assignee":
-                assigned = assigned or bool(item.text("to", limit=200) or item.text("toString", limit=200))
-        category = status[1] if moved_to and moved_to == status[0] else ""
-        cancelled = {c.casefold() for c in self._config.cancelled}
-        kind = DeskEventKind.UPDATED
-        if resolution or category == "done":
-            done_as = {resolution.casefold(), moved_to.casefold()}
-            kind = DeskEventKind.CANCELLED if done_as & cancelled else DeskEventKind.RESOLVED
-        elif reopened:
-            kind = DeskEventKind.REOPENED
-        elif category == "indeterminate" or assigned:
-            kind = DeskEventKind.ASSIGNED
-        who = _user_names(author)
-        return DeskEvent(
-            desk=self.name,
-            ticket=ref,
-            kind=kind,
-            at_ms=int(history["created_ms"]),
-            event_id=f"changelog:{history['id']}",
-            author=who[0] if who else "",
-            text=moved_to or resolution,
-            correlation_id=correlation,
-            ours=self._identity.ours(who),
-        )
-
-    def _comment_event(self, ref: TicketRef, correlation: str, comment: Reader, default_ms: int) -> DeskEvent:
-        raw = comment.data.get("body")
-        text = (raw if isinstance(raw, str) else adf_text(raw) if isinstance(raw, dict) else "")[:10_000]
-        who = _user_names(comment.obj("author"))
-        return DeskEvent(
-            desk=self.name,
-            ticket=ref,
-            kind=DeskEventKind.COMMENTED,
-            at_ms=comment.time_ms("created", _TIMES) or default_ms,
-            event_id=f"comment:{comment.text('id', required=True, limit=64)}",
-            author=who[0] if who else "",
-            text=text,
-            correlation_id=correlation,
-            ours=self._identity.ours(who, text),
-        )
 
     # -- JSM -----------------------------------------------------------------------------------
 
@@ -636,7 +520,7 @@ class JiraDesk(KnowsItself):
     def _forged(self, label: str) -> bool:
         """Whether a label has the shape of a correlation label (prefix + `<route>:<key hash>:<epoch>`)."""
         prefix = self._config.label_prefix
-        return label.startswith(prefix) and _CORRELATION.fullmatch(label[len(prefix) :]) is not None
+        return label.startswith(prefix) and CORRELATION.fullmatch(label[len(prefix) :]) is not None
 
     async def _is_cloud(self, action: str) -> bool:
         """Cloud or Data Center: from the config, else from serverInfo's deploymentType, asked once."""
@@ -690,7 +574,7 @@ def _when(value: Any) -> int | None:
     """Epoch ms of a Jira date-time field's value, or None."""
     if not isinstance(value, str) or not value:
         return None
-    for form in _TIMES:
+    for form in TIMES:
         try:
             return int(datetime.strptime(value, form).timestamp() * 1000)
         except ValueError:
@@ -713,14 +597,6 @@ def _pick(transitions: list[dict[str, Any]], wanted: str, *, done: bool, closed:
         if (category == "done") == done and str(to.get("name", "")) not in closed:
             return transition
     return None
-
-
-def _user_names(user: Reader | None) -> list[str]:
-    """What a Jira user object calls its user, most specific first: accountId (Cloud), name and key
-    (Data Center), emailAddress (when the site shows it)."""
-    if user is None:
-        return []
-    return [n for n in (user.text(k, limit=200) for k in ("accountId", "name", "key", "emailAddress")) if n]
 
 
 def _reason(text: str) -> str:
