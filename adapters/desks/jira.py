@@ -171,7 +171,10 @@ class JiraDesk(KnowsItself):
         # sync.integration_user: the accountId (Cloud) or user name (Data Center); by default the configured
         # email and whatever /myself answers (`identify`)
         self._identity = Identity(config.email)
-        self._events = JiraEvents(name, config, self._identity)  # the loop back's reading of Jira's changes
+        self._events = JiraEvents(  # the loop back's reading of Jira's changes
+            name, self._identity, url=config.url, label_prefix=config.label_prefix, cancelled=config.cancelled,
+            by_label=config.correlation == "label",
+        )  # fmt: skip
         self._identified = False
         self._zone: tzinfo = UTC  # the integration user's profile time zone (`/myself`): JQL's dates are in it
         self.page_size = 50  # issues per search page of the poll

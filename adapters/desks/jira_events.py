@@ -10,16 +10,13 @@ assigned); a comment is `commented`. Ours: by the integration user (`Identity`),
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from adapters.desks.events import Identity, Reader, decode
 from adapters.desks.jira_fields import adf_text
 from bridge.core.desk import TicketRef
 from bridge.core.sync import DeskEvent, DeskEventKind
-
-if TYPE_CHECKING:
-    from adapters.desks.jira import JiraConfig
 
 CORRELATION = re.compile(r"[A-Za-z0-9_.-]+:[0-9a-f]{6,}:[0-9a-z]+")  # a correlation id, after the label prefix
 TIMES = ("%Y-%m-%dT%H:%M:%S.%f%z", "%Y-%m-%dT%H:%M:%S%z")  # Jira's date-times
@@ -27,10 +24,17 @@ _KNOWN_EVENTS = frozenset({"jira:issue_updated", "comment_created"})
 
 
 class JiraEvents:
-    def __init__(self, name: str, config: JiraConfig, identity: Identity) -> None:
+    def __init__(
+        self, name: str, identity: Identity, *, url: str, label_prefix: str, cancelled: Iterable[str], by_label: bool
+    ) -> None:
+        """`by_label`: the correlation id is in a label (`label_prefix` + id), so an issue without one is
+        not the bridge's; `cancelled`: the resolutions and statuses that mean cancelled, not resolved."""
         self.name = name
-        self._config = config
         self._identity = identity
+        self._url = url
+        self._prefix = label_prefix
+        self._cancelled = {c.casefold() for c in cancelled}
+        self._by_label = by_label
 
     def parse(self, body: bytes) -> list[DeskEvent]:
         """A Jira webhook: `jira:issue_updated` (its changelog: one event; its comment, when the update
@@ -57,7 +61,7 @@ class JiraEvents:
 
     def issue_changes(self, issue: Reader, since_ms: int) -> list[DeskEvent]:
         ref, correlation, status = self._issue(issue)
-        if not correlation and self._config.correlation == "label":
+        if not correlation and self._by_label:
             return []  # not an issue the bridge opened
         events = []
         changelog = issue.obj("changelog")
@@ -80,7 +84,7 @@ class JiraEvents:
         fields = issue.obj("fields")
         correlation, status = "", ("", "")
         if fields is not None:
-            prefix = self._config.label_prefix
+            prefix = self._prefix
             for label in fields.data.get("labels") or [] if isinstance(fields.data.get("labels"), list) else []:
                 text = str(label)
                 if text.startswith(prefix) and CORRELATION.fullmatch(text[len(prefix) :]):
@@ -89,7 +93,7 @@ class JiraEvents:
             if shown is not None:
                 category = shown.obj("statusCategory")
                 status = (shown.text("name", limit=200), category.text("key", limit=50) if category else "")
-        return TicketRef(id=key, display=key, url=f"{self._config.url}/browse/{key}"), correlation, status
+        return TicketRef(id=key, display=key, url=f"{self._url}/browse/{key}"), correlation, status
 
     def _history(
         self,
@@ -112,11 +116,10 @@ class JiraEvents:
             elif name == "assignee":
                 assigned = assigned or bool(item.text("to", limit=200) or item.text("toString", limit=200))
         category = status[1] if moved_to and moved_to == status[0] else ""
-        cancelled = {c.casefold() for c in self._config.cancelled}
         kind = DeskEventKind.UPDATED
         if resolution or category == "done":
             done_as = {resolution.casefold(), moved_to.casefold()}
-            kind = DeskEventKind.CANCELLED if done_as & cancelled else DeskEventKind.RESOLVED
+            kind = DeskEventKind.CANCELLED if done_as & self._cancelled else DeskEventKind.RESOLVED
         elif reopened:
             kind = DeskEventKind.REOPENED
         elif category == "indeterminate" or assigned:
