@@ -64,20 +64,23 @@ def write_mapping(
     return path
 
 
+def trivial_desk(desk_url: str) -> dict[str, Any]:
+    """The generic webhook desk against `bench/trivial.py`, which keeps nothing: every open, note and
+    resolve is one POST answered at once."""
+    action = {"path": "/webhook/desk", "body": {"id": "{{ correlation_id }}"}}
+    return {
+        "kind": "webhook", "url": desk_url, "timeout": 10.0,
+        "open": {**action, "id": "to_string(accepted)"}, "note": action, "resolve": action, "reopen": action,
+    }  # fmt: skip
+
+
 def write_trivial_desk_mapping(path: Path, *, desk_url: str, correlate: Sequence[str]) -> Path:
     """One Alertmanager source, the generic webhook desk against a receiver that keeps nothing
     (`bench/trivial.py`): every open, note and resolve is one POST answered at once, and the desk does
     not slow down as tickets pile up (the ServiceNow simulator keeps every one)."""
-    action = {"path": "/webhook/desk", "body": {"id": "{{ correlation_id }}"}}
     mapping = {
         "sources": {"alertmanager": {"kind": "alertmanager", "secret": TOKEN}},
-        "desks": {
-            "desk": {
-                "kind": "webhook", "url": desk_url, "timeout": 10.0,
-                "open": {**action, "id": "to_string(accepted)"},
-                "note": action, "resolve": action, "reopen": action,
-            }
-        },
+        "desks": {"desk": trivial_desk(desk_url)},
         "routes": [
             {
                 "name": "bench",

@@ -27,7 +27,7 @@ import aiohttp
 import redis.asyncio as aioredis
 
 from bench import procs
-from bench.common import TOKEN, am_alert, webhook_body
+from bench.common import TOKEN, am_alert, trivial_desk, webhook_body
 from bridge.core import keys
 
 PLATEAU = 0.10  # the last half of the samples within this spread (max - min over the mean)
@@ -37,16 +37,9 @@ def soak_mapping(path: Path, desk_url: str, *, auto_resolve_s: float, reopen_s: 
     """One Alertmanager source, one incident per alert, each resolved `auto_resolve_s` after it came, and
     the generic webhook desk against a receiver that keeps nothing (`bench/trivial.py`): a desk that
     stored every ticket would slow down as the soak goes on, and its backlog would show as Redis memory."""
-    action = {"path": "/webhook/desk", "body": {"id": "{{ correlation_id }}"}}
     mapping = {
         "sources": {"alertmanager": {"kind": "alertmanager", "secret": TOKEN}},
-        "desks": {
-            "desk": {
-                "kind": "webhook", "url": desk_url, "timeout": 10.0,
-                "open": {**action, "id": "to_string(accepted)"},
-                "note": action, "resolve": action, "reopen": action,
-            }
-        },
+        "desks": {"desk": trivial_desk(desk_url)},
         "routes": [
             {
                 "name": "soak",
