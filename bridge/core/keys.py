@@ -28,6 +28,7 @@ CLUSTER_SHARDS = 16  # the shards on Redis Cluster unless BRIDGE_SHARDS says oth
 INCIDENTS = PREFIX + "incidents"  # zset of incident bases by last change, for listing
 SILENCES = PREFIX + "silences"  # hash silence id -> JSON
 SCRIPTS_LOADED = PREFIX + "scripts"  # marker that readiness checks
+REPEATS_CHANNEL = PREFIX + "written"  # pub/sub: identities a process wrote anew (bridge.ingress.repeats)
 # hash of the routes every mapping loaded had: "<route id>" -> its latest settings' hash, and
 # "<route id>@<hash>" -> those settings (JSON), so incidents outlive their route (bridge.runtime.routebook)
 ROUTES = PREFIX + "routes"

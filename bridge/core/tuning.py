@@ -36,11 +36,17 @@ class Tuning:
     # The intake stream, ready queue and timers are split into this many keys each (bridge.core.keys.Shards):
     # 0 is automatic, 1 on one Redis or Sentinel, 16 on Redis Cluster. Fixed for a Redis's life.
     shards: int = 0
+    # An identical copy of an alert this process wrote less than this long ago is answered 202 and not
+    # written again (bridge.ingress.repeats); 0 writes every copy. Identities and bodies remembered: at most.
+    repeat_window_ms: int = 1000
+    repeat_window_max: int = 100_000
 
     def __post_init__(self) -> None:
         if self.durability not in ("everysec", "fsync"):
             raise ValueError(f"BRIDGE_DURABILITY={self.durability!r}: use everysec (the default) or fsync")
         if self.wait_replicas < 0 or self.wait_timeout_ms < 1:
             raise ValueError("BRIDGE_WAIT_REPLICAS must be 0 or more and BRIDGE_WAIT_TIMEOUT_MS at least 1")
+        if self.repeat_window_ms < 0 or self.repeat_window_max < 1:
+            raise ValueError("BRIDGE_REPEAT_WINDOW_MS must be 0 or more and BRIDGE_REPEAT_WINDOW_MAX at least 1")
         if not 0 <= self.shards <= 256:
             raise ValueError(f"BRIDGE_SHARDS={self.shards}: use 1 to 256, or 0 for automatic")

@@ -2,12 +2,17 @@
 
 The request path does only that: no template rendering, no desk call, no lock. An alert is
 acknowledged only once it is durable in Redis; Redis unreachable is a 503 so the sender retries.
+An identical copy of one this process made durable moments ago is acknowledged as that one
+(bridge/ingress/repeats.py).
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import time
+from collections import Counter as Tally
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,6 +25,7 @@ from bridge.core import keys
 from bridge.core.errors import AuthError, PayloadError, TooLarge, UnsupportedMedia
 from bridge.core.secrets import Masker
 from bridge.core.source import ParseContext, Parsed
+from bridge.ingress.repeats import REPEATS, Body, RepeatWindow, announcement, body_key, digest
 from bridge.runtime import dead_letters, durability
 from bridge.runtime.context import RUNTIME, Runtime
 from bridge.runtime.heartbeats import take_pings
@@ -54,6 +60,12 @@ async def webhook(request: web.Request) -> web.Response:
         if adapter.replay is not None:
             await refuse_replay(runtime, name, adapter.replay(request.headers))
 
+    window = request.app[REPEATS]
+    key = body_key(name, request.content_type, body) if window.live else b""
+    if key and (taken := window.body(key, time.monotonic())) is not None:  # a body taken moments ago
+        runtime.metrics.received_counts(name, taken.statuses, repeated=len(taken.alerts))
+        return json_response({"accepted": len(taken.alerts), "rejected": 0, "repeated": len(taken.alerts)}, 202)
+
     ctx = ParseContext(source=name, received_at=now, options=source.options)
     try:
         parsed = adapter.parse(body, request.content_type, request.headers, ctx)
@@ -61,12 +73,17 @@ async def webhook(request: web.Request) -> web.Response:
         first = exc.errors()[0]
         where = ".".join(str(part) for part in first["loc"]) or "body"
         raise PayloadError(f"{where}: {first['msg'].removeprefix('Value error, ')}") from None
-    await enqueue(runtime, name, await take_pings(runtime, parsed))  # a Watchdog pings, not alerts
-    runtime.metrics.received(name, parsed)
+    alerts = await take_pings(runtime, parsed)  # a Watchdog pings, not alerts
+    marks = await enqueue(runtime, name, alerts, window)
+    runtime.metrics.received(name, parsed, repeated=marks.repeated)
+    if key and alerts is parsed and marks.alerts and not parsed.rejected and not parsed.ours:
+        window.keep_body(key, Body(marks.alerts, Tally(alert.status.value for alert in parsed.alerts)))
     # Debug, not info: at storm rates a line per request costs much of the request path's CPU;
     # bridge_alerts_received_total counts them instead.
     log.debug("alerts_accepted", accepted=len(parsed.alerts), rejected=len(parsed.rejected))
     answer: dict[str, Any] = {"accepted": len(parsed.alerts), "rejected": len(parsed.rejected)}
+    if marks.repeated:
+        answer["repeated"] = marks.repeated  # identical copies of alerts written moments ago: not written again
     if parsed.rejected:
         answer["errors"] = [r.reason for r in parsed.rejected]
     if parsed.ours:
@@ -107,17 +124,31 @@ async def read_bounded(request: web.Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-async def enqueue(runtime: Runtime, source: str, parsed: Parsed) -> None:
-    """One round trip: every alert to the intake stream, every unreadable one to the dead letters.
+async def enqueue(runtime: Runtime, source: str, parsed: Parsed, window: RepeatWindow | None = None) -> Marks:
+    """One round trip: every alert to the intake stream, every unreadable one to the dead letters; but
+    an identical copy of an alert this process wrote within the repeat window, which is only counted.
+    Returns each alert's (identity, digest), and how many were such copies.
 
     The round trip is shared with the other requests (and the engine's and delivery's commands) of
     the same event-loop turn (bridge/runtime/batch.py); it raises what Redis raised for any of this request's.
     """
+    alerts, marks, written = parsed.alerts, Marks(), []
+    if window is not None and window.live and alerts:
+        now = time.monotonic()
+        marks.alerts = tuple((alert.identity, digest(alert)) for alert in alerts)
+        fresh = [window.fresh(identity, d, now) for identity, d in marks.alerts]
+        alerts = [alert for alert, seen in zip(parsed.alerts, fresh, strict=True) if not seen]
+        written = [mark for mark, seen in zip(marks.alerts, fresh, strict=True) if not seen]
+        marks.repeated = len(parsed.alerts) - len(alerts)
+        if not alerts and not parsed.rejected:
+            return marks
     pipe = runtime.redis.pipeline(transaction=False)
     shards = runtime.shards
-    streams = [shards.intake_for(alert.identity) for alert in parsed.alerts]  # an alert's shard: its identity's
-    for alert, stream in zip(parsed.alerts, streams, strict=True):
+    streams = [shards.intake_for(alert.identity) for alert in alerts]  # an alert's shard: its identity's
+    for alert, stream in zip(alerts, streams, strict=True):
         pipe.xadd(stream, {"a": alert.model_dump_json()})
+    if window is not None and (changed := window.changed(written)):
+        pipe.publish(keys.REPEATS_CHANNEL, announcement(window, changed))  # others' windows for these end
     mask = runtime.masker  # what the sender sent, without the mapping's secrets
     letters = [
         {"kind": "bad_alert", "source": source, "reason": mask.text(bad.reason), "raw": letter_json(bad.raw, mask)}
@@ -130,6 +161,18 @@ async def enqueue(runtime: Runtime, source: str, parsed: Parsed) -> None:
         dead_letters.dropped(runtime.metrics, replies[: len(replies) - waits])
     if waits:
         durability.replicated(replies[-waits:], runtime.tuning)
+    if window is not None:
+        window.wrote(written, time.monotonic())
+    return marks
+
+
+@dataclass(slots=True)
+class Marks:
+    """What `enqueue` found: each alert's (identity, digest) when the repeat window is on, and how many
+    were identical copies of ones written within it."""
+
+    alerts: tuple[tuple[str, bytes], ...] = ()
+    repeated: int = 0
 
 
 LETTER_DEPTH = 32  # levels of a rejected alert kept in its dead letter; deeper ones are cut

@@ -7,6 +7,7 @@ from aiohttp import web
 from bridge.admin import api, probes, ui
 from bridge.ingress import heartbeat, opsgenie
 from bridge.ingress.desk_events import desk_events
+from bridge.ingress.repeats import REPEATS, RepeatWindow
 from bridge.ingress.webhook import webhook
 from bridge.runtime.context import RUNTIME, Runtime
 from bridge.runtime.http import errors_as_json
@@ -15,6 +16,8 @@ from bridge.runtime.http import errors_as_json
 def make_app(runtime: Runtime) -> web.Application:
     app = web.Application(middlewares=[errors_as_json], client_max_size=max_body(runtime))
     app[RUNTIME] = runtime
+    app[REPEATS] = window = RepeatWindow(runtime.tuning.repeat_window_ms / 1000, runtime.tuning.repeat_window_max)
+    runtime.metrics.repeat_window_entries.set_function(lambda: len(window))
     app.router.add_post("/webhook/{source}", webhook)
     app.router.add_post("/desk-events/{desk}", desk_events)  # the loop back, pushed (bridge/ingress/desk_events.py)
     # Opsgenie's Alert API for its clients (an API URL of http://<bridge>/opsgenie/<source>/)

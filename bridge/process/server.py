@@ -29,7 +29,9 @@ from bridge.delivery.worker import Delivery
 from bridge.engine.consumer import Engine
 from bridge.engine.desk_events import DeskEventApplier
 from bridge.engine.timers import Ticker
+from bridge.ingress import repeats
 from bridge.ingress.desk_poll import DeskPoller
+from bridge.ingress.repeats import REPEATS
 from bridge.process.app import make_app
 from bridge.process.embedded import embedded_redis
 from bridge.runtime import durability
@@ -198,6 +200,8 @@ class Bridge:
         upstreams = UpstreamWorker(rt, applier.upstream_ready)
         self.poller = poller = DeskPoller(rt)
         await upkeep.refresh()  # the shared gauges have their values from the first scrape on
+        assert self._runner is not None  # _listen made it
+        window = self._runner.app[REPEATS]  # identical copies within moments (bridge/ingress/repeats.py)
         self._tasks = [
             asyncio.create_task(engine.run(self.stopping), name="engine"),
             asyncio.create_task(delivery.run(self.stopping), name="delivery"),
@@ -207,6 +211,7 @@ class Bridge:
             asyncio.create_task(applier.run(self.stopping), name="desk_events"),  # the loop back
             asyncio.create_task(upstreams.run(self.stopping), name="upstreams"),
             asyncio.create_task(poller.run(self.stopping), name="desk_poll"),
+            asyncio.create_task(repeats.listen(rt.redis, window, self.stopping), name="repeats"),
         ]
         if self.config_paths:
             self.reloader = Reloader(rt, self.config_paths, poll_s=self.reload_poll_s)

@@ -44,6 +44,18 @@ class Metrics:
             "bridge_alerts_received", "Alerts accepted from sources, by source and status.",
             ["source", "status"], registry=r,
         )  # fmt: skip
+        self._repeated: dict[str, Any] = {}  # source -> its child of alerts_repeated
+        self.alerts_repeated = Counter(
+            "bridge_alerts_repeated",
+            "Of the alerts received, identical copies of one this process wrote within the repeat window: "
+            "answered, not written again (BRIDGE_REPEAT_WINDOW_MS).",
+            ["source"], registry=r,
+        )  # fmt: skip
+        self.repeat_window_entries = Gauge(
+            "bridge_repeat_window_entries",
+            "Alert identities this process remembers for its repeat window (at most BRIDGE_REPEAT_WINDOW_MAX).",
+            registry=r,
+        )
         self.alerts_rejected = Counter(
             "bridge_alerts_rejected",
             "Alerts of a sound payload that could not be read (kept as dead letters).",
@@ -201,17 +213,25 @@ class Metrics:
 
     # --- updated where things happen -------------------------------------------------------------
 
-    def received(self, source: str, parsed: Parsed) -> None:
-        counts = Tally(alert.status.value for alert in parsed.alerts)
+    def received(self, source: str, parsed: Parsed, *, repeated: int = 0) -> None:
+        self.received_counts(source, Tally(alert.status.value for alert in parsed.alerts), repeated=repeated)
+        if parsed.rejected:
+            self.alerts_rejected.labels(source).inc(len(parsed.rejected))
+        if parsed.ours:
+            self.alerts_ours.labels(source).inc(parsed.ours)
+
+    def received_counts(self, source: str, counts: Mapping[str, int], *, repeated: int = 0) -> None:
+        """Alerts accepted by status; of them, `repeated` identical copies not written again."""
         for status, count in counts.items():
             child = self._received.get((source, status))
             if child is None:  # labels() checks and locks on every call: once per pair is enough
                 child = self._received[source, status] = self.alerts_received.labels(source, status)
             child.inc(count)
-        if parsed.rejected:
-            self.alerts_rejected.labels(source).inc(len(parsed.rejected))
-        if parsed.ours:
-            self.alerts_ours.labels(source).inc(parsed.ours)
+        if repeated:
+            child = self._repeated.get(source)
+            if child is None:
+                child = self._repeated[source] = self.alerts_repeated.labels(source)
+            child.inc(repeated)
 
     def transient(self, desk: str, exc: DeskTransient) -> str:
         """The outcome label of a transient failure; a throttled call also counts as a wait."""

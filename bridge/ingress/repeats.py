@@ -1,0 +1,179 @@
+"""Identical copies within moments: answered as the copy already written, not written again.
+
+An Alertmanager HA pair, a sender's retry, several Prometheus servers with the same rules, a group
+re-sent while its alerts fire: the same alert comes again within moments. Once one copy is in the
+intake stream (durable), the engine finds every further copy an identical repeat (apply_alert.lua,
+step 0a) and changes nothing but a counter. So each process remembers, per alert identity, the digest
+of the copy it wrote last (everything but the time it was received) and when; a copy with the same
+digest within `repeat_window_ms` of that write is counted (`bridge_alerts_repeated_total`) and
+answered 202 with nothing written. A copy that differs in anything (status, start, severity, a label,
+a follow-up) is written, and so is the first one after the window: the engine still sees an alert
+that keeps firing at least once a window, its `repeats:repeat` counter counts the copies it saw.
+
+A request whose whole body this process took before (same source, content type and bytes) skips the
+parse too, when every alert of it is still within its window; a body with pings, dead letters or an
+echo of the bridge's own is always parsed.
+
+What another replica writes must end this process's window for that identity, or a copy here could
+hide a change there (firing, resolved there, firing again here within the window). A write that
+changes an identity's digest (from this process's view) is published on `keys.REPEATS_CHANNEL` in the
+same round trip as its XADD; every process drops what the others publish. While the subscription is
+not up (starting, Redis lost) nothing is absorbed and, when it comes back, nothing remembered is kept.
+
+What it can cost, stated in docs/operations.md: a state change elsewhere (a ticket closed at the desk)
+within the window after a written copy is seen by the engine at the next written one, not at a copy
+absorbed in between; a copy written and then lost by a Redis failover takes the copies absorbed after
+it within the window with it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import os
+import time
+from collections import Counter as Tally
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import redis.exceptions
+import structlog
+from aiohttp import web
+
+from bridge.core import keys
+from bridge.core.models import Alert
+from bridge.runtime.context import wait_for_event
+
+log = structlog.get_logger("bridge.ingress.repeats")
+
+RESUBSCRIBE_S = 1.0  # a lost subscription is tried again this often (nothing absorbed meanwhile)
+VOLATILE = {"received_at"}  # what differs between identical copies
+
+
+def digest(alert: Alert) -> bytes:
+    """What makes two copies of an alert the same: all of it but the time it was received."""
+    return hashlib.blake2b(alert.model_dump_json(exclude=VOLATILE).encode(), digest_size=16).digest()
+
+
+def body_key(source: str, content_type: str, body: bytes) -> bytes:
+    h = hashlib.blake2b(digest_size=16)
+    h.update(f"{source}\0{content_type}\0".encode())
+    h.update(body)
+    return h.digest()
+
+
+@dataclass(frozen=True, slots=True)
+class Body:
+    """A request body taken before: its alerts (identity, digest) and their count by status."""
+
+    alerts: tuple[tuple[str, bytes], ...]
+    statuses: Tally[str]
+
+
+class RepeatWindow:
+    """Per process: identity -> (digest written last, when), and request bodies taken, both bounded.
+
+    `window_s` 0 turns it off. Both maps drop their oldest entries past `limit` (an identity written
+    again moves to the end), so memory stays flat whatever the number of alerts.
+    """
+
+    def __init__(self, window_s: float, limit: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.window_s, self.limit, self.clock = window_s, limit, clock
+        self.live = False  # True while the subscription that ends windows is up (`listen`)
+        self.sender = os.urandom(8).hex().encode()  # this process's name on the channel
+        self._written: dict[str, tuple[bytes, float]] = {}
+        self._bodies: dict[bytes, Body] = {}
+
+    def __len__(self) -> int:
+        return len(self._written)
+
+    def fresh(self, identity: str, alert_digest: bytes, now: float) -> bool:
+        """This copy is the one written last for its identity, within the window."""
+        seen = self._written.get(identity)
+        return seen is not None and seen[0] == alert_digest and now - seen[1] < self.window_s
+
+    def body(self, key: bytes, now: float) -> Body | None:
+        """A body taken before whose every alert is still fresh: answer it as it was."""
+        if not self.live:
+            return None
+        found = self._bodies.get(key)
+        if found is None or not all(self.fresh(identity, d, now) for identity, d in found.alerts):
+            return None
+        return found
+
+    def keep_body(self, key: bytes, body: Body) -> None:
+        if self.live:
+            self._bodies[key] = body
+            _bound(self._bodies, self.limit)
+
+    def changed(self, written: Iterable[tuple[str, bytes]]) -> list[str]:
+        """Of the alerts about to be written, the identities whose digest this process did not write last."""
+        return [identity for identity, d in written if self._written.get(identity, (b"",))[0] != d]
+
+    def wrote(self, written: Iterable[tuple[str, bytes]], now: float) -> None:
+        """These copies are durable: their windows start now."""
+        if not self.live:
+            return
+        for identity, d in written:
+            self._written.pop(identity, None)  # to the end: the oldest are dropped first
+            self._written[identity] = (d, now)
+        _bound(self._written, self.limit)
+
+    def forget(self, identities: Iterable[str]) -> None:
+        """Another process wrote these: a copy here is written again (bodies holding them no longer match)."""
+        for identity in identities:
+            self._written.pop(identity, None)
+
+    def stop(self) -> None:
+        """The subscription is down: absorb nothing, and keep nothing that a missed message could have ended."""
+        self.live = False
+        self._written.clear()
+        self._bodies.clear()
+
+
+REPEATS = web.AppKey("repeats", RepeatWindow)  # the app's window (bridge.process.app makes it)
+
+
+def _bound(entries: dict[Any, Any], limit: int) -> None:
+    over = len(entries) - limit
+    if over > 0:
+        for key in list(entries)[:over]:  # dicts keep insertion order: the oldest first
+            del entries[key]
+
+
+def announcement(window: RepeatWindow, identities: list[str]) -> bytes:
+    """The PUBLISH payload: the sender, then the identities, a line each (identities hold no newline)."""
+    return b"\n".join([window.sender, *(i.encode() for i in identities)])
+
+
+async def listen(client: object, window: RepeatWindow, stop: asyncio.Event) -> None:
+    """Keep the subscription up and apply what other processes announce, until `stop`; `window.live`
+    only while subscribed. `client` is a redis.asyncio client (one node of a cluster will do: a PUBLISH
+    reaches every node's subscribers)."""
+    if window.window_s <= 0:
+        return
+    while not stop.is_set():
+        pubsub = client.pubsub()  # type: ignore[attr-defined]
+        try:
+            await pubsub.subscribe(keys.REPEATS_CHANNEL)
+            while not stop.is_set():
+                message = await pubsub.get_message(timeout=1.0)
+                if message is None:
+                    continue
+                if message["type"] == "subscribe":  # also after redis-py subscribed again on its own:
+                    window.stop()  # what came meanwhile was missed, so nothing remembered is kept
+                    window.live = True
+                elif message["type"] == "message":
+                    sender, *identities = message["data"].split(b"\n")
+                    if sender != window.sender:
+                        window.forget(i.decode() for i in identities)
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
+            if window.live:
+                log.warning("repeat_window_paused", error=str(exc), retry_s=RESUBSCRIBE_S)
+        finally:
+            window.stop()
+            with contextlib.suppress(Exception):  # a connection already gone
+                await pubsub.aclose()
+        await wait_for_event(stop, RESUBSCRIBE_S)
