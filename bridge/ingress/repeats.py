@@ -89,6 +89,9 @@ class RepeatWindow:
     def __len__(self) -> int:
         return len(self._written)
 
+    def __contains__(self, identity: str) -> bool:
+        return identity in self._written
+
     def fresh(self, identity: str, alert_digest: bytes, now: float) -> bool:
         """This copy is the one written last for its identity, within the window."""
         seen = self._written.get(identity)

@@ -8,10 +8,12 @@ An identical copy of one this process made durable moments ago is acknowledged a
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import time
 from collections import Counter as Tally
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -27,6 +29,7 @@ from bridge.core.secrets import Masker
 from bridge.core.source import ParseContext, Parsed
 from bridge.ingress.repeats import REPEATS, Body, RepeatWindow, announcement, body_key, digest
 from bridge.runtime import dead_letters, durability
+from bridge.runtime.connect import is_cluster
 from bridge.runtime.context import RUNTIME, Runtime
 from bridge.runtime.heartbeats import take_pings
 from bridge.runtime.http import json_response
@@ -147,8 +150,12 @@ async def enqueue(runtime: Runtime, source: str, parsed: Parsed, window: RepeatW
     streams = [shards.intake_for(alert.identity) for alert in alerts]  # an alert's shard: its identity's
     for alert, stream in zip(alerts, streams, strict=True):
         pipe.xadd(stream, {"a": alert.model_dump_json()})
-    if window is not None and (changed := window.changed(written)):
-        pipe.publish(keys.REPEATS_CHANNEL, announcement(window, changed))  # others' windows for these end
+    announce: Awaitable[Any] | None = None
+    if window is not None and (changed := window.changed(written)):  # others' windows for these end
+        if is_cluster(runtime.redis):  # a cluster pipeline takes no keyless command: beside it
+            announce = runtime.redis.publish(keys.REPEATS_CHANNEL, announcement(window, changed))
+        else:
+            pipe.publish(keys.REPEATS_CHANNEL, announcement(window, changed))
     mask = runtime.masker  # what the sender sent, without the mapping's secrets
     letters = [
         {"kind": "bad_alert", "source": source, "reason": mask.text(bad.reason), "raw": letter_json(bad.raw, mask)}
@@ -156,7 +163,10 @@ async def enqueue(runtime: Runtime, source: str, parsed: Parsed, window: RepeatW
     ]
     queued = dead_letters.add(pipe, runtime.tuning, letters, runtime.clock())
     waits = durability.queue_wait(pipe, runtime.tuning, streams)  # last: it covers every write before it
-    replies = await runtime.scripts.execute(pipe)
+    if announce is None:
+        replies = await runtime.scripts.execute(pipe)
+    else:
+        replies, _ = await asyncio.gather(runtime.scripts.execute(pipe), announce)
     if queued:
         dead_letters.dropped(runtime.metrics, replies[: len(replies) - waits])
     if waits:

@@ -31,7 +31,7 @@ from bridge.engine.desk_events import DeskEventApplier
 from bridge.engine.timers import Ticker
 from bridge.ingress import repeats
 from bridge.ingress.desk_poll import DeskPoller
-from bridge.ingress.repeats import REPEATS
+from bridge.ingress.repeats import REPEATS, RepeatWindow
 from bridge.process.app import make_app
 from bridge.process.embedded import embedded_redis
 from bridge.runtime import durability
@@ -158,6 +158,7 @@ class Bridge:
         self.runtime: Runtime | None = None
         self.delivery: Delivery | None = None
         self.poller: DeskPoller | None = None
+        self.repeats: RepeatWindow | None = None
         self._runner: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._stopped = False
@@ -201,7 +202,7 @@ class Bridge:
         self.poller = poller = DeskPoller(rt)
         await upkeep.refresh()  # the shared gauges have their values from the first scrape on
         assert self._runner is not None  # _listen made it
-        window = self._runner.app[REPEATS]  # identical copies within moments (bridge/ingress/repeats.py)
+        self.repeats = window = self._runner.app[REPEATS]  # identical copies within moments (bridge/ingress/repeats.py)
         self._tasks = [
             asyncio.create_task(engine.run(self.stopping), name="engine"),
             asyncio.create_task(delivery.run(self.stopping), name="delivery"),
