@@ -81,10 +81,14 @@ class RepeatWindow:
 
     def __init__(self, window_s: float, limit: int, clock: Callable[[], float] = time.monotonic) -> None:
         self.window_s, self.limit, self.clock = window_s, limit, clock
-        self.live = False  # True while the subscription that ends windows is up (`listen`)
+        self.up = asyncio.Event()  # set while the subscription that ends windows is up (`listen`)
         self.sender = os.urandom(8).hex().encode()  # this process's name on the channel
         self._written: dict[str, tuple[bytes, float]] = {}
         self._bodies: dict[bytes, Body] = {}
+
+    @property
+    def live(self) -> bool:
+        return self.up.is_set()
 
     def __len__(self) -> int:
         return len(self._written)
@@ -131,7 +135,7 @@ class RepeatWindow:
 
     def stop(self) -> None:
         """The subscription is down: absorb nothing, and keep nothing that a missed message could have ended."""
-        self.live = False
+        self.up.clear()
         self._written.clear()
         self._bodies.clear()
 
@@ -151,6 +155,16 @@ def announcement(window: RepeatWindow, identities: list[str]) -> bytes:
     return b"\n".join([window.sender, *(i.encode() for i in identities)])
 
 
+async def until_live(window: RepeatWindow, seconds: float) -> bool:
+    """Wait (at most `seconds`) for the subscription, so that a process absorbs copies from its first
+    requests on; False if it is not up by then (it comes up later, meanwhile every copy is written)."""
+    if window.window_s <= 0:
+        return False
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(window.up.wait(), seconds)
+    return window.live
+
+
 async def listen(client: object, window: RepeatWindow, stop: asyncio.Event) -> None:
     """Keep the subscription up and apply what other processes announce, until `stop`; `window.live`
     only while subscribed. `client` is a redis.asyncio client (one node of a cluster will do: a PUBLISH
@@ -167,7 +181,7 @@ async def listen(client: object, window: RepeatWindow, stop: asyncio.Event) -> N
                     continue
                 if message["type"] == "subscribe":  # also after redis-py subscribed again on its own:
                     window.stop()  # what came meanwhile was missed, so nothing remembered is kept
-                    window.live = True
+                    window.up.set()
                 elif message["type"] == "message":
                     sender, *identities = message["data"].split(b"\n")
                     if sender != window.sender:

@@ -214,6 +214,7 @@ class Bridge:
             asyncio.create_task(poller.run(self.stopping), name="desk_poll"),
             asyncio.create_task(repeats.listen(rt.redis, window, self.stopping), name="repeats"),
         ]
+        await repeats.until_live(window, REDIS_TIMEOUT_S)
         if self.config_paths:
             self.reloader = Reloader(rt, self.config_paths, poll_s=self.reload_poll_s)
             self._tasks.append(asyncio.create_task(self.reloader.run(self.stopping), name="reload"))

@@ -4,6 +4,7 @@ repeats, hundreds of changes, a resolve and a reopen, `bridge incidents show` st
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from typing import Any
 
 import orjson
@@ -11,7 +12,7 @@ import orjson
 from bridge.core.config import MappingConfig
 from bridge.process.embedded import EmbeddedRedis
 from tests.amp import alert, group
-from tests.conftest import Snow, eventually, post
+from tests.conftest import FAST, Snow, eventually, post
 from tests.running import cli, webhook_url
 
 
@@ -44,7 +45,8 @@ async def test_incidents_show_tells_the_whole_story_after_a_storm(
 ) -> None:
     """240 repeats are counted, not listed; 297 changes keep the latest 200; the first alert, the open, every
     desk action with its answer, the resolve and the reopen are all still in `bridge incidents show`."""
-    bridge = await make_bridge(config(snow.url))
+    # Every copy to the engine: the repeat window would answer the copies itself (tests/ingress/test_repeats.py).
+    bridge = await make_bridge(config(snow.url), tuning=dataclasses.replace(FAST, repeat_window_ms=0))
     url = webhook_url(bridge)
     for _ in range(4):  # an HA pair, each sending the group twice (group_interval): 180 repeats
         await post(url, hosts("a"))

@@ -170,7 +170,7 @@ async def test_bodies_with_dead_letters_are_parsed_every_time(replicas: Any, red
 def test_the_window_is_bounded() -> None:
     now = [0.0]
     window = RepeatWindow(1.0, limit=3, clock=lambda: now[0])
-    window.live = True
+    window.up.set()
     window.wrote([(f"id{i}", b"d") for i in range(5)], 0.0)
     assert len(window) == 3
     assert not window.fresh("id0", b"d", 0.1) and window.fresh("id4", b"d", 0.1)
