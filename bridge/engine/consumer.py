@@ -359,7 +359,8 @@ class Engine:
             note=mark.text,
             event=mark.event,
             name=alert.name,
-            auto_ms=w.routed.auto_ms,
+            # An absorbed copy (bridge/ingress/repeats.py) is seen up to a repeat window after the one written.
+            auto_ms=w.routed.auto_ms + self.rt.tuning.repeat_window_ms if w.routed.auto_ms else 0,
             child=child,
             live=own and routed.live,
             key=f"the alert storm of {routed.key}" if in_storm else routed.key,

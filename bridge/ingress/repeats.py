@@ -14,6 +14,11 @@ A request whose whole body this process took before (same source, content type a
 parse too, when every alert of it is still within its window; a body with pings, dead letters or an
 echo of the bridge's own is always parsed.
 
+An alert is remembered under its source identity and, where routes set `identity:` (alert fields
+that make several source alerts one member of an incident), under each such identity too: a copy is
+answered only if it is what was written last under every one of them, so that a member fed by two
+source alerts (a severity label that changes the fingerprint) sees A, B, A written, not A, B.
+
 What another replica writes must end this process's window for that identity, or a copy here could
 hide a change there (firing, resolved there, firing again here within the window). A write that
 changes an identity's digest (from this process's view) is published on `keys.REPEATS_CHANNEL` in the
@@ -32,18 +37,19 @@ import asyncio
 import contextlib
 import hashlib
 import os
-import time
 from collections import Counter as Tally
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 import redis.exceptions
 import structlog
 from aiohttp import web
 
 from bridge.core import keys
-from bridge.core.models import Alert
+from bridge.core.config import MappingConfig
+from bridge.core.models import Alert, stable_hash
 from bridge.runtime.context import wait_for_event
 
 log = structlog.get_logger("bridge.ingress.repeats")
@@ -64,27 +70,44 @@ def body_key(source: str, content_type: str, body: bytes) -> bytes:
     return h.digest()
 
 
+Keys = tuple[str, ...]  # what an alert is remembered under: its source identity, and its routes' identities
+Mark = tuple[Keys, bytes]  # an alert's keys and digest
+
+
+def schemes(config: MappingConfig) -> tuple[tuple[str, ...], ...]:
+    """The distinct `identity:` field lists of the mapping's routes."""
+    return tuple(dict.fromkeys(tuple(route.identity) for route in config.routes if route.identity))
+
+
+def keys_of(alert: Alert, fields: tuple[tuple[str, ...], ...]) -> Keys:
+    """The alert's source identity, then its identity under each route scheme (numbered: no two collide)."""
+    if not fields:
+        return (alert.identity,)
+    return (alert.identity, *(f"{i}|{stable_hash([alert.field(f) for f in each])}" for i, each in enumerate(fields)))
+
+
 @dataclass(frozen=True, slots=True)
 class Body:
-    """A request body taken before: its alerts (identity, digest) and their count by status."""
+    """A request body taken before: its alerts' marks and their count by status."""
 
-    alerts: tuple[tuple[str, bytes], ...]
+    alerts: tuple[Mark, ...]
     statuses: Tally[str]
 
 
 class RepeatWindow:
-    """Per process: identity -> (digest written last, when), and request bodies taken, both bounded.
+    """Per process: key -> (digest written last, when), and request bodies taken, both bounded.
 
-    `window_s` 0 turns it off. Both maps drop their oldest entries past `limit` (an identity written
-    again moves to the end), so memory stays flat whatever the number of alerts.
+    `window_s` 0 turns it off. Both maps drop their oldest entries past `limit` (a key written again
+    moves to the end), so memory stays flat whatever the number of alerts.
     """
 
-    def __init__(self, window_s: float, limit: int, clock: Callable[[], float] = time.monotonic) -> None:
-        self.window_s, self.limit, self.clock = window_s, limit, clock
+    def __init__(self, window_s: float, limit: int) -> None:
+        self.window_s, self.limit = window_s, limit
         self.up = asyncio.Event()  # set while the subscription that ends windows is up (`listen`)
-        self.sender = os.urandom(8).hex().encode()  # this process's name on the channel
+        self.sender = os.urandom(8).hex()  # this process's name on the channel
         self._written: dict[str, tuple[bytes, float]] = {}
         self._bodies: dict[bytes, Body] = {}
+        self._schemes: tuple[MappingConfig | None, tuple[tuple[str, ...], ...]] = (None, ())
 
     @property
     def live(self) -> bool:
@@ -93,20 +116,30 @@ class RepeatWindow:
     def __len__(self) -> int:
         return len(self._written)
 
-    def __contains__(self, identity: str) -> bool:
-        return identity in self._written
+    def __contains__(self, name: str) -> bool:
+        return name in self._written
 
-    def fresh(self, identity: str, alert_digest: bytes, now: float) -> bool:
-        """This copy is the one written last for its identity, within the window."""
-        seen = self._written.get(identity)
-        return seen is not None and seen[0] == alert_digest and now - seen[1] < self.window_s
+    def schemes(self, config: MappingConfig) -> tuple[tuple[str, ...], ...]:
+        """`schemes(config)`, worked out once per mapping (a reload brings a new one)."""
+        if self._schemes[0] is not config:
+            self._schemes = (config, schemes(config))
+        return self._schemes[1]
+
+    def fresh(self, mark: Mark, now: float) -> bool:
+        """This copy is the one written last under each of its keys, within the window."""
+        names, alert_digest = mark
+        for name in names:
+            seen = self._written.get(name)
+            if seen is None or seen[0] != alert_digest or now - seen[1] >= self.window_s:
+                return False
+        return True
 
     def body(self, key: bytes, now: float) -> Body | None:
         """A body taken before whose every alert is still fresh: answer it as it was."""
         if not self.live:
             return None
         found = self._bodies.get(key)
-        if found is None or not all(self.fresh(identity, d, now) for identity, d in found.alerts):
+        if found is None or not all(self.fresh(mark, now) for mark in found.alerts):
             return None
         return found
 
@@ -115,23 +148,24 @@ class RepeatWindow:
             self._bodies[key] = body
             _bound(self._bodies, self.limit)
 
-    def changed(self, written: Iterable[tuple[str, bytes]]) -> list[str]:
-        """Of the alerts about to be written, the identities whose digest this process did not write last."""
-        return [identity for identity, d in written if self._written.get(identity, (b"",))[0] != d]
+    def changed(self, written: Iterable[Mark]) -> list[str]:
+        """Of the alerts about to be written, the keys under which this process did not write that copy last."""
+        return [name for names, d in written for name in names if self._written.get(name, (b"",))[0] != d]
 
-    def wrote(self, written: Iterable[tuple[str, bytes]], now: float) -> None:
+    def wrote(self, written: Iterable[Mark], now: float) -> None:
         """These copies are durable: their windows start now."""
         if not self.live:
             return
-        for identity, d in written:
-            self._written.pop(identity, None)  # to the end: the oldest are dropped first
-            self._written[identity] = (d, now)
+        for names, d in written:
+            for name in names:
+                self._written.pop(name, None)  # to the end: the oldest are dropped first
+                self._written[name] = (d, now)
         _bound(self._written, self.limit)
 
-    def forget(self, identities: Iterable[str]) -> None:
-        """Another process wrote these: a copy here is written again (bodies holding them no longer match)."""
-        for identity in identities:
-            self._written.pop(identity, None)
+    def forget(self, names: Iterable[str]) -> None:
+        """Another process wrote under these: a copy here is written again (bodies holding them no longer match)."""
+        for name in names:
+            self._written.pop(name, None)
 
     def stop(self) -> None:
         """The subscription is down: absorb nothing, and keep nothing that a missed message could have ended."""
@@ -150,9 +184,9 @@ def _bound(entries: dict[Any, Any], limit: int) -> None:
             del entries[key]
 
 
-def announcement(window: RepeatWindow, identities: list[str]) -> bytes:
-    """The PUBLISH payload: the sender, then the identities, a line each (identities hold no newline)."""
-    return b"\n".join([window.sender, *(i.encode() for i in identities)])
+def announcement(window: RepeatWindow, names: list[str]) -> bytes:
+    """The PUBLISH payload: a JSON array of the sender, then the keys written under."""
+    return orjson.dumps([window.sender, *names])
 
 
 async def until_live(window: RepeatWindow, seconds: float) -> bool:
@@ -183,9 +217,9 @@ async def listen(client: object, window: RepeatWindow, stop: asyncio.Event) -> N
                     window.stop()  # what came meanwhile was missed, so nothing remembered is kept
                     window.up.set()
                 elif message["type"] == "message":
-                    sender, *identities = message["data"].split(b"\n")
+                    sender, *written = orjson.loads(message["data"])
                     if sender != window.sender:
-                        window.forget(i.decode() for i in identities)
+                        window.forget(written)
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
             if window.live:
                 log.warning("repeat_window_paused", error=str(exc), retry_s=RESUBSCRIBE_S)

@@ -27,7 +27,7 @@ from bridge.core import keys
 from bridge.core.errors import AuthError, PayloadError, TooLarge, UnsupportedMedia
 from bridge.core.secrets import Masker
 from bridge.core.source import ParseContext, Parsed
-from bridge.ingress.repeats import REPEATS, Body, RepeatWindow, announcement, body_key, digest
+from bridge.ingress.repeats import REPEATS, Body, Mark, RepeatWindow, announcement, body_key, digest, keys_of
 from bridge.runtime import dead_letters, durability
 from bridge.runtime.connect import is_cluster
 from bridge.runtime.context import RUNTIME, Runtime
@@ -130,16 +130,16 @@ async def read_bounded(request: web.Request, limit: int) -> bytes:
 async def enqueue(runtime: Runtime, source: str, parsed: Parsed, window: RepeatWindow | None = None) -> Marks:
     """One round trip: every alert to the intake stream, every unreadable one to the dead letters; but
     an identical copy of an alert this process wrote within the repeat window, which is only counted.
-    Returns each alert's (identity, digest), and how many were such copies.
+    Returns each alert's mark (bridge/ingress/repeats.py), and how many were such copies.
 
     The round trip is shared with the other requests (and the engine's and delivery's commands) of
     the same event-loop turn (bridge/runtime/batch.py); it raises what Redis raised for any of this request's.
     """
     alerts, marks, written = parsed.alerts, Marks(), []
     if window is not None and window.live and alerts:
-        now = time.monotonic()
-        marks.alerts = tuple((alert.identity, digest(alert)) for alert in alerts)
-        fresh = [window.fresh(identity, d, now) for identity, d in marks.alerts]
+        now, schemes = time.monotonic(), window.schemes(runtime.config)
+        marks.alerts = tuple((keys_of(alert, schemes), digest(alert)) for alert in alerts)
+        fresh = [window.fresh(mark, now) for mark in marks.alerts]
         alerts = [alert for alert, seen in zip(parsed.alerts, fresh, strict=True) if not seen]
         written = [mark for mark, seen in zip(marks.alerts, fresh, strict=True) if not seen]
         marks.repeated = len(parsed.alerts) - len(alerts)
@@ -178,10 +178,10 @@ async def enqueue(runtime: Runtime, source: str, parsed: Parsed, window: RepeatW
 
 @dataclass(slots=True)
 class Marks:
-    """What `enqueue` found: each alert's (identity, digest) when the repeat window is on, and how many
-    were identical copies of ones written within it."""
+    """What `enqueue` found: each alert's mark (its keys and digest) when the repeat window is on, and
+    how many were identical copies of ones written within it."""
 
-    alerts: tuple[tuple[str, bytes], ...] = ()
+    alerts: tuple[Mark, ...] = ()
     repeated: int = 0
 
 

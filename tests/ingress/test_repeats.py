@@ -11,14 +11,18 @@ import asyncio
 import dataclasses
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
+from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 import pytest
 import redis.asyncio as aioredis
 
+from adapters.sources.alertmanager import ADAPTER as AM
 from bridge.core import keys
 from bridge.core.models import Alert
-from bridge.ingress.repeats import REPEATS, RepeatWindow, listen
+from bridge.core.source import ParseContext
+from bridge.ingress.repeats import REPEATS, RepeatWindow, digest, keys_of, listen
 from bridge.process.app import make_app
 from bridge.process.embedded import EmbeddedRedis
 from bridge.runtime import shards as sharding
@@ -168,16 +172,40 @@ async def test_bodies_with_dead_letters_are_parsed_every_time(replicas: Any, red
 
 
 def test_the_window_is_bounded() -> None:
-    now = [0.0]
-    window = RepeatWindow(1.0, limit=3, clock=lambda: now[0])
+    window = RepeatWindow(1.0, limit=3)
     window.up.set()
-    window.wrote([(f"id{i}", b"d") for i in range(5)], 0.0)
+    window.wrote([((f"id{i}",), b"d") for i in range(5)], 0.0)
     assert len(window) == 3
-    assert not window.fresh("id0", b"d", 0.1) and window.fresh("id4", b"d", 0.1)
-    window.wrote([("id2", b"d")], 0.5)  # written again: the newest, so id3 goes first
-    window.wrote([("id5", b"d")], 0.5)
-    assert [i for i in ("id2", "id3", "id4", "id5") if window.fresh(i, b"d", 0.6)] == ["id2", "id4", "id5"]
-    assert not window.fresh("id5", b"d", 1.5)  # the window is over
+    assert not window.fresh((("id0",), b"d"), 0.1) and window.fresh((("id4",), b"d"), 0.1)
+    window.wrote([(("id2",), b"d")], 0.5)  # written again: the newest, so id3 goes first
+    window.wrote([(("id5",), b"d")], 0.5)
+    assert [i for i in ("id2", "id3", "id4", "id5") if window.fresh(((i,), b"d"), 0.6)] == ["id2", "id4", "id5"]
+    assert not window.fresh((("id5",), b"d"), 1.5)  # the window is over
+
+
+def test_a_route_identity_is_a_key_too() -> None:
+    """A route with `identity: [name, resource]` makes a warning and a critical copy (two fingerprints:
+    severity is a label) one member: warning, critical, warning is three writes, the last not absorbed."""
+    config = mapping(
+        "http://127.0.0.1:9", extra_routes=[{"name": "by-name", "desk": "snow", "identity": ["name", "resource"]}]
+    )
+    window = RepeatWindow(1.0, limit=100)
+    window.up.set()
+    fields = window.schemes(config)
+    assert fields == (("name", "resource"),)
+    warning, critical = (parse(alert(severity=s)) for s in ("warning", "critical"))
+    assert warning.identity != critical.identity
+    marks = [(keys_of(a, fields), digest(a)) for a in (warning, critical)]
+    assert marks[0][0][1] == marks[1][0][1]  # the same member of the route
+    window.wrote([marks[0]], 0.0)
+    assert window.fresh(marks[0], 0.1)
+    window.wrote([marks[1]], 0.2)
+    assert not window.fresh(marks[0], 0.3)  # critical was written last for the member
+
+
+def parse(body: dict[str, Any]) -> Alert:
+    ctx = ParseContext(source="alertmanager", received_at=datetime.now(UTC), options=None)
+    return AM.parse(orjson.dumps(group(body)), "application/json", {}, ctx).alerts[0]
 
 
 async def test_through_a_bridge_one_ticket_and_the_engine_sees_a_copy_a_window(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from bridge.runtime.connect import connect
 from bridge.runtime.context import Runtime
 from bridge.runtime.scripts import Scripts
 from tests.amp import alert, group
-from tests.conftest import Snow, eventually, fixture_json, post, start_app
+from tests.conftest import FAST, Snow, eventually, fixture_json, post, start_app
 from tests.running import cli
 
 FIELDS = {
@@ -388,8 +389,9 @@ async def test_per_alert_tickets_switch(snow: Snow, make_bridge: Any) -> None:
 
 async def test_audit_trail_explains_every_decision(snow: Snow, make_bridge: Any, redis: aioredis.Redis) -> None:
     """The incident's audit trail names what arrived, the route, the decision and the desk's answer."""
-    bridge = await make_bridge(config(snow.url))
+    bridge = await make_bridge(config(snow.url), tuning=dataclasses.replace(FAST, repeat_window_ms=200))
     await post(webhook(bridge), group(alert()))
+    await asyncio.sleep(0.25)  # a repeat after the repeat window (as repeat_interval sends them) reaches the engine
     await post(webhook(bridge), group(alert()))
     ticket = (await eventually(lambda: snow.incidents()))[0]
     await asyncio.sleep(0.3)
