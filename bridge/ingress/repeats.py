@@ -22,7 +22,9 @@ source alerts (a severity label that changes the fingerprint) sees A, B, A writt
 What another replica writes must end this process's window for that identity, or a copy here could
 hide a change there (firing, resolved there, firing again here within the window). A write that
 changes an identity's digest (from this process's view) is published on `keys.REPEATS_CHANNEL` in the
-same round trip as its XADD; every process drops what the others publish. While the subscription is
+same round trip as its XADD, with its digest; every process drops what the others wrote unless it is
+the very copy it remembers (else two replicas taking the same copies would end each other's windows
+at every write). While the subscription is
 not up (starting, Redis lost) nothing is absorbed and, when it comes back, nothing remembered is kept.
 
 What it can cost, stated in docs/operations.md: a state change elsewhere (a ticket closed at the desk)
@@ -148,9 +150,10 @@ class RepeatWindow:
             self._bodies[key] = body
             _bound(self._bodies, self.limit)
 
-    def changed(self, written: Iterable[Mark]) -> list[str]:
-        """Of the alerts about to be written, the keys under which this process did not write that copy last."""
-        return [name for names, d in written for name in names if self._written.get(name, (b"",))[0] != d]
+    def changed(self, written: Iterable[Mark]) -> list[tuple[str, str]]:
+        """Of the alerts about to be written, (key, digest in hex) where this process did not write that
+        copy last: what the others must hear."""
+        return [(name, d.hex()) for names, d in written for name in names if self._written.get(name, (b"",))[0] != d]
 
     def wrote(self, written: Iterable[Mark], now: float) -> None:
         """These copies are durable: their windows start now."""
@@ -162,10 +165,15 @@ class RepeatWindow:
                 self._written[name] = (d, now)
         _bound(self._written, self.limit)
 
-    def forget(self, names: Iterable[str]) -> None:
-        """Another process wrote under these: a copy here is written again (bodies holding them no longer match)."""
-        for name in names:
-            self._written.pop(name, None)
+    def forget(self, written: Iterable[tuple[str, str]]) -> None:
+        """Another process wrote these (key, digest in hex): where that is not the copy this one wrote last,
+        a copy here is written again (bodies holding it no longer match). Where it is, the window stays:
+        the intake's last copy under that key is still the one remembered (two replicas taking the same
+        copies do not end each other's windows)."""
+        for name, hexed in written:
+            seen = self._written.get(name)
+            if seen is not None and seen[0].hex() != hexed:
+                del self._written[name]
 
     def stop(self) -> None:
         """The subscription is down: absorb nothing, and keep nothing that a missed message could have ended."""
@@ -184,9 +192,9 @@ def _bound(entries: dict[Any, Any], limit: int) -> None:
             del entries[key]
 
 
-def announcement(window: RepeatWindow, names: list[str]) -> bytes:
-    """The PUBLISH payload: a JSON array of the sender, then the keys written under."""
-    return orjson.dumps([window.sender, *names])
+def announcement(window: RepeatWindow, written: list[tuple[str, str]]) -> bytes:
+    """The PUBLISH payload: a JSON array of the sender, then [key, digest in hex] of each write."""
+    return orjson.dumps([window.sender, *written])
 
 
 async def until_live(window: RepeatWindow, seconds: float) -> bool:
@@ -219,7 +227,7 @@ async def listen(client: object, window: RepeatWindow, stop: asyncio.Event) -> N
                 elif message["type"] == "message":
                     sender, *written = orjson.loads(message["data"])
                     if sender != window.sender:
-                        window.forget(written)
+                        window.forget((name, hexed) for name, hexed in written)
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
             if window.live:
                 log.warning("repeat_window_paused", error=str(exc), retry_s=RESUBSCRIBE_S)
