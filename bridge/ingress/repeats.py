@@ -90,10 +90,11 @@ def keys_of(alert: Alert, fields: tuple[tuple[str, ...], ...]) -> Keys:
 
 @dataclass(frozen=True, slots=True)
 class Body:
-    """A request body taken before: its alerts' marks and their count by status."""
+    """A request body taken before: its alerts' marks, their count by status, the answer to a copy."""
 
     alerts: tuple[Mark, ...]
     statuses: Tally[str]
+    answer: bytes
 
 
 class RepeatWindow:

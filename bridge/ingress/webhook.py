@@ -67,7 +67,7 @@ async def webhook(request: web.Request) -> web.Response:
     key = body_key(name, request.content_type, body) if window.live else b""
     if key and (taken := window.body(key, time.monotonic())) is not None:  # a body taken moments ago
         runtime.metrics.received_counts(name, taken.statuses, repeated=len(taken.alerts))
-        return json_response({"accepted": len(taken.alerts), "rejected": 0, "repeated": len(taken.alerts)}, 202)
+        return web.Response(body=taken.answer, status=202, content_type="application/json")
 
     ctx = ParseContext(source=name, received_at=now, options=source.options)
     try:
@@ -80,7 +80,8 @@ async def webhook(request: web.Request) -> web.Response:
     marks = await enqueue(runtime, name, alerts, window)
     runtime.metrics.received(name, parsed, repeated=marks.repeated)
     if key and alerts is parsed and marks.alerts and not parsed.rejected and not parsed.ours:
-        window.keep_body(key, Body(marks.alerts, Tally(alert.status.value for alert in parsed.alerts)))
+        copy = orjson.dumps({"accepted": len(marks.alerts), "rejected": 0, "repeated": len(marks.alerts)})
+        window.keep_body(key, Body(marks.alerts, Tally(alert.status.value for alert in parsed.alerts), copy))
     # Debug, not info: at storm rates a line per request costs much of the request path's CPU;
     # bridge_alerts_received_total counts them instead.
     log.debug("alerts_accepted", accepted=len(parsed.alerts), rejected=len(parsed.rejected))
