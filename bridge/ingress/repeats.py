@@ -40,9 +40,9 @@ import contextlib
 import hashlib
 import os
 from collections import Counter as Tally
+from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
 
 import orjson
 import redis.exceptions
@@ -108,8 +108,10 @@ class RepeatWindow:
         self.window_s, self.limit = window_s, limit
         self.up = asyncio.Event()  # set while the subscription that ends windows is up (`listen`)
         self.sender = os.urandom(8).hex()  # this process's name on the channel
-        self._written: dict[str, tuple[bytes, float]] = {}
-        self._bodies: dict[bytes, Body] = {}
+        # Oldest first (OrderedDict: dropping the oldest is O(1), a plain dict's grows with the holes).
+        self._written: OrderedDict[str, tuple[bytes, float]] = OrderedDict()
+        self._bodies: OrderedDict[bytes, Body] = OrderedDict()
+        self._held = 0  # alerts of the bodies kept: bounded by `limit`, as the keys are
         self._schemes: tuple[MappingConfig | None, tuple[tuple[str, ...], ...]] = (None, ())
 
     @property
@@ -148,8 +150,11 @@ class RepeatWindow:
 
     def keep_body(self, key: bytes, body: Body) -> None:
         if self.live:
+            old = self._bodies.pop(key, None)
+            self._held += len(body.alerts) - (len(old.alerts) if old else 0)
             self._bodies[key] = body
-            _bound(self._bodies, self.limit)
+            while self._held > self.limit and self._bodies:
+                self._held -= len(self._bodies.popitem(last=False)[1].alerts)
 
     def changed(self, written: Iterable[Mark]) -> list[tuple[str, str]]:
         """Of the alerts about to be written, (key, digest in hex) where this process did not write that
@@ -162,9 +167,10 @@ class RepeatWindow:
             return
         for names, d in written:
             for name in names:
-                self._written.pop(name, None)  # to the end: the oldest are dropped first
                 self._written[name] = (d, now)
-        _bound(self._written, self.limit)
+                self._written.move_to_end(name)  # the oldest are dropped first
+        while len(self._written) > self.limit:
+            self._written.popitem(last=False)
 
     def forget(self, written: Iterable[tuple[str, str]]) -> None:
         """Another process wrote these (key, digest in hex): where that is not the copy this one wrote last,
@@ -181,16 +187,10 @@ class RepeatWindow:
         self.up.clear()
         self._written.clear()
         self._bodies.clear()
+        self._held = 0
 
 
 REPEATS = web.AppKey("repeats", RepeatWindow)  # the app's window (bridge.process.app makes it)
-
-
-def _bound(entries: dict[Any, Any], limit: int) -> None:
-    over = len(entries) - limit
-    if over > 0:
-        for key in list(entries)[:over]:  # dicts keep insertion order: the oldest first
-            del entries[key]
 
 
 def announcement(window: RepeatWindow, written: list[tuple[str, str]]) -> bytes:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from collections import Counter as Tally
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
 from datetime import UTC, datetime
@@ -22,7 +23,7 @@ from adapters.sources.alertmanager import ADAPTER as AM
 from bridge.core import keys
 from bridge.core.models import Alert
 from bridge.core.source import ParseContext
-from bridge.ingress.repeats import REPEATS, RepeatWindow, digest, keys_of, listen
+from bridge.ingress.repeats import REPEATS, Body, RepeatWindow, digest, keys_of, listen
 from bridge.process.app import make_app
 from bridge.process.embedded import EmbeddedRedis
 from bridge.runtime import shards as sharding
@@ -183,6 +184,12 @@ def test_the_window_is_bounded() -> None:
     window.wrote([(("id5",), b"d")], 0.5)
     assert [i for i in ("id2", "id3", "id4", "id5") if window.fresh(((i,), b"d"), 0.6)] == ["id2", "id4", "id5"]
     assert not window.fresh((("id5",), b"d"), 1.5)  # the window is over
+    # Bodies: at most `limit` alerts held across them, the oldest body dropped first.
+    marks = tuple(((f"b{i}",), b"d") for i in range(2))
+    for body in (b"one", b"two", b"three"):
+        window.keep_body(body, Body(marks, Tally({"firing": 2}), b"{}"))
+    window.wrote(list(marks), 2.0)
+    assert [window.body(b, 2.1) is not None for b in (b"one", b"two", b"three")] == [False, False, True]
 
 
 def test_a_route_identity_is_a_key_too() -> None:
