@@ -8,12 +8,10 @@ An identical copy of one this process made durable moments ago is acknowledged a
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import time
 from collections import Counter as Tally
-from collections.abc import Awaitable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -27,9 +25,8 @@ from bridge.core import keys
 from bridge.core.errors import AuthError, PayloadError, TooLarge, UnsupportedMedia
 from bridge.core.secrets import Masker
 from bridge.core.source import ParseContext, Parsed
-from bridge.ingress.repeats import REPEATS, Body, Mark, RepeatWindow, announcement, body_key, digest, keys_of
+from bridge.ingress.repeats import REPEATS, Mark, RepeatWindow, body_key, digest, keys_of
 from bridge.runtime import dead_letters, durability
-from bridge.runtime.connect import is_cluster
 from bridge.runtime.context import RUNTIME, Runtime
 from bridge.runtime.heartbeats import take_pings
 from bridge.runtime.http import json_response
@@ -66,8 +63,9 @@ async def webhook(request: web.Request) -> web.Response:
     window = request.app[REPEATS]
     key = body_key(name, request.content_type, body) if window.live else b""
     if key and (taken := window.body(key, time.monotonic())) is not None:  # a body taken moments ago
-        runtime.metrics.received_counts(name, taken.statuses, repeated=len(taken.alerts))
-        return web.Response(body=taken.answer, status=202, content_type="application/json")
+        alerts_taken, statuses, copy = taken
+        runtime.metrics.received_counts(name, statuses, repeated=len(alerts_taken))
+        return web.Response(body=copy, status=202, content_type="application/json")
 
     ctx = ParseContext(source=name, received_at=now, options=source.options)
     try:
@@ -81,7 +79,8 @@ async def webhook(request: web.Request) -> web.Response:
     runtime.metrics.received(name, parsed, repeated=marks.repeated)
     if key and alerts is parsed and marks.alerts and not parsed.rejected and not parsed.ours:
         copy = orjson.dumps({"accepted": len(marks.alerts), "rejected": 0, "repeated": len(marks.alerts)})
-        window.keep_body(key, Body(marks.alerts, Tally(alert.status.value for alert in parsed.alerts), copy))
+        statuses = tuple(Tally(alert.status.value for alert in parsed.alerts).items())
+        window.keep_body(key, (marks.alerts, statuses, copy))
     # Debug, not info: at storm rates a line per request costs much of the request path's CPU;
     # bridge_alerts_received_total counts them instead.
     log.debug("alerts_accepted", accepted=len(parsed.alerts), rejected=len(parsed.rejected))
@@ -151,12 +150,8 @@ async def enqueue(runtime: Runtime, source: str, parsed: Parsed, window: RepeatW
     streams = [shards.intake_for(alert.identity) for alert in alerts]  # an alert's shard: its identity's
     for alert, stream in zip(alerts, streams, strict=True):
         pipe.xadd(stream, {"a": alert.model_dump_json()})
-    announce: Awaitable[Any] | None = None
-    if window is not None and (changed := window.changed(written)):  # others' windows for these end
-        if is_cluster(runtime.redis):  # a cluster pipeline takes no keyless command: beside it
-            announce = runtime.redis.publish(keys.REPEATS_CHANNEL, announcement(window, changed))
-        else:
-            pipe.publish(keys.REPEATS_CHANNEL, announcement(window, changed))
+    if window is not None and window.announcer is not None and (changed := window.changed(written)):
+        window.announcer.add(changed)  # right after this turn's round trip: others' windows for these end
     mask = runtime.masker  # what the sender sent, without the mapping's secrets
     letters = [
         {"kind": "bad_alert", "source": source, "reason": mask.text(bad.reason), "raw": letter_json(bad.raw, mask)}
@@ -164,10 +159,7 @@ async def enqueue(runtime: Runtime, source: str, parsed: Parsed, window: RepeatW
     ]
     queued = dead_letters.add(pipe, runtime.tuning, letters, runtime.clock())
     waits = durability.queue_wait(pipe, runtime.tuning, streams)  # last: it covers every write before it
-    if announce is None:
-        replies = await runtime.scripts.execute(pipe)
-    else:
-        replies, _ = await asyncio.gather(runtime.scripts.execute(pipe), announce)
+    replies = await runtime.scripts.execute(pipe)
     if queued:
         dead_letters.dropped(runtime.metrics, replies[: len(replies) - waits])
     if waits:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter as Tally
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import redis.exceptions
@@ -214,15 +214,15 @@ class Metrics:
     # --- updated where things happen -------------------------------------------------------------
 
     def received(self, source: str, parsed: Parsed, *, repeated: int = 0) -> None:
-        self.received_counts(source, Tally(alert.status.value for alert in parsed.alerts), repeated=repeated)
+        self.received_counts(source, Tally(alert.status.value for alert in parsed.alerts).items(), repeated=repeated)
         if parsed.rejected:
             self.alerts_rejected.labels(source).inc(len(parsed.rejected))
         if parsed.ours:
             self.alerts_ours.labels(source).inc(parsed.ours)
 
-    def received_counts(self, source: str, counts: Mapping[str, int], *, repeated: int = 0) -> None:
-        """Alerts accepted by status; of them, `repeated` identical copies not written again."""
-        for status, count in counts.items():
+    def received_counts(self, source: str, counts: Iterable[tuple[str, int]], *, repeated: int = 0) -> None:
+        """Alerts accepted, (status, count) pairs; of them, `repeated` identical copies not written again."""
+        for status, count in counts:
             child = self._received.get((source, status))
             if child is None:  # labels() checks and locks on every call: once per pair is enough
                 child = self._received[source, status] = self.alerts_received.labels(source, status)

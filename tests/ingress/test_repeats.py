@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections import Counter as Tally
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
 from datetime import UTC, datetime
@@ -23,7 +22,7 @@ from adapters.sources.alertmanager import ADAPTER as AM
 from bridge.core import keys
 from bridge.core.models import Alert
 from bridge.core.source import ParseContext
-from bridge.ingress.repeats import REPEATS, Body, RepeatWindow, digest, keys_of, listen
+from bridge.ingress.repeats import REPEATS, RepeatWindow, digest, keys_of, listen
 from bridge.process.app import make_app
 from bridge.process.embedded import EmbeddedRedis
 from bridge.runtime import shards as sharding
@@ -187,7 +186,7 @@ def test_the_window_is_bounded() -> None:
     # Bodies: at most `limit` alerts held across them, the oldest body dropped first.
     marks = tuple(((f"b{i}",), b"d") for i in range(2))
     for body in (b"one", b"two", b"three"):
-        window.keep_body(body, Body(marks, Tally({"firing": 2}), b"{}"))
+        window.keep_body(body, (marks, (("firing", 2),), b"{}"))
     window.wrote(list(marks), 2.0)
     assert [window.body(b, 2.1) is not None for b in (b"one", b"two", b"three")] == [False, False, True]
 
