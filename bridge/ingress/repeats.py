@@ -40,7 +40,7 @@ import contextlib
 import hashlib
 import os
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import orjson
@@ -199,8 +199,8 @@ class Announcer:
     """The writes of one event-loop turn, announced in one PUBLISH right after it (a message per
     request cost every process a message per alert at one alert per request: about 30 µs an alert)."""
 
-    def __init__(self, window: RepeatWindow, client: Any) -> None:
-        self.window, self.client = window, client
+    def __init__(self, window: RepeatWindow, publish: Callable[[bytes], Awaitable[Any]]) -> None:
+        self.window, self.publish = window, publish
         self._pending: list[tuple[str, str]] = []
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -217,7 +217,7 @@ class Announcer:
 
     async def _publish(self, payload: bytes) -> None:
         try:
-            await self.client.publish(keys.REPEATS_CHANNEL, payload)
+            await self.publish(payload)
         except (redis.exceptions.RedisError, OSError) as exc:  # the others' windows end within one anyway
             log.warning("repeat_window_unannounced", error=str(exc))
 
@@ -232,14 +232,16 @@ async def until_live(window: RepeatWindow, seconds: float) -> bool:
     return window.live
 
 
-async def listen(client: object, window: RepeatWindow, stop: asyncio.Event) -> None:
+async def listen(
+    client: object, window: RepeatWindow, stop: asyncio.Event, publish: Callable[[bytes], Awaitable[Any]] | None = None
+) -> None:
     """Keep the subscription up and apply what other processes announce, until `stop`; `window.live`
     only while subscribed. `client` is a redis.asyncio client (one node of a cluster will do: a PUBLISH
-    reaches every node's subscribers)."""
+    reaches every node's subscribers); `publish` sends an announcement (default: `client`'s PUBLISH)."""
     if window.window_s <= 0:
         return
     own = announcement(window, [])[:-1]  # `["<sender>"`: this process's own messages, skipped unread
-    window.announcer = Announcer(window, client)
+    window.announcer = Announcer(window, publish or (lambda payload: client.publish(keys.REPEATS_CHANNEL, payload)))  # type: ignore[attr-defined]
     while not stop.is_set():
         pubsub = client.pubsub()  # type: ignore[attr-defined]
         try:

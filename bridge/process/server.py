@@ -9,8 +9,9 @@ import ipaddress
 import os
 import signal
 import socket
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import redis.exceptions
@@ -21,6 +22,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wai
 from bridge.admin.reload import Reloader
 from bridge.admin.upkeep import Upkeep
 from bridge.core import config as config_mod
+from bridge.core import keys
 from bridge.core.config import MappingConfig
 from bridge.core.errors import ConfigError
 from bridge.core.tuning import Tuning
@@ -35,7 +37,7 @@ from bridge.ingress.repeats import REPEATS, RepeatWindow
 from bridge.process.app import make_app
 from bridge.process.embedded import embedded_redis
 from bridge.runtime import durability
-from bridge.runtime.connect import without_password
+from bridge.runtime.connect import is_cluster, without_password
 from bridge.runtime.context import Runtime
 from bridge.runtime.heartbeats import Watch
 from bridge.runtime.scripts import open_scripts
@@ -212,7 +214,7 @@ class Bridge:
             asyncio.create_task(applier.run(self.stopping), name="desk_events"),  # the loop back
             asyncio.create_task(upstreams.run(self.stopping), name="upstreams"),
             asyncio.create_task(poller.run(self.stopping), name="desk_poll"),
-            asyncio.create_task(repeats.listen(rt.redis, window, self.stopping), name="repeats"),
+            asyncio.create_task(repeats.listen(rt.redis, window, self.stopping, announce(rt)), name="repeats"),
         ]
         await repeats.until_live(window, REDIS_TIMEOUT_S)
         if self.config_paths:
@@ -313,6 +315,20 @@ class Bridge:
             await self.runtime.scripts.aclose()
             await self.runtime.redis.aclose()
         log.info("bridge_stopped", unfinished=len(pending))
+
+
+def announce(rt: Runtime) -> Callable[[bytes], Awaitable[Any]] | None:
+    """The repeat window's announcements in the round trips shared with this turn's other commands (on
+    one Redis or Sentinel); None on a cluster, whose pipelines take no keyless command (a plain PUBLISH)."""
+    if is_cluster(rt.redis):
+        return None
+
+    async def publish(payload: bytes) -> Any:
+        pipe = rt.redis.pipeline(transaction=False)
+        pipe.publish(keys.REPEATS_CHANNEL, payload)
+        return await rt.scripts.execute(pipe)
+
+    return publish
 
 
 async def serve(
