@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -102,7 +103,7 @@ class Router:
     ) -> Routed:
         identity = alert.identity
         if route.identity:
-            identity = stable_hash([alert.field(f) for f in route.identity])
+            identity = field_identity(alert, route.identity)
         context = alert_context(alert if data is None else data, identity=identity)
         if route.correlate.by and route.tickets == "per_group":
             key = "|".join(render(t, context) for t in route.correlate.by)
@@ -137,6 +138,11 @@ class Router:
                     return int(rule.after * 1000)
         after = route.lifecycle.auto_resolve_after
         return int(after * 1000) if after else 0
+
+
+def field_identity(alert: Alert, fields: Sequence[str]) -> str:
+    """The identity a route's `identity:` fields give an alert (its member in the incident)."""
+    return stable_hash([alert.field(f) for f in fields])
 
 
 def scope_owners(config: MappingConfig) -> dict[str, Route]:

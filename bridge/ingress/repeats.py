@@ -21,8 +21,9 @@ source alerts (a severity label that changes the fingerprint) sees A, B, A writt
 
 What another replica writes must end this process's window for that identity, or a copy here could
 hide a change there (firing, resolved there, firing again here within the window). A write that
-changes an identity's digest (from this process's view) is published on `keys.REPEATS_CHANNEL` in the
-same round trip as its XADD, with its digest; every process drops what the others wrote unless it is
+changes an identity's digest (from this process's view) is published on `keys.REPEATS_CHANNEL` right
+after its XADD, with its digest (one PUBLISH per event-loop turn: `Announcer`); every process drops
+what the others wrote unless it is
 the very copy it remembers (else two replicas taking the same copies would end each other's windows
 at every write). While the subscription is
 not up (starting, Redis lost) nothing is absorbed and, when it comes back, nothing remembered is kept.
@@ -50,7 +51,8 @@ from aiohttp import web
 
 from bridge.core import keys
 from bridge.core.config import MappingConfig
-from bridge.core.models import Alert, stable_hash
+from bridge.core.models import Alert
+from bridge.core.routing import field_identity
 from bridge.runtime.context import wait_for_event
 
 log = structlog.get_logger("bridge.ingress.repeats")
@@ -84,7 +86,7 @@ def keys_of(alert: Alert, fields: tuple[tuple[str, ...], ...]) -> Keys:
     """The alert's source identity, then its identity under each route scheme (numbered: no two collide)."""
     if not fields:
         return (alert.identity,)
-    return (alert.identity, *(f"{i}|{stable_hash([alert.field(f) for f in each])}" for i, each in enumerate(fields)))
+    return (alert.identity, *(f"{i}|{field_identity(alert, each)}" for i, each in enumerate(fields)))
 
 
 # A request body taken before: its alerts' marks, their count by status ((status, count) pairs), the
@@ -233,7 +235,7 @@ async def until_live(window: RepeatWindow, seconds: float) -> bool:
 
 
 async def listen(
-    client: object, window: RepeatWindow, stop: asyncio.Event, publish: Callable[[bytes], Awaitable[Any]] | None = None
+    client: Any, window: RepeatWindow, stop: asyncio.Event, publish: Callable[[bytes], Awaitable[Any]] | None = None
 ) -> None:
     """Keep the subscription up and apply what other processes announce, until `stop`; `window.live`
     only while subscribed. `client` is a redis.asyncio client (one node of a cluster will do: a PUBLISH
@@ -241,9 +243,9 @@ async def listen(
     if window.window_s <= 0:
         return
     own = announcement(window, [])[:-1]  # `["<sender>"`: this process's own messages, skipped unread
-    window.announcer = Announcer(window, publish or (lambda payload: client.publish(keys.REPEATS_CHANNEL, payload)))  # type: ignore[attr-defined]
+    window.announcer = Announcer(window, publish or (lambda payload: client.publish(keys.REPEATS_CHANNEL, payload)))
     while not stop.is_set():
-        pubsub = client.pubsub()  # type: ignore[attr-defined]
+        pubsub = client.pubsub()
         try:
             await pubsub.subscribe(keys.REPEATS_CHANNEL)
             while not stop.is_set():
