@@ -89,15 +89,17 @@ def run(
                     if warmup_s > 0:
                         wrk(url + path, fmt=fmt, per_request=per, connections=connections, seconds=warmup_s,
                             tag="warm", log=log, mode=mode)  # fmt: skip
-                    cpu_before, redis_before = cpu(), redis_cpu()
+                    cpu_before, redis_before, xadds_before = cpu(), redis_cpu(), check.xadds()
                     result = wrk(url + path, fmt=fmt, per_request=per, connections=connections, seconds=seconds,
                                  log=log, mode=mode)  # fmt: skip
                     cpu_used, redis_used = cpu() - cpu_before, redis_cpu() - redis_before
                     row = _row(target, per, result, check.held(), cpu_used)
                     alerts = result.requests * per
                     redis_us = round(redis_used / alerts * 1e6, 1) if alerts and redis_used else None
+                    xadds = check.xadds() - xadds_before if xadds_before is not None else None
+                    written = round(xadds / alerts * 1000, 1) if alerts and xadds is not None else None
                     rows.append({"case": case, **row, "redis_cpu_us_per_alert": redis_us, "round": turn,
-                                 "preopened": opened})  # fmt: skip
+                                 "preopened": opened, "xadds_per_1000_alerts": written})  # fmt: skip
     return {"rows": rows, "ratios": _ratios(rows), "durability": _durability(rows), "workers": workers,
             "connections": connections, "seconds": seconds, "rounds": rounds, "cases": list(cases),
             "repeat_pool": pool}  # fmt: skip
@@ -114,6 +116,12 @@ class _Check:
         if self.client is None or self.engine:
             return None
         return int(self.client.xlen(keys.INTAKE))
+
+    def xadds(self) -> int | None:
+        """XADDs its Redis ran so far (scripts' included): the intake's writes, and the engine's streams'."""
+        if self.client is None:
+            return None
+        return int(self.client.info("commandstats").get("cmdstat_xadd", {}).get("calls", 0))
 
     def ticketed(self) -> int | None:
         """Incidents open with a ticket recorded (their open delivered); None where there is no engine."""

@@ -66,15 +66,16 @@ def markdown(r: dict[str, Any]) -> str:
             f" unseen, repeats = {ing.get('repeat_pool', '-')} open alerts re-sent, new = every alert a new ticket)",
             "",
             "| case | target | alerts/request | alerts/s | requests/s | p50 ms | p99 ms | server CPU µs/alert"
-            " | of which Redis | errors |",
-            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+            " | of which Redis | XADDs per 1,000 alerts | errors |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for row in ing["rows"]:
             lines.append(
                 f"| {row.get('case', 'unique')} | {row['target']} | {row['alerts_per_request']} | "
                 f"{_fmt(row['alerts_per_s'])} | {_fmt(row['requests_per_s'])} | {_fmt(row['p50_ms'], 2)} | "
                 f"{_fmt(row['p99_ms'], 2)} | {_fmt(row.get('cpu_us_per_alert'))} | "
-                f"{_fmt(row.get('redis_cpu_us_per_alert'))} | {row['errors']} |"
+                f"{_fmt(row.get('redis_cpu_us_per_alert'))} | {_fmt(row.get('xadds_per_1000_alerts'))} |"
+                f" {row['errors']} |"
             )
         lines += [
             "",

@@ -105,7 +105,7 @@ class Engine:
         backlog), so that at low rates an alert is not split from its neighbours into batches of one."""
         loop = asyncio.get_running_loop()
         next_claim = 0.0
-        batch = self.rt.tuning.batch
+        batch, linger = self.rt.tuning.batch, self.rt.tuning.engine_linger_ms / 1000
         while not stop.is_set():
             try:
                 if primary and loop.time() >= next_claim:
@@ -114,6 +114,8 @@ class Engine:
                     next_claim = loop.time() + self.rt.tuning.claim_every_s
                 if primary:
                     got = await self.step(block_ms=self.rt.tuning.block_ms, stream=stream)
+                    if 0 < got < batch and linger > 0:  # the next batch gathers what arrives meanwhile
+                        await wait_for_event(stop, linger)
                 elif self._backlog.is_set():
                     got = await self.step(block_ms=None, stream=stream)
                 else:

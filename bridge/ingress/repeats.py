@@ -20,13 +20,14 @@ answered only if it is what was written last under every one of them, so that a 
 source alerts (a severity label that changes the fingerprint) sees A, B, A written, not A, B.
 
 What another replica writes must end this process's window for that identity, or a copy here could
-hide a change there (firing, resolved there, firing again here within the window). A write that
-changes an identity's digest (from this process's view) is published on `keys.REPEATS_CHANNEL` right
-after its XADD, with its digest (one PUBLISH per event-loop turn: `Announcer`); every process drops
-what the others wrote unless it is
-the very copy it remembers (else two replicas taking the same copies would end each other's windows
-at every write). While the subscription is
-not up (starting, Redis lost) nothing is absorbed and, when it comes back, nothing remembered is kept.
+hide a change there (firing, resolved there, firing again here within the window). Every write is
+published on `keys.REPEATS_CHANNEL` with its digests once its round trip is back (one PUBLISH per
+event-loop turn: `Announcer`); every process drops what the others wrote unless it is the very copy it
+remembers, whose window then starts again (so replicas taking the same copies write an alert about
+once a window between them, and do not end each other's windows at every write). A write whose round
+trip failed is announced too, as one that may or may not be in the intake: it ends windows that differ
+and starts none. While the subscription is not up (starting, Redis lost) nothing is absorbed and,
+when it comes back, nothing remembered is kept.
 
 What it can cost, stated in docs/operations.md: a state change elsewhere (a ticket closed at the desk)
 within the window after a written copy is seen by the engine at the next written one, not at a copy
@@ -40,6 +41,7 @@ import asyncio
 import contextlib
 import hashlib
 import os
+import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
@@ -155,28 +157,36 @@ class RepeatWindow:
             while self._held > self.limit and self._bodies:
                 self._held -= len(self._bodies.popitem(last=False)[1][0])
 
-    def changed(self, written: Iterable[Mark]) -> list[tuple[str, str]]:
-        """Of the alerts about to be written, (key, digest in hex) where this process did not write that
-        copy last: what the others must hear."""
-        return [(name, d.hex()) for names, d in written for name in names if self._written.get(name, (b"",))[0] != d]
+    def wrote(self, written: Iterable[Mark], now: float) -> list[tuple[str, str]]:
+        """These copies are durable: their windows start now. Returns (key, digest in hex) of each, what the
+        other processes hear."""
+        heard = [(name, d.hex()) for names, d in written for name in names]
+        if self.live:
+            for names, d in written:
+                for name in names:
+                    self._written[name] = (d, now)
+                    self._written.move_to_end(name)  # the oldest are dropped first
+            while len(self._written) > self.limit:
+                self._written.popitem(last=False)
+        return heard
 
-    def wrote(self, written: Iterable[Mark], now: float) -> None:
-        """These copies are durable: their windows start now."""
-        if not self.live:
-            return
-        for names, d in written:
-            for name in names:
-                self._written[name] = (d, now)
-                self._written.move_to_end(name)  # the oldest are dropped first
-        while len(self._written) > self.limit:
-            self._written.popitem(last=False)
-
-    def forget(self, written: Iterable[tuple[str, str]]) -> None:
+    def heard(self, durable: Iterable[tuple[str, str]], unsure: Iterable[tuple[str, str]], now: float) -> None:
         """Another process wrote these (key, digest in hex): where that is not the copy this one wrote last,
-        a copy here is written again (bodies holding it no longer match). Where it is, the window stays:
-        the intake's last copy under that key is still the one remembered (two replicas taking the same
-        copies do not end each other's windows)."""
-        for name, hexed in written:
+        a copy here is written again (bodies holding it no longer match). Where it is and the write is
+        `durable`, the window starts again from now: the intake's last copy under that key is the one
+        remembered, written moments ago (so replicas taking the same copies write each alert about once a
+        window between them, not once each). `unsure` writes are those whose round trip failed: they may
+        or may not be in the intake, so they end a window that differs and start none."""
+        for name, hexed in durable:
+            seen = self._written.get(name)
+            if seen is None:
+                continue
+            if seen[0].hex() == hexed:
+                self._written[name] = (seen[0], now)
+                self._written.move_to_end(name)
+            else:
+                del self._written[name]
+        for name, hexed in unsure:
             seen = self._written.get(name)
             if seen is not None and seen[0].hex() != hexed:
                 del self._written[name]
@@ -192,9 +202,10 @@ class RepeatWindow:
 REPEATS = web.AppKey("repeats", RepeatWindow)  # the app's window (bridge.process.app makes it)
 
 
-def announcement(window: RepeatWindow, written: list[tuple[str, str]]) -> bytes:
-    """The PUBLISH payload: a JSON array of the sender, then [key, digest in hex] of each write."""
-    return orjson.dumps([window.sender, *written])
+def announcement(window: RepeatWindow, durable: list[tuple[str, str]], unsure: list[tuple[str, str]]) -> bytes:
+    """The PUBLISH payload: a JSON array of the sender, then the [key, digest in hex] pairs written, then
+    those whose round trip failed (`RepeatWindow.heard`)."""
+    return orjson.dumps([window.sender, durable, unsure])
 
 
 class Announcer:
@@ -203,16 +214,20 @@ class Announcer:
 
     def __init__(self, window: RepeatWindow, publish: Callable[[bytes], Awaitable[Any]]) -> None:
         self.window, self.publish = window, publish
-        self._pending: list[tuple[str, str]] = []
+        self._durable: list[tuple[str, str]] = []
+        self._unsure: list[tuple[str, str]] = []
         self._tasks: set[asyncio.Task[None]] = set()
 
-    def add(self, written: list[tuple[str, str]]) -> None:
-        if not self._pending:
+    def add(self, written: list[tuple[str, str]], *, durable: bool = True) -> None:
+        if not written:
+            return
+        if not self._durable and not self._unsure:
             asyncio.get_running_loop().call_soon(self._send)
-        self._pending.extend(written)
+        (self._durable if durable else self._unsure).extend(written)
 
     def _send(self) -> None:
-        payload, self._pending = announcement(self.window, self._pending), []
+        payload = announcement(self.window, self._durable, self._unsure)
+        self._durable, self._unsure = [], []
         task = asyncio.create_task(self._publish(payload))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -242,7 +257,7 @@ async def listen(
     reaches every node's subscribers); `publish` sends an announcement (default: `client`'s PUBLISH)."""
     if window.window_s <= 0:
         return
-    own = announcement(window, [])[:-1]  # `["<sender>"`: this process's own messages, skipped unread
+    own = orjson.dumps([window.sender])[:-1]  # `["<sender>"`: this process's own messages, skipped unread
     window.announcer = Announcer(window, publish or (lambda payload: client.publish(keys.REPEATS_CHANNEL, payload)))
     while not stop.is_set():
         pubsub = client.pubsub()
@@ -256,8 +271,8 @@ async def listen(
                     window.stop()  # what came meanwhile was missed, so nothing remembered is kept
                     window.up.set()
                 elif message["type"] == "message" and not message["data"].startswith(own):
-                    _, *written = orjson.loads(message["data"])
-                    window.forget((name, hexed) for name, hexed in written)
+                    _, durable, unsure = orjson.loads(message["data"])
+                    window.heard(durable, unsure, time.monotonic())
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
             if window.live:
                 log.warning("repeat_window_paused", error=str(exc), retry_s=RESUBSCRIBE_S)

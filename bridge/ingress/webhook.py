@@ -136,7 +136,7 @@ async def enqueue(runtime: Runtime, source: str, parsed: Parsed, window: RepeatW
     the same event-loop turn (bridge/runtime/batch.py); it raises what Redis raised for any of this request's.
     """
     alerts, marks, written = parsed.alerts, Marks(), []
-    if window is not None and window.live and alerts:
+    if window is not None and window.window_s > 0 and alerts:  # live or not: the others must hear
         now, schemes = time.monotonic(), window.schemes(runtime.config)
         marks.alerts = tuple((keys_of(alert, schemes), digest(alert)) for alert in alerts)
         fresh = [window.fresh(mark, now) for mark in marks.alerts]
@@ -150,8 +150,6 @@ async def enqueue(runtime: Runtime, source: str, parsed: Parsed, window: RepeatW
     streams = [shards.intake_for(alert.identity) for alert in alerts]  # an alert's shard: its identity's
     for alert, stream in zip(alerts, streams, strict=True):
         pipe.xadd(stream, {"a": alert.model_dump_json()})
-    if window is not None and window.announcer is not None and (changed := window.changed(written)):
-        window.announcer.add(changed)  # right after this turn's round trip: others' windows for these end
     mask = runtime.masker  # what the sender sent, without the mapping's secrets
     letters = [
         {"kind": "bad_alert", "source": source, "reason": mask.text(bad.reason), "raw": letter_json(bad.raw, mask)}
@@ -159,13 +157,21 @@ async def enqueue(runtime: Runtime, source: str, parsed: Parsed, window: RepeatW
     ]
     queued = dead_letters.add(pipe, runtime.tuning, letters, runtime.clock())
     waits = durability.queue_wait(pipe, runtime.tuning, streams)  # last: it covers every write before it
-    replies = await runtime.scripts.execute(pipe)
-    if queued:
-        dead_letters.dropped(runtime.metrics, replies[: len(replies) - waits])
-    if waits:
-        durability.replicated(replies[-waits:], runtime.tuning)
+    announcer = window.announcer if window is not None else None
+    try:
+        replies = await runtime.scripts.execute(pipe)
+        if queued:
+            dead_letters.dropped(runtime.metrics, replies[: len(replies) - waits])
+        if waits:
+            durability.replicated(replies[-waits:], runtime.tuning)
+    except BaseException:  # written or not, the others' windows that differ end (the sender retries)
+        if announcer is not None:
+            announcer.add([(name, d.hex()) for names, d in written for name in names], durable=False)
+        raise
     if window is not None:
-        window.wrote(written, time.monotonic())
+        heard = window.wrote(written, time.monotonic())
+        if announcer is not None:
+            announcer.add(heard)  # in the next round trip: the others' windows for these end, or start again
     return marks
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
 from datetime import UTC, datetime
@@ -149,6 +150,35 @@ async def test_what_another_replica_writes_ends_the_window_here(replicas: Any, i
     # two's write was the copy one remembers: one's window stays (else the replicas would write every copy).
     assert await post(one.webhook, FIRING) == (202, {"accepted": 1, "rejected": 0, "repeated": 1})
     assert [a.status.value for a in await intake()] == ["firing", "resolved", "firing", "firing"]
+
+
+async def test_replicas_taking_the_same_copies_write_it_once_a_window_between_them(
+    replicas: Any, intake: Intake
+) -> None:
+    """A copy one replica writes after its window starts the other's window again: the intake holds that
+    very copy, written moments ago. Each replica writing each alert once a window cost the engine a step
+    per replica per alert per window."""
+    one, two = await replicas(window_ms=400), await replicas(window_ms=400)
+    assert (await post(one.webhook, FIRING))[0] == 202
+    assert await post(two.webhook, FIRING) == (202, {"accepted": 1, "rejected": 0})  # two had none: written
+    await asyncio.sleep(0.45)  # both windows are over
+    assert await post(one.webhook, FIRING) == (202, {"accepted": 1, "rejected": 0})
+    last = (await intake())[-1]
+    mark = ((last.identity,), digest(last))
+    await eventually(lambda: two.window.fresh(mark, time.monotonic()))  # one's write heard
+    assert await post(two.webhook, FIRING) == (202, {"accepted": 1, "rejected": 0, "repeated": 1})
+    assert len(await intake()) == 3
+
+
+def test_a_write_that_may_have_failed_ends_windows_and_starts_none() -> None:
+    window = RepeatWindow(1.0, limit=10)
+    window.up.set()
+    window.wrote([(("same",), b"d"), (("other",), b"d")], 0.0)
+    window.heard([], [("same", b"d".hex()), ("other", b"e".hex())], 0.9)
+    assert "other" not in window  # it may be in the intake: a copy of the one remembered is written again
+    assert window.fresh((("same",), b"d"), 0.5) and not window.fresh((("same",), b"d"), 1.2)  # not restarted
+    window.heard([("same", b"d".hex())], [], 0.9)  # durable: restarted
+    assert window.fresh((("same",), b"d"), 1.2)
 
 
 async def test_a_lost_subscription_forgets_everything(replicas: Any, intake: Intake, redis: aioredis.Redis) -> None:
