@@ -25,7 +25,7 @@ from bridge.core import keys
 from bridge.core.errors import AuthError, PayloadError, TooLarge, UnsupportedMedia
 from bridge.core.secrets import Masker
 from bridge.core.source import ParseContext, Parsed
-from bridge.ingress.repeats import REPEATS, Mark, RepeatWindow, body_key, digest, keys_of
+from bridge.ingress.repeats import REPEATS, Mark, RepeatWindow, body_key, keys_of, written_form
 from bridge.runtime import dead_letters, durability
 from bridge.runtime.context import RUNTIME, Runtime
 from bridge.runtime.heartbeats import take_pings
@@ -61,7 +61,7 @@ async def webhook(request: web.Request) -> web.Response:
             await refuse_replay(runtime, name, adapter.replay(request.headers))
 
     window = request.app[REPEATS]
-    key = body_key(name, request.content_type, body) if window.live else b""
+    key = body_key(name, request.content_type, body) if window.live and window.bodies else b""
     if key and (taken := window.body(key, time.monotonic())) is not None:  # a body taken moments ago
         alerts_taken, statuses, copy = taken
         runtime.metrics.received_counts(name, statuses, repeated=len(alerts_taken))
@@ -77,7 +77,10 @@ async def webhook(request: web.Request) -> web.Response:
     alerts = await take_pings(runtime, parsed)  # a Watchdog pings, not alerts
     marks = await enqueue(runtime, name, alerts, window)
     runtime.metrics.received(name, parsed, repeated=marks.repeated)
-    if key and alerts is parsed and marks.alerts and not parsed.rejected and not parsed.ours:
+    # A body is kept once it repeats something remembered: a body of alerts never seen (most bodies where
+    # nothing repeats) is not kept, at one body per request that was a few µs and its memory each.
+    if marks.known and window.live and alerts is parsed and not parsed.rejected and not parsed.ours:
+        key = key or body_key(name, request.content_type, body)
         copy = orjson.dumps({"accepted": len(marks.alerts), "rejected": 0, "repeated": len(marks.alerts)})
         statuses = tuple(Tally(alert.status.value for alert in parsed.alerts).items())
         window.keep_body(key, (marks.alerts, statuses, copy))
@@ -138,18 +141,22 @@ async def enqueue(runtime: Runtime, source: str, parsed: Parsed, window: RepeatW
     alerts, marks, written = parsed.alerts, Marks(), []
     if window is not None and window.window_s > 0 and alerts:  # live or not: the others must hear
         now, schemes = time.monotonic(), window.schemes(runtime.config)
-        marks.alerts = tuple((keys_of(alert, schemes), digest(alert)) for alert in alerts)
+        forms = [written_form(alert) for alert in alerts]
+        marks.alerts = tuple((keys_of(alert, schemes), d) for alert, (d, _) in zip(alerts, forms, strict=True))
         fresh = [window.fresh(mark, now) for mark in marks.alerts]
-        alerts = [alert for alert, seen in zip(parsed.alerts, fresh, strict=True) if not seen]
+        marks.known = any(window.knows(mark) for mark in marks.alerts)
+        taken = [(alert, form[1]) for alert, form, seen in zip(parsed.alerts, forms, fresh, strict=True) if not seen]
         written = [mark for mark, seen in zip(marks.alerts, fresh, strict=True) if not seen]
-        marks.repeated = len(parsed.alerts) - len(alerts)
-        if not alerts and not parsed.rejected:
+        marks.repeated = len(parsed.alerts) - len(taken)
+        if not taken and not parsed.rejected:
             return marks
+    else:
+        taken = [(alert, alert.model_dump_json()) for alert in alerts]
     pipe = runtime.redis.pipeline(transaction=False)
     shards = runtime.shards
-    streams = [shards.intake_for(alert.identity) for alert in alerts]  # an alert's shard: its identity's
-    for alert, stream in zip(alerts, streams, strict=True):
-        pipe.xadd(stream, {"a": alert.model_dump_json()})
+    streams = [shards.intake_for(alert.identity) for alert, _ in taken]  # an alert's shard: its identity's
+    for (_, payload), stream in zip(taken, streams, strict=True):
+        pipe.xadd(stream, {"a": payload})
     mask = runtime.masker  # what the sender sent, without the mapping's secrets
     letters = [
         {"kind": "bad_alert", "source": source, "reason": mask.text(bad.reason), "raw": letter_json(bad.raw, mask)}
@@ -177,11 +184,12 @@ async def enqueue(runtime: Runtime, source: str, parsed: Parsed, window: RepeatW
 
 @dataclass(slots=True)
 class Marks:
-    """What `enqueue` found: each alert's mark (its keys and digest) when the repeat window is on, and
-    how many were identical copies of ones written within it."""
+    """What `enqueue` found: each alert's mark (its keys and digest) when the repeat window is on, how
+    many were identical copies of ones written within it, and whether any was remembered at all."""
 
     alerts: tuple[Mark, ...] = ()
     repeated: int = 0
+    known: bool = False  # some alert of them was remembered before (bodies are kept only then)
 
 
 LETTER_DEPTH = 32  # levels of a rejected alert kept in its dead letter; deeper ones are cut

@@ -23,7 +23,7 @@ from adapters.sources.alertmanager import ADAPTER as AM
 from bridge.core import keys
 from bridge.core.models import Alert
 from bridge.core.source import ParseContext
-from bridge.ingress.repeats import REPEATS, RepeatWindow, digest, keys_of, listen
+from bridge.ingress.repeats import REPEATS, RepeatWindow, digest, keys_of, listen, written_form
 from bridge.process.app import make_app
 from bridge.process.embedded import EmbeddedRedis
 from bridge.runtime import shards as sharding
@@ -93,6 +93,7 @@ async def test_a_copy_within_the_window_is_answered_and_not_written(replicas: An
     assert await post(one.webhook, FIRING) == (202, {"accepted": 1, "rejected": 0})
     assert await post(one.webhook, FIRING) == (202, {"accepted": 1, "rejected": 0, "repeated": 1})
     assert len(await intake()) == 1
+    assert one.window.bodies == 1  # kept once it repeated something: the first copy's body was not
     _, samples = await scrape(one.url)
     assert value(samples, "bridge_alerts_repeated_total", source="alertmanager") == 1
     assert value(samples, "bridge_alerts_received_total", source="alertmanager", status="firing") == 2
@@ -100,6 +101,16 @@ async def test_a_copy_within_the_window_is_answered_and_not_written(replicas: An
     await asyncio.sleep(0.45)  # the window is over: the next copy is written, so the engine sees it again
     assert await post(one.webhook, FIRING) == (202, {"accepted": 1, "rejected": 0})
     assert len(await intake()) == 2
+
+
+def test_the_written_form_is_the_alert() -> None:
+    """The intake's JSON, made in one serialisation with the digest, reads back as the alert it came from."""
+    for when in (datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 12, 4, 21, 33, 8, 184701, tzinfo=UTC)):
+        ctx = ParseContext(source="alertmanager", received_at=when, options={})
+        parsed = AM.parse(orjson.dumps(FIRING), "application/json", {}, ctx).alerts[0]
+        d, form = written_form(parsed)
+        assert Alert.model_validate_json(form) == parsed and d == digest(parsed)
+        assert d == digest(parsed.model_copy(update={"received_at": datetime(2030, 1, 1, tzinfo=UTC)}))
 
 
 async def test_a_copy_that_differs_in_anything_is_written(replicas: Any, intake: Intake) -> None:
