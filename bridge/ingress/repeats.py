@@ -59,6 +59,7 @@ from bridge.runtime.context import wait_for_event
 
 log = structlog.get_logger("bridge.ingress.repeats")
 
+HEARD_LEAD = 0.1  # of a window: how much earlier a window started by another process's write ends
 RESUBSCRIBE_S = 1.0  # a lost subscription is tried again this often (nothing absorbed meanwhile)
 VOLATILE = {"received_at"}  # what differs between identical copies
 
@@ -190,16 +191,20 @@ class RepeatWindow:
     def heard(self, durable: Iterable[tuple[str, str]], unsure: Iterable[tuple[str, str]], now: float) -> None:
         """Another process wrote these (key, digest in hex): where that is not the copy this one wrote last,
         a copy here is written again (bodies holding it no longer match). Where it is and the write is
-        `durable`, the window starts again from now: the intake's last copy under that key is the one
-        remembered, written moments ago (so replicas taking the same copies write each alert about once a
-        window between them, not once each). `unsure` writes are those whose round trip failed: they may
-        or may not be in the intake, so they end a window that differs and start none."""
+        `durable`, the window starts again, `HEARD_LEAD` of it before now: the intake's last copy under
+        that key is the one remembered, written moments ago. So replicas taking the same copies write each
+        alert about once a window between them, not once each: the ones that heard of a write see their
+        windows end a little before the writer's, the first of them to take a copy then writes it, and the
+        others hear of that before their windows end (ending at once, they all wrote, the news of each
+        write still on its way). `unsure` writes are those whose round trip failed: they may or may not be
+        in the intake, so they end a window that differs and start none."""
+        start = now - self.window_s * HEARD_LEAD
         for name, hexed in durable:
             seen = self._written.get(name)
             if seen is None:
                 continue
             if seen[0].hex() == hexed:
-                self._written[name] = (seen[0], now)
+                self._written[name] = (seen[0], max(seen[1], start))
                 self._written.move_to_end(name)
             else:
                 del self._written[name]

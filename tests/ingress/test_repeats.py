@@ -188,8 +188,10 @@ def test_a_write_that_may_have_failed_ends_windows_and_starts_none() -> None:
     window.heard([], [("same", b"d".hex()), ("other", b"e".hex())], 0.9)
     assert "other" not in window  # it may be in the intake: a copy of the one remembered is written again
     assert window.fresh((("same",), b"d"), 0.5) and not window.fresh((("same",), b"d"), 1.2)  # not restarted
-    window.heard([("same", b"d".hex())], [], 0.9)  # durable: restarted
-    assert window.fresh((("same",), b"d"), 1.2)
+    window.heard([("same", b"d".hex())], [], 0.9)  # durable: restarted, ending a tenth of a window early
+    assert window.fresh((("same",), b"d"), 1.2) and not window.fresh((("same",), b"d"), 1.8)
+    window.heard([("same", b"d".hex())], [], 0.85)  # never shortened by news older than what it knows
+    assert window.fresh((("same",), b"d"), 1.75)
 
 
 async def test_a_lost_subscription_forgets_everything(replicas: Any, intake: Intake, redis: aioredis.Redis) -> None:
