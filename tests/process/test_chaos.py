@@ -35,7 +35,7 @@ from adapters.simulators.servicenow import FAULT_ANSWERS, make_app
 from bridge.process.embedded import EmbeddedRedis, free_port
 from tests.amp import alert, group
 from tests.conftest import Snow, eventually, start_app
-from tests.running import TOKEN, spawn, write_mapping
+from tests.running import TOKEN, LogTail, spawn, write_mapping
 
 SEED = int(os.environ.get("BRIDGE_CHAOS_SEED") or random.SystemRandom().randrange(2**32))
 REPLICAS = 3
@@ -100,9 +100,12 @@ class Cluster:
     ports: list[int]
     procs: list[subprocess.Popen[bytes] | None]
     kills: int = 0
+    logs: dict[int, LogTail] = field(default_factory=dict)  # each replica's log, read as it comes
+    exits: list[str] = field(default_factory=list)  # replicas found gone before their kill: how they ended
 
     def start(self, index: int) -> None:
-        self.procs[index] = spawn(self.mapping, self.redis.url, self.ports[index], **ENV)
+        self.procs[index] = proc = spawn(self.mapping, self.redis.url, self.ports[index], **ENV)
+        self.logs[index] = LogTail(proc)
 
     def kill(self, index: int) -> None:
         proc = self.procs[index]
@@ -110,6 +113,9 @@ class Cluster:
             proc.send_signal(signal.SIGKILL)
             proc.wait(10)
             self.kills += 1
+        elif proc is not None:  # it ended on its own: the run says how (its log's last lines)
+            self.logs[index].join()
+            self.exits.append(f"replica {index} exited {proc.returncode}: {self.logs[index].text()[-2000:]}")
         self.procs[index] = None
 
     def stop_all(self) -> None:
@@ -117,8 +123,6 @@ class Cluster:
             if proc is not None and proc.poll() is None:
                 proc.send_signal(signal.SIGKILL)
                 proc.wait(10)
-            if proc is not None and proc.stderr:
-                proc.stderr.close()
             self.procs[index] = None
 
 
@@ -251,7 +255,7 @@ async def test_chaos_loses_no_alert_duplicates_no_ticket_and_settles_every_one(
     finally:
         await runner.cleanup()
 
-    summary = f"seed {SEED}, replica kills {cluster.kills}, desk faults {desk.counts}"
+    summary = f"seed {SEED}, replica kills {cluster.kills}, desk faults {desk.counts}, ended alone {cluster.exits}"
     print(summary)
     by_host: dict[str, list[dict[str, str]]] = {}
     for ticket in tickets:
