@@ -159,6 +159,7 @@ class Engine:
             reply, silences = await pipe.execute()
         entries: list[Entry] = reply[0][1] if reply else []
         if entries:
+            self.rt.metrics.engine_batch.observe(len(entries))
             # On Redis Cluster the two go to two masters at once: the silences were read as the block
             # began, not after the entries came, and are read again (a silence made meanwhile counts).
             await self.process(entries, None if is_cluster(self.rt.redis) else silences, stream=stream)

@@ -72,6 +72,10 @@ class Metrics:
             ["route", "decision"],
             registry=r,
         )
+        self.engine_batch = Histogram(
+            "bridge_engine_batch_alerts", "Intake entries per engine batch (BRIDGE_ENGINE_LINGER_MS gathers them).",
+            buckets=(1, 2, 5, 10, 25, 50, 100, 256), registry=r,
+        )  # fmt: skip
         self.desk_calls = Counter(
             "bridge_desk_calls",
             "Calls to service desks, by desk, action and outcome (ok, transient, rate_limited, rejected).",
