@@ -12,9 +12,10 @@ class Tuning:
     batch: int = 256  # intake entries per XREADGROUP
     engine_readers: int = 3  # batches in flight per engine (with more than one shard: one per shard instead)
     block_ms: int = 1000  # XREADGROUP block
-    # After a batch that was not full, the engine waits this long before it reads again, so that alerts
-    # arriving one by one are decided in batches (a batch's round trips cost about as much for one alert
-    # as for a hundred); each alert waits at most this much longer. 0 reads again at once.
+    # After a batch that was not full and gave the desks nothing to do (repeats of open alerts), the engine
+    # waits this long before it reads again, so that such alerts arriving one by one are decided in batches
+    # (a batch's round trips cost about as much for one alert as for a hundred). An alert that comes during
+    # the wait waits at most this much longer; after a batch with desk work it reads again at once. 0: never.
     engine_linger_ms: int = 20
     claim_idle_ms: int = 30_000  # an intake entry unacked this long belongs to a dead consumer
     claim_every_s: float = 5.0

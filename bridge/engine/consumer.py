@@ -72,6 +72,7 @@ class Engine:
         self.ready = asyncio.Event()  # set when an outbox gains work, so local delivery wakes at once
         self.handoff: Handoff | None = None  # delivery in this process, if any
         self._backlog = asyncio.Event()  # set while reads come back full: more readers join in
+        self._quiet = False  # the last batch gave the desks nothing to do (repeats): the next may wait
 
     async def ensure_group(self) -> None:
         """Check the shards this Redis was started with (see keys.Shards) and make each intake shard's group."""
@@ -114,7 +115,7 @@ class Engine:
                     next_claim = loop.time() + self.rt.tuning.claim_every_s
                 if primary:
                     got = await self.step(block_ms=self.rt.tuning.block_ms, stream=stream)
-                    if 0 < got < batch and linger > 0:  # the next batch gathers what arrives meanwhile
+                    if 0 < got < batch and linger > 0 and self._quiet:  # gather what arrives meanwhile
                         await wait_for_event(stop, linger)
                 elif self._backlog.is_set():
                     got = await self.step(block_ms=None, stream=stream)
@@ -246,6 +247,7 @@ class Engine:
             self._record(records, w, Applied.from_reply(reply), now)
         for (route, decision), count in records.decisions.items():
             self.rt.metrics.decisions.labels(route, decision).inc(count)
+        self._quiet = not records.ready
         # Work delivery here takes at once needs no claim: its ready marker is scored a lease ahead, as
         # a claim would have, so other replicas leave it be unless this one dies.
         handoff = self.handoff

@@ -73,7 +73,7 @@ class Metrics:
             registry=r,
         )
         self.engine_batch = Histogram(
-            "bridge_engine_batch_alerts", "Intake entries per engine batch (BRIDGE_ENGINE_LINGER_MS gathers them).",
+            "bridge_engine_batch_alerts", "Intake entries per engine batch (BRIDGE_ENGINE_LINGER_MS gathers repeats).",
             buckets=(1, 2, 5, 10, 25, 50, 100, 256), registry=r,
         )  # fmt: skip
         self.desk_calls = Counter(
