@@ -12,7 +12,7 @@ class Tuning:
     batch: int = 256  # intake entries per XREADGROUP
     engine_readers: int = 3  # batches in flight per engine (with more than one shard: one per shard instead)
     block_ms: int = 1000  # XREADGROUP block
-    # After a batch that was not full and gave the desks nothing to do (repeats of open alerts), the engine
+    # After a batch that was not full and held only repeats (decided DUPLICATE: nothing for a desk), the engine
     # waits this long before it reads again, so that such alerts arriving one by one are decided in batches
     # (a batch's round trips cost about as much for one alert as for a hundred). An alert that comes during
     # the wait waits at most this much longer; after a batch with desk work it reads again at once. 0: never.

@@ -72,7 +72,7 @@ class Engine:
         self.ready = asyncio.Event()  # set when an outbox gains work, so local delivery wakes at once
         self.handoff: Handoff | None = None  # delivery in this process, if any
         self._backlog = asyncio.Event()  # set while reads come back full: more readers join in
-        self._quiet = False  # the last batch gave the desks nothing to do (repeats): the next may wait
+        self._quiet = False  # the last batch held only repeats (DUPLICATE: nothing new for a desk): the next may wait
 
     async def ensure_group(self) -> None:
         """Check the shards this Redis was started with (see keys.Shards) and make each intake shard's group."""
@@ -247,7 +247,7 @@ class Engine:
             self._record(records, w, Applied.from_reply(reply), now)
         for (route, decision), count in records.decisions.items():
             self.rt.metrics.decisions.labels(route, decision).inc(count)
-        self._quiet = not records.ready
+        self._quiet = all(decision == DecisionKind.DUPLICATE for _, decision in records.decisions)
         # Work delivery here takes at once needs no claim: its ready marker is scored a lease ahead, as
         # a claim would have, so other replicas leave it be unless this one dies.
         handoff = self.handoff

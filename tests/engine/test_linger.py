@@ -1,5 +1,5 @@
 """The engine gathers repeats that trickle in (BRIDGE_ENGINE_LINGER_MS): after a batch that was not full and
-gave the desks nothing to do, it waits before it reads again, so that alerts arriving one by one are
+held only repeats (decided DUPLICATE), it waits before it reads again, so that alerts arriving one by one are
 decided in batches; after a batch with desk work it reads again at once, so that an open or a resolve is
 never held back by it. `bridge_engine_batch_alerts` shows the batches."""
 
