@@ -8,7 +8,10 @@
 -- amapi:   the same alerts as Alertmanager's own POST /api/v2/alerts takes them (a JSON array).
 -- At the end, one line `BENCH_JSON {...}` with counts and latency percentiles (microseconds).
 local threads = {}
-local tid, counter, per, format, tag, pool = 0, 0, 1, "webhook", "r", 0
+-- Each thread's number: a global, which `thread:set` in `setup` gives each thread its own value of (a local
+-- here stayed 0 in every thread, so both threads made the same alerts and every "unique" one went twice).
+tid = 0
+local counter, per, format, tag, pool = 0, 1, "webhook", "r", 0
 
 function setup(thread)
   thread:set("tid", #threads + 1)

@@ -142,3 +142,38 @@ def test_quick_ingest_runs_the_repeats_and_new_tickets_cases(tmp_path: Path) -> 
     assert all(r["requests"] > 0 and r["errors"] == 0 for r in ingest["rows"]), ingest["rows"]
     assert all(r["preopened"] == 100 for r in bridge if r["case"] == "repeats"), bridge
     assert {(q["case"], q["alerts_per_request"]) for q in ingest["ratios"] if q["target"] == "bridge"} == wanted
+
+
+@pytest.mark.timeout(60)
+async def test_wrk_sends_each_unique_alert_once() -> None:
+    """The unique case's alerts are unique across wrk's threads too: each thread numbers its alerts by its
+    own `tid` (a local `tid` once stayed 0 in every thread, and every alert went twice, as from an HA pair)."""
+    require("wrk")
+    import asyncio
+    import collections
+
+    import orjson
+    from aiohttp import web
+
+    from bench.common import wrk
+    from tests.conftest import start_app
+
+    seen: collections.Counter[str] = collections.Counter()
+
+    async def take(request: web.Request) -> web.Response:
+        for one in orjson.loads(await request.read())["alerts"]:
+            seen[one["fingerprint"]] += 1
+        return web.json_response({}, status=202)
+
+    app = web.Application()
+    app.router.add_post("/webhook/alertmanager", take)
+    runner, url = await start_app(app)
+    try:
+        target = url + "/webhook/alertmanager"
+        result = await asyncio.to_thread(
+            lambda: wrk(target, fmt="webhook", per_request=3, connections=8, seconds=1.0, threads=2)
+        )
+    finally:
+        await runner.cleanup()
+    assert result.requests > 10 and sum(seen.values()) >= result.requests * 3
+    assert [fp for fp, n in seen.items() if n > 1] == []
