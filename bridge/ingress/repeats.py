@@ -175,18 +175,16 @@ class RepeatWindow:
             while self._held > self.limit and self._bodies:
                 self._held -= len(self._bodies.popitem(last=False)[1][0])
 
-    def wrote(self, written: Iterable[Mark], now: float) -> list[tuple[str, str]]:
-        """These copies are durable: their windows start now. Returns (key, digest in hex) of each, what the
-        other processes hear."""
-        heard = [(name, d.hex()) for names, d in written for name in names]
-        if self.live:
-            for names, d in written:
-                for name in names:
-                    self._written[name] = (d, now)
-                    self._written.move_to_end(name)  # the oldest are dropped first
-            while len(self._written) > self.limit:
-                self._written.popitem(last=False)
-        return heard
+    def wrote(self, written: Iterable[Mark], now: float) -> None:
+        """These copies are durable: their windows start now."""
+        if not self.live:
+            return
+        for names, d in written:
+            for name in names:
+                self._written[name] = (d, now)
+                self._written.move_to_end(name)  # the oldest are dropped first
+        while len(self._written) > self.limit:
+            self._written.popitem(last=False)
 
     def heard(self, durable: Iterable[tuple[str, str]], unsure: Iterable[tuple[str, str]], now: float) -> None:
         """Another process wrote these (key, digest in hex): where that is not the copy this one wrote last,
@@ -244,12 +242,13 @@ class Announcer:
         self._unsure: list[tuple[str, str]] = []
         self._tasks: set[asyncio.Task[None]] = set()
 
-    def add(self, written: list[tuple[str, str]], *, durable: bool = True) -> None:
+    def add(self, written: list[Mark], *, durable: bool = True) -> None:
+        """These copies were written (`durable`) or their round trip failed: each key with its digest in hex."""
         if not written:
             return
         if not self._durable and not self._unsure:
             asyncio.get_running_loop().call_later(ANNOUNCE_EVERY_S, self._send)
-        (self._durable if durable else self._unsure).extend(written)
+        (self._durable if durable else self._unsure).extend((name, d.hex()) for names, d in written for name in names)
 
     def _send(self) -> None:
         payload = announcement(self.window, self._durable, self._unsure)

@@ -173,12 +173,12 @@ async def enqueue(runtime: Runtime, source: str, parsed: Parsed, window: RepeatW
             durability.replicated(replies[-waits:], runtime.tuning)
     except BaseException:  # written or not, the others' windows that differ end (the sender retries)
         if announcer is not None:
-            announcer.add([(name, d.hex()) for names, d in written for name in names], durable=False)
+            announcer.add(written, durable=False)
         raise
     if window is not None:
-        heard = window.wrote(written, time.monotonic())
+        window.wrote(written, time.monotonic())
         if announcer is not None:
-            announcer.add(heard)  # in the next round trip: the others' windows for these end, or start again
+            announcer.add(written)  # in the next round trip: the others' windows for these end, or start again
     return marks
 
 
