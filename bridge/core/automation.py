@@ -10,6 +10,7 @@ the desk work and writes the `Outcome` as a work note through the incident's out
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -72,5 +73,6 @@ class RunnerSettings(BaseModel):
     per_second: float = Field(1.0, gt=0)
     burst: int = Field(5, ge=1)
 
-    def build(self, name: str, session: Any) -> Runner:  # pragma: no cover - each kind overrides it
-        raise NotImplementedError
+    @abstractmethod
+    def build(self, name: str, session: Any) -> Runner:
+        """The runner these settings describe (each kind's settings make their own)."""
