@@ -22,7 +22,9 @@ from pydantic import (
 )
 
 from bridge.core import plugins
-from bridge.core.config.mapping import MappingConfig, Path_, RegisteredDesks, misreferences, unknown
+from bridge.core.config.mapping import MappingConfig
+from bridge.core.config.references import Path_, misreferences, unknown
+from bridge.core.config.registered import RegisteredDesks
 from bridge.core.errors import ConfigError, Problem
 from bridge.core.tuning import Tuning
 

@@ -1,32 +1,33 @@
-"""The mapping format ops teams write, as pydantic models: sources, desks (the registered kinds), routes,
-rate limits and heartbeats, each validated whole (extra="forbid"), and the cross-references between them.
+"""The mapping format ops teams write, as pydantic models, and the rules that span its sections.
+
+Sources, desks, rate limits, the loop back (`sync`), routes, heartbeats and runners, each validated whole
+(extra="forbid"). Its parts with a concept of their own live beside it: the registered desk and runner kinds
+(`registered`), heartbeats (`heartbeats`) and the names used but not defined (`references`).
 """
 
 from __future__ import annotations
 
-import difflib
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from functools import cached_property
-from typing import Annotated, Any, Literal, Union
+from typing import Any, Literal
 
 from pydantic import (
     ConfigDict,
     Field,
-    GetCoreSchemaHandler,
     PrivateAttr,
     SecretStr,
     ValidationError,
     field_validator,
     model_validator,
 )
-from pydantic_core import CoreSchema, PydanticCustomError
+from pydantic_core import PydanticCustomError
 
 from bridge.core import plugins
-from bridge.core.automation import RunnerSettings
-from bridge.core.desk import DeskSettings
+from bridge.core.config.heartbeats import NAME, Heartbeat
+from bridge.core.config.references import misreference, misreferences, unknown
+from bridge.core.config.registered import DeskConfig, RunnerConfig
 from bridge.core.matchers import Matcher, parse_matchers
-from bridge.core.models import Severity
 from bridge.core.policy import (
     DEFAULT_NOTES,
     Automation,
@@ -44,36 +45,6 @@ from bridge.core.policy import (
     Topology,
 )
 from bridge.core.secrets import configured
-
-Path_ = tuple[str | int, ...]  # a key path: mapping keys and list indices
-
-
-class RegisteredDesks:
-    """Validates a desk section as the union of every registered desk kind's config model, told
-    apart by `kind`; read from the registry when the mapping model is first built (it defers)."""
-
-    @classmethod
-    def __get_pydantic_core_schema__(cls, source: Any, handler: GetCoreSchemaHandler) -> CoreSchema:
-        models = tuple(plugins.desks().values())
-        union = models[0] if len(models) == 1 else Union[models]  # noqa: UP007 (a runtime tuple of types)
-        return handler.generate_schema(Annotated[union, Field(discriminator="kind")])
-
-
-DeskConfig = Annotated[DeskSettings, RegisteredDesks]
-
-
-class RegisteredRunners:
-    """Validates an automation runner as the union of every registered runner kind's settings model
-    (entry-point group alert_ticket_bridge.automation), told apart by `kind`."""
-
-    @classmethod
-    def __get_pydantic_core_schema__(cls, source: Any, handler: GetCoreSchemaHandler) -> CoreSchema:
-        models = tuple(plugins.runners().values()) or (RunnerSettings,)
-        union = models[0] if len(models) == 1 else Union[models]  # noqa: UP007 (a runtime tuple of types)
-        return handler.generate_schema(Annotated[union, Field(discriminator="kind")])
-
-
-RunnerConfig = Annotated[RunnerSettings, RegisteredRunners]
 
 
 class SourceConfig(Strict):
@@ -209,53 +180,6 @@ class DeskSync(Strict):
         return self.secret.get_secret_value() if self.secret else ""
 
 
-NAME = r"^[A-Za-z0-9_.-]+$"  # names that go into URLs and Redis keys: heartbeats
-
-
-class HeartbeatAlerts(Strict):
-    """Alerts that are a heartbeat's pings rather than alerts: an always-firing alert such as Prometheus's
-    `Watchdog` stops arriving when the pipeline that sends it dies."""
-
-    match: list[MatcherText] = Field(default_factory=lambda: ['alertname="Watchdog"'])  # all must match
-    sources: list[str] = Field(default_factory=list)  # source names; empty = any
-
-    def matchers(self) -> list[Matcher]:
-        return [m for text in self.match for m in parse_matchers(text)]
-
-
-class Heartbeat(Strict):
-    """Something that must ping the bridge at least every `interval` (+ `grace`); when it does not, one
-    ticket opens ("no heartbeat from prod-eu since 10:42"), and the next ping resolves it. Pinged by
-    `POST|GET /heartbeat/<name>`, Opsgenie's `/opsgenie/<source>/v2/heartbeats/<name>/ping`, and the alerts
-    `alerts` matches. Watched from its first ping; `key` labels tell pingers apart (one heartbeat each)."""
-
-    interval: Duration = Field(gt=0)
-    grace: Duration = 60.0  # more than the interval before it counts as missing
-    desk: str | None = None  # the desk its ticket goes to, with `ticket` (fields, resolve note) ...
-    route: str | None = None  # ... or a route: its desk, lifecycle and ticket fields take the heartbeat's alert
-    ticket: Ticket | None = None
-    severity: Severity = Severity.CRITICAL
-    secret: SecretStr | None = None  # `Authorization: Bearer <secret>` on /heartbeat/<name>; empty: open
-    key: list[str] = Field(default_factory=list)  # label names (query parameters on /heartbeat/<name>)
-    alerts: HeartbeatAlerts | None = None  # alerts that ping it (default matcher: alertname="Watchdog")
-    max_keys: int = Field(100, ge=1)  # distinct `key` label sets kept; pings of more are refused
-
-    @model_validator(mode="after")
-    def _desk_or_route(self) -> Heartbeat:
-        if (self.desk is None) == (self.route is None):
-            raise ValueError("a heartbeat needs either `desk` (with its `ticket`) or `route`")
-        if self.route is not None and self.ticket is not None:
-            raise ValueError("`ticket` goes with `desk`: with `route`, the route's ticket fields are used")
-        return self
-
-    def window_ms(self) -> int:
-        """How long after a ping it expires (interval + grace), in ms."""
-        return int((self.interval + self.grace) * 1000)
-
-    def secret_value(self) -> str:
-        return self.secret.get_secret_value() if self.secret else ""
-
-
 class MappingConfig(Strict):
     model_config = ConfigDict(defer_build=True)  # the desk kinds come from the registry, on first use
 
@@ -283,7 +207,7 @@ class MappingConfig(Strict):
         )
         if found:
             message, at = found[0]
-            raise _misreference(message, at)
+            raise misreference(message, at)
         return self
 
     @model_validator(mode="after")
@@ -395,72 +319,3 @@ class MappingConfig(Strict):
         a heartbeat's own route too."""
         found = next((r for r in self.routes if r.id == route_id), None)
         return found or next((r for r in self.heartbeat_routes.values() if r.id == route_id), None)
-
-
-def unknown(what: str, name: str, known: Iterable[str]) -> str:
-    """`unknown <what> 'name'`, with `; did you mean 'x'?` when a known name is a near miss."""
-    close = difflib.get_close_matches(name, [str(k) for k in known], n=1, cutoff=0.6)
-    return f"unknown {what} {name!r}" + (f"; did you mean {close[0]!r}?" if close else "")
-
-
-def misreferences(data: Mapping[str, Any]) -> list[tuple[str, Path_]]:
-    """Names the mapping uses that it does not define (route -> desk or source, limits -> desk, heartbeat ->
-    desk, route or source) and route names used twice, each with its key path; `data` may be the raw
-    mapping, wrong shapes are skipped."""
-
-    def names(section: str) -> list[str]:
-        value = data.get(section)
-        return [str(k) for k in value] if isinstance(value, Mapping) else []
-
-    desks, sources = names("desks"), names("sources")
-    routes = data.get("routes")
-    routes = [r if isinstance(r, Mapping) else {} for r in routes] if isinstance(routes, list) else []
-    found: list[tuple[str, Path_]] = []
-    seen: set[str] = set()
-    for index, route in enumerate(routes):
-        name = route.get("name")
-        if isinstance(name, str):
-            if name in seen:
-                found.append((f"route name {name!r} is used twice", ("routes", index, "name")))
-            seen.add(name)
-        label = f"route {name!r}: " if isinstance(name, str) else ""
-        desk = route.get("desk")
-        if isinstance(desk, str) and desk not in desks:
-            found.append((label + unknown("desk", desk, desks), ("routes", index, "desk")))
-        used = route.get("sources")
-        for item, source in enumerate(used if isinstance(used, list) else []):
-            if isinstance(source, str) and source not in sources:
-                found.append((label + unknown("source", source, sources), ("routes", index, "sources", item)))
-    for section in ("limits", "sync"):
-        for desk in names(section):
-            if desk not in desks:
-                found.append((unknown("desk", desk, desks), (section, desk)))
-    beats = data.get("heartbeats")
-    for name, beat in beats.items() if isinstance(beats, Mapping) else []:
-        beat = beat if isinstance(beat, Mapping) else {}
-        label = f"heartbeat {name!r}: "
-        for key, known, what in (("desk", desks, "desk"), ("route", [r.get("name") for r in routes], "route")):
-            if isinstance(beat.get(key), str) and beat[key] not in known:
-                found.append(
-                    (
-                        label + unknown(what, beat[key], [k for k in known if isinstance(k, str)]),
-                        ("heartbeats", name, key),
-                    )
-                )
-        alerts = beat.get("alerts")
-        used = alerts.get("sources") if isinstance(alerts, Mapping) else None
-        for item, source in enumerate(used if isinstance(used, list) else []):
-            if isinstance(source, str) and source not in sources:
-                found.append(
-                    (label + unknown("source", source, sources), ("heartbeats", name, "alerts", "sources", item))
-                )
-    return found
-
-
-def _misreference(message: str, at: tuple[str | int, ...]) -> PydanticCustomError:
-    """A cross-reference error of the whole mapping that still knows which key it is about.
-
-    pydantic locates a model validator's errors at the model itself; `at` carries the key path in
-    the error's context so that `_located` can name the key and its line, not line 1.
-    """
-    return PydanticCustomError("unknown_reference", "{message}", {"message": message, "at": at})
