@@ -6,12 +6,12 @@ https://docs.atlassian.com/software/jira/docs/api/REST/latest/ for Data Center):
 `email:api_token` (Cloud; also `user:password` on Data Center) and Bearer personal access tokens
 (Data Center only); `/rest/api/2` (rich text as strings) and, on Cloud only, `/rest/api/3` (rich
 text as ADF, strings refused); create 201 `{id, key, self}`, edit 204, comments, workflow
-transitions with screens, issue properties; `/search/jql` (Cloud: `nextPageToken`/`isLast`, fields
-default to the id) and the legacy `/search` (Data Center; 410 Gone on Cloud); JQL per
-adapters.simulators.jira_jql, with issue properties searchable only when listed in
-`indexed_properties` (an app must index them on a real site); JSM requests and comments
-(adapters.simulators.jira_jsm); ErrorCollection errors; and the shared fault switches, with Jira's
-429 (Retry-After, X-RateLimit-*, an HTML body).
+transitions with screens (adapters.simulators.jira_workflow), issue properties; `/search/jql`
+(Cloud: `nextPageToken`/`isLast`, fields default to the id) and the legacy `/search` (Data Center;
+410 Gone on Cloud); JQL per adapters.simulators.jira_jql, with issue properties searchable only
+when listed in `indexed_properties` (an app must index them on a real site); JSM requests and
+comments (adapters.simulators.jira_jsm); ErrorCollection errors; and the shared fault switches, with
+Jira's 429 (Retry-After, X-RateLimit-*, an HTML body).
 
 Knobs: `search_lag_s` hides new issues from `/search/jql` for that long (Cloud search is eventually
 consistent); `app[STORE].read_only` holds project keys the user may not write (403).
@@ -43,19 +43,9 @@ from adapters.simulators.faults import FAULTS, FaultAnswers, Faults, install
 from adapters.simulators.jira_jsm import JsmError, add_jsm_routes
 from adapters.simulators.jira_links import link
 from adapters.simulators.jira_search import add_search_routes
-from adapters.simulators.jira_store import (
-    CATEGORY_IDS,
-    CATEGORY_NAMES,
-    RESOLUTIONS,
-    STATUSES,
-    Issue,
-    JiraError,
-    JiraStore,
-    comment_problem,
-    field_items,
-    rich,
-)
+from adapters.simulators.jira_store import Issue, JiraError, JiraStore, comment_problem, field_items, rich
 from adapters.simulators.jira_views import SETTINGS, STORE, api_version, dumps, issue_body, issue_json, read_json
+from adapters.simulators.jira_workflow import do_transition, get_transitions
 from adapters.simulators.pusher import Pusher
 from adapters.simulators.requestlog import recorder
 
@@ -100,8 +90,8 @@ def make_app(
     app.router.add_put(api + "/issue/{key}", _edit)
     app.router.add_get(api + "/issue/{key}/comment", _comments)
     app.router.add_post(api + "/issue/{key}/comment", _add_comment)
-    app.router.add_get(api + "/issue/{key}/transitions", _transitions)
-    app.router.add_post(api + "/issue/{key}/transitions", _transition)
+    app.router.add_get(api + "/issue/{key}/transitions", get_transitions)
+    app.router.add_post(api + "/issue/{key}/transitions", do_transition)
     app.router.add_get(api + "/issue/{key}/properties/{prop}", _get_property)
     app.router.add_put(api + "/issue/{key}/properties/{prop}", _put_property)
     app.router.add_delete(api + "/issue/{key}/properties/{prop}", _delete_property)
@@ -292,65 +282,6 @@ async def _add_comment(request: web.Request) -> web.Response:
     entry = store.comment(issue, body)
     url = f"{request.url.origin()}/rest/api/{version}/issue/{issue.id}/comment/{entry['id']}"
     return web.json_response(entry | {"self": url}, status=201, dumps=dumps)
-
-
-async def _transitions(request: web.Request) -> web.Response:
-    store = request.app[STORE]
-    issue = store.get(request.match_info["key"])
-    expand = "transitions.fields" in request.query.get("expand", "")
-    out = []
-    for t in store.transitions(issue):
-        status_id, category = STATUSES[t.to]
-        shown: dict[str, Any] = {
-            "id": t.id,
-            "name": t.name,
-            "hasScreen": bool(t.screen),
-            "isGlobal": False,
-            "isInitial": False,
-            "isAvailable": True,
-            "isConditional": False,
-            "to": {
-                "id": status_id,
-                "name": t.to,
-                "statusCategory": {"id": CATEGORY_IDS[category], "key": category, "name": CATEGORY_NAMES[category]},
-            },
-        }
-        if expand:
-            shown["fields"] = {
-                name: {
-                    "required": True,
-                    "name": name.capitalize(),
-                    "key": name,
-                    "operations": ["set"],
-                    "allowedValues": [{"name": r} for r in RESOLUTIONS],
-                }
-                for name in t.screen
-            }
-        out.append(shown)
-    return web.json_response({"transitions": out})
-
-
-async def _transition(request: web.Request) -> web.Response:
-    store = request.app[STORE]
-    issue = store.get(request.match_info["key"])
-    store.writable(issue, "transition issues")
-    body = await read_json(request)
-    wanted = str((body.get("transition") or {}).get("id", ""))
-    chosen = next((t for t in store.transitions(issue) if t.id == wanted), None)
-    if chosen is None:
-        raise JiraError(400, f"Transition id '{wanted}' is not valid for this issue.")
-    values, updates = body.get("fields") or {}, body.get("update") or {}
-    off_screen = [f for f in (*values, *updates) if f not in chosen.screen]
-    if off_screen:
-        message = "Field '{}' cannot be set. It is not on the appropriate screen, or unknown."
-        raise JiraError(400, errors={f: message.format(f) for f in off_screen})
-    resolution = values.get("resolution")
-    name = resolution.get("name") if isinstance(resolution, dict) else None
-    if "resolution" in chosen.screen and name not in RESOLUTIONS:
-        raise JiraError(400, errors={"resolution": "Resolution is required."})
-    done = STATUSES[chosen.to][1] == "done"
-    store.move(issue, chosen.to, (name or chosen.resolution) if done else None)
-    return web.Response(status=204)
 
 
 async def _get_property(request: web.Request) -> web.Response:
