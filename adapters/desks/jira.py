@@ -3,10 +3,9 @@
 Wire format: the Jira Cloud platform REST API
 (https://developer.atlassian.com/cloud/jira/platform/rest/v3/ and .../rest/v2/), the Jira Data
 Center REST API (https://docs.atlassian.com/software/jira/docs/api/REST/latest/) and the Jira
-Service Management REST API (https://developer.atlassian.com/cloud/jira/service-desk/rest/). Cloud
-speaks `/rest/api/3` (rich text as ADF) and `/rest/api/2`; Data Center only `/rest/api/2` (rich text
-as wiki-markup strings). `api_type: auto` asks `/rest/api/2/serverInfo` once which one it is. Auth
-is Basic `email:api_token` (Cloud) or Bearer with a personal access token (Data Center).
+Service Management REST API (https://developer.atlassian.com/cloud/jira/service-desk/rest/). The
+desk's keys: adapters.desks.jira_config; API versions, Cloud or Data Center, auth, searches and
+error reasons: adapters.desks.jira_site.
 
 - open: `POST /issue` with the route's fields (adapters.desks.jira_fields) plus the correlation
   label, or, with `correlation: property`, an issue property written in the same call. When the
@@ -17,15 +16,15 @@ is Basic `email:api_token` (Cloud) or Bearer with a personal access token (Data 
   If that second call fails, open is DeskRejected naming the new request: label it (or delete it)
   and replay the dead letter, whose open finds and adopts it.
 - find: JQL `labels = "<id>"` (or `issue.property[key].correlation_id = "<id>"`, which needs a site
-  that indexes the property), newest first, through `/search/jql` on Cloud and `/search` on DC.
+  that indexes the property), newest first.
   Search may trail a create (`search_lag`): `find_lag` tells the delivery how long to keep
   searching before it opens again an issue whose create's answer was lost.
 - note: a comment; on a desk with `service_desk`, an internal JSM comment (`public: false`).
 - update: edit; labels are added (never replaced, so the correlation label stays).
 - resolve / reopen: the transition named in the config, else the first one into (out of) the
-  "done" status category but not into a closed status, with the fields its screen requires
-  (resolution), then the note as a comment. An issue already in the wanted category just gets the
-  comment, so a retry is harmless.
+  "done" status category but not into a closed status (adapters.desks.jira_workflow), with the
+  fields its screen requires (resolution), then the note as a comment. An issue already in the
+  wanted category just gets the comment, so a retry is harmless.
 - state: the status category; statuses in `closed_statuses` count as CLOSED.
 
 The loop back (bridge.core.sync): `parse_events` reads Jira's webhooks (`jira:issue_updated` with
@@ -40,110 +39,31 @@ integration user is known by `email`/accountId/name (`identify()` asks `/myself`
 
 from __future__ import annotations
 
-import asyncio
-import base64
 from collections.abc import Mapping
 from datetime import UTC, datetime, tzinfo
-from typing import Any, Literal, Self
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import aiohttp
-from pydantic import ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from adapters.desks.events import MAX_EVENTS, Identity, KnowsItself, Reader, marked
+from adapters.desks.jira_config import JiraSettings
 from adapters.desks.jira_events import CORRELATION, TIMES, JiraEvents
-from adapters.desks.jira_fields import RICH_TEXT, adf, field_text, jira_fields, jql_string, labels
-from adapters.desks.transport import Answer, DeskAddress, Seconds, Transport, https_url, json_reason, tls_context
+from adapters.desks.jira_fields import adf, field_text, jira_fields, jql_string, labels
+from adapters.desks.jira_site import JiraSite
+from adapters.desks.jira_workflow import missing, pick
+from adapters.desks.transport import Transport, tls_context
 from bridge.core.desk import ChangeRef, TicketPhase, TicketRef, TicketState
 from bridge.core.errors import DeskError, DeskRejected, PayloadError
 from bridge.core.sync import ChangePage, DeskEvent
-from bridge.core.templates import compile_template, render
+from bridge.core.templates import render
 
 _JSM_ONLY = frozenset({"requestTypeId", "serviceDeskId"})
 # A correlation id as a label: `<route id>:<key hash>:<epoch>` (spaces as `_`; bridge.core.keys).
 
 
-class JiraConfig(DeskAddress):
+class JiraConfig(JiraSettings):  # the model pyproject.toml registers: the keys (jira_config), and build
     """One Jira site (Cloud or Data Center), optionally with a JSM service desk."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    kind: Literal["jira"]
-    url: str  # https://your-domain.atlassian.net or https://jira.example.com
-    api_type: Literal["auto", "cloud", "datacenter"] = "auto"
-    api_version: Literal[2, 3] | None = None  # default: 3 on Cloud, 2 on Data Center (its only one)
-    email: str | None = None  # Cloud: Basic email:api_token
-    api_token: SecretStr | None = None
-    token: SecretStr | None = None  # Data Center: personal access token, sent as Bearer
-    project: str  # project key, e.g. OPS
-    issue_type: str = "Incident"
-    correlation: Literal["label", "property"] = "label"
-    label_prefix: str = ""  # the correlation label is label_prefix + correlation id
-    property_key: str = "alert-bridge"
-    resolve_transition: str = "Resolve Issue"
-    reopen_transition: str = "Reopen Issue"
-    resolution: str = "Done"
-    closed_statuses: list[str] = ["Closed", "Canceled", "Cancelled", "Won't Do"]
-    rich_text_fields: list[str] = list(RICH_TEXT)
-    # Fields whose rendered text is JSON (option fields: `{"value": "Sev 1"}`); every other one is text.
-    json_fields: list[str] = []
-    service_desk: str | None = None  # JSM service desk id: notes become internal JSM comments
-    request_type: str | None = None  # JSM request type id for every open (a route may set requestTypeId)
-    request_labels: list[str] = []  # JSM request types whose form shows Labels: label set in the request
-    timeout: Seconds = 10.0
-    # How long after a create Jira's search may still not show the issue (Cloud search is eventually
-    # consistent): an open whose answer was lost is made again only once search, asked `timeout` +
-    # `search_lag` after that open was sent, still does not find it (docs/desks.md, "Lost opens").
-    search_lag: float = Field(15.0, ge=0)  # 0: search shows a create at once (a Data Center site may)
-    ca_file: str | None = None  # custom CA bundle; TLS verification is never disabled
-    # The loop back: resolutions and statuses that mean "cancelled" rather than resolved, and a JQL
-    # clause narrowing the poll (AND-ed to `project = <project>`), e.g. `labels = alertmanager`.
-    cancelled: list[str] = ["Won't Do", "Won't Fix", "Declined", "Duplicate", "Canceled", "Cancelled", "Rejected"]
-    sync_jql: str = ""
-    # Change-aware tickets (route `change:`): the JQL of the approved changes on a CI, a template with `ci`
-    # (the CI's name, already a quoted JQL string), e.g. `project = CHG AND status = "Implementing" AND
-    # "Affected CI" ~ {{ ci }}`; empty: no change is ever found. A change found covers now when its
-    # `change_start_field` and `change_end_field` (JSM: "Change start date", "Change completion date",
-    # customfield ids per site) hold now; without them, the JQL alone decides.
-    change_jql: str = ""
-    change_start_field: str = ""
-    change_end_field: str = ""
-    # Links from the incident (the outward, "from" issue, which gets the note) to the change and the
-    # problem; JSM sites also have "Problem/Incident" and "Causes".
-    change_link_type: str = "Relates"
-    problem_issue_type: str = "Problem"  # problem records: issues of this type in `project`
-    problem_link_type: str = "Relates"
-
-    @field_validator("change_jql")
-    @classmethod
-    def _template(cls, value: str) -> str:
-        compile_template(value)
-        return value
-
-    @field_validator("url")
-    @classmethod
-    def _site_url(cls, value: str) -> str:
-        return https_url(value, "https://your-domain.atlassian.net")
-
-    @field_validator("label_prefix")
-    @classmethod
-    def _no_spaces(cls, value: str) -> str:
-        if any(c.isspace() for c in value):
-            raise ValueError("Jira labels cannot contain spaces")
-        return value
-
-    @model_validator(mode="after")
-    def _one_auth(self) -> Self:
-        basic = self.email is not None or self.api_token is not None
-        if basic == (self.token is not None):
-            raise ValueError("give either email and api_token (Basic) or token (Bearer PAT)")
-        if basic and (self.email is None or self.api_token is None):
-            raise ValueError("Basic auth needs both email and api_token")
-        if self.api_type == "datacenter" and self.api_version == 3:
-            raise ValueError("Jira Data Center has no REST API v3: use api_version 2")
-        if self.request_type is not None and self.service_desk is None:
-            raise ValueError("request_type needs service_desk")
-        return self
 
     def build(self, name: str, session: aiohttp.ClientSession) -> JiraDesk:
         transport = Transport(name, session, timeout=self.timeout, tls=tls_context(self.ca_file, name))
@@ -157,14 +77,7 @@ class JiraDesk(KnowsItself):
         self.name = name
         self._config = config
         self._http = transport
-        if config.token is not None:
-            auth = "Bearer " + config.token.get_secret_value()
-        else:
-            secret = config.api_token.get_secret_value() if config.api_token else ""
-            auth = "Basic " + base64.b64encode(f"{config.email}:{secret}".encode()).decode("ascii")
-        self._headers = {"Accept": "application/json", "Authorization": auth}  # never logged
-        self._cloud: bool | None = {"cloud": True, "datacenter": False}.get(config.api_type)
-        self._lock = asyncio.Lock()
+        self._site = JiraSite(name, config, transport)  # signed requests, in the site's API version
         # How long `find` may miss an issue after its create was sent: the answer may come that late
         # (`timeout`), and search may take `search_lag` more to show the issue.
         self.find_lag = config.timeout + config.search_lag
@@ -183,7 +96,7 @@ class JiraDesk(KnowsItself):
         """Learn the integration user's accountId, name and key from `/myself` (once)."""
         if self._identified:
             return
-        me = await self._json("identify", "GET", f"{self._config.url}/rest/api/2/myself")
+        me = await self._site.json("identify", "GET", f"{self._config.url}/rest/api/2/myself")
         if isinstance(me, dict):
             for key in ("accountId", "name", "key", "emailAddress"):
                 self._identity.learn(str(me.get(key) or ""))
@@ -193,18 +106,11 @@ class JiraDesk(KnowsItself):
     # -- the Desk protocol ---------------------------------------------------------------------
 
     async def find(self, correlation_id: str) -> TicketRef | None:
-        cloud = await self._is_cloud("find")
         if self._config.correlation == "property":
             clause = f"issue.property[{self._config.property_key}].correlation_id = {jql_string(correlation_id)}"
         else:
             clause = f"labels = {jql_string(self._label(correlation_id))}"
-        jql = f"{clause} ORDER BY created DESC"
-        if cloud:
-            body = {"jql": jql, "fields": ["status"], "maxResults": 1}
-            found = await self._json("find", "POST", await self._api("find", "search/jql"), json=body)
-        else:
-            params = {"jql": jql, "fields": "status", "maxResults": "1"}
-            found = await self._json("find", "GET", await self._api("find", "search"), params=params)
+        found = await self._site.search("find", f"{clause} ORDER BY created DESC", ["status"], limit=1)
         issues = found.get("issues") if isinstance(found, dict) else None
         if not isinstance(issues, list):
             raise DeskRejected(f"{self.name} find: search answer has no issues", desk=self.name, action="find")
@@ -214,8 +120,8 @@ class JiraDesk(KnowsItself):
         request_type = fields.get("requestTypeId") or self._config.request_type
         if request_type:
             return await self._open_request(correlation_id, request_type, fields)
-        cloud = await self._is_cloud("open")
-        version = await self._version("open")
+        cloud = await self._site.is_cloud("open")
+        version = await self._site.version("open")
         values: dict[str, Any] = {
             "project": {"key": self._config.project},
             "issuetype": {"name": self._config.issue_type},
@@ -226,7 +132,7 @@ class JiraDesk(KnowsItself):
             body["properties"] = [{"key": self._config.property_key, "value": {"correlation_id": correlation_id}}]
         else:
             values["labels"] = [*values.get("labels", []), self._label(correlation_id)]
-        answer = await self._send("open", "POST", await self._api("open", "issue"), json=body)
+        answer = await self._site.send("open", "POST", await self._site.api_url("open", "issue"), json=body)
         created = self._http.json("open", answer)
         if not isinstance(created, dict) or not isinstance(created.get("key"), str):
             raise self._http.unexpected("open", answer, "answer has no issue key")
@@ -239,14 +145,14 @@ class JiraDesk(KnowsItself):
         editable = {k: v for k, v in fields.items() if k not in _JSM_ONLY}
         if not editable:
             return
-        cloud = await self._is_cloud("update")
-        version = await self._version("update")
+        cloud = await self._site.is_cloud("update")
+        version = await self._site.version("update")
         values = self._fields(editable, adf_rich_text=version == 3, cloud=cloud)
         body: dict[str, Any] = {"fields": values}
         added = values.pop("labels", None)
         if added:
             body["update"] = {"labels": [{"add": label} for label in added]}
-        await self._send("update", "PUT", await self._api("update", f"issue/{ref.id}"), json=body)
+        await self._site.send("update", "PUT", await self._site.api_url("update", f"issue/{ref.id}"), json=body)
 
     async def resolve(self, ref: TicketRef, note: str, fields: Mapping[str, str]) -> None:
         await self._transition("resolve", ref, self._config.resolve_transition, done=True, fields=fields)
@@ -265,15 +171,7 @@ class JiraDesk(KnowsItself):
         except ValueError as exc:
             raise DeskRejected(str(exc), desk=self.name, action="change_covering") from exc
         window = [f for f in (config.change_start_field, config.change_end_field) if f]
-        fields = ["summary", *window]
-        if await self._is_cloud("change_covering"):
-            body = {"jql": jql, "fields": fields, "maxResults": 20}
-            found = await self._json("change_covering", "POST", await self._api("change_covering", "search/jql"),
-                                     json=body)  # fmt: skip
-        else:
-            params = {"jql": jql, "fields": ",".join(fields), "maxResults": "20"}
-            found = await self._json("change_covering", "GET", await self._api("change_covering", "search"),
-                                     params=params)  # fmt: skip
+        found = await self._site.search("change_covering", jql, ["summary", *window], limit=20)
         issues = found.get("issues") if isinstance(found, dict) else None
         if not isinstance(issues, list):
             raise DeskRejected(f"{self.name}: change search answer has no issues", desk=self.name,
@@ -296,8 +194,8 @@ class JiraDesk(KnowsItself):
 
     async def open_problem(self, correlation_id: str, fields: Mapping[str, str]) -> TicketRef:
         """An issue of `problem_issue_type` in the project, found again by its correlation label."""
-        cloud = await self._is_cloud("open_problem")
-        version = await self._version("open_problem")
+        cloud = await self._site.is_cloud("open_problem")
+        version = await self._site.version("open_problem")
         summary = f"Recurring incident {correlation_id.rsplit(':problem:', 1)[0]}"
         values: dict[str, Any] = {
             "project": {"key": self._config.project},
@@ -305,8 +203,8 @@ class JiraDesk(KnowsItself):
         }
         values |= self._fields({"summary": summary, **fields}, adf_rich_text=version == 3, cloud=cloud)
         values["labels"] = [*values.get("labels", []), self._label(correlation_id)]
-        answer = await self._send("open_problem", "POST", await self._api("open_problem", "issue"),
-                                  json={"fields": values})  # fmt: skip
+        answer = await self._site.send("open_problem", "POST", await self._site.api_url("open_problem", "issue"),
+                                       json={"fields": values})  # fmt: skip
         created = self._http.json("open_problem", answer)
         if not isinstance(created, dict) or not isinstance(created.get("key"), str):
             raise self._http.unexpected("open_problem", answer, "answer has no issue key")
@@ -318,7 +216,7 @@ class JiraDesk(KnowsItself):
     async def _link(self, action: str, ref: TicketRef, other: str, kind: str, note: str) -> None:
         """Create issue link (`POST /issueLink`): the ticket is the outward ("from") issue, which gets the
         note as the link's comment."""
-        version = await self._version(action)
+        version = await self._site.version(action)
         text = marked(note)
         body = {
             "type": {"name": kind},
@@ -326,7 +224,7 @@ class JiraDesk(KnowsItself):
             "outwardIssue": {"key": ref.id},
             "comment": {"body": adf(text) if version == 3 else text},
         }
-        await self._send(action, "POST", await self._api(action, "issueLink"), json=body)
+        await self._site.send(action, "POST", await self._site.api_url(action, "issueLink"), json=body)
 
     async def reopen(self, ref: TicketRef, note: str) -> None:
         await self._transition("reopen", ref, self._config.reopen_transition, done=False, fields={})
@@ -334,8 +232,8 @@ class JiraDesk(KnowsItself):
 
     async def state(self, ref: TicketRef) -> TicketState:
         """The status category decides the phase; fields come back as the strings a route writes."""
-        url = await self._api("state", f"issue/{ref.id}")
-        issue = await self._json("state", "GET", url, params={"fields": "*navigable"})
+        url = await self._site.api_url("state", f"issue/{ref.id}")
+        issue = await self._site.json("state", "GET", url, params={"fields": "*navigable"})
         values = issue.get("fields") if isinstance(issue, dict) else None
         if not isinstance(values, dict):
             raise DeskRejected(f"{self.name} state: answer has no fields", desk=self.name, action="state")
@@ -364,22 +262,15 @@ class JiraDesk(KnowsItself):
         """Issues of `project` (and `sync_jql`) updated at or after `since_ms` (JQL counts minutes):
         their changelog histories and comments from `since_ms` on, oldest first per page."""
         await self.identify()
-        cloud = await self._is_cloud("changes")
         scope = f"project = {jql_string(self._config.project)}"
         if self._config.sync_jql:
             scope += f" AND ({self._config.sync_jql})"
         since = datetime.fromtimestamp(max(0, since_ms) / 1000, self._zone).strftime("%Y/%m/%d %H:%M")
         jql = f'updated >= "{since}" AND {scope} ORDER BY updated ASC'
         fields = ["status", "labels", "resolution", "comment", "updated", "assignee"]
-        if cloud:
-            body: dict[str, Any] = {"jql": jql, "fields": fields, "expand": "changelog", "maxResults": self.page_size}
-            if cursor:
-                body["nextPageToken"] = cursor
-            found = await self._json("changes", "POST", await self._api("changes", "search/jql"), json=body)
-        else:
-            params = {"jql": jql, "fields": ",".join(fields), "expand": "changelog"}
-            params |= {"maxResults": str(self.page_size), "startAt": cursor or "0"}
-            found = await self._json("changes", "GET", await self._api("changes", "search"), params=params)
+        found = await self._site.search(
+            "changes", jql, fields, limit=self.page_size, expand="changelog", page=cursor or ""
+        )
         what = f"{self.name} changes"
         try:
             page = Reader(found, what)
@@ -388,13 +279,7 @@ class JiraDesk(KnowsItself):
         except PayloadError as exc:
             raise DeskRejected(f"{self.name} changes: unexpected search answer: {exc}", desk=self.name) from exc
         events.sort(key=lambda e: e.at_ms)
-        if cloud:
-            token = page.text("nextPageToken", limit=2000)
-            next_cursor = token if token and page.data.get("isLast") is not True else None
-        else:
-            start, total = page.integer("startAt") or 0, page.integer("total") or 0
-            next_cursor = str(start + len(issues)) if issues and start + len(issues) < total else None
-        return ChangePage(events=events, cursor=next_cursor)
+        return ChangePage(events=events, cursor=await self._site.next_page("changes", page, len(issues)))
 
     # -- JSM -----------------------------------------------------------------------------------
 
@@ -406,7 +291,7 @@ class JiraDesk(KnowsItself):
                 desk=self.name,
                 action="open",
             )
-        cloud = await self._is_cloud("open")
+        cloud = await self._site.is_cloud("open")
         values = self._fields({k: v for k, v in fields.items() if k not in _JSM_ONLY}, adf_rich_text=False, cloud=cloud)
         labelled = request_type in self._config.request_labels and self._config.correlation == "label"
         if labelled:
@@ -417,7 +302,7 @@ class JiraDesk(KnowsItself):
             "requestFieldValues": values,
             "isAdfRequest": False,
         }
-        answer = await self._send("open", "POST", f"{self._config.url}/rest/servicedeskapi/request", json=body)
+        answer = await self._site.send("open", "POST", f"{self._config.url}/rest/servicedeskapi/request", json=body)
         created = self._http.json("open", answer)
         if not isinstance(created, dict) or not isinstance(created.get("issueKey"), str):
             raise self._http.unexpected("open", answer, "answer has no issueKey")
@@ -439,20 +324,20 @@ class JiraDesk(KnowsItself):
         base = f"{self._config.url}/rest/api/2/issue/{ref.id}"
         if self._config.correlation == "property":
             url = f"{base}/properties/{self._config.property_key}"
-            await self._send("open", "PUT", url, json={"correlation_id": correlation_id})
+            await self._site.send("open", "PUT", url, json={"correlation_id": correlation_id})
         else:
             body = {"update": {"labels": [{"add": self._label(correlation_id)}]}}
-            await self._send("open", "PUT", base, json=body)
+            await self._site.send("open", "PUT", base, json=body)
 
     # -- transitions and comments --------------------------------------------------------------
 
     async def _transition(
         self, action: str, ref: TicketRef, wanted: str, *, done: bool, fields: Mapping[str, str]
     ) -> None:
-        url = await self._api(action, f"issue/{ref.id}/transitions")
-        listed = await self._json(action, "GET", url, params={"expand": "transitions.fields"})
+        url = await self._site.api_url(action, f"issue/{ref.id}/transitions")
+        listed = await self._site.json(action, "GET", url, params={"expand": "transitions.fields"})
         transitions = [t for t in (listed or {}).get("transitions") or [] if isinstance(t, dict)]
-        chosen = _pick(transitions, wanted, done=done, closed=self._config.closed_statuses)
+        chosen = pick(transitions, wanted, done=done, closed=self._config.closed_statuses)
         if chosen is None:
             current = await self.state(ref)
             if (current.phase != TicketPhase.OPEN) == done:
@@ -469,23 +354,19 @@ class JiraDesk(KnowsItself):
         values: dict[str, Any] = {}
         if "resolution" in screen:
             values["resolution"] = {"name": self._config.resolution}
-        cloud = await self._is_cloud(action)
+        cloud = await self._site.is_cloud(action)
         given = self._fields({k: v for k, v in fields.items() if k in screen}, adf_rich_text=False, cloud=cloud)
         values |= given
-        missing = [
-            str(meta.get("name", key))
-            for key, meta in screen.items()
-            if isinstance(meta, dict) and meta.get("required") and key not in values
-        ]
-        if missing:
+        lacking = missing(screen, values)
+        if lacking:
             raise DeskRejected(
-                f"{self.name} {action}: transition {chosen.get('name')!r} requires {', '.join(missing)}",
+                f"{self.name} {action}: transition {chosen.get('name')!r} requires {', '.join(lacking)}",
                 desk=self.name,
                 action=action,
             )
         if values:
             body["fields"] = values
-        await self._send(action, "POST", url, json=body)
+        await self._site.send(action, "POST", url, json=body)
 
     async def _comment(self, action: str, ref: TicketRef, text: str) -> None:
         if not text:
@@ -493,11 +374,11 @@ class JiraDesk(KnowsItself):
         text = marked(text)
         if self._config.service_desk is not None:
             url = f"{self._config.url}/rest/servicedeskapi/request/{ref.id}/comment"
-            await self._send(action, "POST", url, json={"body": text, "public": False})
+            await self._site.send(action, "POST", url, json={"body": text, "public": False})
             return
-        version = await self._version(action)
+        version = await self._site.version(action)
         body = {"body": adf(text) if version == 3 else text}
-        await self._send(action, "POST", await self._api(action, f"issue/{ref.id}/comment"), json=body)
+        await self._site.send(action, "POST", await self._site.api_url(action, f"issue/{ref.id}/comment"), json=body)
 
     # -- requests ------------------------------------------------------------------------------
 
@@ -525,53 +406,6 @@ class JiraDesk(KnowsItself):
         prefix = self._config.label_prefix
         return label.startswith(prefix) and CORRELATION.fullmatch(label[len(prefix) :]) is not None
 
-    async def _is_cloud(self, action: str) -> bool:
-        """Cloud or Data Center: from the config, else from serverInfo's deploymentType, asked once."""
-        async with self._lock:
-            if self._cloud is None:
-                info = await self._json(action, "GET", f"{self._config.url}/rest/api/2/serverInfo")
-                kind = str(info.get("deploymentType", "")) if isinstance(info, dict) else ""
-                if not kind:
-                    raise DeskRejected(f"{self.name}: serverInfo has no deploymentType", desk=self.name)
-                self._cloud = kind.lower() == "cloud"
-            return self._cloud
-
-    async def _version(self, action: str) -> int:
-        cloud = await self._is_cloud(action)
-        version = self._config.api_version or (3 if cloud else 2)
-        if version == 3 and not cloud:
-            raise DeskRejected(f"{self.name}: Jira Data Center has no REST API v3", desk=self.name, action=action)
-        return version
-
-    async def _api(self, action: str, path: str) -> str:
-        return f"{self._config.url}/rest/api/{await self._version(action)}/{path}"
-
-    async def _json(
-        self,
-        action: str,
-        method: str,
-        url: str,
-        *,
-        params: Mapping[str, str] | None = None,
-        json: Mapping[str, Any] | None = None,
-    ) -> Any:
-        answer = await self._send(action, method, url, params=params, json=json)
-        return self._http.json(action, answer)
-
-    async def _send(
-        self,
-        action: str,
-        method: str,
-        url: str,
-        *,
-        params: Mapping[str, str] | None = None,
-        json: Mapping[str, Any] | None = None,
-    ) -> Answer:
-        answer = await self._http.send(action, method, url, headers=self._headers, params=params, json=json)
-        if not answer.ok:
-            raise self._http.error(action, answer, _reason(answer.text))
-        return answer
-
 
 def _when(value: Any) -> int | None:
     """Epoch ms of a Jira date-time field's value, or None."""
@@ -583,31 +417,6 @@ def _when(value: Any) -> int | None:
         except ValueError:
             continue
     return None
-
-
-def _pick(transitions: list[dict[str, Any]], wanted: str, *, done: bool, closed: list[str]) -> dict[str, Any] | None:
-    """The transition called `wanted`; else the first into (done) or out of (not done) the done category.
-
-    The fallback never picks a transition into one of the `closed` statuses: closing is a human's
-    call, or the configured transition's.
-    """
-    for transition in transitions:
-        if str(transition.get("name", "")).casefold() == wanted.casefold():
-            return transition
-    for transition in transitions:
-        to = transition.get("to") or {}
-        category = str((to.get("statusCategory") or {}).get("key", ""))
-        if (category == "done") == done and str(to.get("name", "")) not in closed:
-            return transition
-    return None
-
-
-def _reason(text: str) -> str:
-    """The messages of Jira's ErrorCollection, or of JSM's ErrorResponse."""
-    messages = json_reason(text, ("errorMessages",))
-    errors = json_reason(text, ("errors",))
-    jsm = json_reason(text, ("errorMessage",))
-    return "; ".join(part for part in (messages, errors, jsm) if part)
 
 
 def _zone(name: Any) -> tzinfo:
