@@ -1,15 +1,19 @@
 """What the request path's CPU goes to: the ingress-only server whole and stripped, under one wrk load.
 
-    python -m bench.strip [--rounds 3] [--seconds 8]
+    python -m bench.strip [--rounds 3] [--seconds 8] [--case unique|repeats]
 
-Three copies of `bench.ingress_only` (2 processes each, their own Redis), 1 alert per request,
+Four copies of `bench.ingress_only` (2 processes each, their own Redis), 1 alert per request,
 interleaved round by round; for each, the CPU its processes and its Redis spent per alert:
   whole           the request path as served
   no-xadd         everything but the XADD round trip (the alerts are parsed, then dropped: this copy
                   only measures, it is not the bridge)
   read-answer     the middleware, reading the body and answering 202: aiohttp's own cost, the
                   ceiling's handler with the bridge's middleware
-The differences are what the XADD round trip and the handler's own work (auth, parse, metrics) cost.
+  bare            the same handler alone in an app of its own, without the bridge's middleware,
+                  routes and sub-apps: the framework's ceiling in the same harness
+The differences are what the XADD round trip, the handler's own work (auth, parse, metrics) and the
+app around it cost. `--case repeats` sends 500 alerts over and over (bench/alerts.lua's repeat mode):
+what the request path costs where the repeat window answers copies from memory.
 """
 
 from __future__ import annotations
@@ -26,13 +30,15 @@ from aiohttp import web
 from bench import procs
 from bench.common import write_mapping, wrk
 
-VARIANTS = ("whole", "no-xadd", "read-answer")
+VARIANTS = ("whole", "no-xadd", "read-answer", "bare")
+REPEAT_POOL = 500
 
 
 def serve(variant: str) -> None:
     """Run `bench.ingress_only` (its arguments after the variant's) with the request path stripped."""
     import bridge.ingress.webhook as ingress
     import bridge.process.app as app
+    from bridge.ingress.repeats import REPEATS, RepeatWindow
     from bridge.runtime.http import json_response
 
     if variant == "no-xadd":
@@ -48,10 +54,28 @@ def serve(variant: str) -> None:
             return json_response({"accepted": 1, "rejected": 0}, 202)
 
         app.webhook = webhook  # type: ignore[attr-defined]  # make_app routes to the name it imported
+    elif variant == "bare":
+
+        async def answer(request: web.Request) -> web.Response:
+            await request.read()
+            return json_response({"accepted": 1, "rejected": 0}, 202)
+
+        async def answer_ok() -> web.Response:
+            return web.Response(text="ok")
+
+        def bare_app(_: object) -> web.Application:
+            bare = web.Application()
+            bare[REPEATS] = RepeatWindow(1.0, 1)  # for ingress_only's subscription; the handler has none
+            bare.router.add_post("/webhook/{source}", answer)
+            bare.router.add_get("/healthz", lambda _: answer_ok())  # what the harness waits for
+            return bare
+
+        app.make_app = bare_app  # type: ignore[assignment]  # ingress_only imports it by name
     runpy.run_module("bench.ingress_only", run_name="__main__")
 
 
-def measure(rounds: int, seconds: float) -> dict[str, list[float]]:
+def measure(rounds: int, seconds: float, case: str = "unique") -> dict[str, list[float]]:
+    mode = f"repeat:{REPEAT_POOL}" if case == "repeats" else "unique"
     cpu: dict[str, list[float]] = {v: [] for v in VARIANTS}
     with tempfile.TemporaryDirectory(prefix="bench-strip-") as tmp:
         for r in range(rounds):
@@ -64,9 +88,9 @@ def measure(rounds: int, seconds: float) -> dict[str, list[float]]:
                     proc = procs.ingress_only(config, server.url, work=work, workers=2, program=program)
                     stack.callback(proc.stop)
                     url, redis_pid = proc.url + "/webhook/alertmanager", server.process.pid if server.process else 0
-                    wrk(url, fmt="webhook", per_request=1, connections=32, seconds=2)
+                    wrk(url, fmt="webhook", per_request=1, connections=32, seconds=2, mode=mode)
                     before = proc.cpu_seconds() + procs.cpu_seconds(redis_pid)
-                    result = wrk(url, fmt="webhook", per_request=1, connections=32, seconds=seconds)
+                    result = wrk(url, fmt="webhook", per_request=1, connections=32, seconds=seconds, mode=mode)
                     used = proc.cpu_seconds() + procs.cpu_seconds(redis_pid) - before
                     cpu[variant].append(used / result.requests * 1e6)
                     print(f"{variant:12s} round {r}: {result.requests / result.seconds:,.0f} alerts/s, "
@@ -83,8 +107,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.strip")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--case", choices=["unique", "repeats"], default="unique")
     args = parser.parse_args()
-    cpu = measure(args.rounds, args.seconds)
+    cpu = measure(args.rounds, args.seconds, args.case)
     print("\n| variant | µs CPU per alert (median of rounds) |\n|---|---:|")
     for variant, values in cpu.items():
         print(f"| {variant} | {sorted(values)[len(values) // 2]:.1f} |")

@@ -16,7 +16,8 @@ import logging
 import re
 import sys
 import threading
-from collections.abc import Iterable, MutableMapping
+from collections.abc import Callable, Iterable, Mapping, MutableMapping
+from contextvars import ContextVar, Token
 from typing import Any, TextIO
 
 import orjson
@@ -88,6 +89,36 @@ class bound:
         reset_contextvars(**self._tokens)
 
 
+Fields = Callable[[], Mapping[str, Any]]
+_LAZY: ContextVar[Fields | None] = ContextVar("bridge_log_fields", default=None)
+
+
+class lazily:
+    """Bind the fields `fields()` returns to the log context of a block, worked out only if a line is
+    logged in it: per request, binding its id and source cost more than the request's every other log
+    call, which most requests never make. `fields` is called once per line; cache what it makes."""
+
+    __slots__ = ("_fields", "_token")
+
+    def __init__(self, fields: Fields) -> None:
+        self._fields = fields
+
+    def __enter__(self) -> None:
+        self._token: Token[Fields | None] = _LAZY.set(self._fields)
+
+    def __exit__(self, *_: object) -> None:
+        _LAZY.reset(self._token)
+
+
+def merge_lazy(logger: Any, method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """The fields bound by `lazily`, under the event's own and those bound by `bound`."""
+    fields = _LAZY.get()
+    if fields is not None:
+        for key, value in fields().items():
+            event.setdefault(key, value)
+    return event
+
+
 # JSON allows these raw inside strings, but they end a line for Python's str.splitlines, JavaScript and
 # some log viewers: escaped, an event is one line wherever it is read (alert text and paths carry them).
 _LINE_BREAKS = str.maketrans({"\u2028": "\\u2028", "\u2029": "\\u2029", "\x85": "\\u0085"})
@@ -124,6 +155,7 @@ def configure(*, level: str = "info", json: bool | None = None, file: TextIO | N
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
+            merge_lazy,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,

@@ -32,11 +32,9 @@ async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamRe
     """Every error leaves as `{"error", "detail"}`; nothing leaves as a traceback.
 
     The request's log lines carry its id (the sender's `X-Request-Id`, else a random one) and the
-    source it posts to; both are unbound after it, as the next request on a kept-alive connection
-    runs in the same task."""
-    request_id = request.headers.get("X-Request-Id") or f"{random.getrandbits(64):016x}"  # not a secret
-    source = request.match_info.get("source")
-    with logs.bound(request_id=request_id, **({"source": source} if source else {})):
+    source it posts to, worked out at its first line (`RequestFields`); both are unbound after it,
+    as the next request on a kept-alive connection runs in the same task."""
+    with logs.lazily(RequestFields(request)):
         try:
             return await handler(request)
         except RequestError as exc:
@@ -54,6 +52,26 @@ async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamRe
         except Exception:
             log.exception("request_failed", path=request.path)
             return json_response({"error": "internal", "detail": "internal error, see the bridge's log"}, 500)
+
+
+class RequestFields:
+    """A request's log fields: its id and the source it posts to, made at the first line logged."""
+
+    __slots__ = ("_fields", "_request")
+
+    def __init__(self, request: web.Request) -> None:
+        self._request: web.Request | None = request
+        self._fields: dict[str, str] = {}
+
+    def __call__(self) -> dict[str, str]:
+        request = self._request
+        if request is not None:  # once: the id must be the same on each line
+            self._request = None
+            self._fields["request_id"] = request.headers.get("X-Request-Id") or f"{random.getrandbits(64):016x}"
+            source = request.match_info.get("source")
+            if source:
+                self._fields["source"] = source
+        return self._fields
 
 
 def _unreadable(request: web.Request, exc: Exception) -> web.Response:

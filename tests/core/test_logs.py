@@ -75,12 +75,18 @@ async def test_logs_are_json_with_context_and_never_hold_a_secret(
 
 
 async def test_a_request_s_log_context_ends_with_the_request() -> None:
-    """Each request's log lines carry its id (the sender's X-Request-Id, else a new one) and its source;
-    the next request on the same kept-alive connection (the same server task) carries neither."""
+    """Each request's log lines carry its id (the sender's X-Request-Id, else a new one, the same on
+    each line) and its source; the next request on the same kept-alive connection (the same server
+    task) carries neither."""
+
+    def logged() -> dict[str, Any]:  # what a line logged here gets from the log context
+        return dict(logs.merge_lazy(None, "info", structlog.contextvars.merge_contextvars(None, "info", {})))
 
     async def context(request: web.Request) -> web.Response:
         port = request.transport.get_extra_info("peername")[1] if request.transport else 0
-        return web.json_response({**structlog.contextvars.get_contextvars(), "port": port})
+        first = logged()
+        assert logged() == first  # a second line of the same request: the same id
+        return web.json_response({**first, "port": port})
 
     app = web.Application(middlewares=[errors_as_json])
     app.router.add_post("/webhook/{source}", context)
