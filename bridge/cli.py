@@ -94,7 +94,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             allow_unauthenticated=args.allow_unauthenticated,
         )
     _use_uvloop()
-    asyncio.run(
+    return asyncio.run(
         serve(
             files,
             host=args.host,
@@ -109,7 +109,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
             allow_unauthenticated=args.allow_unauthenticated,
         )
     )
-    return 0
 
 
 def cmd_test_mapping(args: argparse.Namespace) -> int:

@@ -9,7 +9,7 @@ import ipaddress
 import os
 import signal
 import socket
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -164,6 +164,8 @@ class Bridge:
         self._runner: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._stopped = False
+        self.failed = asyncio.Event()  # a stage stopped on its own (`_stage`): the process must stop
+        self.failure = ""  # which, and why
 
     async def start(self) -> Bridge:
         """Listen, reach Redis, then start the stages; returns once started, or once stopped before.
@@ -206,23 +208,44 @@ class Bridge:
         assert self._runner is not None  # _listen made it
         self.repeats = window = self._runner.app[REPEATS]  # identical copies within moments (bridge/ingress/repeats.py)
         self._tasks = [
-            asyncio.create_task(engine.run(self.stopping), name="engine"),
-            asyncio.create_task(delivery.run(self.stopping), name="delivery"),
-            asyncio.create_task(ticker.run(self.stopping), name="timers"),
-            asyncio.create_task(upkeep.run(self.stopping), name="upkeep"),
-            asyncio.create_task(Watch(rt).run(self.stopping), name="heartbeats"),  # their gauges
-            asyncio.create_task(applier.run(self.stopping), name="desk_events"),  # the loop back
-            asyncio.create_task(upstreams.run(self.stopping), name="upstreams"),
-            asyncio.create_task(poller.run(self.stopping), name="desk_poll"),
-            asyncio.create_task(repeats.listen(rt.redis, window, self.stopping, announce(rt)), name="repeats"),
+            self._stage(engine.run(self.stopping), "engine"),
+            self._stage(delivery.run(self.stopping), "delivery"),
+            self._stage(ticker.run(self.stopping), "timers"),
+            self._stage(upkeep.run(self.stopping), "upkeep"),
+            self._stage(Watch(rt).run(self.stopping), "heartbeats"),  # their gauges
+            self._stage(applier.run(self.stopping), "desk_events"),  # the loop back
+            self._stage(upstreams.run(self.stopping), "upstreams"),
+            self._stage(poller.run(self.stopping), "desk_poll"),
+            self._stage(repeats.listen(rt.redis, window, self.stopping, announce(rt)), "repeats"),
         ]
         await repeats.until_live(window, REDIS_TIMEOUT_S)
         if self.config_paths:
             self.reloader = Reloader(rt, self.config_paths, poll_s=self.reload_poll_s)
-            self._tasks.append(asyncio.create_task(self.reloader.run(self.stopping), name="reload"))
+            self._tasks.append(self._stage(self.reloader.run(self.stopping), "reload"))
         rt.not_ready = ""
         log.info("bridge_started", host=self.host, port=self.port, consumer=self.consumer)
         return self
+
+    def _stage(self, loop: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+        """A stage's loop as a task, watched: each loop handles what it can retry (Redis or a desk away), so
+        one that ends before `stop` is a bug, and the process must not run on without it (answering 202
+        for alerts that nothing decides or delivers). It is logged (`stage_stopped`, with its traceback),
+        /readyz says so, and `failed` is set: `serve` stops the process, which exits 1 for its service
+        manager (or `--workers`' parent) to start it again."""
+        task = asyncio.create_task(loop, name=name)
+        task.add_done_callback(self._stage_ended)
+        return task
+
+    def _stage_ended(self, task: asyncio.Task[None]) -> None:
+        if self.stopping.is_set() or task.cancelled():
+            return
+        error = task.exception()
+        said = f"{type(error).__name__}: {error}" if error else "it returned"
+        log.critical("stage_stopped", stage=task.get_name(), error=said, exc_info=error)
+        self.failure = self.failure or f"the {task.get_name()} stage stopped ({said}); the process stops"
+        if self.runtime is not None:
+            self.runtime.not_ready = self.failure
+        self.failed.set()
 
     async def _listen(self, rt: Runtime) -> None:
         # In-flight requests get the grace period too: an alert being written to Redis is answered.
@@ -346,8 +369,9 @@ async def serve(
     announce: bool = True,
     allow_unauthenticated: bool = False,
     viewer_token: str = "",
-) -> None:
-    """Run until SIGTERM or SIGINT; SIGHUP reloads the mapping files (so does saving one).
+) -> int:
+    """Run until SIGTERM or SIGINT; SIGHUP reloads the mapping files (so does saving one). Returns the
+    exit code: 0, or 1 when a stage stopped on its own (`Bridge._stage`) and so did the process.
 
     On an address other machines can reach, sources without a secret stop the start unless
     `allow_unauthenticated` (`refuse_open_sources`).
@@ -372,15 +396,18 @@ async def serve(
         loop.add_signal_handler(signal.SIGHUP, lambda: bridge.reloader.request() if bridge.reloader else None)
         starting = asyncio.create_task(bridge.start(), name="start")
         signal_wait = asyncio.create_task(signalled.wait(), name="signal")
+        failed_wait = asyncio.create_task(bridge.failed.wait(), name="failed")
         try:
-            await asyncio.wait({starting, signal_wait}, return_when=asyncio.FIRST_COMPLETED)
-            if not starting.done():  # a signal while waiting for Redis: end the wait, then stop
+            await asyncio.wait({starting, signal_wait, failed_wait}, return_when=asyncio.FIRST_COMPLETED)
+            if not starting.done():  # a signal (or a failed stage) while waiting for Redis: end the wait, then stop
                 bridge.stopping.set()
             await starting
-            if not signalled.is_set():
+            if not signalled.is_set() and not bridge.failed.is_set():
                 collect_less()
-                await signal_wait
+                await asyncio.wait({signal_wait, failed_wait}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             signal_wait.cancel()
-            log.info("bridge_stopping", grace_s=grace_s)
+            failed_wait.cancel()
+            log.info("bridge_stopping", grace_s=grace_s, **({"failure": bridge.failure} if bridge.failure else {}))
             await bridge.stop()
+    return 1 if bridge.failure else 0

@@ -19,6 +19,7 @@ import multiprocessing
 import multiprocessing.process
 import os
 import signal
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -62,7 +63,7 @@ def _worker_main(spec: WorkerSpec) -> None:
         import uvloop
 
         uvloop.install()
-    asyncio.run(
+    code = asyncio.run(
         serve(
             spec.config_paths,
             host=spec.host,
@@ -79,6 +80,8 @@ def _worker_main(spec: WorkerSpec) -> None:
             viewer_token=spec.viewer_token,
         )
     )
+    if code:  # a stage stopped on its own: the parent sees this worker die, and stops the rest
+        sys.exit(code)
 
 
 def serve_workers(

@@ -1,0 +1,72 @@
+"""A stage of the bridge that stops on its own (a bug: each loop handles what it can retry) stops the
+whole process, exit 1, rather than leaving it answering 202 for alerts nothing decides."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from pathlib import Path
+
+import pytest
+from structlog.testing import capture_logs
+
+from bridge.engine.timers import Ticker
+from bridge.process.embedded import EmbeddedRedis, free_port
+from bridge.process.server import serve
+from tests.conftest import Snow
+from tests.running import write_mapping
+
+
+@pytest.mark.parametrize("ending", ["raises", "returns"])
+async def test_a_stage_that_stops_on_its_own_stops_the_process_with_exit_1(
+    snow: Snow, redis_server: EmbeddedRedis, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ending: str
+) -> None:
+    """The timers' loop ends a moment after the start: `stage_stopped` names it and why, and `serve`
+    stops the rest and returns 1 (the exit code) without waiting for a signal."""
+    started = asyncio.Event()
+
+    async def broken(self: Ticker, stopping: asyncio.Event) -> None:
+        started.set()
+        await asyncio.sleep(0.3)
+        if ending == "raises":
+            raise RuntimeError("a bug in the timers")
+
+    monkeypatch.setattr(Ticker, "run", broken)
+    config = write_mapping(tmp_path / "mapping.yaml", snow)
+    with capture_logs() as events:
+        code = await asyncio.wait_for(
+            serve([str(config)], host="127.0.0.1", port=free_port(), redis_url=redis_server.url,
+                  data_dir=tmp_path, grace_s=2.0, announce=False),
+            timeout=30,
+        )  # fmt: skip
+    assert started.is_set()
+    assert code == 1
+    stopped = [e for e in events if e["event"] == "stage_stopped"]
+    said = "RuntimeError: a bug in the timers" if ending == "raises" else "it returned"
+    assert [(e["stage"], e["error"]) for e in stopped] == [("timers", said)], stopped
+    assert stopped[0]["log_level"] == "critical"
+    stopping = next(e for e in events if e["event"] == "bridge_stopping")
+    assert "the timers stage stopped" in stopping["failure"]
+    assert any(e["event"] == "bridge_stopped" for e in events)
+
+
+async def test_a_clean_stop_is_exit_0_and_names_no_failure(
+    snow: Snow, redis_server: EmbeddedRedis, tmp_path: Path
+) -> None:
+    """The stages cancelled by a stop are not failures: SIGTERM's stop returns 0 and logs no stage_stopped."""
+    config = write_mapping(tmp_path / "mapping.yaml", snow)
+    with capture_logs() as events:
+        serving = asyncio.create_task(
+            serve([str(config)], host="127.0.0.1", port=free_port(), redis_url=redis_server.url,
+                  data_dir=tmp_path, grace_s=2.0, announce=False)
+        )  # fmt: skip
+        for _ in range(200):
+            if any(e["event"] == "bridge_started" for e in events):
+                break
+            await asyncio.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGTERM)  # serve's own handler takes it
+        code = await asyncio.wait_for(serving, timeout=30)
+    assert any(e["event"] == "bridge_started" for e in events)
+    assert code == 0
+    assert not [e for e in events if e["event"] == "stage_stopped"]
