@@ -62,7 +62,10 @@ class Upkeep:
             now = loop.time()
             gauges_due = self.rt.tuning.gauges_every_s + (now if self._refreshed is None else self._refreshed)
             if self._refreshed is None or now >= gauges_due:
-                await self.refresh()
+                try:  # Redis away is handled inside (bridge_redis_up 0); the loop must not die of the rest
+                    await self.refresh()
+                except Exception:
+                    log.exception("gauges_refresh_failed")
                 gauges_due = now + self.rt.tuning.gauges_every_s
             if now >= trims_due:
                 try:

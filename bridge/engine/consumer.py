@@ -18,6 +18,7 @@ import structlog
 from pydantic import ValidationError
 
 from bridge.core import keys
+from bridge.core.errors import ConfigError
 from bridge.core.models import Alert, DecisionKind, Status
 from bridge.core.routing import Routed, Router, follow_up
 from bridge.engine import adoption
@@ -87,8 +88,8 @@ class Engine:
     async def run(self, stop: asyncio.Event) -> None:
         """Read, decide, acknowledge, until `stop`, with `tuning.engine_readers` batches in flight: one
         is routed here while Redis runs another's Lua steps. Batches may overlap on one incident, as
-        two replicas' do; the Lua step orders an alert's versions, so they converge all the same."""
-        await self.ensure_group()
+        two replicas' do; the Lua step orders an alert's versions, so they converge all the same. Each
+        reader makes the groups first (again after a Redis that lost them), inside its retrying loop."""
         try:  # record the mapping's routes; find those it retired (a reload does it again)
             await routebook.refresh(self.rt, reason="start")
         except Exception:  # their incidents' states find their way there anyway (placement misses them)
@@ -107,8 +108,12 @@ class Engine:
         loop = asyncio.get_running_loop()
         next_claim = 0.0
         batch, linger = self.rt.tuning.batch, self.rt.tuning.engine_linger_ms / 1000
+        regroup = True
         while not stop.is_set():
             try:
+                if regroup:
+                    await self.ensure_group()
+                    regroup = False
                 if primary and loop.time() >= next_claim:
                     await self.claim_idle(stream)
                     await self.trim(stream)
@@ -137,7 +142,9 @@ class Engine:
                 # Redis came back without the stream (restarted empty, or a failover to a replica
                 # that had not caught up): start the group again rather than fail every step.
                 log.warning("intake_group_recreated", error=str(exc))
-                await self.ensure_group()
+                regroup = True
+            except ConfigError:  # another shard count recorded in this Redis: this process must not run
+                raise
             except Exception:
                 # The entries stay pending, so XAUTOCLAIM retries them; the loop must not die.
                 log.exception("engine_step_failed")

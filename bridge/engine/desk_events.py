@@ -47,11 +47,13 @@ class DeskEventApplier:
                 raise
 
     async def run(self, stop: asyncio.Event) -> None:
-        await self.ensure_group()
         loop = asyncio.get_running_loop()
-        next_claim = 0.0
+        next_claim, regroup = 0.0, True
         while not stop.is_set():
             try:
+                if regroup:  # first, and after a Redis that lost the group: inside the retrying loop
+                    await self.ensure_group()
+                    regroup = False
                 if loop.time() >= next_claim:
                     await self.claim_idle()
                     next_claim = loop.time() + 10.0
@@ -61,7 +63,7 @@ class DeskEventApplier:
                 await wait_for_event(stop, 1.0)
             except redis.exceptions.ResponseError as exc:
                 if "NOGROUP" in str(exc):
-                    await self.ensure_group()
+                    regroup = True
                     continue
                 log.exception("sync_step_failed")
                 await wait_for_event(stop, 1.0)
