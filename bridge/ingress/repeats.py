@@ -296,8 +296,7 @@ async def listen(
                     window.stop()  # what came meanwhile was missed, so nothing remembered is kept
                     window.up.set()
                 elif message["type"] == "message" and not message["data"].startswith(own):
-                    _, durable, unsure = orjson.loads(message["data"])
-                    window.heard(durable, unsure, time.monotonic())
+                    heard(window, message["data"])
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
             if window.live:
                 log.warning("repeat_window_paused", error=str(exc), retry_s=RESUBSCRIBE_S)
@@ -306,3 +305,15 @@ async def listen(
             with contextlib.suppress(Exception):  # a connection already gone
                 await pubsub.aclose()
         await wait_for_event(stop, RESUBSCRIBE_S)
+
+
+def heard(window: RepeatWindow, data: bytes) -> None:
+    """Apply another process's announcement; one not of this form (anyone may publish on the channel)
+    is logged and skipped, and ends every window, as a missed one would."""
+    try:
+        _, durable, unsure = orjson.loads(data)
+        window.heard(durable, unsure, time.monotonic())
+    except (ValueError, TypeError) as exc:
+        log.warning("repeat_announcement_unreadable", error=str(exc)[:200], size=len(data))
+        window.stop()
+        window.up.set()

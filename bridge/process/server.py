@@ -228,19 +228,20 @@ class Bridge:
 
     def _stage(self, loop: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
         """A stage's loop as a task, watched: each loop handles what it can retry (Redis or a desk away), so
-        one that ends before `stop` is a bug, and the process must not run on without it (answering 202
-        for alerts that nothing decides or delivers). It is logged (`stage_stopped`, with its traceback),
-        /readyz says so, and `failed` is set: `serve` stops the process, which exits 1 for its service
-        manager (or `--workers`' parent) to start it again."""
+        one that raises is a bug, and the process must not run on without it (answering 202 for alerts
+        that nothing decides or delivers). It is logged (`stage_stopped`, with its traceback), /readyz
+        says so, and `failed` is set: `serve` stops the process, which exits 1 for its service manager
+        (or `--workers`' parent) to start it again. A loop that returns has nothing to do (the repeat
+        window turned off)."""
         task = asyncio.create_task(loop, name=name)
         task.add_done_callback(self._stage_ended)
         return task
 
     def _stage_ended(self, task: asyncio.Task[None]) -> None:
-        if self.stopping.is_set() or task.cancelled():
+        if self.stopping.is_set() or task.cancelled() or task.exception() is None:
             return
         error = task.exception()
-        said = f"{type(error).__name__}: {error}" if error else "it returned"
+        said = f"{type(error).__name__}: {error}"
         log.critical("stage_stopped", stage=task.get_name(), error=said, exc_info=error)
         self.failure = self.failure or f"the {task.get_name()} stage stopped ({said}); the process stops"
         if self.runtime is not None:

@@ -207,6 +207,23 @@ async def test_a_lost_subscription_forgets_everything(replicas: Any, intake: Int
     assert len(await intake()) == 2
 
 
+@pytest.mark.parametrize("garbage", [b"not json", b'["x", [["k"]], []]', b'["x", 1, 2]', b"{}"])
+async def test_an_unreadable_announcement_forgets_everything_and_the_window_goes_on(
+    replicas: Any, intake: Intake, redis: aioredis.Redis, garbage: bytes
+) -> None:
+    """Anyone who can reach Redis may publish on the channel: a message not of the announcements' form is
+    skipped, as one missed would be (nothing remembered is kept), and the subscription stays up."""
+    one = await replicas()
+    assert (await post(one.webhook, FIRING))[0] == 202
+    assert len(one.window) == 1
+    await redis.publish(keys.REPEATS_CHANNEL, garbage)
+    await eventually(lambda: len(one.window) == 0)
+    assert one.window.live
+    assert await post(one.webhook, FIRING) == (202, {"accepted": 1, "rejected": 0})  # written again
+    assert await post(one.webhook, FIRING) == (202, {"accepted": 1, "rejected": 0, "repeated": 1})  # and absorbed
+    assert len(await intake()) == 2
+
+
 async def test_bodies_with_dead_letters_are_parsed_every_time(replicas: Any, redis: aioredis.Redis) -> None:
     one = await replicas()
     body = group(alert(), {**alert(instance="x"), "startsAt": "not a time"})
