@@ -55,6 +55,9 @@ async def check(client: Any, tuning: Tuning) -> dict[str, str]:
             hint="Redis refuses CONFIG GET: check its appendonly/appendfsync yourself; a 202 means in Redis's memory",
         )  # fmt: skip
         return {}
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:  # gone again since reached:
+        log.warning("durability_unknown", durability=tuning.durability, error=str(exc))  # the start goes on
+        return {}
     settings = {_s(k): _s(v) for k, v in found.items()}
     appendonly, appendfsync = settings.get("appendonly", ""), settings.get("appendfsync", "")
     loses = LOSES.get(appendfsync, "unknown") if appendonly == "yes" else "everything since the last snapshot"

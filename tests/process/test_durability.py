@@ -16,9 +16,11 @@ from typing import Any
 import pytest
 import redis as sync_redis
 import redis.asyncio as aioredis
+from structlog.testing import capture_logs
 
 from bridge.core.config import MappingConfig, tuning
 from bridge.process.embedded import EmbeddedRedis, free_port
+from bridge.runtime import durability
 from tests.amp import alert, group
 from tests.conftest import FAST, Snow, eventually, mapping, post
 from tests.running import ROOT, LogTail, spawn, wait_ready, webhook_url, write_mapping
@@ -143,3 +145,16 @@ def test_a_bad_durability_setting_is_refused(env: dict[str, str]) -> None:
     """An unknown durability or a negative replica count is an error naming the variable."""
     with pytest.raises(ValueError, match="BRIDGE_"):
         tuning(env)
+
+
+async def test_a_redis_gone_again_right_after_it_was_reached_does_not_end_the_start() -> None:
+    """The start asks Redis for its persistence settings just after reaching it; Redis gone again by then
+    (a restart) is said (`durability_unknown`) and the start goes on, as it does when CONFIG is refused."""
+    client = aioredis.Redis(port=free_port(), socket_connect_timeout=1)  # nothing listens there
+    try:
+        with capture_logs() as events:
+            assert await durability.check(client, FAST) == {}
+    finally:
+        await client.aclose()
+    assert [e["event"] for e in events] == ["durability_unknown"]
+    assert "Connect" in events[0]["error"] or "111" in events[0]["error"], events
