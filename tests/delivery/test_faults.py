@@ -389,7 +389,7 @@ async def test_work_handed_to_delivery_here_is_claimed_a_lease_ahead_as_far_as_t
     [started] = bridge.delivery._inflight
     waiting = (set(scores) - {started}).pop()
     assert scores[started] > now + 20_000  # taken here: a lease ahead
-    assert scores[waiting] <= now  # no room: due now
+    assert scores[waiting] <= now + 1  # no room: due now (a new marker is moved 1 ms on: outbox.signal)
     await eventually(lambda: len(snow.incidents()) == 2, within=10)  # and both are delivered
 
 

@@ -106,7 +106,8 @@ async def test_a_master_failover_mid_flow_loses_no_alert_and_duplicates_no_ticke
                 await eventually(lambda: set(tickets_by_host()) == set(hosts), within=60, interval=0.2)
             except AssertionError:  # say which (a CI run under load once saw this fail, and not again)
                 missing = sorted(set(hosts) - set(tickets_by_host()))
-                raise AssertionError(f"no ticket within 60 s for {missing}; answers {answers}") from None
+                said = f"no ticket within 60 s for {missing}; answers {answers}; stage failed: {bridge.failure!r}"
+                raise AssertionError(said) from None
             for host in hosts:
                 await send(session, orjson.dumps(group(alert("resolved", instance=host))))
         await eventually(lambda: all(t["state"] == "6" for t in snow.incidents()), within=60, interval=0.2)
@@ -114,6 +115,7 @@ async def test_a_master_failover_mid_flow_loses_no_alert_and_duplicates_no_ticke
         assert set(found) == set(hosts), f"lost {sorted(set(hosts) - set(found))}; answers {answers}"
         duplicates = {host: n for host, n in found.items() if n > 1}
         assert not duplicates, f"duplicate tickets {duplicates}; answers {answers}"
+        assert not bridge.failure  # every stage outlived the failover (an engine reader once could not)
     finally:
         await bridge.stop()
 
