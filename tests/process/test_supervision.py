@@ -16,7 +16,7 @@ from bridge.engine.timers import Ticker
 from bridge.process.embedded import EmbeddedRedis, free_port
 from bridge.process.server import serve
 from tests.conftest import Snow
-from tests.running import write_mapping
+from tests.running import LogTail, spawn, write_mapping
 
 
 async def test_a_stage_that_fails_stops_the_process_with_exit_1(
@@ -70,3 +70,46 @@ async def test_a_clean_stop_is_exit_0_and_names_no_failure(
     assert any(e["event"] == "bridge_started" for e in events)
     assert code == 0
     assert not [e for e in events if e["event"] == "stage_stopped"]
+
+
+BROKEN_TIMERS = '''
+"""Loaded at each interpreter's start (PYTHONPATH): the timers' loop raises a moment after it starts."""
+import asyncio
+
+from bridge.engine import timers
+
+
+async def _broken(self, stop):
+    await asyncio.sleep(1.0)
+    raise RuntimeError("a bug in the timers")
+
+
+timers.Ticker.run = _broken
+'''
+
+
+async def test_under_workers_a_failed_stage_stops_every_worker_and_the_parent_exits_1(
+    snow: Snow, redis_server: EmbeddedRedis, tmp_path: Path
+) -> None:
+    """`bridge serve --workers 2` whose workers' timers raise (patched in at each interpreter's start, as
+    nothing else reaches a spawned worker): each worker logs `stage_stopped` and exits 1, the parent sees
+    one die (`worker_died`), stops the other and exits 1, for its service manager to start it again."""
+    inject = tmp_path / "inject"
+    inject.mkdir()
+    (inject / "sitecustomize.py").write_text(BROKEN_TIMERS)
+    pythonpath = os.pathsep.join(p for p in (str(inject), os.environ.get("PYTHONPATH", "")) if p)
+    proc = spawn(write_mapping(tmp_path / "mapping.yaml", snow), redis_server.url, free_port(), "--workers", "2",
+                 PYTHONPATH=pythonpath)  # fmt: skip
+    tail = LogTail(proc)
+    try:
+        code = await asyncio.to_thread(proc.wait, 60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    tail.join()
+    assert code == 1, tail.text()[-3000:]
+    stopped = tail.events("stage_stopped")
+    assert stopped and {e["stage"] for e in stopped} == {"timers"}, tail.text()[-3000:]
+    assert all("a bug in the timers" in e["error"] for e in stopped)
+    [died] = tail.events("worker_died")
+    assert died["codes"] == [1], died  # the worker's own exit code says it failed
