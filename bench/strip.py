@@ -12,18 +12,23 @@ interleaved round by round; for each, the CPU its processes and its Redis spent 
   bare            the same handler alone in an app of its own, without the bridge's middleware,
                   routes and sub-apps: the framework's ceiling in the same harness
 The differences are what the XADD round trip, the handler's own work (auth, parse, metrics) and the
-app around it cost. `--case repeats` sends 500 alerts over and over (bench/alerts.lua's repeat mode):
+app around it cost. `--window-parts` runs the request path whole, with the repeat window off, and with
+each of its parts taken out (remembering the copies written, announcing them, all of it in the
+request path while the subscription runs): what the window costs where nothing repeats, part by part.
+`--case repeats` sends 500 alerts over and over (bench/alerts.lua's repeat mode):
 what the request path costs where the repeat window answers copies from memory.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import runpy
 import sys
 import tempfile
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
@@ -31,17 +36,33 @@ from bench import procs
 from bench.common import write_mapping, wrk
 
 VARIANTS = ("whole", "no-xadd", "read-answer", "bare")
+# `--window-parts`: the repeat window's parts taken out one by one (where nothing repeats, what each costs)
+WINDOW_PARTS = ("whole", "window-off", "no-remember", "no-announce", "no-window-in-enqueue")
 REPEAT_POOL = 500
 
 
 def serve(variant: str) -> None:
     """Run `bench.ingress_only` (its arguments after the variant's) with the request path stripped."""
+    import bridge.ingress.repeats as repeats
     import bridge.ingress.webhook as ingress
     import bridge.process.app as app
     from bridge.ingress.repeats import REPEATS, RepeatWindow
     from bridge.runtime.http import json_response
 
-    if variant == "no-xadd":
+    if variant == "window-off":
+        os.environ["BRIDGE_REPEAT_WINDOW_MS"] = "0"
+    elif variant == "no-remember":  # copies written are not remembered (nothing is ever absorbed)
+        repeats.RepeatWindow.wrote = lambda self, written, now: None  # type: ignore[method-assign]
+    elif variant == "no-announce":  # writes are not published to the other processes
+        repeats.Announcer.add = lambda self, written, durable=True: None  # type: ignore[method-assign,misc]
+    elif variant == "no-window-in-enqueue":  # the subscription runs, the request path does not use it
+        enqueue_with = ingress.enqueue
+
+        async def enqueue_without(runtime: Any, source: str, parsed: Any, window: Any = None) -> Any:
+            return await enqueue_with(runtime, source, parsed, None)
+
+        ingress.enqueue = enqueue_without
+    elif variant == "no-xadd":
 
         async def enqueue(*_: object) -> None:
             return None
@@ -74,12 +95,14 @@ def serve(variant: str) -> None:
     runpy.run_module("bench.ingress_only", run_name="__main__")
 
 
-def measure(rounds: int, seconds: float, case: str = "unique") -> dict[str, list[float]]:
+def measure(
+    rounds: int, seconds: float, case: str = "unique", variants: tuple[str, ...] = VARIANTS
+) -> dict[str, list[float]]:
     mode = f"repeat:{REPEAT_POOL}" if case == "repeats" else "unique"
-    cpu: dict[str, list[float]] = {v: [] for v in VARIANTS}
+    cpu: dict[str, list[float]] = {v: [] for v in variants}
     with tempfile.TemporaryDirectory(prefix="bench-strip-") as tmp:
         for r in range(rounds):
-            for variant in VARIANTS:
+            for variant in variants:
                 work = Path(tmp) / f"{variant}-{r}"
                 with ExitStack() as stack:
                     server = stack.enter_context(procs.redis_server(work / "redis"))
@@ -108,8 +131,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--case", choices=["unique", "repeats"], default="unique")
+    parser.add_argument("--window-parts", action="store_true", help="the repeat window's parts, one by one")
     args = parser.parse_args()
-    cpu = measure(args.rounds, args.seconds, args.case)
+    cpu = measure(args.rounds, args.seconds, args.case, WINDOW_PARTS if args.window_parts else VARIANTS)
     print("\n| variant | µs CPU per alert (median of rounds) |\n|---|---:|")
     for variant, values in cpu.items():
         print(f"| {variant} | {sorted(values)[len(values) // 2]:.1f} |")
