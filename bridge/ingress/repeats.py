@@ -214,6 +214,10 @@ class RepeatWindow:
     def stop(self) -> None:
         """The subscription is down: absorb nothing, and keep nothing that a missed message could have ended."""
         self.up.clear()
+        self.forget()
+
+    def forget(self) -> None:
+        """Keep nothing remembered: what another process wrote meanwhile is not known here."""
         self._written.clear()
         self._bodies.clear()
         self._held = 0
@@ -293,7 +297,7 @@ async def listen(
                 if message is None:
                     continue
                 if message["type"] == "subscribe":  # also after redis-py subscribed again on its own:
-                    window.stop()  # what came meanwhile was missed, so nothing remembered is kept
+                    window.forget()  # what came meanwhile was missed, so nothing remembered is kept
                     window.up.set()
                 elif message["type"] == "message" and not message["data"].startswith(own):
                     heard(window, message["data"])
@@ -315,5 +319,4 @@ def heard(window: RepeatWindow, data: bytes) -> None:
         window.heard(durable, unsure, time.monotonic())
     except (ValueError, TypeError) as exc:
         log.warning("repeat_announcement_unreadable", error=str(exc)[:200], size=len(data))
-        window.stop()
-        window.up.set()
+        window.forget()

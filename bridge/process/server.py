@@ -238,9 +238,8 @@ class Bridge:
         return task
 
     def _stage_ended(self, task: asyncio.Task[None]) -> None:
-        if self.stopping.is_set() or task.cancelled() or task.exception() is None:
+        if self.stopping.is_set() or task.cancelled() or (error := task.exception()) is None:
             return
-        error = task.exception()
         said = f"{type(error).__name__}: {error}"
         log.critical("stage_stopped", stage=task.get_name(), error=said, exc_info=error)
         self.failure = self.failure or f"the {task.get_name()} stage stopped ({said}); the process stops"
